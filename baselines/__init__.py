@@ -1,0 +1,1 @@
+"""What "normal" is: per-release baselines, baseline selection and A/A calibration."""

@@ -1,0 +1,42 @@
+"""Judged signals of one release on a shared time grid: the unit every stage passes on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SignalFrame:
+    """One row per signal, one column per sample time; NaN marks a missing sample.
+
+    `events` and `trials` carry the counts behind ratio signals (errors out of requests)
+    so rates are judged as counts; they are NaN for every other kind of signal.
+    """
+
+    names: tuple[str, ...]
+    times: np.ndarray
+    values: np.ndarray
+    events: np.ndarray
+    trials: np.ndarray
+
+    @classmethod
+    def empty(cls, names: tuple[str, ...]) -> SignalFrame:
+        blank = np.full((len(names), 0), np.nan)
+        return cls(names, np.zeros(0), blank, blank.copy(), blank.copy())
+
+    def row(self, name: str) -> int:
+        return self.names.index(name)
+
+    def between(self, start: float, end: float) -> SignalFrame:
+        """The columns with start <= time < end."""
+        keep = (self.times >= start) & (self.times < end)
+        return SignalFrame(
+            self.names, self.times[keep], self.values[:, keep], self.events[:, keep],
+            self.trials[:, keep],
+        )
+
+    @property
+    def span(self) -> float:
+        return float(self.times[-1] - self.times[0]) if self.times.size > 1 else 0.0

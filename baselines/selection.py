@@ -1,0 +1,17 @@
+"""Which earlier release(s) a candidate is compared with."""
+
+from __future__ import annotations
+
+from monitor.store import Release, Store
+
+
+def choose_baselines(store: Store, service: str, *, before: float, count: int = 1) -> list[Release]:
+    """The pinned release if one is pinned, else the last `count` healthy releases.
+
+    Healthy means the verdict was pass and nobody invalidated it since: a release that
+    ended in rollback, hotfix or inconclusive never becomes a baseline.
+    """
+    pinned = store.pinned(service)
+    if pinned is not None:
+        return [store.release(service, pinned)]
+    return store.healthy_releases(service, before=before, limit=count)

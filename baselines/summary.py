@@ -1,0 +1,213 @@
+"""A release's samples -> a stored baseline that outlives the raw samples."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from baselines.calibration import aa_shifts
+from baselines.frame import SignalFrame
+from detectors import dispersion as count_dispersion
+from detectors import trend
+
+RESERVOIR_SIZE = 512
+QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
+_MAD_TO_SD = 1.4826
+
+
+@dataclass(frozen=True)
+class SignalBaseline:
+    """What one signal looked like over a healthy release."""
+
+    signal: str
+    count: int
+    mean: float
+    std: float
+    quantiles: Mapping[str, float]
+    noise: float
+    lag1: float
+    slope: float
+    events: float
+    trials: float
+    dispersion: float
+    aa_shift: float
+    span: float
+    hourly: tuple[float, ...] | None = None
+    reservoir: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def median(self) -> float:
+        return float(self.quantiles.get("p50", np.nan))
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.trials if self.trials > 0 else float("nan")
+
+    def to_summary(self) -> dict[str, Any]:
+        """A JSON-able dict of everything but the reservoir (stored apart as a blob)."""
+        summary = {name: getattr(self, name) for name in _SCALARS}
+        summary["quantiles"] = dict(self.quantiles)
+        summary["hourly"] = list(self.hourly) if self.hourly is not None else None
+        return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any], reservoir: np.ndarray) -> SignalBaseline:
+        scalars: dict[str, Any] = {
+            name: (float("nan") if summary.get(name) is None else summary[name]) for name in _SCALARS
+        }
+        scalars["signal"] = str(summary["signal"])
+        scalars["count"] = int(summary["count"])
+        hourly = summary.get("hourly")
+        return cls(
+            quantiles=dict(summary.get("quantiles", {})),
+            hourly=tuple(hourly) if hourly else None,
+            reservoir=np.asarray(reservoir, dtype=float),
+            **scalars,
+        )
+
+
+_SCALARS = (
+    "signal", "count", "mean", "std", "noise", "lag1", "slope", "events", "trials",
+    "dispersion", "aa_shift", "span",
+)
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The healthy release(s) a candidate is compared with, one entry per signal."""
+
+    releases: tuple[str, ...]
+    signals: Mapping[str, SignalBaseline]
+
+    @property
+    def label(self) -> str:
+        return "+".join(self.releases)
+
+
+def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (), leak_block: float = 300.0,
+              seed_windows: int = 4) -> dict[str, SignalBaseline]:
+    """Summaries of every row of a healthy release's frame."""
+    values = frame.values
+    count = np.sum(~np.isnan(values), axis=1)
+    with np.errstate(all="ignore"):
+        mean = np.nanmean(values, axis=1)
+        std = np.nanstd(values, axis=1)
+        qs = np.nanquantile(values, list(QUANTILES.values()), axis=1) if values.shape[1] else None
+        median = np.nanmedian(values, axis=1)
+        mad = np.nanmedian(np.abs(values - median[:, None]), axis=1) * _MAD_TO_SD
+    noise = np.fmax(np.nan_to_num(mad), np.nan_to_num(std) * 0.1)
+    lag1 = lag1_autocorrelation(values)
+    events = np.nansum(frame.events, axis=1)
+    trials = np.nansum(frame.trials, axis=1)
+    phi = count_dispersion(frame.events, frame.trials) if values.shape[1] > 2 else np.ones(len(count))
+    shifts = aa_shifts(frame, windows=seed_windows)
+    slopes = _leak_slopes(frame, leak_signals, leak_block)
+    hourly = _hourly_profiles(frame)
+    out = {}
+    for row, name in enumerate(frame.names):
+        out[name] = SignalBaseline(
+            signal=name,
+            count=int(count[row]),
+            mean=float(mean[row]),
+            std=float(std[row]),
+            quantiles={k: float(qs[i, row]) for i, k in enumerate(QUANTILES)} if qs is not None else {},
+            noise=float(noise[row]),
+            lag1=float(lag1[row]),
+            slope=float(slopes.get(name, np.nan)),
+            events=float(events[row]),
+            trials=float(trials[row]),
+            dispersion=float(np.nan_to_num(phi[row], nan=1.0)),
+            aa_shift=float(shifts[row]),
+            span=frame.span,
+            hourly=hourly[row],
+            reservoir=thin(values[row], RESERVOIR_SIZE),
+        )
+    return out
+
+
+def thin(values: np.ndarray, size: int) -> np.ndarray:
+    """At most `size` valid values, evenly spaced in time (deterministic, order kept)."""
+    valid = values[~np.isnan(values)]
+    if valid.size <= size:
+        return valid.copy()
+    picks = np.linspace(0, valid.size - 1, size).round().astype(np.int64)
+    return valid[picks]
+
+
+def lag1_autocorrelation(values: np.ndarray) -> np.ndarray:
+    """Lag-1 autocorrelation per row over adjacent valid pairs (0 when undefined)."""
+    if values.shape[1] < 3:
+        return np.zeros(values.shape[0])
+    with np.errstate(all="ignore"):
+        centred = values - np.nanmean(values, axis=1, keepdims=True)
+        pairs = centred[:, 1:] * centred[:, :-1]
+        numerator = np.nanmean(pairs, axis=1)
+        denominator = np.nanmean(centred**2, axis=1)
+        rho = numerator / denominator
+    return np.clip(np.nan_to_num(rho), -0.99, 0.99)
+
+
+def _leak_slopes(frame: SignalFrame, leak_signals: Sequence[str], block: float) -> dict[str, float]:
+    rows = [frame.row(name) for name in leak_signals if name in frame.names]
+    if not rows or frame.span <= 0:
+        return {}
+    blocks = leak_blocks(frame.span, block)
+    if blocks < 4:
+        return {}
+    result = trend(frame.times, frame.values[rows], blocks=blocks)
+    slopes = np.atleast_1d(result.slope)
+    return {frame.names[row]: float(slopes[i]) for i, row in enumerate(rows)}
+
+
+def leak_blocks(span: float, block: float) -> int:
+    """How many lower-envelope blocks a span holds: one per garbage-collection cycle or more."""
+    return int(min(48, span // block))
+
+
+def _hourly_profiles(frame: SignalFrame) -> list[tuple[float, ...] | None]:
+    """Median by hour of day, once a release has been watched for a whole day."""
+    if frame.span < 86400:
+        return [None] * len(frame.names)
+    hours = ((frame.times // 3600) % 24).astype(np.int64)
+    with np.errstate(all="ignore"):
+        medians = np.vstack(
+            [np.nanmedian(frame.values[:, hours == h], axis=1) if np.any(hours == h)
+             else np.full(len(frame.names), np.nan) for h in range(24)]
+        ).T
+    return [tuple(float(v) for v in row) for row in medians]
+
+
+def merge(baselines: Sequence[Baseline]) -> Baseline:
+    """Several healthy releases judged as one: pooled counts and reservoirs."""
+    if len(baselines) == 1:
+        return baselines[0]
+    releases = tuple(r for b in baselines for r in b.releases)
+    names = {name for b in baselines for name in b.signals}
+    merged: dict[str, SignalBaseline] = {}
+    for name in sorted(names):
+        parts = [b.signals[name] for b in baselines if name in b.signals]
+        pooled = np.concatenate([p.reservoir for p in parts])
+        counts = np.array([p.count for p in parts], dtype=float)
+        weights = counts / counts.sum() if counts.sum() > 0 else np.full(len(parts), 1 / len(parts))
+        merged[name] = replace(
+            parts[0],
+            count=int(counts.sum()),
+            mean=float(np.nansum([p.mean * w for p, w in zip(parts, weights, strict=True)])),
+            std=float(max(p.std for p in parts)),
+            quantiles={k: float(np.quantile(pooled, q)) for k, q in QUANTILES.items()}
+            if pooled.size else dict(parts[0].quantiles),
+            noise=float(max(p.noise for p in parts)),
+            lag1=float(max(p.lag1 for p in parts)),
+            slope=float(np.nanmedian([p.slope for p in parts])) if any(
+                not np.isnan(p.slope) for p in parts) else float("nan"),
+            events=float(sum(p.events for p in parts)),
+            trials=float(sum(p.trials for p in parts)),
+            dispersion=float(max(p.dispersion for p in parts)),
+            aa_shift=float(max(p.aa_shift for p in parts)),
+            span=float(sum(p.span for p in parts)),
+            reservoir=thin(pooled, RESERVOIR_SIZE),
+        )
+    return Baseline(releases, merged)

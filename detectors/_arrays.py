@@ -1,0 +1,102 @@
+"""Input normalisation and small array helpers shared by the detectors.
+
+Every detector takes series x time arrays (time on the last axis, NaN = missing). A 1-D
+input is one series; its results come back 0-d, as scipy.stats does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+
+# Rows per chunk are chosen so that one chunk holds about this many float64 (32 MB).
+CHUNK_ELEMENTS = 1 << 22
+
+
+def as_series(x: npt.ArrayLike, name: str) -> tuple[FloatArray, bool]:
+    """Return `x` as a float (series, time) array and whether it was a single 1-D series.
+
+    Non-finite values count as missing and become NaN.
+    """
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim not in (1, 2):
+        raise ValueError(
+            f"{name} must be 1-D (one series) or 2-D (series x time), got {arr.ndim}-D"
+        )
+    single = arr.ndim == 1
+    arr = arr.reshape(1, -1) if single else arr
+    if not np.isfinite(arr).all():
+        arr = np.where(np.isfinite(arr), arr, np.nan)
+    return arr, single
+
+
+def per_series(x: npt.ArrayLike, n_series: int, single: bool, name: str) -> FloatArray:
+    """Return a per-series parameter (a scalar or one value per series) as an (S,) array."""
+    arr = np.asarray(x, dtype=np.float64)
+    if arr.ndim == 0 or (single and arr.size == 1):
+        return np.full(n_series, arr.reshape(-1)[0])
+    if arr.shape == (n_series,):
+        return arr.copy()
+    expected = "a scalar" if single else f"a scalar or shape ({n_series},)"
+    raise ValueError(f"{name} must be {expected}, got shape {arr.shape}")
+
+
+def rows_per_chunk(elements_per_row: int) -> int:
+    """How many rows keep one chunk near CHUNK_ELEMENTS values (at least one row)."""
+    return max(1, CHUNK_ELEMENTS // max(1, elements_per_row))
+
+
+def sort_rows(x: FloatArray) -> tuple[FloatArray, IntArray]:
+    """Sort each row (NaN last) and count its valid values."""
+    return np.sort(x, axis=-1), np.count_nonzero(~np.isnan(x), axis=-1).astype(np.int64)
+
+
+def tie_bounds(sorted_rows: FloatArray) -> tuple[IntArray, IntArray]:
+    """First and last position of the tie group of each position of row-sorted data.
+
+    NaNs compare unequal, so each is a group of its own.
+    """
+    n_series, width = sorted_rows.shape
+    position = np.broadcast_to(np.arange(width, dtype=np.int64), (n_series, width))
+    starts = np.ones((n_series, width), dtype=bool)
+    starts[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
+    ends = np.ones((n_series, width), dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=-1)
+    last = np.minimum.accumulate(np.where(ends, position, width)[:, ::-1], axis=-1)[:, ::-1]
+    return first, last
+
+
+def take(sorted_rows: FloatArray, index: npt.ArrayLike) -> FloatArray:
+    """Pick one element per row at `index` (S,); an index of -1 gives NaN."""
+    idx = np.asarray(index, dtype=np.int64)
+    safe = np.clip(idx, 0, max(sorted_rows.shape[-1] - 1, 0))
+    if sorted_rows.shape[-1] == 0:
+        return np.full(idx.shape, np.nan)
+    picked = np.take_along_axis(sorted_rows, safe[:, None], axis=-1)[:, 0]
+    return np.where(idx >= 0, picked, np.nan)
+
+
+def unbatch(value: npt.NDArray[Any], single: bool) -> Any:
+    """Drop the series axis for a single 1-D input (a 0-d result, as scipy returns)."""
+    return value[0] if single else value
+
+
+def group_rows(*keys: npt.NDArray[Any]) -> Iterable[tuple[tuple[int, ...], IntArray]]:
+    """Yield (key, row indices) for each distinct combination of the per-row integer keys."""
+    if keys[0].size == 0:
+        return
+    stacked = np.stack([np.asarray(k, dtype=np.int64) for k in keys], axis=-1)
+    distinct, inverse = np.unique(stacked, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.searchsorted(inverse[order], np.arange(len(distinct) + 1))
+    for g, key in enumerate(distinct):
+        yield tuple(int(k) for k in key), order[bounds[g] : bounds[g + 1]]

@@ -1,0 +1,389 @@
+"""The monitor's HTTP server: `/metrics`, the JSON verdict API, gate and rollback webhooks.
+
+Every answer is built from the latest `Snapshot`; no request reaches SQLite. The gate and
+rollback endpoints speak the webhook conventions of Flagger and Argo Rollouts: a 2xx answer
+means "go" (gate) or "roll back" (rollback), anything else means "not now".
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import math
+import re
+import socket
+import socketserver
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from monitor.errors import AmbiguousRelease, MonitorError, UnknownRelease
+from monitor.exporter import RequestCounter, build_registry
+from monitor.findings import PASS, ROLLBACK
+from monitor.snapshot import Snapshot, SnapshotBox
+
+MAX_BODY_BYTES = 1 << 20
+SOCKET_TIMEOUT_SECONDS = 5.0
+JSON_TYPE = "application/json"
+# Our names are all legacy-valid, so generate_latest's output is text format 0.0.4.
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+logger = logging.getLogger(__name__)
+
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
+_MAX_QUERY_FIELDS = 16
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One HTTP answer, built before anything is written to the socket."""
+
+    status: int
+    body: bytes
+    content_type: str = JSON_TYPE
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What every request handler may read; the token stays out of any repr."""
+
+    box: SnapshotBox
+    registry: CollectorRegistry
+    requests: RequestCounter
+    version: str
+    token: str | None = field(default=None, repr=False)
+
+
+class BadRequest(MonitorError):
+    """The query string is missing a parameter or repeats one."""
+
+
+class MonitorServer:
+    """A running HTTP server; `shutdown()` stops it and closes its socket."""
+
+    def __init__(self, httpd: _HTTPServer, thread: threading.Thread) -> None:
+        self._httpd = httpd
+        self._thread = thread
+        self._stopped = False
+
+    @property
+    def host(self) -> str:
+        return str(self._httpd.server_address[0])
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self._httpd.context.registry
+
+    def shutdown(self) -> None:
+        """Stop serving, close the listening socket and wait for the server thread."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+    def __enter__(self) -> MonitorServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.shutdown()
+
+
+def serve(
+    box: SnapshotBox,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    version: str,
+    token: str | None = None,
+) -> MonitorServer:
+    """Serve `/metrics` and the JSON API for `box` from a background thread.
+
+    Port 0 picks a free port; read it back from `.port`. POST requests (the rollback
+    webhook) need `token` and an `Authorization: Bearer <token>` header; without a token
+    they are refused with 403.
+
+    Example:
+        >>> import requests
+        >>> server = serve(SnapshotBox(), version="0.1.0")
+        >>> requests.get(server.url + "/healthz", timeout=5).json()["status"]
+        'ok'
+        >>> server.shutdown()
+    """
+    if token is not None and not token:
+        raise ValueError("token must be a non-empty string or None")
+    requests = RequestCounter()
+    registry = build_registry(box, version=version, requests=requests)
+    context = _Context(box, registry, requests, version, token)
+    server_class = _HTTPServer6 if ":" in host else _HTTPServer
+    try:
+        httpd = server_class((host, port), context)
+    except OSError as error:
+        raise MonitorError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                              name="monitor-http", daemon=True)
+    thread.start()
+    return MonitorServer(httpd, thread)
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    # Shut down at once; a slow client's thread ends by itself within the socket timeout.
+    block_on_close = False
+
+    def __init__(self, address: tuple[str, int], context: _Context) -> None:
+        self.context = context
+        super().__init__(address, _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind would resolve the host's FQDN, which can hang on bad DNS.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name = str(self.server_address[0])
+        self.server_port = int(self.server_address[1])
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-answer is routine; the default prints a traceback.
+        logger.debug("connection from %s failed", client_address, exc_info=True)
+
+
+class _HTTPServer6(_HTTPServer):
+    address_family = socket.AF_INET6
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _HTTPServer
+    disable_nagle_algorithm = True
+    timeout = SOCKET_TIMEOUT_SECONDS
+    server_version = "release-monitor"
+    sys_version = ""
+    endpoint = "other"
+
+    def handle_one_request(self) -> None:
+        """Like the standard library's, but every method reaches `_dispatch` (405, not 501)."""
+        try:
+            self.raw_requestline = self.rfile.readline(65537)
+            if len(self.raw_requestline) > 65536:
+                self.requestline = self.request_version = self.command = ""
+                self.send_error(414)
+                return
+            if not self.raw_requestline:
+                self.close_connection = True
+                return
+            if not self.parse_request():
+                return
+            self._dispatch()
+            self.wfile.flush()
+        except TimeoutError:
+            self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors found while parsing the request line also answer in JSON."""
+        self.close_connection = True
+        self._send(_error(code, message or self.responses.get(code, ("error",))[0]))
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        logger.debug("%s %s", self.address_string(), format % args)
+
+    def _dispatch(self) -> None:
+        try:
+            reply = self._route()
+        except Exception:
+            logger.exception("internal error answering %s", self.endpoint)
+            reply = _error(500, "internal error")
+        self._send(reply)
+
+    def _route(self) -> Reply:
+        url = urlsplit(self.path)
+        route = _ROUTES.get(url.path)
+        self.endpoint = route.endpoint if route else "other"
+        problem = self._consume_body()
+        if problem is not None:
+            return problem
+        if route is None:
+            return _error(404, "no such endpoint")
+        if self.command not in route.methods:
+            allow = ", ".join(sorted(route.methods))
+            return _error(405, f"use {allow}", headers=(("Allow", allow),))
+        if self.command == "POST":
+            problem = self._authorize()
+            if problem is not None:
+                return problem
+        try:
+            return route.answer(self.server.context, _parse_query(url.query))
+        except UnknownRelease as error:
+            return _error(404, str(error))
+        except (AmbiguousRelease, BadRequest) as error:
+            return _error(400, str(error))
+
+    def _consume_body(self) -> Reply | None:
+        """Read and drop a small body; refuse a large or unmeasured one without reading it."""
+        lengths = set(self.headers.get_all("Content-Length") or [])
+        if "Transfer-Encoding" in self.headers or (not lengths and self.command == "POST"):
+            self.close_connection = True
+            return _error(413, f"send a Content-Length of at most {MAX_BODY_BYTES} bytes")
+        if not lengths:
+            return None
+        length = lengths.pop().strip()
+        if lengths or not _CONTENT_LENGTH.fullmatch(length):
+            self.close_connection = True
+            return _error(400, "bad Content-Length")
+        if int(length) > MAX_BODY_BYTES:
+            self.close_connection = True
+            return _error(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+        # No endpoint uses the body; reading it lets the connection close cleanly.
+        self.rfile.read(int(length))
+        return None
+
+    def _authorize(self) -> Reply | None:
+        """None when the request carries the bearer token, else the refusal to send."""
+        token = self.server.context.token
+        if token is None:
+            return _error(403, "POST is disabled: start the monitor with an API token")
+        scheme, _, credentials = (self.headers.get("Authorization") or "").partition(" ")
+        given = credentials.strip().encode("latin-1", "replace")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode("utf-8")):
+            return None
+        challenge = ("WWW-Authenticate", 'Bearer realm="release-monitor"')
+        return _error(401, "a valid bearer token is required", headers=(challenge,))
+
+    def _send(self, reply: Reply) -> None:
+        self.server.context.requests.count(self.endpoint, reply.status)
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(reply.body)
+
+
+def _json(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    body = json.dumps(_json_safe(payload), allow_nan=False, default=str)
+    return Reply(status, body.encode("utf-8"), JSON_TYPE, headers)
+
+
+def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return _json(status, {"error": message}, headers)
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON types, with NaN and infinities as null (JSON has neither)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _parse_query(query: str) -> dict[str, str]:
+    """One value per parameter; repeating a parameter is an error, not a guess."""
+    try:
+        fields = parse_qs(query, keep_blank_values=True, max_num_fields=_MAX_QUERY_FIELDS)
+    except ValueError:
+        raise BadRequest("too many query parameters") from None
+    repeated = sorted(name for name, values in fields.items() if len(values) > 1)
+    if repeated:
+        raise BadRequest(f"give each parameter once: {', '.join(repeated)}")
+    return {name: values[0] for name, values in fields.items()}
+
+
+def find_document(snapshot: Snapshot, query: Mapping[str, str]) -> Mapping[str, Any]:
+    """The verdict document a query names; `service` may be left out when it is unique.
+
+    Raises BadRequest without `release`, UnknownRelease when nothing matches and
+    AmbiguousRelease when several services have the release.
+    """
+    release = query.get("release", "")
+    if not release:
+        raise BadRequest("the release parameter is required")
+    service = query.get("service", "")
+    if not service:
+        services = snapshot.services_with(release)
+        if len(services) > 1:
+            raise AmbiguousRelease(
+                f"release {release!r} exists in services {', '.join(services)}: add service="
+            )
+        service = services[0] if services else ""
+    document = snapshot.verdict(service, release)
+    if document is None:
+        where = f" of service {service!r}" if service else ""
+        raise UnknownRelease(f"no release {release!r}{where}")
+    return document
+
+
+def _answer_metrics(context: _Context, query: Mapping[str, str]) -> Reply:
+    return Reply(200, generate_latest(context.registry), METRICS_TYPE)
+
+
+def _answer_verdict(context: _Context, query: Mapping[str, str]) -> Reply:
+    return _json(200, find_document(context.box.get(), query))
+
+
+def _answer_releases(context: _Context, query: Mapping[str, str]) -> Reply:
+    documents = sorted(context.box.get().verdicts.values(), key=_newest_first)
+    return _json(200, {"releases": documents})
+
+
+def _newest_first(document: Mapping[str, Any]) -> tuple[float, str, str]:
+    started = document.get("started_at")
+    started = started if isinstance(started, int | float) and math.isfinite(started) else 0.0
+    return (-started, str(document.get("service")), str(document.get("release")))
+
+
+def _answer_gate(context: _Context, query: Mapping[str, str]) -> Reply:
+    document = find_document(context.box.get(), query)
+    return _json(200 if document.get("verdict") == PASS else 412, document)
+
+
+def _answer_rollback(context: _Context, query: Mapping[str, str]) -> Reply:
+    document = find_document(context.box.get(), query)
+    return _json(200 if document.get("verdict") == ROLLBACK else 412, document)
+
+
+def _answer_health(context: _Context, query: Mapping[str, str]) -> Reply:
+    snapshot = context.box.get()
+    return _json(200, {"status": "ok", "last_evaluation": snapshot.last_evaluation,
+                       "version": context.version})
+
+
+@dataclass(frozen=True)
+class _Route:
+    endpoint: str  # one of exporter.ENDPOINTS: the request counter's label
+    methods: frozenset[str]
+    answer: Callable[[_Context, Mapping[str, str]], Reply]
+
+
+_GET = frozenset({"GET"})
+_ROUTES = {
+    "/metrics": _Route("metrics", _GET, _answer_metrics),
+    "/api/v1/verdict": _Route("verdict", _GET, _answer_verdict),
+    "/api/v1/releases": _Route("releases", _GET, _answer_releases),
+    "/api/v1/gate": _Route("gate", _GET, _answer_gate),
+    "/api/v1/rollback": _Route("rollback", frozenset({"GET", "POST"}), _answer_rollback),
+    "/healthz": _Route("health", _GET, _answer_health),
+}

@@ -1,0 +1,198 @@
+"""`monitor`: the root command and the commands a release pipeline calls."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from monitor import __version__
+from monitor.cli import baselines, demo, replay
+from monitor.cli.common import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    clear_errors,
+    fail,
+    load_config,
+    open_store,
+)
+from monitor.policy import CHANGE_CLASSES, default_service, load_policy
+from monitor.render import releases_table, verdict_text
+from monitor.verdicts import EXIT_CODES, EXIT_USAGE, document
+
+app = typer.Typer(
+    help="Checks a new release in production and decides: pass, hotfix, rollback or "
+    "inconclusive.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+release_app = typer.Typer(help="Register deploys and list the release history.",
+                          no_args_is_help=True)
+app.add_typer(release_app, name="release")
+app.add_typer(baselines.app, name="baselines")
+app.command(name="demo")(demo.demo)
+app.command(name="replay")(replay.replay)
+app.command(name="record")(replay.record)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"release-monitor {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """release-monitor: smoke test, verification, health signals against the baseline,
+    then a verdict."""
+
+
+@app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", "-c", envvar="RELEASE_MONITOR_CONFIG",
+                                         help="Policy file (TOML).")],
+    db: DbOption = None,
+    listen: Annotated[str | None, typer.Option(
+        help="HOST:PORT for /metrics and the JSON API (default: the policy's, "
+        "127.0.0.1:9847).")] = None,
+) -> None:
+    """Run the sidecar daemon: scrape, notice new versions, judge releases, serve verdicts."""
+    from monitor.api import serve
+    from monitor.clock import WallClock
+    from monitor.daemon import Daemon
+    from monitor.snapshot import SnapshotBox
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with clear_errors():
+        cfg = load_policy(config)
+        host, port = cfg.listen_host, cfg.listen_port
+        if listen is not None:
+            host, _, port_text = listen.rpartition(":")
+            if not port_text.isdigit() or not host:
+                raise fail(f"--listen: expected HOST:PORT, got {listen!r}", EXIT_USAGE)
+            port = int(port_text)
+        store = open_store(db, cfg)
+        box = SnapshotBox()
+        daemon = Daemon(cfg, store, WallClock(), box=box)
+        token = os.environ.get(cfg.api_token_env) if cfg.api_token_env else None
+        server = serve(box, host=host, port=port, version=__version__, token=token or None)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    typer.echo(f"release-monitor {__version__}: metrics {server.url}/metrics, "
+               f"verdicts {server.url}/api/v1/verdict, database {store.path}")
+    try:
+        daemon.run(stop)
+    finally:
+        server.shutdown()
+        store.close()
+    typer.echo("stopped")
+
+
+@app.command("check-config")
+def check_config(
+    config: Annotated[Path, typer.Argument(help="Policy file (TOML) to validate.")],
+) -> None:
+    """Validate a policy file; any mistake is one line naming the file and the key."""
+    with clear_errors():
+        cfg = load_policy(config)
+    for name, policy in cfg.services.items():
+        periods = ", ".join(f"{k} {v:g}s" for k, v in policy.periods.items())
+        typer.echo(f"{name}: {len(policy.targets)} targets, {len(policy.smoke)} smoke probes, "
+                   f"{len(policy.verify)} verification commands, {len(policy.signals)} signals, "
+                   f"{len(policy.hooks)} hooks; checking period {periods}")
+    typer.echo(f"{config}: ok")
+
+
+@release_app.command("start")
+def release_start(
+    service: Annotated[str, typer.Option(help="Service that was deployed.")],
+    version: Annotated[str, typer.Option(help="Version that was deployed, e.g. v2.3.")],
+    change: Annotated[str, typer.Option(
+        help="Change class: minor (short checking period) or major (long).")] = "minor",
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Register a deploy (what a CD pipeline calls right after deploying)."""
+    from monitor.clock import WallClock
+    from monitor.policy import MonitorConfig
+    from monitor.releases import Releases
+
+    if change not in CHANGE_CLASSES:
+        raise fail(f"--change: must be one of {', '.join(CHANGE_CLASSES)}, got {change!r}",
+                   EXIT_USAGE)
+    with clear_errors():
+        cfg = load_config(config)
+        if cfg is None or service not in cfg.services:
+            services = dict(cfg.services) if cfg else {}
+            services[service] = default_service(service, [])
+            cfg = MonitorConfig(path=cfg.path if cfg else "<defaults>", services=services)
+        store = open_store(db, cfg if config else None)
+        release = Releases(cfg, store, WallClock()).start(service, version, change_class=change)
+    typer.echo(f"registered {release.service} {release.version} ({release.change_class} "
+               f"change, checking period {release.period:g}s, baseline "
+               f"{release.baseline or 'none'})")
+
+
+@release_app.command("list")
+def release_list(
+    service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show the release history with verdicts, newest first."""
+    with clear_errors():
+        store = open_store(db, load_config(config))
+        docs = [document(store, r) for r in store.releases(service)]
+    if as_json:
+        typer.echo(json.dumps({"releases": docs}))
+    elif docs:
+        typer.echo(releases_table(docs))
+    else:
+        typer.echo("no releases yet")
+
+
+@app.command()
+def verdict(
+    release: Annotated[str, typer.Option(help="Release version, e.g. v2.3.")],
+    service: Annotated[str | None, typer.Option(
+        help="Service (may be left out when one service has that release).")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Print a release's verdict and evidence; the exit code says the verdict.
+
+    Exit codes: 0 pass, 3 rollback, 4 hotfix, 5 pending, 6 inconclusive; 1 internal error,
+    2 bad input (unknown release, bad option), 7 database unavailable.
+    """
+    with clear_errors():
+        store = open_store(db, load_config(config))
+        doc = document(store, store.find_release(release, service))
+    typer.echo(json.dumps(doc) if as_json else verdict_text(doc))
+    raise typer.Exit(EXIT_CODES[doc["verdict"]])
+
+
+def main() -> None:
+    """Console entry point: a crash exits 1, never a code that reads as a verdict."""
+    try:
+        app()
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for exit codes
+        typer.echo(f"error: internal: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(1)

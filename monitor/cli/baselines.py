@@ -1,0 +1,80 @@
+"""`monitor baselines`: which releases new releases are compared with."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from monitor.cli.common import ConfigOption, DbOption, clear_errors, load_config, open_store
+from monitor.render import figure, when
+
+app = typer.Typer(help="List, pin, unpin and invalidate baselines.", no_args_is_help=True)
+
+ServiceOption = Annotated[str, typer.Option(help="Service.")]
+
+
+@app.command("list")
+def list_baselines(
+    service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Healthy releases usable as baselines, the pinned one, and their stored summaries."""
+    with clear_errors():
+        store = open_store(db, load_config(config))
+        services = [service] if service else store.services()
+        for name in services:
+            pinned = store.pinned(name)
+            typer.echo(f"{name}: pinned {pinned or '-'}")
+            for release in store.releases(name):
+                healthy = release.verdict == "pass" and not release.invalidated
+                mark = "healthy" if healthy else ("invalidated" if release.invalidated
+                                                  else release.verdict)
+                stored = store.load_baseline(release.id)
+                typer.echo(f"  {release.version:<10} {when(release.started_at)}  {mark:<12} "
+                           f"{len(stored)} signal summaries")
+                for signal, (summary, reservoir) in sorted(stored.items()):
+                    quantiles = summary.get("quantiles") or {}
+                    typer.echo(f"      {signal:<18} n={summary.get('count')} "
+                               f"p50={figure(quantiles.get('p50'))} "
+                               f"p95={figure(quantiles.get('p95'))} reservoir={reservoir.size}")
+
+
+@app.command("pin")
+def pin(
+    release: Annotated[str, typer.Argument(help="Release to compare new releases with.")],
+    service: Annotated[str | None, typer.Option(help="Service (if the release is ambiguous).")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Compare new releases with this one until unpinned."""
+    with clear_errors():
+        store = open_store(db, load_config(config))
+        found = store.find_release(release, service)
+        store.pin(found.service, found.version)
+    typer.echo(f"{found.service}: new releases are compared with {found.version}")
+
+
+@app.command("unpin")
+def unpin(service: ServiceOption, db: DbOption = None, config: ConfigOption = None) -> None:
+    """Go back to comparing with the last healthy release(s)."""
+    with clear_errors():
+        store = open_store(db, load_config(config))
+        store.unpin(service)
+    typer.echo(f"{service}: new releases are compared with the last healthy release")
+
+
+@app.command("invalidate")
+def invalidate(
+    release: Annotated[str, typer.Argument(help="A release later found bad.")],
+    service: Annotated[str | None, typer.Option(help="Service (if the release is ambiguous).")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Never use this release as a baseline again."""
+    with clear_errors():
+        store = open_store(db, load_config(config))
+        found = store.find_release(release, service)
+        store.invalidate(found.service, found.version)
+    typer.echo(f"{found.service} {found.version}: invalidated; it is no longer a baseline")

@@ -1,0 +1,72 @@
+"""What every command shares: database and policy options, and errors as one line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from monitor.errors import (
+    AmbiguousRelease,
+    ConfigError,
+    MonitorError,
+    RecordingError,
+    StoreError,
+    UnknownRelease,
+)
+from monitor.policy import MonitorConfig, load_policy
+from monitor.store import Store
+from monitor.verdicts import EXIT_INTERNAL, EXIT_STORE, EXIT_USAGE
+
+DEFAULT_DB = "release-monitor.db"
+
+DbOption = Annotated[
+    Path | None,
+    typer.Option("--db", envvar="RELEASE_MONITOR_DB",
+                 help="SQLite database (default: the policy's, else ./release-monitor.db)."),
+]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", envvar="RELEASE_MONITOR_CONFIG", help="Policy file (TOML)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@contextmanager
+def clear_errors() -> Iterator[None]:
+    """Turn the monitor's own errors into one line on stderr and a documented exit code."""
+    try:
+        yield
+    except (ConfigError, UnknownRelease, AmbiguousRelease, RecordingError, ValueError) as exc:
+        raise fail(str(exc), EXIT_USAGE) from None
+    except StoreError as exc:
+        raise fail(str(exc), EXIT_STORE) from None
+    except MonitorError as exc:
+        raise fail(str(exc), EXIT_INTERNAL) from None
+
+
+def load_config(path: Path | None) -> MonitorConfig | None:
+    return load_policy(path) if path is not None else None
+
+
+def open_store(db: Path | None, config: MonitorConfig | None = None) -> Store:
+    """The database named on the command line, else the policy's, else the default."""
+    if db is not None:
+        return Store.open(db)
+    if config is not None:
+        base = Path(config.path).parent
+        return Store.open(base / config.database)
+    return Store.open(DEFAULT_DB)
+
+
+def is_terminal() -> bool:
+    return sys.stdout.isatty()

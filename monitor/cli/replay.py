@@ -1,0 +1,106 @@
+"""`monitor replay` and `monitor record`: try a policy on recorded releases."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from monitor.cli.common import (
+    ConfigOption,
+    DbOption,
+    JsonOption,
+    clear_errors,
+    load_config,
+    open_store,
+)
+from monitor.durations import parse_duration
+from monitor.errors import ConfigError
+from monitor.policy import ServicePolicy
+from monitor.render import after, verdict_text
+from monitor.verdicts import EXIT_CODES
+
+
+def replay(
+    recordings: Annotated[list[Path], typer.Argument(help="Recording CSV files.")],
+    release: Annotated[str, typer.Option(help="The release to judge.")],
+    baseline: Annotated[str | None, typer.Option(
+        help="The release to compare with (default: the one just before).")] = None,
+    policy: Annotated[Path | None, typer.Option(help="Policy file (TOML).")] = None,
+    service: Annotated[str | None, typer.Option(
+        help="Which service of the policy (default: its only one).")] = None,
+    period: Annotated[str | None, typer.Option(
+        help="Checking period, e.g. 30m (default: the policy's for a minor change).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Replay recorded releases through the evaluation core; one verdict per recording.
+
+    The exit code is the verdict's (as `monitor verdict`) when one recording is replayed.
+    """
+    from monitor.policy import load_policy
+    from monitor.recording import load_recording
+    from monitor.replay import replay as run_replay
+
+    with clear_errors():
+        chosen = None
+        if policy is not None:
+            config = load_policy(policy)
+            chosen = _one_service(config.services, service, str(policy))
+        seconds = parse_duration(period) if period is not None else None
+        results = []
+        for path in recordings:
+            result = run_replay(load_recording(path), release=release, baseline=baseline,
+                                policy=chosen, period=seconds)
+            results.append(result.to_dict())
+    for doc in results:
+        if as_json:
+            typer.echo(json.dumps(doc))
+        else:
+            typer.echo(f"{doc['recording']}: first alarm {after(doc, 'first_alarm_at')}")
+            typer.echo(verdict_text({**doc, "change_class": "replayed", "state": "done",
+                                     "period_seconds": (doc['decided_at'] or doc['started_at'])
+                                     - doc['started_at']}))
+    if len(results) == 1:
+        raise typer.Exit(EXIT_CODES[results[0]["verdict"]])
+
+
+def _one_service(services: Mapping[str, ServicePolicy], name: str | None, where: str) -> ServicePolicy:
+    if name is not None:
+        if name not in services:
+            raise ConfigError(f"{where}: services.{name}: not in the policy")
+        return services[name]
+    if len(services) != 1:
+        raise ConfigError(f"{where}: services: {len(services)} services; pick one with --service")
+    return next(iter(services.values()))
+
+
+def record(
+    release: Annotated[str, typer.Option(help="The release to record.")],
+    out: Annotated[Path, typer.Option(help="CSV file to write.")],
+    service: Annotated[str | None, typer.Option(help="Service (if ambiguous).")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write a release's raw samples, and its baseline's, as a recording for replay."""
+    from monitor.recording import write_recording
+    from monitor.signals import RawSeries
+
+    with clear_errors():
+        store = open_store(db, load_config(config))
+        found = store.find_release(release, service)
+        releases = store.releases(found.service)
+        wanted = [found.version] + (found.baseline.split("+") if found.baseline else [])
+        samples = {}
+        keys = store.series_keys(found.service)
+        for version in reversed(wanted):
+            this = next(r for r in releases if r.version == version)
+            later = [r.started_at for r in releases if r.started_at > this.started_at]
+            end = min(later) if later else float("inf")
+            window = store.read_window(found.service, this.started_at, end, version=version)
+            samples[version] = RawSeries(tuple(keys[int(i)] for i in window.series_ids),
+                                         window.times, window.targets, window.values)
+        rows = write_recording(out, samples)
+    typer.echo(f"wrote {rows} samples of {', '.join(samples)} to {out}")

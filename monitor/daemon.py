@@ -1,0 +1,245 @@
+"""The sidecar loop: scrape targets, notice new versions, move releases on, publish.
+
+Every step takes its time from one clock, so the same loop runs live on the wall clock
+and in the demo, replay and tests on a simulated one that never sleeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+
+import requests
+
+from monitor.clock import Clock
+from monitor.errors import MonitorError, ScrapeError, StoreError
+from monitor.exposition import ParsedScrape, split_key
+from monitor.fetch import scrape
+from monitor.policy import MonitorConfig, ServicePolicy, Target
+from monitor.redact import redact_url
+from monitor.releases import DONE, Releases
+from monitor.snapshot import Snapshot, SnapshotBox, TargetHealth
+from monitor.store import Release, Store
+from monitor.verdicts import document
+
+log = logging.getLogger("release_monitor")
+
+RECENT_RELEASES = 5       # per service, exported and served; older ones stay in the store
+PRUNE_EVERY = 3600.0
+_MAX_SCRAPE_WORKERS = 16
+
+
+@dataclass
+class _TargetState:
+    service: str
+    target: Target
+    due: float
+    health: TargetHealth
+
+
+Scraper = Callable[[Target, requests.Session], ParsedScrape]
+
+
+def _scrape(target: Target, session: requests.Session) -> ParsedScrape:
+    return scrape(target.url, timeout=target.timeout, max_bytes=target.max_bytes, session=session)
+
+
+class Daemon:
+    """Owns the store connection; everything here runs in the daemon's own thread."""
+
+    def __init__(self, config: MonitorConfig, store: Store, clock: Clock, *,
+                 box: SnapshotBox | None = None, releases: Releases | None = None,
+                 scraper: Scraper = _scrape) -> None:
+        self.config, self.store, self.clock = config, store, clock
+        self.box = box or SnapshotBox()
+        self.releases = releases or Releases(config, store, clock)
+        self.scraper = scraper
+        self.session = requests.Session()
+        self.started_at = clock.now()
+        self.targets = [
+            _TargetState(name, target, self.started_at,
+                         TargetHealth(name, redact_url(target.url), False, 0.0, 0.0, 0, 0, 0))
+            for name, policy in config.services.items() for target in policy.targets
+        ]
+        self.evaluation_seconds = 0.0
+        self.evaluations_total = 0
+        self.last_evaluation: float | None = None
+        self.store_errors_total = 0
+        self.next_prune = self.started_at + PRUNE_EVERY
+        self._pool = ThreadPoolExecutor(_MAX_SCRAPE_WORKERS) if len(self.targets) > 1 else None
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until `stop` is set (SIGTERM and Ctrl-C set it)."""
+        while not stop.is_set():
+            due = self.step()
+            if not self.clock.sleep_until(due, stop):
+                break
+        self.close()
+
+    def run_until(self, end: float) -> None:
+        """Step a simulated clock forward until `end` (demo, tests)."""
+        while self.clock.now() < end:
+            due = self.step()
+            self.clock.sleep_until(min(due, end))
+        self.step()
+
+    def step(self) -> float:
+        """Do everything due now; return when something is next due."""
+        now = self.clock.now()
+        due = [state for state in self.targets if state.due <= now]
+        if due:
+            self._scrape_all(due, now)
+        self._advance_releases()
+        if now >= self.next_prune:
+            self._prune(now)
+        self.publish()
+        return self._next_due()
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        self.session.close()
+
+    # -- scraping ---------------------------------------------------------------------------
+
+    def _scrape_all(self, due: list[_TargetState], now: float) -> None:
+        if self._pool is None:
+            results = [self._fetch(state) for state in due]
+        else:
+            results = list(self._pool.map(self._fetch, due))
+        for state, (parsed, error, seconds) in zip(due, results, strict=True):
+            state.due = max(state.due + state.target.interval, now)
+            self._record(state, parsed, error, seconds, now)
+
+    def _fetch(self, state: _TargetState) -> tuple[ParsedScrape | None, str, float]:
+        started = time.monotonic()
+        try:
+            return self.scraper(state.target, self.session), "", time.monotonic() - started
+        except ScrapeError as exc:
+            return None, str(exc), time.monotonic() - started
+
+    def _record(self, state: _TargetState, parsed: ParsedScrape | None, error: str,
+                seconds: float, now: float) -> None:
+        health = state.health
+        stored = 0
+        if parsed is not None:
+            try:
+                stored = self._store_scrape(state, parsed, now)
+            except StoreError as exc:
+                self.store_errors_total += 1
+                error = str(exc)
+        if error:
+            log.warning("scrape failed: %s", error)
+        state.health = replace(
+            health, up=not error, last_scrape=now, duration=seconds,
+            scrapes_total=health.scrapes_total + 1,
+            errors_total=health.errors_total + (1 if error else 0),
+            samples=stored if not error else health.samples, last_error=error,
+        )
+
+    def _store_scrape(self, state: _TargetState, parsed: ParsedScrape, now: float) -> int:
+        policy = self.config.services[state.service]
+        version = self._version(policy, parsed)
+        if version is not None:
+            self._notice(policy, version, now)
+        else:
+            version = self._running_version(state.service)
+        ids = self.store.series_ids(state.service, parsed.keys)
+        self.store.write_scrape(state.service, state.health.target, version, now, ids,
+                                parsed.values)
+        return len(parsed.keys)
+
+    def _version(self, policy: ServicePolicy, parsed: ParsedScrape) -> str | None:
+        """The version a target reports, from a label such as build_info{version="..."}."""
+        if not policy.version_metric:
+            return None
+        for key in parsed.keys:
+            if key.startswith(policy.version_metric):
+                name, labels = split_key(key)
+                if name == policy.version_metric and labels.get(policy.version_label):
+                    return labels[policy.version_label]
+        return None
+
+    def _notice(self, policy: ServicePolicy, version: str, now: float) -> None:
+        latest = self.store.releases(policy.name, limit=1)
+        if latest and latest[0].version == version:
+            return
+        known = [r for r in self.store.releases(policy.name) if r.version == version]
+        if known:
+            return  # an older version seen again (a rollback in progress): not a new release
+        log.info("new version %s of %s seen on a target", version, policy.name)
+        self.releases.start(policy.name, version, at=now)
+
+    def _running_version(self, service: str) -> str | None:
+        latest = self.store.releases(service, limit=1)
+        return latest[0].version if latest else None
+
+    # -- releases ---------------------------------------------------------------------------
+
+    def _advance_releases(self) -> None:
+        started = time.monotonic()
+        evaluated = False
+        try:
+            for release in self.store.active_releases():
+                if release.service not in self.config.services:
+                    continue
+                before = release.state
+                after = self.releases.advance(release)
+                evaluated |= before == "watching" or after.state == DONE
+        except StoreError as exc:
+            self.store_errors_total += 1
+            log.error("store: %s", exc)
+            return
+        except MonitorError as exc:
+            log.error("release: %s", exc)
+            return
+        if evaluated:
+            self.evaluation_seconds = time.monotonic() - started
+            self.evaluations_total += 1
+            self.last_evaluation = self.clock.now()
+
+    def _prune(self, now: float) -> None:
+        self.next_prune = now + PRUNE_EVERY
+        try:
+            self.store.prune(now - self.config.retention)
+        except StoreError as exc:
+            self.store_errors_total += 1
+            log.error("store: %s", exc)
+
+    def _next_due(self) -> float:
+        now = self.clock.now()
+        due = [state.due for state in self.targets]
+        intervals = [policy.evaluation_interval for policy in self.config.services.values()]
+        if self.store.active_releases():
+            due.append(now + min(intervals, default=60.0))
+        return min(due, default=now + 60.0)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def publish(self) -> None:
+        """Build a fresh snapshot for the HTTP threads from the store."""
+        try:
+            verdicts = {(r.service, r.version): document(self.store, r) for r in self._recent()}
+        except StoreError as exc:
+            self.store_errors_total += 1
+            log.error("store: %s", exc)
+            verdicts = {key: dict(doc) for key, doc in self.box.get().verdicts.items()}
+        self.box.publish(Snapshot(
+            generated_at=self.clock.now(), verdicts=verdicts,
+            targets=tuple(state.health for state in self.targets),
+            evaluation_seconds=self.evaluation_seconds, evaluations_total=self.evaluations_total,
+            last_evaluation=self.last_evaluation, store_errors_total=self.store_errors_total,
+            started_at=self.started_at,
+        ))
+
+    def _recent(self) -> list[Release]:
+        recent: list[Release] = []
+        for service in self.store.services():
+            recent.extend(self.store.releases(service, limit=RECENT_RELEASES))
+        return recent

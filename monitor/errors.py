@@ -1,0 +1,31 @@
+"""Named errors with one-line messages; the CLI turns each into a line and an exit code."""
+
+from __future__ import annotations
+
+
+class MonitorError(Exception):
+    """Base of every error the monitor reports to a user."""
+
+
+class ConfigError(MonitorError):
+    """A policy file is unreadable or wrong: the message names the file and the key."""
+
+
+class StoreError(MonitorError):
+    """The database cannot be opened, read or written."""
+
+
+class UnknownRelease(MonitorError):
+    """No release matches what was asked for."""
+
+
+class AmbiguousRelease(MonitorError):
+    """Several services have the release; `--service` must say which."""
+
+
+class ScrapeError(MonitorError):
+    """A target's answer could not be fetched or parsed; nothing from it is stored."""
+
+
+class RecordingError(MonitorError):
+    """A recording CSV is malformed: the message names the file and the line."""

@@ -1,0 +1,413 @@
+"""The one evaluation core: (policy, baseline, candidate samples, now) -> verdict.
+
+The daemon, `monitor verdict`, `monitor replay`, the demo and the benchmarks all call
+`evaluate`; nothing judges a release anywhere else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, cast
+
+import numpy as np
+from scipy import stats
+
+from baselines.frame import SignalFrame
+from baselines.summary import Baseline, SignalBaseline, leak_blocks
+from detectors import compare, cusum, rate_increase, time_to_exhaustion, trend
+from monitor.durations import format_duration
+from monitor.findings import (
+    HOTFIX,
+    INCONCLUSIVE,
+    MAJOR,
+    MINOR,
+    PASS,
+    PENDING,
+    ROLLBACK,
+    Finding,
+)
+from monitor.policy import ServicePolicy, SignalRule
+
+ALPHA = 0.01
+CUSUM_THRESHOLD = 8.0
+_ALTERNATIVE: dict[str, Literal["two-sided", "greater", "less"]] = {"increase": "greater", "decrease": "less", "both": "two-sided"}
+
+
+@dataclass(frozen=True)
+class JudgeState:
+    """What the judge remembers between evaluations of one release."""
+
+    streaks: Mapping[str, int] = field(default_factory=dict)
+    first_alarm_at: float | None = None
+    hotfix_at: float | None = None
+    hotfix_evidence: tuple[Finding, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "streaks": dict(self.streaks),
+            "first_alarm_at": self.first_alarm_at,
+            "hotfix_at": self.hotfix_at,
+            "hotfix_evidence": [f.to_dict() for f in self.hotfix_evidence],
+        })
+
+    @classmethod
+    def from_json(cls, text: str) -> JudgeState:
+        data = json.loads(text or "{}")
+        return cls(
+            streaks=data.get("streaks", {}),
+            first_alarm_at=data.get("first_alarm_at"),
+            hotfix_at=data.get("hotfix_at"),
+            hotfix_evidence=tuple(Finding.from_dict(f) for f in data.get("hotfix_evidence", [])),
+        )
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    verdict: str
+    reason: str
+    findings: tuple[Finding, ...]
+    state: JudgeState
+    first_alarm_at: float | None
+    decided_at: float | None
+    done: bool
+
+
+@dataclass
+class _Observations:
+    findings: list[Finding] = field(default_factory=list)
+    shortfalls: list[str] = field(default_factory=list)
+
+
+def evaluate(
+    policy: ServicePolicy,
+    baseline: Baseline | None,
+    candidate: SignalFrame,
+    *,
+    started: float,
+    period: float,
+    now: float,
+    state: JudgeState | None = None,
+    first_release: bool = False,
+) -> Evaluation:
+    """Judge a candidate release at `now` and carry the judge's memory forward.
+
+    A finding sets the verdict only once it has been seen in `policy.persistence`
+    consecutive evaluations; a major one means rollback, a minor one hotfix. When the
+    checking period is over with nothing found the release passes, or is inconclusive
+    if a signal that matters had too little data.
+    """
+    state = state or JudgeState()
+    window = candidate.between(started, now + 1e-6)
+    seen = observe(policy, baseline, window, now=now, started=started)
+    streaks = {f.key: state.streaks.get(f.key, 0) + 1 for f in seen.findings}
+    persistent = [f for f in seen.findings if streaks[f.key] >= policy.persistence]
+    majors = [f for f in persistent if f.severity == MAJOR]
+    if majors:
+        evidence = _ranked(seen.findings)
+        first_alarm: float | None = state.first_alarm_at if state.first_alarm_at is not None else now
+        new_state = JudgeState(streaks, first_alarm, state.hotfix_at, state.hotfix_evidence)
+        # Corroborating major findings are named too, even before they have persisted.
+        reason = _reason([f for f in seen.findings if f.severity == MAJOR])
+        return Evaluation(ROLLBACK, reason, evidence, new_state, first_alarm, now, True)
+    hotfix_at, hotfix_evidence = state.hotfix_at, state.hotfix_evidence
+    if persistent and hotfix_at is None:
+        hotfix_at, hotfix_evidence = now, tuple(_ranked(persistent))
+    first_alarm = state.first_alarm_at if state.first_alarm_at is not None else hotfix_at
+    new_state = JudgeState(streaks, first_alarm, hotfix_at, hotfix_evidence)
+    over = now >= started + period
+    evidence = _ranked(seen.findings) or hotfix_evidence
+    if hotfix_at is not None:
+        reason = _reason(list(hotfix_evidence))
+        return Evaluation(HOTFIX, reason, tuple(evidence), new_state, first_alarm, hotfix_at, over)
+    if not over:
+        return Evaluation(PENDING, "", tuple(evidence), new_state, None, None, False)
+    if baseline is None and not first_release:
+        reason = "no healthy earlier release to compare with"
+        return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
+    if seen.shortfalls:
+        reason = "; ".join(seen.shortfalls)
+        return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
+    reason = "first release: judged on smoke, verification and leaks" if baseline is None else ""
+    return Evaluation(PASS, reason, tuple(evidence), new_state, None, now, True)
+
+
+def _ranked(findings: Sequence[Finding]) -> tuple[Finding, ...]:
+    return tuple(sorted(findings, key=lambda f: (f.severity != MAJOR, f.signal, f.detector)))
+
+
+def _reason(findings: Sequence[Finding]) -> str:
+    return "; ".join(f"{f.signal}: {f.detail}" for f in _ranked(findings))
+
+
+def observe(
+    policy: ServicePolicy, baseline: Baseline | None, window: SignalFrame, *, now: float,
+    started: float,
+) -> _Observations:
+    """Every finding in the window, and every signal that matters but lacks data."""
+    seen = _Observations()
+    rules = [r for r in policy.signals if r.name in window.names]
+    known = baseline.signals if baseline is not None else {}
+    ranked = [r for r in rules if r.kind != "ratio" and r.name in known]
+    counted = [r for r in rules if r.kind == "ratio" and r.name in known]
+    leaking = [r for r in rules if r.leak]
+    if ranked:
+        _compare_signals(ranked, known, window, now, seen)
+    if counted:
+        _rate_signals(counted, known, window, now, seen)
+    if leaking:
+        _leak_signals(policy, leaking, known, window, now, seen)
+    _data_checks(rules, window, now=now, started=started, seen=seen)
+    return seen
+
+
+def _stack_reservoirs(parts: Sequence[SignalBaseline]) -> np.ndarray:
+    width = max((p.reservoir.size for p in parts), default=0)
+    out = np.full((len(parts), max(width, 1)), np.nan)
+    for row, part in enumerate(parts):
+        out[row, : part.reservoir.size] = part.reservoir
+    return out
+
+
+def _inflation(base_lag1: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Variance inflation of a mean of AR(1)-like samples: (1 + rho) / (1 - rho)."""
+    from baselines.summary import lag1_autocorrelation
+
+    rho = np.clip(np.fmax(base_lag1, lag1_autocorrelation(values)), 0.0, 0.95)
+    return (1.0 + rho) / (1.0 - rho)
+
+
+def _adjusted_pvalue(pvalue: np.ndarray, inflation: np.ndarray, two_sided: bool) -> np.ndarray:
+    """The p-value the test would give with its z-score deflated for autocorrelation."""
+    p = np.clip(np.nan_to_num(pvalue, nan=1.0), 1e-300, 1.0)
+    if two_sided:
+        z = stats.norm.isf(p / 2.0) / np.sqrt(inflation)
+        return np.asarray(2.0 * stats.norm.sf(z))
+    z = stats.norm.isf(p) / np.sqrt(inflation)
+    return np.asarray(stats.norm.sf(z))
+
+
+def _compare_signals(
+    rules: Sequence[SignalRule], known: Mapping[str, SignalBaseline], window: SignalFrame,
+    now: float, seen: _Observations,
+) -> None:
+    for direction in ("increase", "decrease", "both"):
+        group = [r for r in rules if r.bad == direction]
+        if group:
+            _compare_group(group, direction, known, window, now, seen)
+
+
+def _compare_group(
+    rules: Sequence[SignalRule], direction: str, known: Mapping[str, SignalBaseline],
+    window: SignalFrame, now: float, seen: _Observations,
+) -> None:
+    parts = [known[r.name] for r in rules]
+    base = _stack_reservoirs(parts)
+    values = window.values[[window.row(r.name) for r in rules]]
+    median = np.array([p.median for p in parts])
+    noise = np.array([p.noise for p in parts])
+    scale = np.fmax(np.fmax(np.abs(np.nan_to_num(median)), np.nan_to_num(noise)), 1e-12)
+    inflation = _inflation(np.array([p.lag1 for p in parts]), values)
+    judged = _judge_shift(rules, direction, parts, base, values, scale, inflation)
+    change = cusum(
+        values, reference_mean=median, reference_scale=np.fmax(noise, 1e-12) * np.sqrt(inflation),
+        threshold=CUSUM_THRESHOLD,
+        direction=cast(Literal["increase", "decrease", "both"], direction),
+    )
+    starts = np.atleast_1d(change.change_index)
+    column = np.arange(values.shape[1])
+    after = np.where(column[None, :] >= np.maximum(starts, 0)[:, None], values, np.nan)
+    late = _judge_shift(rules, direction, parts, base, after, scale, inflation)
+    for row in range(len(rules)):
+        began = ""
+        if starts[row] >= 0 and values.shape[1]:
+            began = f", shift began at +{format_duration(window.times[starts[row]] - window.times[0])}"
+        hit = judged[row]
+        if hit is None and np.atleast_1d(change.detected)[row] and starts[row] > 0:
+            hit = late[row]
+            if hit is not None:
+                hit = _with(hit, detector="changepoint", detail=hit.detail + began)
+        elif hit is not None:
+            hit = _with(hit, detail=hit.detail + began)
+        if hit is not None:
+            seen.findings.append(_with(hit, at=now))
+
+
+def _judge_shift(
+    rules: Sequence[SignalRule], direction: str, parts: Sequence[SignalBaseline],
+    base: np.ndarray, values: np.ndarray, scale: np.ndarray, inflation: np.ndarray,
+) -> list[Finding | None]:
+    """Rank test with Hodges-Lehmann shift; a finding where the whole interval is worse
+    than the signal's floor (its ignore_below, or what A/A windows of healthy history show)."""
+    result = compare(base, values, confidence=0.95, alternative=_ALTERNATIVE[direction])
+    shift, lower, upper = (np.atleast_1d(np.asarray(a, dtype=float)) for a in
+                           (result.shift, result.lower, result.upper))
+    pvalue = _adjusted_pvalue(np.atleast_1d(result.pvalue), inflation, direction == "both")
+    rising = np.nan_to_num(lower / scale, nan=-np.inf)
+    falling = np.nan_to_num(-upper / scale, nan=-np.inf)
+    bound = {"increase": rising, "decrease": falling, "both": np.fmax(rising, falling)}[direction]
+    n_base = np.atleast_1d(result.n_baseline)
+    n_cand = np.atleast_1d(result.n_candidate)
+    out: list[Finding | None] = []
+    for row, rule in enumerate(rules):
+        floor = max(rule.ignore_below, parts[row].aa_shift)
+        enough = n_cand[row] >= rule.min_samples
+        beyond = bound[row] > floor and abs(shift[row]) > rule.absolute
+        if not (enough and beyond and pvalue[row] < ALPHA):
+            out.append(None)
+            continue
+        major = rule.critical and bound[row] > rule.tolerance
+        median = parts[row].median
+        candidate = median + shift[row]
+        out.append(Finding(
+            signal=rule.name, detector="compare", severity=MAJOR if major else MINOR,
+            baseline=median, candidate=candidate, effect=float(shift[row] / scale[row]),
+            lower=float(lower[row] / scale[row]), upper=float(upper[row] / scale[row]),
+            tolerance=rule.tolerance if major else floor,
+            n_baseline=int(n_base[row]), n_candidate=int(n_cand[row]),
+            detail=(f"median {_fmt(median)} -> {_fmt(candidate)} "
+                    f"({_pct(shift[row] / scale[row])}, p={pvalue[row]:.2g})"),
+        ))
+    return out
+
+
+def _rate_signals(
+    rules: Sequence[SignalRule], known: Mapping[str, SignalBaseline], window: SignalFrame,
+    now: float, seen: _Observations,
+) -> None:
+    parts = [known[r.name] for r in rules]
+    rows = [window.row(r.name) for r in rules]
+    cand_events = np.nansum(window.events[rows], axis=1)
+    cand_trials = np.nansum(window.trials[rows], axis=1)
+    result = rate_increase(
+        np.array([p.events for p in parts]), np.array([p.trials for p in parts]),
+        cand_events, cand_trials, dispersion=np.array([max(p.dispersion, 1.0) for p in parts]),
+    )
+    for row, rule in enumerate(rules):
+        base_rate = float(np.atleast_1d(result.base_rate)[row])
+        cand_rate = float(np.atleast_1d(result.cand_rate)[row])
+        ratio_lower = float(np.atleast_1d(result.ratio_lower)[row])
+        excess = float(np.atleast_1d(result.excess)[row])
+        pvalue = float(np.atleast_1d(result.pvalue)[row])
+        floor = max(rule.ignore_below, parts[row].aa_shift)
+        if not (cand_trials[row] >= rule.min_trials and excess >= rule.min_events
+                and pvalue < ALPHA and ratio_lower - 1.0 > floor
+                and cand_rate - base_rate > rule.absolute):
+            continue
+        major = rule.critical and ratio_lower - 1.0 > rule.tolerance
+        ratio = float(np.atleast_1d(result.ratio)[row])
+        seen.findings.append(Finding(
+            signal=rule.name, detector="rate", severity=MAJOR if major else MINOR,
+            baseline=base_rate, candidate=cand_rate, effect=ratio - 1.0,
+            lower=ratio_lower - 1.0, upper=float("nan"),
+            tolerance=rule.tolerance if major else floor,
+            n_baseline=int(parts[row].trials), n_candidate=int(cand_trials[row]),
+            detail=(f"{_pct(base_rate, signed=False)} -> {_pct(cand_rate, signed=False)} "
+                    f"({int(cand_events[row])} in {int(cand_trials[row])}, "
+                    f"{excess:.0f} more than expected, p={pvalue:.2g})"),
+            at=now,
+        ))
+
+
+def _leak_signals(
+    policy: ServicePolicy, rules: Sequence[SignalRule], known: Mapping[str, SignalBaseline],
+    window: SignalFrame, now: float, seen: _Observations,
+) -> None:
+    """Lower-envelope slope of memory, against the baseline's slope and the memory limit."""
+    if window.times.size < 8:
+        return
+    rows = [window.row(r.name) for r in rules]
+    blocks = max(4, leak_blocks(window.span, policy.leak_block))
+    short_blocks = window.span / blocks < policy.leak_block
+    result = trend(window.times, window.values[rows], blocks=blocks)
+    slope, lower, level = (np.atleast_1d(np.asarray(a, dtype=float))
+                           for a in (result.slope, result.lower, result.level))
+    for row, rule in enumerate(rules):
+        base = known.get(rule.name)
+        base_slope = max(0.0, np.nan_to_num(base.slope)) if base is not None else 0.0
+        floor = abs(level[row]) * rule.ignore_below / policy.leak_horizon
+        if not (lower[row] - base_slope > floor):
+            continue
+        rise = slope[row] * window.span
+        sawtooth = (base.quantiles.get("p95", 0.0) - base.quantiles.get("p05", 0.0)
+                    if base is not None and base.quantiles else 0.0)
+        if short_blocks and rise <= sawtooth:
+            continue  # blocks shorter than a GC cycle: only a rise beyond the saw-tooth counts
+        limit = _limit(rule, window, rows[row])
+        exhaustion = (float(time_to_exhaustion(level[row], slope[row], limit))
+                      if limit is not None else float("inf"))
+        major = exhaustion <= policy.leak_horizon
+        exhausts = (f", limit {_fmt(limit)} in {format_duration(exhaustion)}"
+                    if limit is not None and np.isfinite(exhaustion) else "")
+        seen.findings.append(Finding(
+            signal=rule.name, detector="leak", severity=MAJOR if major else MINOR,
+            baseline=base_slope, candidate=float(slope[row]), effect=float(slope[row] - base_slope),
+            lower=float(lower[row]), upper=float(np.atleast_1d(result.upper)[row]),
+            tolerance=floor, n_baseline=base.count if base is not None else 0,
+            n_candidate=int(np.sum(~np.isnan(window.values[rows[row]]))),
+            detail=f"grows {_fmt(slope[row] * 60)}/min (baseline {_fmt(base_slope * 60)}/min){exhausts}",
+            exhaustion=exhaustion if np.isfinite(exhaustion) else None, at=now,
+        ))
+
+
+def _limit(rule: SignalRule, window: SignalFrame, row: int) -> float | None:
+    if rule.limit is not None:
+        return rule.limit
+    name = f"{rule.name}:limit"
+    if name in window.names:
+        values = window.values[window.row(name)]
+        values = values[~np.isnan(values)]
+        return float(values[-1]) if values.size else None
+    return None
+
+
+def _data_checks(
+    rules: Sequence[SignalRule], window: SignalFrame, *, now: float, started: float,
+    seen: _Observations,
+) -> None:
+    """Signals that matter but have too little data, with how much longer it would take."""
+    elapsed = max(now - started, 1.0)
+    for rule in rules:
+        if not (rule.critical or rule.must_have_data):
+            continue
+        row = window.row(rule.name)
+        if rule.kind == "ratio":
+            trials = float(np.nansum(window.trials[row]))
+            if trials < rule.min_trials:
+                more = _more_time(rule.min_trials - trials, trials / elapsed)
+                seen.shortfalls.append(
+                    f"{rule.name}: {trials:.0f} requests seen, {rule.min_trials:.0f} needed{more}")
+            continue
+        count = int(np.sum(~np.isnan(window.values[row])))
+        if count < rule.min_samples:
+            more = _more_time(rule.min_samples - count, count / elapsed)
+            seen.shortfalls.append(f"{rule.name}: {count} samples, {rule.min_samples} needed{more}")
+
+
+def _more_time(missing: float, per_second: float) -> str:
+    if per_second <= 0:
+        return " (no traffic: cannot tell how long)"
+    return f" (about {format_duration(missing / per_second)} more at the current traffic)"
+
+
+def _with(finding: Finding, **changes: object) -> Finding:
+    from dataclasses import replace
+
+    return replace(finding, **changes)  # type: ignore[arg-type]
+
+
+def _fmt(value: float) -> str:
+    if not np.isfinite(value):
+        return str(value)
+    magnitude = abs(value)
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if magnitude >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def _pct(value: float, signed: bool = True) -> str:
+    if not np.isfinite(value):
+        return "n/a"
+    return f"{value * 100:+.1f}%" if signed else f"{value * 100:.2f}%"

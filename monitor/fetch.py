@@ -1,0 +1,326 @@
+"""Bounded HTTP GET of a target's metrics: one total deadline, and a size cap that holds
+after decompression, so a slow, huge or hostile target costs a known amount and no more."""
+
+from __future__ import annotations
+
+import http.client
+import math
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+import requests
+import urllib3
+from requests.structures import CaseInsensitiveDict
+
+from monitor.errors import ScrapeError
+from monitor.exposition import ParsedScrape, parse
+
+ACCEPT = "text/plain;version=0.0.4"
+_READ_SIZE = 64 * 1024
+_GZIP_WBITS = 16 + zlib.MAX_WBITS
+_WBITS_BY_ENCODING = {"gzip": _GZIP_WBITS, "x-gzip": _GZIP_WBITS, "deflate": zlib.MAX_WBITS}
+_BODY_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
+_TIMEOUTS = (urllib3.exceptions.TimeoutError, TimeoutError)
+
+
+def fetch(
+    url: str,
+    *,
+    timeout: float,
+    max_bytes: int,
+    headers: Mapping[str, str] | None = None,
+    session: requests.Session | None = None,
+) -> bytes:
+    """GET `url` and return its body, decompressed, within `timeout` seconds in total.
+
+    The body is cut at `max_bytes` after decompression; a gzip bomb costs memory
+    of the order of `max_bytes`, never its expanded size. `headers` are added to the
+    request (Accept-Encoding stays gzip, the only encoding asked for). Every failure
+    is a ScrapeError of one line naming the URL without its credentials.
+
+    >>> fetch("http://127.0.0.1:9100/metrics", timeout=2.0, max_bytes=8 << 20)  # doctest: +SKIP
+    b'# HELP node_load1 1m load average.\\n...'
+    """
+    _check_limits(timeout, max_bytes)
+    # Sockets time out in real seconds, whatever clock drives the rest of the monitor.
+    attempt = _Attempt(f"GET {redact_url(url)}", timeout, time.monotonic() + timeout)
+    http_session = session if session is not None else requests.Session()
+    try:
+        response = _open(http_session, url, _request_headers(headers), attempt)
+        try:
+            return _read_body(response, max_bytes, attempt)
+        finally:
+            response.close()
+    finally:
+        if session is None:
+            http_session.close()
+
+
+def scrape(
+    url: str,
+    *,
+    timeout: float,
+    max_bytes: int,
+    headers: Mapping[str, str] | None = None,
+    session: requests.Session | None = None,
+) -> ParsedScrape:
+    """Fetch `url` (as `fetch`) and parse it; any problem is one ScrapeError naming the URL.
+
+    >>> scrape("http://127.0.0.1:9100/metrics", timeout=2.0, max_bytes=8 << 20)  # doctest: +SKIP
+    ParsedScrape(keys=['node_load1', ...], values=array([0.42, ...]), types={...})
+    """
+    body = fetch(url, timeout=timeout, max_bytes=max_bytes, headers=headers, session=session)
+    where = f"GET {redact_url(url)}"
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScrapeError(f"{where}: body is not UTF-8 (bad byte at offset {exc.start})") from None
+    try:
+        return parse(text)
+    except ScrapeError as exc:
+        raise ScrapeError(f"{where}: {exc}") from None
+
+
+def redact_url(url: str) -> str:
+    """The URL as safe to log: no user or password, query values hidden, no fragment.
+
+    >>> redact_url("https://bob:s3cret@example.com:8443/metrics?token=abc&module=http")
+    'https://example.com:8443/metrics?token=***&module=***'
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<invalid URL>"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    safe = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
+    if parts.query:
+        names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        safe += "?" + ("&".join(f"{name}=***" for name in names) if names else "***")
+    return _printable(safe, limit=200)
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One GET: how to name it in messages, and its deadline on the monotonic clock."""
+
+    where: str
+    timeout: float
+    deadline: float
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def failed(self, what: str) -> ScrapeError:
+        return ScrapeError(f"{self.where}: {what}")
+
+    def timed_out(self) -> ScrapeError:
+        return self.failed(f"timed out after {self.timeout:g} s")
+
+
+def _check_limits(timeout: float, max_bytes: int) -> None:
+    """Reject limits that would make the bounds meaningless."""
+    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+        raise ValueError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+
+
+def _request_headers(extra: Mapping[str, str] | None) -> CaseInsensitiveDict[str]:
+    """Accept the 0.0.4 text format; only gzip, since that is what the reader inflates."""
+    headers: CaseInsensitiveDict[str] = CaseInsensitiveDict({"Accept": ACCEPT})
+    headers.update(extra or {})
+    headers["Accept-Encoding"] = "gzip"
+    return headers
+
+
+def _open(
+    http_session: requests.Session,
+    url: str,
+    headers: CaseInsensitiveDict[str],
+    attempt: _Attempt,
+) -> requests.Response:
+    """Send the request and wait for a 2xx status line and headers, within the deadline."""
+    remaining = attempt.remaining()
+    if remaining <= 0:
+        raise attempt.timed_out()
+    try:
+        response = http_session.get(
+            url, headers=headers, stream=True, timeout=(remaining, remaining)
+        )
+    except requests.Timeout:
+        raise attempt.timed_out() from None
+    except requests.ConnectionError as exc:
+        raise attempt.failed(f"cannot connect ({_reason(exc)})") from None
+    except requests.RequestException as exc:
+        # The exception's own text may repeat the URL with its credentials.
+        raise attempt.failed(f"request failed ({type(exc).__name__})") from None
+    if not 200 <= response.status_code < 300:
+        response.close()
+        reason = _printable(response.reason or "", limit=60)
+        raise attempt.failed(f"HTTP {response.status_code} {reason}".rstrip())
+    return response
+
+
+def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -> bytes:
+    """Read raw chunks until the end, the deadline or the size cap, whichever comes first."""
+    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
+    body = _BoundedBody(encoding, max_bytes, attempt)
+    _check_declared_length(response, encoding, max_bytes, attempt)
+    sock = _socket_of(response)
+    watchdog = _Watchdog(sock, attempt.deadline)
+    try:
+        while True:
+            remaining = attempt.remaining()
+            if remaining <= 0:
+                raise attempt.timed_out()
+            if sock is not None:
+                pass
+            chunk = response.raw.read1(_READ_SIZE, decode_content=False)
+            if not chunk:
+                break
+            body.feed(chunk)
+    except _BODY_ERRORS as exc:
+        if isinstance(exc, _TIMEOUTS) or watchdog.fired.is_set() or attempt.remaining() <= 0:
+            raise attempt.timed_out() from None
+        raise attempt.failed(f"connection broken while reading ({_reason(exc)})") from None
+    finally:
+        watchdog.cancel()
+    if watchdog.fired.is_set():
+        # The socket was shut down under the reader, so what arrived may be cut short.
+        raise attempt.timed_out()
+    return body.finish()
+
+
+def _check_declared_length(
+    response: requests.Response, encoding: str, max_bytes: int, attempt: _Attempt
+) -> None:
+    """Refuse an uncompressed body whose Content-Length already exceeds the cap."""
+    declared = response.headers.get("Content-Length", "")
+    if encoding == "identity" and declared.isdigit() and int(declared) > max_bytes:
+        raise attempt.failed(f"body of {declared} bytes is over the {max_bytes}-byte limit")
+
+
+class _BoundedBody:
+    """Collects a body up to a byte cap, inflating gzip or deflate one bounded step at a time."""
+
+    def __init__(self, encoding: str, max_bytes: int, attempt: _Attempt) -> None:
+        if encoding not in _WBITS_BY_ENCODING and encoding != "identity":
+            raise attempt.failed(f"unsupported Content-Encoding {_printable(encoding, 40)!r}")
+        self._wbits = _WBITS_BY_ENCODING.get(encoding)
+        self._inflater = zlib.decompressobj(self._wbits) if self._wbits is not None else None
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._max_bytes = max_bytes
+        self._attempt = attempt
+        self._encoding = encoding
+
+    def feed(self, data: bytes) -> None:
+        """Add raw bytes as received."""
+        if self._inflater is None:
+            self._keep(data)
+            return
+        try:
+            self._inflate(data)
+        except zlib.error as exc:
+            raise self._attempt.failed(f"body is not valid {self._encoding} ({exc})") from None
+
+    def finish(self) -> bytes:
+        """The whole body; a compressed stream must have reached its end."""
+        if self._inflater is not None and not self._inflater.eof:
+            raise self._attempt.failed(f"{self._encoding} body is truncated")
+        return b"".join(self._parts)
+
+    def _inflate(self, data: bytes) -> None:
+        """Inflate without ever producing more than one byte past the cap."""
+        assert self._inflater is not None
+        pending = data
+        while pending:
+            room = self._max_bytes - self._size
+            self._keep(self._inflater.decompress(pending, room + 1))
+            if not self._inflater.eof:
+                pending = self._inflater.unconsumed_tail
+                continue
+            pending = self._inflater.unused_data
+            if pending and self._wbits != _GZIP_WBITS:
+                raise self._attempt.failed("data after the end of the deflate stream")
+            if pending:  # gzip allows several members back to back
+                self._inflater = zlib.decompressobj(_GZIP_WBITS)
+
+    def _keep(self, data: bytes) -> None:
+        """Append, or fail as soon as the cap is passed."""
+        self._size += len(data)
+        if self._size > self._max_bytes:
+            raise self._attempt.failed(f"body is over the {self._max_bytes}-byte limit")
+        if data:
+            self._parts.append(data)
+
+
+class _Watchdog:
+    """Shuts the socket down at the deadline, so no read can outlive it.
+
+    Socket timeouts bound each system call, but a chunk header or trailer read
+    line by line takes several; this bounds them all.
+    """
+
+    def __init__(self, sock: socket.socket | None, deadline: float) -> None:
+        self.fired = threading.Event()
+        self._sock = sock
+        self._timer: threading.Timer | None = None
+        if sock is not None:
+            self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
+            self._timer.daemon = True
+            pass
+
+    def cancel(self) -> None:
+        """Stop the timer (it may already have fired)."""
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _fire(self) -> None:
+        self.fired.set()
+        assert self._sock is not None
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed: nothing left to interrupt
+
+
+def _socket_of(response: requests.Response) -> socket.socket | None:
+    """The response's socket, when urllib3 exposes it (it does with stream=True)."""
+    connection = getattr(response.raw, "connection", None)
+    sock = getattr(connection, "sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _reason(exc: BaseException) -> str:
+    """A short cause without the URL: the OS error text if there is one, else a class name."""
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    innermost = exc
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        innermost = current
+        if isinstance(current, OSError) and current.strerror:
+            return _printable(current.strerror, limit=80)
+        linked = [getattr(current, "reason", None), current.__cause__, current.__context__]
+        linked += list(current.args)
+        stack.extend(item for item in linked if isinstance(item, BaseException))
+    return type(innermost).__name__
+
+
+def _printable(text: str, limit: int) -> str:
+    """One line of printable characters, cut at `limit`."""
+    cleaned = "".join(char if char.isprintable() else "?" for char in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."

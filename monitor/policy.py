@@ -1,0 +1,453 @@
+"""The release policy: a TOML file written before the release, validated up front.
+
+Every mistake is reported as one line naming the file, the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from monitor.durations import parse_duration
+from monitor.errors import ConfigError
+
+SIGNAL_KINDS = ("gauge", "rate", "ratio", "quantile")
+DIRECTIONS = ("increase", "decrease", "both")
+CHANGE_CLASSES = ("minor", "major")
+VERDICTS_FOR_HOOKS = ("pass", "hotfix", "rollback", "inconclusive")
+AGGREGATIONS = ("sum", "mean", "max")
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+_SELECTOR = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{\s*([a-zA-Z_][a-zA-Z0-9_]*="[^"]*"\s*,?\s*)*\})?$')
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SignalRule:
+    """How one health signal is read, which way is worse, and how much worse matters."""
+
+    name: str
+    kind: str = "gauge"
+    metric: str = ""
+    numerator: str = ""
+    denominator: str = ""
+    quantile: float = 0.95
+    aggregate: str = "sum"
+    query: str = ""
+    bad: str = "both"
+    ignore_below: float = 0.05
+    tolerance: float = 0.25
+    absolute: float = 0.0
+    critical: bool = False
+    min_samples: int = 10
+    min_events: float = 10.0
+    min_trials: float = 200.0
+    must_have_data: bool = False
+    leak: bool = False
+    limit: float | None = None
+    limit_metric: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    interval: float = 15.0
+    timeout: float = 5.0
+    max_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A smoke probe: one HTTP request with an expected status, body text and latency budget."""
+
+    name: str
+    url: str
+    expect_status: int = 200
+    expect_body: str = ""
+    max_latency: float = 2.0
+
+
+@dataclass(frozen=True)
+class VerifyCommand:
+    """One verification test, run as an argument list without a shell."""
+
+    name: str
+    argv: tuple[str, ...]
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True)
+class Hook:
+    """What to call when a release's verdict changes: a webhook or a command."""
+
+    name: str
+    on: tuple[str, ...]
+    url: str = ""
+    command: tuple[str, ...] = ()
+    timeout: float = 30.0
+    budget: float = 300.0
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class ServicePolicy:
+    name: str
+    targets: tuple[Target, ...] = ()
+    version_metric: str = ""
+    version_label: str = "version"
+    periods: Mapping[str, float] = field(default_factory=lambda: {"minor": 900.0, "major": 7200.0})
+    evaluation_interval: float = 60.0
+    persistence: int = 3
+    baselines: int = 1
+    baseline_window: float = 86400.0
+    leak_horizon: float = 86400.0
+    leak_block: float = 300.0
+    smoke: tuple[Probe, ...] = ()
+    verify: tuple[VerifyCommand, ...] = ()
+    signals: tuple[SignalRule, ...] = ()
+    hooks: tuple[Hook, ...] = ()
+
+    def period(self, change_class: str) -> float:
+        return self.periods[change_class]
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    path: str
+    database: str = "release-monitor.db"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 9847
+    retention: float = 7 * 86400.0
+    api_token_env: str = ""
+    services: Mapping[str, ServicePolicy] = field(default_factory=dict)
+
+
+class _Reader:
+    """Reads typed values from a TOML table, naming file and key in every error."""
+
+    def __init__(self, path: str, table: Mapping[str, Any], prefix: str) -> None:
+        self.path, self.table, self.prefix = path, table, prefix
+        self.used: set[str] = set()
+
+    def fail(self, key: str, message: str) -> ConfigError:
+        where = f"{self.prefix}.{key}" if self.prefix else key
+        return ConfigError(f"{self.path}: {where}: {message}")
+
+    def get(self, key: str, kind: type[T] | tuple[type, ...], default: Any = None) -> Any:
+        self.used.add(key)
+        if key not in self.table:
+            return default
+        value = self.table[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(key, f"expected {_kind_names(kinds)}, got {value!r}")
+        if not isinstance(value, kinds):
+            raise self.fail(key, f"expected {_kind_names(kinds)}, got {value!r}")
+        return value
+
+    def require(self, key: str, kind: type[T] | tuple[type, ...]) -> Any:
+        if key not in self.table:
+            self.used.add(key)
+            raise self.fail(key, "is required")
+        return self.get(key, kind)
+
+    def number(self, key: str, default: float | None, *, low: float = 0.0) -> Any:
+        value = self.get(key, (int, float), default)
+        if value is not None and not (value >= low):
+            raise self.fail(key, f"must be at least {low}, got {value!r}")
+        return None if value is None else float(value)
+
+    def duration(self, key: str, default: float) -> float:
+        value = self.get(key, (str, int, float), None)
+        if value is None:
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            raise self.fail(key, str(exc)) from None
+        if seconds <= 0:
+            raise self.fail(key, "must be longer than zero")
+        return seconds
+
+    def choice(self, key: str, allowed: tuple[str, ...], default: str) -> str:
+        value = self.get(key, str, default)
+        if value not in allowed:
+            raise self.fail(key, f"must be one of {', '.join(allowed)}, got {value!r}")
+        return str(value)
+
+    def argv(self, key: str) -> tuple[str, ...]:
+        value = self.get(key, list, None)
+        if value is None:
+            return ()
+        if not value or not all(isinstance(part, str) for part in value):
+            raise self.fail(key, "must be a non-empty list of strings (an argument list)")
+        return tuple(value)
+
+    def tables(self, key: str) -> list[tuple[str, Mapping[str, Any]]]:
+        """An array of tables, each with its own key path for errors."""
+        value = self.get(key, list, [])
+        for index, item in enumerate(value):
+            if not isinstance(item, dict):
+                raise self.fail(f"{key}[{index}]", "expected a table")
+        return [(f"{key}[{index}]", item) for index, item in enumerate(value)]
+
+    def child(self, key: str, table: Mapping[str, Any]) -> _Reader:
+        prefix = f"{self.prefix}.{key}" if self.prefix else key
+        return _Reader(self.path, table, prefix)
+
+    def done(self) -> None:
+        for key in self.table:
+            if key not in self.used:
+                raise self.fail(key, "unknown key")
+
+
+def _kind_names(kinds: tuple[type, ...]) -> str:
+    names = {int: "a number", float: "a number", str: "a string", bool: "true or false",
+             list: "a list", dict: "a table"}
+    return " or ".join(dict.fromkeys(names.get(kind, kind.__name__) for kind in kinds))
+
+
+def load_policy(path: str | Path) -> MonitorConfig:
+    """Read and validate a policy file; raise ConfigError naming file and key on any mistake."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{name}: not UTF-8 text") from None
+    return parse_policy(text, name)
+
+
+def parse_policy(text: str, name: str = "<policy>") -> MonitorConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{name}: invalid TOML: {exc}") from None
+    root = _Reader(name, data, "")
+    monitor = root.child("monitor", root.get("monitor", dict, {}))
+    listen = monitor.get("listen", str, "127.0.0.1:9847")
+    host, port = _listen_address(monitor, listen)
+    services_table = root.get("services", dict, {})
+    services = {
+        service: _service(root.child(f"services.{service}", _as_table(root, service, body)), service)
+        for service, body in services_table.items()
+    }
+    config = MonitorConfig(
+        path=name,
+        database=monitor.get("database", str, "release-monitor.db"),
+        listen_host=host,
+        listen_port=port,
+        retention=monitor.duration("retention", 7 * 86400.0),
+        api_token_env=monitor.get("api_token_env", str, ""),
+        services=services,
+    )
+    monitor.done()
+    root.done()
+    return config
+
+
+def _as_table(root: _Reader, service: str, body: Any) -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise root.fail(f"services.{service}", "expected a table")
+    if not _NAME.match(service):
+        raise root.fail(f"services.{service}", "service names use letters, digits, _ . -")
+    return body
+
+
+def _listen_address(reader: _Reader, listen: str) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host or int(port) > 65535:
+        raise reader.fail("listen", f"expected HOST:PORT such as 127.0.0.1:9847, got {listen!r}")
+    return host.strip("[]"), int(port)
+
+
+def _service(reader: _Reader, name: str) -> ServicePolicy:
+    period_reader = reader.child("period", reader.get("period", dict, {}))
+    periods = {
+        "minor": period_reader.duration("minor", 900.0),
+        "major": period_reader.duration("major", 7200.0),
+    }
+    period_reader.done()
+    signals_table = reader.get("signals", dict, {})
+    signals = tuple(
+        _signal(reader.child(f"signals.{signal}", _signal_table(reader, signal, body)), signal)
+        for signal, body in signals_table.items()
+    )
+    persistence = reader.get("persistence", int, 3)
+    if persistence < 1:
+        raise reader.fail("persistence", f"must be at least 1, got {persistence}")
+    baselines = reader.get("baselines", int, 1)
+    if baselines < 1:
+        raise reader.fail("baselines", f"must be at least 1, got {baselines}")
+    policy = ServicePolicy(
+        name=name,
+        targets=tuple(_target(reader.child(k, t)) for k, t in reader.tables("targets")),
+        version_metric=reader.get("version_metric", str, ""),
+        version_label=reader.get("version_label", str, "version"),
+        periods=periods,
+        evaluation_interval=reader.duration("evaluation_interval", 60.0),
+        persistence=persistence,
+        baselines=baselines,
+        baseline_window=reader.duration("baseline_window", 86400.0),
+        leak_horizon=reader.duration("leak_horizon", 86400.0),
+        leak_block=reader.duration("leak_block", 300.0),
+        smoke=tuple(_probe(reader.child(k, t)) for k, t in reader.tables("smoke")),
+        verify=tuple(_verify(reader.child(k, t)) for k, t in reader.tables("verify")),
+        signals=signals,
+        hooks=tuple(_hook(reader.child(k, t)) for k, t in reader.tables("hooks")),
+    )
+    reader.done()
+    return policy
+
+
+def _signal_table(reader: _Reader, signal: str, body: Any) -> Mapping[str, Any]:
+    if not isinstance(body, dict):
+        raise reader.fail(f"signals.{signal}", "expected a table")
+    return body
+
+
+def _selector(reader: _Reader, key: str, required: bool) -> str:
+    value = reader.require(key, str) if required else reader.get(key, str, "")
+    if value and not _SELECTOR.match(value):
+        raise reader.fail(key, f"not a metric selector such as name{{label=\"value\"}}: {value!r}")
+    return str(value)
+
+
+def _signal(reader: _Reader, name: str) -> SignalRule:
+    kind = reader.choice("kind", SIGNAL_KINDS, "gauge")
+    query = reader.get("query", str, "")
+    needs_metric = not query
+    rule = SignalRule(
+        name=name,
+        kind=kind,
+        metric=_selector(reader, "metric", needs_metric and kind != "ratio"),
+        numerator=_selector(reader, "numerator", needs_metric and kind == "ratio"),
+        denominator=_selector(reader, "denominator", needs_metric and kind == "ratio"),
+        quantile=_fraction(reader, "quantile", 0.95),
+        aggregate=reader.choice("aggregate", AGGREGATIONS, "sum" if kind != "gauge" else "mean"),
+        query=query,
+        bad=reader.choice("bad", DIRECTIONS, default_direction(name)),
+        ignore_below=reader.number("ignore_below", 0.05),
+        tolerance=reader.number("tolerance", 0.25),
+        absolute=reader.number("absolute", 0.0),
+        critical=reader.get("critical", bool, False),
+        min_samples=int(reader.number("min_samples", 10, low=2)),
+        min_events=reader.number("min_events", 10.0),
+        min_trials=reader.number("min_trials", 200.0),
+        must_have_data=reader.get("must_have_data", bool, False),
+        leak=reader.get("leak", bool, False),
+        limit=reader.number("limit", None),
+        limit_metric=_selector(reader, "limit_metric", False),
+    )
+    if rule.tolerance < rule.ignore_below:
+        raise reader.fail("tolerance", f"must not be below ignore_below ({rule.ignore_below})")
+    reader.done()
+    return rule
+
+
+def _fraction(reader: _Reader, key: str, default: float) -> float:
+    value = reader.number(key, default)
+    if not 0.0 < value < 1.0:
+        raise reader.fail(key, f"must be between 0 and 1, got {value}")
+    return float(value)
+
+
+def _url(reader: _Reader, key: str) -> str:
+    url = str(reader.require(key, str))
+    if not re.match(r"^https?://[^/\s]+", url):
+        raise reader.fail(key, f"expected an http:// or https:// URL, got {url!r}")
+    return url
+
+
+def _target(reader: _Reader) -> Target:
+    target = Target(
+        url=_url(reader, "url"),
+        interval=reader.duration("interval", 15.0),
+        timeout=reader.duration("timeout", 5.0),
+        max_bytes=int(reader.number("max_bytes", 10 * 1024 * 1024, low=1024)),
+    )
+    reader.done()
+    return target
+
+
+def _probe(reader: _Reader) -> Probe:
+    probe = Probe(
+        name=reader.require("name", str),
+        url=_url(reader, "url"),
+        expect_status=reader.get("expect_status", int, 200),
+        expect_body=reader.get("expect_body", str, ""),
+        max_latency=reader.duration("max_latency", 2.0),
+    )
+    reader.done()
+    return probe
+
+
+def _verify(reader: _Reader) -> VerifyCommand:
+    argv = reader.argv("argv")
+    if not argv:
+        raise reader.fail("argv", "is required")
+    command = VerifyCommand(
+        name=reader.require("name", str), argv=argv, timeout=reader.duration("timeout", 300.0)
+    )
+    reader.done()
+    return command
+
+
+def _hook(reader: _Reader) -> Hook:
+    on = reader.get("on", list, ["rollback"])
+    for verdict in on:
+        if verdict not in VERDICTS_FOR_HOOKS:
+            raise reader.fail("on", f"verdicts are {', '.join(VERDICTS_FOR_HOOKS)}, got {verdict!r}")
+    url = reader.get("url", str, "")
+    command = reader.argv("command")
+    if bool(url) == bool(command):
+        raise reader.fail("url", "a hook has exactly one of url or command")
+    hook = Hook(
+        name=reader.require("name", str),
+        on=tuple(on),
+        url=url,
+        command=command,
+        timeout=reader.duration("timeout", 30.0),
+        budget=reader.duration("budget", 300.0),
+        dry_run=reader.get("dry_run", bool, False),
+    )
+    reader.done()
+    return hook
+
+
+_WORSE_WHEN_HIGHER = re.compile(
+    r"error|fail|latency|duration|seconds|memory|bytes|queue|cpu|wait|pending|restart|drop"
+    r"|timeout|5xx|saturation|pool|lag",
+    re.IGNORECASE,
+)
+_WORSE_WHEN_LOWER = re.compile(r"success|throughput|available|hit|ok\b|apdex", re.IGNORECASE)
+
+
+def default_direction(signal: str) -> str:
+    """Which way is worse for a signal, from its name as Prometheus conventions spell it."""
+    if _WORSE_WHEN_LOWER.search(signal):
+        return "decrease"
+    if _WORSE_WHEN_HIGHER.search(signal):
+        return "increase"
+    return "both"
+
+
+def default_rule(signal: str) -> SignalRule:
+    """The documented rule for a signal the policy does not name (replay without a policy)."""
+    kind = "rate" if signal.split("{", 1)[0].endswith("_total") else "gauge"
+    critical = bool(re.search(r"error|fail|latency|duration|5xx", signal, re.IGNORECASE))
+    return SignalRule(
+        name=signal, kind=kind, metric=signal, bad=default_direction(signal), critical=critical,
+        aggregate="sum" if kind == "rate" else "mean",
+    )
+
+
+def default_service(name: str, signals: list[str], **overrides: Any) -> ServicePolicy:
+    """A policy with the default rule for every signal, for replay without a policy file."""
+    return ServicePolicy(name=name, signals=tuple(default_rule(s) for s in signals), **overrides)

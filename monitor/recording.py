@@ -1,0 +1,137 @@
+"""Recordings: CSV files of raw samples, `timestamp,release,signal,value`.
+
+A recording replays a past release through the same evaluation core as the daemon, so a
+policy can be tried on past incidents before it is trusted with a rollback.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from monitor.errors import RecordingError
+from monitor.exposition import split_key
+from monitor.signals import RawSeries
+
+HEADER = ("timestamp", "release", "signal", "value")
+# As strict as Prometheus: no digit separators, hex floats or non-ASCII digits.
+_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|NaN|[Ii]nf)$")
+_SPECIAL = {"NaN": math.nan, "Inf": math.inf, "inf": math.inf}
+
+
+@dataclass(frozen=True)
+class Recording:
+    path: str
+    releases: tuple[str, ...]            # in order of their first sample
+    series: dict[str, RawSeries]         # release -> its raw samples
+
+    def first_sample(self, release: str) -> float:
+        return float(self.series[release].times[0])
+
+
+def parse_number(text: str) -> float:
+    """A float as Prometheus's parser accepts it; ValueError otherwise."""
+    text = text.strip()
+    if not _NUMBER.match(text) or not text.isascii():
+        raise ValueError(f"not a number: {text!r}")
+    sign = -1.0 if text.startswith("-") else 1.0
+    bare = text.lstrip("+-")
+    return sign * _SPECIAL[bare] if bare in _SPECIAL else float(text)
+
+
+def parse_timestamp(text: str) -> float:
+    """Unix seconds, or ISO 8601 (a time without a zone is taken as UTC)."""
+    text = text.strip()
+    try:
+        return parse_number(text)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"not a unix time or ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def load_recording(path: str | Path) -> Recording:
+    """Read a recording; any bad line is one RecordingError naming the file and line."""
+    name = str(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(_rows(name, csv.reader(handle)))
+    except OSError as exc:
+        raise RecordingError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise RecordingError(f"{name}: not UTF-8 text") from None
+    except csv.Error as exc:
+        raise RecordingError(f"{name}: not CSV: {exc}") from None
+    if not rows:
+        raise RecordingError(f"{name}: no samples")
+    return _assemble(name, rows)
+
+
+def _rows(name: str, reader: Iterable[list[str]]) -> Iterable[tuple[float, str, str, float]]:
+    for number, row in enumerate(reader, start=1):
+        if number == 1:
+            if tuple(cell.strip().lower() for cell in row) != HEADER:
+                raise RecordingError(f"{name}: line 1: header must be {','.join(HEADER)}")
+            continue
+        if not row or all(not cell.strip() for cell in row):
+            continue
+        if len(row) != 4:
+            raise RecordingError(f"{name}: line {number}: expected 4 fields, got {len(row)}")
+        stamp, release, signal, value = row
+        try:
+            at = parse_timestamp(stamp)
+            number_value = parse_number(value)
+            split_key(signal.strip())
+        except ValueError as exc:
+            raise RecordingError(f"{name}: line {number}: {exc}") from None
+        except Exception:
+            raise RecordingError(f"{name}: line {number}: bad signal {signal!r}") from None
+        if not release.strip():
+            raise RecordingError(f"{name}: line {number}: empty release")
+        yield at, release.strip(), signal.strip(), number_value
+
+
+def _assemble(name: str, rows: list[tuple[float, str, str, float]]) -> Recording:
+    keys = sorted({signal for _, _, signal, _ in rows})
+    key_row = {key: index for index, key in enumerate(keys)}
+    by_release: dict[str, list[tuple[float, str, float]]] = {}
+    for at, release, signal, value in rows:
+        by_release.setdefault(release, []).append((at, signal, value))
+    series = {}
+    for release, samples in by_release.items():
+        times = np.array(sorted({at for at, _, _ in samples}))
+        column = {at: index for index, at in enumerate(times)}
+        values = np.full((len(keys), times.size), np.nan)
+        for at, signal, value in samples:
+            values[key_row[signal], column[at]] = value
+        series[release] = RawSeries(tuple(keys), times, (name,) * times.size, values)
+    order = tuple(sorted(series, key=lambda r: series[r].times[0]))
+    return Recording(name, order, series)
+
+
+def write_recording(path: str | Path, samples: dict[str, RawSeries]) -> int:
+    """Write raw samples of one or more releases; returns the number of rows written."""
+    count = 0
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for release, raw in samples.items():
+            for column, at in enumerate(raw.times):
+                for row, key in enumerate(raw.keys):
+                    value = raw.values[row, column]
+                    if not np.isnan(value):
+                        writer.writerow((repr(float(at)), release, key, repr(float(value))))
+                        count += 1
+    return count

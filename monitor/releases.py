@@ -1,0 +1,192 @@
+"""The release state machine: smoke -> verification -> watching -> done.
+
+Each step reads and writes the store, so a daemon restarted at any instant picks up
+where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from baselines.frame import SignalFrame
+from baselines.selection import choose_baselines
+from baselines.summary import Baseline, SignalBaseline, merge, summarize
+from monitor.clock import Clock
+from monitor.errors import ConfigError
+from monitor.evaluate import Evaluation, JudgeState, evaluate
+from monitor.findings import PENDING, ROLLBACK
+from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
+from monitor.signals import RawSeries, derive
+from monitor.stages import CheckResult, run_command, run_probe
+from monitor.store import Release, Store
+
+SMOKE, VERIFICATION, WATCHING, DONE = "smoke", "verification", "watching", "done"
+
+
+@dataclass(frozen=True)
+class StageRunners:
+    """How smoke probes and verification commands run (replaced in tests)."""
+
+    probe: Callable[..., CheckResult] = run_probe
+    command: Callable[..., CheckResult] = run_command
+
+
+class Releases:
+    """Registers releases and moves each one through its stages."""
+
+    def __init__(self, config: MonitorConfig, store: Store, clock: Clock,
+                 runners: StageRunners | None = None) -> None:
+        self.config, self.store, self.clock = config, store, clock
+        self.runners = runners or StageRunners()
+        self.last_evaluation: dict[int, float] = {}
+
+    def policy(self, service: str) -> ServicePolicy:
+        try:
+            return self.config.services[service]
+        except KeyError:
+            known = ", ".join(sorted(self.config.services)) or "none"
+            raise ConfigError(
+                f"{self.config.path}: services.{service}: not in the policy (services: {known})"
+            ) from None
+
+    def start(self, service: str, version: str, *, change_class: str = "minor",
+              at: float | None = None) -> Release:
+        """Register a deploy; the baseline is chosen now and kept with the release."""
+        policy = self.policy(service)
+        when = self.clock.now() if at is None else at
+        chosen = choose_baselines(self.store, service, before=when, count=policy.baselines)
+        return self.store.start_release(
+            service, version, at=when, change_class=change_class,
+            period=policy.period(change_class),
+            baseline="+".join(r.version for r in chosen) or None,
+        )
+
+    def advance(self, release: Release) -> Release:
+        """Do whatever is due for one release now."""
+        if release.state == SMOKE:
+            return self._smoke(release)
+        if release.state == VERIFICATION:
+            return self._verification(release)
+        if release.state == WATCHING:
+            return self._watch(release)
+        return release
+
+    def _smoke(self, release: Release) -> Release:
+        policy = self.policy(release.service)
+        results = [self.runners.probe(probe) for probe in policy.smoke]
+        return self._after_stage(release, SMOKE, results, VERIFICATION)
+
+    def _verification(self, release: Release) -> Release:
+        policy = self.policy(release.service)
+        env = {"RELEASE_SERVICE": release.service, "RELEASE_VERSION": release.version}
+        results = []
+        for command in policy.verify:
+            results.append(self.runners.command(command, env))
+            if not results[-1].ok:
+                break
+        return self._after_stage(release, VERIFICATION, results, WATCHING)
+
+    def _after_stage(self, release: Release, stage: str, results: Sequence[CheckResult],
+                     following: str) -> Release:
+        now = self.clock.now()
+        for result in results:
+            self.store.add_check(release.id, stage=stage, name=result.name, ok=result.ok,
+                                 detail=result.detail, at=now)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            reason = f"{stage} failed: " + "; ".join(f"{r.name}: {r.detail}" for r in failed)
+            findings = [{"signal": r.name, "detector": stage, "severity": "major",
+                         "baseline": None, "candidate": None, "effect": None,
+                         "detail": r.detail} for r in failed]
+            return self.store.add_verdict(
+                release.id, at=now, verdict=ROLLBACK, reason=reason, findings=findings,
+                first_alarm_at=now, decided_at=now, state=DONE, judge_state=release.judge_state,
+            )
+        return self.store.update_release(release.id, state=following)
+
+    def _watch(self, release: Release) -> Release:
+        policy = self.policy(release.service)
+        now = self.clock.now()
+        last = self.last_evaluation.get(release.id, release.started_at)
+        period_over = now >= release.started_at + release.period
+        if now - last < policy.evaluation_interval - 1e-6 and not period_over:
+            return release
+        self.last_evaluation[release.id] = now
+        result = self.evaluate(release, now)
+        changed = (result.verdict != release.verdict or result.done
+                   or result.verdict == PENDING and release.verdict == PENDING)
+        if not changed:
+            return release
+        return self.store.add_verdict(
+            release.id, at=now, verdict=result.verdict, reason=result.reason,
+            findings=[f.to_dict() for f in result.findings],
+            first_alarm_at=result.first_alarm_at, decided_at=result.decided_at,
+            state=DONE if result.done else WATCHING, judge_state=result.state.to_json(),
+        )
+
+    def evaluate(self, release: Release, now: float) -> Evaluation:
+        """Run the evaluation core on what the store holds for this release."""
+        policy = self.policy(release.service)
+        baseline = self.baseline(release, policy)
+        frame = self.frame(policy, release.service, release.started_at, now + 1e-6,
+                           version=release.version)
+        first = release.baseline is None and not self.store.releases(release.service, limit=2)[1:]
+        return evaluate(
+            policy, baseline, frame, started=release.started_at, period=release.period, now=now,
+            state=JudgeState.from_json(release.judge_state), first_release=first,
+        )
+
+    def frame(self, policy: ServicePolicy, service: str, start: float, end: float, *,
+              version: str | None) -> SignalFrame:
+        window = self.store.read_window(service, start, end, version=version)
+        keys = self.store.series_keys(service)
+        raw = RawSeries(
+            keys=tuple(keys.get(int(i), "") for i in window.series_ids),
+            times=window.times, targets=window.targets, values=window.values,
+        )
+        return derive(judged_rules(policy), raw)
+
+    def baseline(self, release: Release, policy: ServicePolicy) -> Baseline | None:
+        """The stored baseline of the release's chosen baseline release(s), built on demand."""
+        if not release.baseline:
+            return None
+        parts = []
+        for version in release.baseline.split("+"):
+            part = self.baseline_of(self.store.release(release.service, version), policy)
+            if part is not None:
+                parts.append(part)
+        return merge(parts) if parts else None
+
+    def baseline_of(self, healthy: Release, policy: ServicePolicy) -> Baseline | None:
+        stored = self.store.load_baseline(healthy.id)
+        if stored:
+            signals = {name: SignalBaseline.from_summary(summary, reservoir)
+                       for name, (summary, reservoir) in stored.items()}
+            return Baseline((healthy.version,), signals)
+        end = self._end_of(healthy)
+        start = max(healthy.started_at, end - policy.baseline_window)
+        frame = self.frame(policy, healthy.service, start, end, version=healthy.version)
+        if frame.times.size == 0:
+            return None
+        leaks = [r.name for r in policy.signals if r.leak]
+        signals = summarize(frame, leak_signals=leaks, leak_block=policy.leak_block)
+        for name, summary in signals.items():
+            self.store.save_baseline(healthy.id, name, summary.to_summary(), summary.reservoir)
+        return Baseline((healthy.version,), signals)
+
+    def _end_of(self, release: Release) -> float:
+        """A release is running until the next release of its service starts."""
+        later = [r.started_at for r in self.store.releases(release.service)
+                 if r.started_at > release.started_at]
+        return min(later) if later else self.clock.now()
+
+
+def judged_rules(policy: ServicePolicy) -> list[SignalRule]:
+    """The policy's signals plus a hidden gauge for each memory limit read from a metric."""
+    rules = list(policy.signals)
+    for rule in policy.signals:
+        if rule.leak and rule.limit_metric:
+            rules.append(SignalRule(name=f"{rule.name}:limit", kind="gauge",
+                                    metric=rule.limit_metric, aggregate="max"))
+    return rules

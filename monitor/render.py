@@ -1,0 +1,78 @@
+"""Verdicts and release histories as text for a terminal."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.durations import format_duration
+
+
+def when(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def after(doc: Mapping[str, Any], key: str) -> str:
+    """How long after the release started a moment came, e.g. '+4m30s'."""
+    moment = doc.get(key)
+    if moment is None:
+        return "-"
+    return "+" + format_duration(moment - doc["started_at"])
+
+
+def figure(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        magnitude = abs(value)
+        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+            if magnitude >= size:
+                return f"{value / size:.3g}{unit}"
+        return f"{value:.4g}"
+    return str(value)
+
+
+def verdict_text(doc: Mapping[str, Any]) -> str:
+    """A verdict with its evidence, as a person reads it after a deploy."""
+    lines = [
+        f"{doc['service']} {doc['release']}: {doc['verdict'].upper()}"
+        + (f" at {after(doc, 'decided_at')}" if doc.get("decided_at") else ""),
+        f"  baseline {doc.get('baseline_release') or '-'}, {doc['change_class']} change, "
+        f"checking period {format_duration(doc['period_seconds'])}, state {doc['state']}",
+    ]
+    if doc.get("reason"):
+        lines.append(f"  reason: {doc['reason']}")
+    if doc.get("first_alarm_at"):
+        lines.append(f"  first alarm {after(doc, 'first_alarm_at')}")
+    for check in doc.get("checks", []):
+        mark = "ok  " if check["ok"] else "FAIL"
+        lines.append(f"  {mark} {check['stage']}: {check['name']} ({check['detail']})")
+    findings: Sequence[Mapping[str, Any]] = doc.get("findings", [])
+    if findings:
+        lines.append("  evidence:")
+        lines.append(f"    {'signal':<18} {'detector':<12} {'severity':<8} "
+                     f"{'baseline':>10} {'candidate':>10}  detail")
+        for f in findings:
+            lines.append(
+                f"    {f['signal']:<18} {f['detector']:<12} {f['severity']:<8} "
+                f"{figure(f.get('baseline')):>10} {figure(f.get('candidate')):>10}  "
+                f"{f.get('detail', '')}"
+            )
+    return "\n".join(lines)
+
+
+def releases_table(docs: Sequence[Mapping[str, Any]]) -> str:
+    header = (f"{'service':<12} {'release':<10} {'started':<21} {'class':<6} {'state':<12} "
+              f"{'verdict':<13} {'decided':<9} baseline")
+    rows = [header]
+    for doc in docs:
+        rows.append(
+            f"{doc['service']:<12} {doc['release']:<10} {when(doc['started_at']):<21} "
+            f"{doc['change_class']:<6} {doc['state']:<12} {doc['verdict']:<13} "
+            f"{after(doc, 'decided_at'):<9} {doc.get('baseline_release') or '-'}"
+        )
+    return "\n".join(rows)

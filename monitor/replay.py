@@ -1,0 +1,106 @@
+"""Replay a recorded release through the evaluation core on a simulated clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from baselines.frame import SignalFrame
+from baselines.summary import Baseline, summarize
+from monitor.errors import RecordingError
+from monitor.evaluate import Evaluation, JudgeState, evaluate
+from monitor.exposition import split_key
+from monitor.policy import ServicePolicy, default_service
+from monitor.recording import Recording
+from monitor.releases import judged_rules
+from monitor.signals import derive
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    recording: str
+    service: str
+    release: str
+    baseline_release: str | None
+    started_at: float
+    evaluation: Evaluation
+    evaluations: int
+
+    def to_dict(self) -> dict[str, Any]:
+        e = self.evaluation
+        return {
+            "recording": self.recording,
+            "service": self.service,
+            "release": self.release,
+            "baseline_release": self.baseline_release,
+            "verdict": e.verdict,
+            "reason": e.reason,
+            "started_at": self.started_at,
+            "decided_at": e.decided_at,
+            "first_alarm_at": e.first_alarm_at,
+            "evaluations": self.evaluations,
+            "findings": [f.to_dict() for f in e.findings],
+        }
+
+
+def replay(
+    recording: Recording, *, release: str, baseline: str | None = None,
+    policy: ServicePolicy | None = None, period: float | None = None,
+) -> ReplayResult:
+    """Judge `release` as the daemon would have, evaluation by evaluation, until decided.
+
+    The baseline is `baseline`, or else the release whose samples come just before it.
+    Without a policy every signal gets the documented default rule.
+    """
+    if release not in recording.series:
+        known = ", ".join(recording.releases)
+        raise RecordingError(f"{recording.path}: no release {release!r} (releases: {known})")
+    base_name = baseline if baseline is not None else _previous(recording, release)
+    if base_name is not None and base_name not in recording.series:
+        raise RecordingError(f"{recording.path}: no baseline release {base_name!r}")
+    candidate_raw = recording.series[release]
+    if policy is None:
+        names = sorted({split_key(key)[0] for key in candidate_raw.keys})
+        policy = default_service("replay", names)
+    step = float(np.median(np.diff(candidate_raw.times))) if candidate_raw.times.size > 1 else 60.0
+    interval = max(policy.evaluation_interval, step)
+    policy = replace(policy, evaluation_interval=interval)
+    rules = judged_rules(policy)
+    candidate = derive(rules, candidate_raw)
+    started = recording.first_sample(release)
+    checking = period if period is not None else policy.period("minor")
+    reference = _baseline(policy, recording, base_name, rules) if base_name else None
+    return _run(recording.path, policy, release, base_name, reference, candidate, started,
+                checking)
+
+
+def _previous(recording: Recording, release: str) -> str | None:
+    order = recording.releases
+    index = order.index(release)
+    return order[index - 1] if index > 0 else None
+
+
+def _baseline(policy: ServicePolicy, recording: Recording, name: str,
+              rules: list[Any]) -> Baseline:
+    frame = derive(rules, recording.series[name])
+    leaks = [r.name for r in policy.signals if r.leak]
+    return Baseline((name,), summarize(frame, leak_signals=leaks, leak_block=policy.leak_block))
+
+
+def _run(path: str, policy: ServicePolicy, release: str, base_name: str | None,
+         baseline: Baseline | None, candidate: SignalFrame, started: float,
+         period: float) -> ReplayResult:
+    state = JudgeState()
+    now = started
+    evaluations = 0
+    while True:
+        now = min(now + policy.evaluation_interval, started + period)
+        result = evaluate(policy, baseline, candidate, started=started, period=period, now=now,
+                          state=state, first_release=base_name is None)
+        evaluations += 1
+        state = result.state
+        if result.done:
+            break
+    return ReplayResult(path, policy.name, release, base_name, started, result, evaluations)

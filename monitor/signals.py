@@ -1,0 +1,219 @@
+"""Raw scraped series -> judged signals: gauges as they are, counters as rates and counts,
+histograms as quantiles, each rule aggregated across the series its selector matches."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from baselines.frame import SignalFrame
+from monitor.exposition import split_key
+from monitor.policy import SignalRule
+
+_MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class RawSeries:
+    """Scraped samples: one row per series key, one column per scrape (times sorted)."""
+
+    keys: tuple[str, ...]
+    times: np.ndarray
+    targets: tuple[str, ...]
+    values: np.ndarray
+
+
+def parse_selector(selector: str) -> tuple[str, dict[str, str]]:
+    """`name{a="b"}` -> ("name", {"a": "b"})."""
+    name, _, rest = selector.partition("{")
+    return name.strip(), dict(_MATCHER.findall(rest))
+
+
+class _Index:
+    """Finds the rows of a RawSeries that a selector matches."""
+
+    def __init__(self, keys: Sequence[str]) -> None:
+        self.parsed = [split_key(key) for key in keys]
+
+    def rows(self, selector: str, suffix: str = "") -> list[tuple[int, dict[str, str]]]:
+        name, wanted = parse_selector(selector)
+        name += suffix
+        return [
+            (row, labels)
+            for row, (series_name, labels) in enumerate(self.parsed)
+            if series_name == name and all(labels.get(k) == v for k, v in wanted.items())
+        ]
+
+
+def derive(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
+    """Turn raw series into one row per rule on the scrape grid of the raw data."""
+    names = tuple(rule.name for rule in rules)
+    if raw.times.size == 0:
+        return SignalFrame.empty(names)
+    index = _Index(raw.keys)
+    per_target = _columns_by_target(raw.targets)
+    grid, slot = _grid(raw.times, per_target)
+    shape = (len(rules), grid.size)
+    values, events, trials = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    for row, rule in enumerate(rules):
+        combine = _Combine(grid.size)
+        for cols in per_target.values():
+            v, e, t = _signal(rule, index, raw, cols)
+            combine.add(slot[cols], v, e, t)
+        how = "sum" if rule.kind == "rate" else rule.aggregate
+        values[row] = combine.values(how)
+        if rule.kind == "ratio":
+            events[row], trials[row] = combine.events(), combine.trials()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                values[row] = np.where(trials[row] > 0, events[row] / trials[row], np.nan)
+    return SignalFrame(names, grid, values, events, trials)
+
+
+class _Combine:
+    """Adds up or averages the targets of one service into the shared grid."""
+
+    def __init__(self, size: int) -> None:
+        self.sum, self.count = np.zeros(size), np.zeros(size)
+        self.max = np.full(size, np.nan)
+        self.event_sum, self.trial_sum = np.zeros(size), np.zeros(size)
+        self.count_seen = np.zeros(size)
+
+    def add(self, slots: np.ndarray, v: np.ndarray, e: np.ndarray, t: np.ndarray) -> None:
+        good = ~np.isnan(v)
+        np.add.at(self.sum, slots[good], v[good])
+        np.add.at(self.count, slots[good], 1.0)
+        np.fmax.at(self.max, slots[good], v[good])
+        counted = ~np.isnan(e) & ~np.isnan(t)
+        np.add.at(self.event_sum, slots[counted], e[counted])
+        np.add.at(self.trial_sum, slots[counted], t[counted])
+        np.add.at(self.count_seen, slots[counted], 1.0)
+
+    def values(self, how: str) -> np.ndarray:
+        seen = self.count > 0
+        if how == "max":
+            return self.max
+        if how == "mean":
+            return np.where(seen, self.sum / np.maximum(self.count, 1.0), np.nan)
+        return np.where(seen, self.sum, np.nan)
+
+    def events(self) -> np.ndarray:
+        return np.where(self.count_seen > 0, self.event_sum, np.nan)
+
+    def trials(self) -> np.ndarray:
+        return np.where(self.count_seen > 0, self.trial_sum, np.nan)
+
+
+def _columns_by_target(targets: Sequence[str]) -> dict[str, np.ndarray]:
+    found: dict[str, list[int]] = {}
+    for column, target in enumerate(targets):
+        found.setdefault(target, []).append(column)
+    return {target: np.asarray(cols) for target, cols in found.items()}
+
+
+def _grid(times: np.ndarray, per_target: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """A shared time grid: each target's scrapes fall into slots one scrape interval wide."""
+    if len(per_target) == 1:
+        return times, np.arange(times.size)
+    steps = [np.median(np.diff(times[c])) for c in per_target.values() if c.size > 1]
+    step = max(steps) if steps else 1.0
+    bucket = np.floor((times - times[0]) / step).astype(np.int64)
+    unique, slot = np.unique(bucket, return_inverse=True)
+    return times[0] + unique * step, slot
+
+
+def _signal(
+    rule: SignalRule, index: _Index, raw: RawSeries, cols: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One rule's values (and counts) over one target's scrape columns."""
+    nothing = np.full(cols.size, np.nan)
+    times = raw.times[cols]
+    if rule.kind == "gauge":
+        return _aggregate(raw.values[_rows(index, rule.metric)][:, cols], rule.aggregate), nothing, nothing
+    if rule.kind == "rate":
+        increase = _increase(raw.values[_rows(index, rule.metric)][:, cols])
+        return _per_second(increase, times), nothing, nothing
+    if rule.kind == "ratio":
+        events = _increase(raw.values[_rows(index, rule.numerator)][:, cols])
+        trials = _increase(raw.values[_rows(index, rule.denominator)][:, cols])
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(trials > 0, events / trials, np.nan)
+        return ratio, events, trials
+    return _quantile(rule, index, raw, cols), nothing, nothing
+
+
+def _rows(index: _Index, selector: str) -> list[int]:
+    return [row for row, _ in index.rows(selector)]
+
+
+def _aggregate(block: np.ndarray, how: str) -> np.ndarray:
+    if block.shape[0] == 0:
+        return np.full(block.shape[1], np.nan)
+    all_missing = np.all(np.isnan(block), axis=0)
+    with np.errstate(all="ignore"):
+        if how == "max":
+            combined = np.nanmax(np.where(np.isnan(block), -np.inf, block), axis=0)
+        elif how == "mean":
+            combined = np.nanmean(block, axis=0) if block.shape[0] > 1 else block[0].copy()
+        else:
+            combined = np.nansum(block, axis=0)
+    combined[all_missing] = np.nan
+    return combined
+
+
+def _increase(counters: np.ndarray) -> np.ndarray:
+    """Summed counter increase per scrape interval; a drop means the process restarted."""
+    if counters.shape[0] == 0 or counters.shape[1] == 0:
+        return np.full(counters.shape[1], np.nan)
+    step = np.diff(counters, axis=1)
+    reset = step < 0
+    step[reset] = counters[:, 1:][reset]
+    total = _aggregate(step, "sum")
+    return np.concatenate([[np.nan], total])
+
+
+def _per_second(increase: np.ndarray, times: np.ndarray) -> np.ndarray:
+    elapsed = np.concatenate([[np.nan], np.diff(times)])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(elapsed > 0, increase / elapsed, np.nan)
+
+
+def _quantile(rule: SignalRule, index: _Index, raw: RawSeries, cols: np.ndarray) -> np.ndarray:
+    """histogram_quantile over the buckets' increase in each scrape interval."""
+    by_bound: dict[float, list[int]] = {}
+    for row, labels in index.rows(rule.metric, "_bucket"):
+        try:
+            bound = float(labels["le"])
+        except (KeyError, ValueError):
+            continue
+        by_bound.setdefault(bound, []).append(row)
+    bounds = np.array(sorted(by_bound))
+    if bounds.size < 2 or not np.isinf(bounds[-1]):
+        return np.full(cols.size, np.nan)
+    cumulative = np.vstack([_increase(raw.values[by_bound[b]][:, cols]) for b in bounds])
+    return bucket_quantile(rule.quantile, bounds, cumulative)
+
+
+def bucket_quantile(q: float, bounds: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
+    """Prometheus's histogram_quantile: linear within the bucket the rank falls in.
+
+    `bounds` are sorted upper bounds ending in +Inf; `cumulative` is (buckets, columns).
+    """
+    total = cumulative[-1]
+    rank = q * total
+    reached = cumulative >= rank[np.newaxis, :]
+    bucket = np.argmax(reached, axis=0)
+    columns = np.arange(cumulative.shape[1])
+    upper = bounds[bucket]
+    lower = np.where(bucket > 0, bounds[np.maximum(bucket - 1, 0)], 0.0)
+    below = np.where(bucket > 0, cumulative[np.maximum(bucket - 1, 0), columns], 0.0)
+    inside = cumulative[bucket, columns] - below
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fraction = np.where(inside > 0, (rank - below) / inside, 0.0)
+        result = lower + (upper - lower) * fraction
+    # The rank in the +Inf bucket answers with the highest finite bound, as Prometheus does.
+    result = np.where(np.isinf(upper), bounds[-2], result)
+    result[~(total > 0)] = np.nan
+    return result

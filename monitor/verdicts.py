@@ -1,0 +1,53 @@
+"""The verdict document: one object shared by `monitor verdict --json` and the JSON API."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from monitor.findings import HOTFIX, INCONCLUSIVE, PASS, PENDING, ROLLBACK
+from monitor.store import Release, Store
+
+EXIT_PASS = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_ROLLBACK = 3
+EXIT_HOTFIX = 4
+EXIT_PENDING = 5
+EXIT_INCONCLUSIVE = 6
+EXIT_STORE = 7
+EXIT_CODES = {
+    PASS: EXIT_PASS, ROLLBACK: EXIT_ROLLBACK, HOTFIX: EXIT_HOTFIX, PENDING: EXIT_PENDING,
+    INCONCLUSIVE: EXIT_INCONCLUSIVE,
+}
+
+
+def document(store: Store, release: Release) -> dict[str, Any]:
+    """Everything a pipeline or a person needs to act on a release's verdict."""
+    history = store.verdicts(release.id)
+    latest = history[-1] if history else None
+    return {
+        "service": release.service,
+        "release": release.version,
+        "baseline_release": release.baseline,
+        "verdict": release.verdict,
+        "reason": release.reason,
+        "state": release.state,
+        "change_class": release.change_class,
+        "started_at": release.started_at,
+        "period_seconds": release.period,
+        "decided_at": release.decided_at,
+        "first_alarm_at": release.first_alarm_at,
+        "evaluated_at": latest.at if latest else None,
+        "invalidated": release.invalidated,
+        "checks": [
+            {"stage": c.stage, "name": c.name, "ok": c.ok, "detail": c.detail, "at": c.at}
+            for c in store.checks(release.id)
+        ],
+        "findings": [_clean(f) for f in (latest.findings if latest else [])],
+    }
+
+
+def _clean(finding: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+            for k, v in finding.items()}

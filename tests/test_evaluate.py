@@ -1,0 +1,163 @@
+"""The evaluation core on seeded synthetic releases with known answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from baselines.frame import SignalFrame
+from baselines.summary import Baseline, summarize
+from monitor.evaluate import Evaluation, JudgeState, evaluate
+from monitor.policy import ServicePolicy, SignalRule
+
+STEP = 15.0
+T0 = 1_000_000.0
+LATENCY = SignalRule("latency", bad="increase", critical=True, tolerance=0.25)
+QUEUE = SignalRule("queue", bad="increase")
+ERRORS = SignalRule("errors", kind="ratio", bad="increase", critical=True, tolerance=0.5,
+                    numerator="e_total", denominator="r_total")
+MEMORY = SignalRule("memory", bad="increase", leak=True, limit=1e9)
+
+
+def _policy(*rules: SignalRule, persistence: int = 3) -> ServicePolicy:
+    return ServicePolicy(name="svc", signals=rules, evaluation_interval=60.0,
+                         persistence=persistence, leak_block=240.0, leak_horizon=7200.0)
+
+
+def _frame(start: float, minutes: float, *, seed: int, latency: float = 0.1, queue: float = 5.0,
+           error_ratio: float = 0.01, requests: float = 600.0, leak: float = 0.0) -> SignalFrame:
+    rng = np.random.default_rng(seed)
+    n = int(minutes * 60 / STEP)
+    times = start + STEP * np.arange(n)
+    trials = rng.poisson(requests, n).astype(float)
+    events = rng.binomial(trials.astype(int), error_ratio).astype(float)
+    sawtooth = 40e6 * ((times - start) % 180.0) / 180.0
+    memory = 300e6 + leak * (times - start) + sawtooth + rng.normal(0, 2e5, n)
+    nan = np.full(n, np.nan)
+    values = np.vstack([
+        rng.normal(latency, latency * 0.05, n),
+        rng.normal(queue, 0.4, n),
+        np.where(trials > 0, events / np.maximum(trials, 1), np.nan),
+        memory,
+    ])
+    return SignalFrame(("latency", "queue", "errors", "memory"), times, values,
+                       np.vstack([nan, nan, events, nan]), np.vstack([nan, nan, trials, nan]))
+
+
+def _baseline(policy: ServicePolicy, seed: int = 1) -> Baseline:
+    frame = _frame(T0 - 7200, 120, seed=seed)
+    return Baseline(("v1",), summarize(frame, leak_signals=["memory"], leak_block=240.0))
+
+
+def _judge(policy: ServicePolicy, baseline: Baseline | None, candidate: SignalFrame,
+           period: float = 1800.0, first_release: bool = False) -> list[Evaluation]:
+    state, history = JudgeState(), []
+    now = T0
+    while True:
+        now += policy.evaluation_interval
+        result = evaluate(policy, baseline, candidate, started=T0, period=period, now=now,
+                          state=state, first_release=first_release)
+        history.append(result)
+        state = result.state
+        if result.done:
+            return history
+
+
+def test_a_candidate_like_its_baseline_passes_at_the_end_of_the_period() -> None:
+    policy = _policy(LATENCY, QUEUE, ERRORS, MEMORY)
+    history = _judge(policy, _baseline(policy), _frame(T0, 30, seed=2))
+    assert [h.verdict for h in history[:-1]] == ["pending"] * (len(history) - 1)
+    assert history[-1].verdict == "pass"
+    assert history[-1].decided_at == T0 + 1800
+    assert history[-1].findings == ()
+
+
+def test_a_critical_regression_rolls_back_once_it_has_persisted() -> None:
+    policy = _policy(LATENCY, QUEUE, ERRORS, persistence=3)
+    history = _judge(policy, _baseline(policy), _frame(T0, 30, seed=3, latency=0.16))
+    final = history[-1]
+    assert final.verdict == "rollback"
+    # Seen from the first evaluation with enough samples (10 at 15 s: 150 s -> 180 s),
+    # decided when the third consecutive evaluation still sees it.
+    first_seen = next(i for i, h in enumerate(history) if h.findings)
+    assert len(history) == first_seen + 3
+    assert [h.verdict for h in history[:-1]] == ["pending"] * (len(history) - 1)
+    finding = next(f for f in final.findings if f.signal == "latency")
+    assert finding.severity == "major"
+    assert finding.effect == pytest.approx(0.6, abs=0.05)
+    assert 0.25 < finding.lower <= finding.effect
+    assert final.first_alarm_at == final.decided_at
+
+
+def test_a_non_critical_regression_asks_for_a_hotfix_and_stays_so() -> None:
+    policy = _policy(LATENCY, QUEUE)
+    history = _judge(policy, _baseline(policy), _frame(T0, 30, seed=4, queue=8.0))
+    assert history[-1].verdict == "hotfix"
+    assert history[-1].done and history[-1].decided_at is not None
+    decided = history[-1].decided_at
+    assert all(h.verdict == "hotfix" for h in history if h.state.hotfix_at is not None)
+    assert history[-1].first_alarm_at == decided < T0 + 1800
+    assert {f.signal for f in history[-1].findings} == {"queue"}
+
+
+def test_errors_from_a_zero_baseline_are_still_seen() -> None:
+    policy = _policy(ERRORS)
+    baseline = Baseline(("v1",), summarize(_frame(T0 - 7200, 120, seed=5, error_ratio=0.0)))
+    history = _judge(policy, baseline, _frame(T0, 30, seed=6, error_ratio=0.02))
+    assert history[-1].verdict == "rollback"
+    assert history[-1].findings[0].detector == "rate"
+
+
+def test_a_handful_of_errors_over_a_clean_baseline_is_not_a_rollback() -> None:
+    policy = _policy(ERRORS)
+    baseline = Baseline(("v1",), summarize(_frame(T0 - 7200, 120, seed=7, error_ratio=0.0)))
+    candidate = _frame(T0, 30, seed=8, error_ratio=0.0)
+    candidate.events[2, 5] = 3.0  # three failed requests in the whole checking period
+    assert _judge(policy, baseline, candidate)[-1].verdict == "pass"
+
+
+def test_no_traffic_is_inconclusive_with_the_reason() -> None:
+    policy = _policy(ERRORS)
+    history = _judge(policy, _baseline(policy), _frame(T0, 30, seed=9, requests=0.0))
+    assert history[-1].verdict == "inconclusive"
+    assert "no traffic" in history[-1].reason
+
+
+def test_thin_traffic_says_how_much_longer_it_needs() -> None:
+    policy = _policy(ERRORS)
+    history = _judge(policy, _baseline(policy), _frame(T0, 30, seed=10, requests=1.0))
+    assert history[-1].verdict == "inconclusive"
+    assert "more at the current traffic" in history[-1].reason
+
+
+def test_a_fast_leak_to_the_limit_is_major_and_names_the_time_left() -> None:
+    policy = _policy(MEMORY)
+    history = _judge(policy, _baseline(policy), _frame(T0, 30, seed=11, leak=1.5e6))
+    final = history[-1]
+    assert final.verdict == "rollback"
+    leak = next(f for f in final.findings if f.detector == "leak")
+    assert leak.candidate == pytest.approx(1.5e6, rel=0.1)
+    assert leak.exhaustion is not None and leak.exhaustion < 7200
+
+
+def test_a_slow_leak_is_minor_and_a_sawtooth_alone_is_nothing() -> None:
+    policy = _policy(MEMORY)
+    slow = _judge(policy, _baseline(policy), _frame(T0, 30, seed=12, leak=2e4))[-1]
+    assert slow.verdict == "hotfix"
+    assert any(f.detector == "leak" and f.severity == "minor" for f in slow.findings)
+    flat = _judge(policy, _baseline(policy), _frame(T0, 30, seed=13))[-1]
+    assert flat.verdict == "pass"
+
+
+def test_without_a_baseline_only_a_first_release_can_pass() -> None:
+    policy = _policy(LATENCY)
+    assert _judge(policy, None, _frame(T0, 30, seed=14), first_release=True)[-1].verdict == "pass"
+    assert _judge(policy, None, _frame(T0, 30, seed=14))[-1].verdict == "inconclusive"
+
+
+def test_judge_state_survives_a_json_round_trip() -> None:
+    policy = _policy(LATENCY, QUEUE)
+    history = _judge(policy, _baseline(policy), _frame(T0, 30, seed=15, queue=8.0))
+    state = history[-1].state
+    assert state.hotfix_evidence
+    assert JudgeState.from_json(state.to_json()).to_json() == state.to_json()

@@ -1,0 +1,388 @@
+"""Bounded fetches against a real local HTTP server: each kind of bad target is cut at its limit."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import sys
+import threading
+import time
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import requests
+
+from monitor.errors import ScrapeError
+from monitor.fetch import ACCEPT, fetch, redact_url, scrape
+
+GOOD_BODY = (
+    b"# HELP http_requests_total Requests.\n"
+    b"# TYPE http_requests_total counter\n"
+    b'http_requests_total{method="get",code="200"} 1027\n'
+    b'http_requests_total{method="get",code="500"} 3\n'
+    b"up 1\n"
+)
+LIMIT = 64 * 1024
+DEADLINE = 0.3
+BOMB_SIZE = 100 * 1024 * 1024
+
+
+def make_bomb() -> bytes:
+    """A gzip stream of about 100 KB that inflates to 100 MB of zeros."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    block = bytes(1024 * 1024)
+    parts = [compressor.compress(block) for _ in range(BOMB_SIZE // len(block))]
+    return b"".join([*parts, compressor.flush()])
+
+
+BOMB = make_bomb()
+
+
+class Target(ThreadingHTTPServer):
+    """A local server whose paths each play one kind of target."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.release = threading.Event()
+        self.request_headers: list[dict[str, str]] = []
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Stay quiet when a client hangs up early: here they do so on purpose."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
+
+
+class Handler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True
+    protocol_version = "HTTP/1.1"
+    server: Target
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.request_headers.append(dict(self.headers.items()))
+        route = ROUTES[self.path.split("?")[0]]
+        try:
+            route(self)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up, as it should
+
+    def send(self, body: bytes, status: int = 200, **headers: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def start_unsized(self, **headers: str) -> None:
+        """Headers of a body that ends when the connection closes."""
+        self.send_response(200)
+        self.send_header("Connection", "close")
+        for name, value in headers.items():
+            self.send_header(name.replace("_", "-"), value)
+        self.end_headers()
+        self.close_connection = True
+
+
+def good(handler: Handler) -> None:
+    handler.send(GOOD_BODY)
+
+
+def gzipped(handler: Handler) -> None:
+    handler.send(gzip.compress(GOOD_BODY), Content_Encoding="gzip")
+
+
+def gzip_members(handler: Handler) -> None:
+    half = len(GOOD_BODY) // 2
+    body = gzip.compress(GOOD_BODY[:half]) + gzip.compress(GOOD_BODY[half:])
+    handler.send(body, Content_Encoding="gzip")
+
+
+def chunked(handler: Handler) -> None:
+    handler.send_response(200)
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    for start in range(0, len(GOOD_BODY), 40):
+        piece = GOOD_BODY[start : start + 40]
+        handler.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+    handler.wfile.write(b"0\r\n\r\n")
+
+
+def server_error(handler: Handler) -> None:
+    handler.send(b"boom\n", status=500)
+
+
+def large_declared(handler: Handler) -> None:
+    handler.send(b"x" * (LIMIT + 1))
+
+
+def large_streamed(handler: Handler) -> None:
+    handler.start_unsized()
+    line = b"filler_metric 1\n" * 4096
+    for _ in range(64):  # 4 MB, far past the limit
+        handler.wfile.write(line)
+
+
+def exactly_at_limit(handler: Handler) -> None:
+    handler.start_unsized()
+    handler.wfile.write(b"#" * LIMIT)
+
+
+def bomb(handler: Handler) -> None:
+    handler.send(BOMB, Content_Encoding="gzip")
+
+
+def not_gzip(handler: Handler) -> None:
+    handler.send(b"this is not gzip at all", Content_Encoding="gzip")
+
+
+def truncated_gzip(handler: Handler) -> None:
+    handler.send(gzip.compress(GOOD_BODY)[:-12], Content_Encoding="gzip")
+
+
+def brotli(handler: Handler) -> None:
+    handler.send(b"\x8b\x02\x80", Content_Encoding="br")
+
+
+def not_utf8(handler: Handler) -> None:
+    handler.send(b"up 1\nname_\xff 2\n")
+
+
+def malformed(handler: Handler) -> None:
+    handler.send(b"up 1\nup{ 2\n")
+
+
+def hang(handler: Handler) -> None:
+    handler.server.release.wait()
+
+
+def dribble(handler: Handler) -> None:
+    handler.send_response(200)
+    handler.send_header("Content-Length", "1000")
+    handler.end_headers()
+    while not handler.server.release.wait(0.05):
+        handler.wfile.write(b"#")
+
+
+def dribble_chunk_header(handler: Handler) -> None:
+    """A chunk-size line sent a zero at a time: many socket reads for one chunk header."""
+    handler.send_response(200)
+    handler.send_header("Transfer-Encoding", "chunked")
+    handler.end_headers()
+    while not handler.server.release.wait(0.05):
+        handler.wfile.write(b"0")
+
+
+ROUTES: dict[str, Callable[[Handler], None]] = {
+    "/metrics": good,
+    "/gzip": gzipped,
+    "/gzip-members": gzip_members,
+    "/chunked": chunked,
+    "/error": server_error,
+    "/large-declared": large_declared,
+    "/large-streamed": large_streamed,
+    "/at-limit": exactly_at_limit,
+    "/bomb": bomb,
+    "/not-gzip": not_gzip,
+    "/truncated-gzip": truncated_gzip,
+    "/brotli": brotli,
+    "/not-utf8": not_utf8,
+    "/malformed": malformed,
+    "/hang": hang,
+    "/dribble": dribble,
+    "/dribble-chunk-header": dribble_chunk_header,
+}
+
+
+@pytest.fixture()
+def target() -> Iterator[Target]:
+    server = Target()
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def fetch_error(url: str, **limits: float) -> str:
+    with pytest.raises(ScrapeError) as caught:
+        fetch(url, timeout=limits.get("timeout", 5.0), max_bytes=int(limits.get("max_bytes", LIMIT)))
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+# --- good answers --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/gzip", "/gzip-members", "/chunked"])
+def test_a_good_body_arrives_whole_whatever_its_framing(target: Target, path: str) -> None:
+    assert fetch(target.url(path), timeout=5.0, max_bytes=LIMIT) == GOOD_BODY
+
+
+def test_a_body_exactly_at_the_limit_is_accepted(target: Target) -> None:
+    assert fetch(target.url("/at-limit"), timeout=5.0, max_bytes=LIMIT) == b"#" * LIMIT
+
+
+def test_sends_the_accept_headers_and_the_callers_own(target: Target) -> None:
+    fetch(target.url("/metrics"), timeout=5.0, max_bytes=LIMIT,
+          headers={"Authorization": "Bearer t0ken", "accept-encoding": "br"})  # fmt: skip
+    sent = target.request_headers[-1]
+    assert sent["Accept"] == ACCEPT
+    assert sent["Accept-Encoding"] == "gzip"
+    assert sent["Authorization"] == "Bearer t0ken"
+
+
+def test_a_callers_session_is_used_and_left_open(target: Target) -> None:
+    with requests.Session() as session:
+        session.headers["User-Agent"] = "release-monitor-test"
+        for _ in range(2):
+            assert fetch(target.url("/gzip"), timeout=5.0, max_bytes=LIMIT, session=session)
+        assert [h["User-Agent"] for h in target.request_headers] == ["release-monitor-test"] * 2
+
+
+def test_scrape_parses_what_it_fetched(target: Target) -> None:
+    result = scrape(target.url("/gzip"), timeout=5.0, max_bytes=LIMIT)
+    assert dict(zip(result.keys, result.values.tolist(), strict=True)) == {
+        'http_requests_total{code="200",method="get"}': 1027.0,
+        'http_requests_total{code="500",method="get"}': 3.0,
+        "up": 1.0,
+    }
+    assert result.types == {"http_requests_total": "counter", "up": "untyped"}
+
+
+# --- bad answers, each cut at its limit ----------------------------------------------
+
+
+def test_a_non_2xx_status_is_an_error_naming_the_url(target: Target) -> None:
+    message = fetch_error(target.url("/error"))
+    assert message == f"GET {target.url('/error')}: HTTP 500 Internal Server Error"
+
+
+def test_messages_never_show_credentials_or_query_values(target: Target) -> None:
+    port = target.server_address[1]
+    url = f"http://scraper:hunter2@127.0.0.1:{port}/error?token=s3cret&module=http#frag"
+    message = fetch_error(url)
+    assert message == f"GET http://127.0.0.1:{port}/error?token=***&module=***: HTTP 500 " \
+        "Internal Server Error"  # fmt: skip
+    for secret in ("scraper", "hunter2", "s3cret", "frag"):
+        assert secret not in message
+
+
+def test_a_refused_connection_is_an_error_naming_the_url() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    message = fetch_error(f"http://user:pw@127.0.0.1:{port}/metrics")
+    assert message == f"GET http://127.0.0.1:{port}/metrics: cannot connect (Connection refused)"
+
+
+def test_a_declared_oversized_body_is_refused(target: Target) -> None:
+    message = fetch_error(target.url("/large-declared"))
+    assert message.endswith(f"body of {LIMIT + 1} bytes is over the {LIMIT}-byte limit")
+
+
+def test_an_undeclared_oversized_body_is_cut_at_the_limit(target: Target) -> None:
+    message = fetch_error(target.url("/large-streamed"))
+    assert message.endswith(f"body is over the {LIMIT}-byte limit")
+
+
+def test_a_gzip_bomb_is_cut_at_the_limit_with_memory_bounded_by_it(target: Target) -> None:
+    assert len(BOMB) < 200 * 1024  # the expanded size is 1,000 times more
+    max_bytes = 1024 * 1024
+    tracemalloc.start()
+    try:
+        with pytest.raises(ScrapeError, match=f"body is over the {max_bytes}-byte limit"):
+            fetch(target.url("/bomb"), timeout=5.0, max_bytes=max_bytes)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * max_bytes
+
+
+@pytest.mark.parametrize(
+    ("path", "ending"),
+    [
+        ("/not-gzip", "body is not valid gzip (Error -3 while decompressing data: "
+                      "incorrect header check)"),
+        ("/truncated-gzip", "gzip body is truncated"),
+        ("/brotli", "unsupported Content-Encoding 'br'"),
+    ],
+)  # fmt: skip
+def test_bad_encodings_are_errors(target: Target, path: str, ending: str) -> None:
+    assert fetch_error(target.url(path)) == f"GET {target.url(path)}: {ending}"
+
+
+def test_a_body_that_is_not_utf8_fails_the_scrape(target: Target) -> None:
+    with pytest.raises(ScrapeError) as caught:
+        scrape(target.url("/not-utf8"), timeout=5.0, max_bytes=LIMIT)
+    assert str(caught.value) == f"GET {target.url('/not-utf8')}: body is not UTF-8 " \
+        "(bad byte at offset 10)"  # fmt: skip
+
+
+def test_a_malformed_body_fails_the_scrape_naming_url_and_line(target: Target) -> None:
+    with pytest.raises(ScrapeError) as caught:
+        scrape(target.url("/malformed"), timeout=5.0, max_bytes=LIMIT)
+    assert str(caught.value).startswith(f"GET {target.url('/malformed')}: line 2: ")
+
+
+@pytest.mark.parametrize("path", ["/hang", "/dribble", "/dribble-chunk-header"])
+def test_slow_targets_are_cut_at_the_deadline(target: Target, path: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(ScrapeError) as caught:
+        fetch(target.url(path), timeout=DEADLINE, max_bytes=LIMIT)
+    elapsed = time.monotonic() - started
+    assert str(caught.value) == f"GET {target.url(path)}: timed out after {DEADLINE:g} s"
+    assert DEADLINE <= elapsed <= DEADLINE * 1.1
+
+
+# --- arguments and URLs --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "name"),
+    [
+        ({"timeout": 0.0, "max_bytes": 10}, "timeout"),
+        ({"timeout": float("inf"), "max_bytes": 10}, "timeout"),
+        ({"timeout": 1.0, "max_bytes": 0}, "max_bytes"),
+        ({"timeout": 1.0, "max_bytes": 1.5}, "max_bytes"),
+    ],
+)
+def test_meaningless_limits_are_rejected(limits: dict[str, float], name: str) -> None:
+    with pytest.raises(ValueError, match=name):
+        fetch("http://127.0.0.1:1/metrics", **limits)  # type: ignore[arg-type]
+
+
+def test_an_invalid_url_is_a_scrape_error() -> None:
+    message = fetch_error("ftp://user:pw@example.invalid/metrics")
+    assert message == "GET ftp://example.invalid/metrics: request failed (InvalidSchema)"
+
+
+@pytest.mark.parametrize(
+    ("url", "safe"),
+    [
+        ("http://a:b@host:9100/metrics", "http://host:9100/metrics"),
+        ("https://host/m?x=1&y=", "https://host/m?x=***&y=***"),
+        ("http://[::1]:9100/metrics", "http://[::1]:9100/metrics"),
+        ("http://host/m?secret", "http://host/m?secret=***"),
+        ("http://host/m\x1b[2J", "http://host/m?[2J"),
+        ("http://[::1/metrics", "<invalid URL>"),
+    ],
+)
+def test_redact_url(url: str, safe: str) -> None:
+    assert redact_url(url) == safe
