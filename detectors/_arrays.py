@@ -16,8 +16,10 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-# Rows per chunk are chosen so that one chunk holds about this many float64 (32 MB).
-CHUNK_ELEMENTS = 1 << 22
+# Rows per chunk are chosen so that one chunk holds about this many float64 (8 MB): small
+# enough for the allocator to reuse the memory from chunk to chunk instead of mapping fresh
+# pages each time.
+CHUNK_ELEMENTS = 1 << 20
 
 
 def as_series(x: npt.ArrayLike, name: str) -> tuple[FloatArray, bool]:

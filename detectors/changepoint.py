@@ -45,7 +45,6 @@ class _Side:
     alarm: IntArray
     change: IntArray
     peak: FloatArray
-    level_at_alarm: FloatArray
 
 
 def cusum(
@@ -131,52 +130,53 @@ def _fill(
     result["alarm_index"][rows] = side.alarm
     result["change_index"][rows] = side.change
     result["statistic"][rows] = side.peak
-    result["shift"][rows] = np.where(detected, _mean_from(values, side.change) - mean, np.nan)
+    result["shift"][rows] = _mean_from(values, side.change) - mean
 
 
 def _one_sided(z: FloatArray, drift: float, threshold: float) -> _Side:
     """Upper CUSUM of z: first alarm, estimated change start and the largest S."""
     length = z.shape[1]
-    walk = np.cumsum(np.where(np.isnan(z), 0.0, z - drift), axis=-1)
-    floor = np.minimum.accumulate(np.minimum(walk, 0.0), axis=-1)
-    level = walk - floor
+    walk = np.where(np.isnan(z), 0.0, z - drift)
+    np.cumsum(walk, axis=-1, out=walk)
+    level = np.minimum(walk, 0.0)
+    np.minimum.accumulate(level, axis=-1, out=level)
+    np.subtract(walk, level, out=level)
     over = level > threshold
-    alarm = np.where(over.any(axis=-1), over.argmax(axis=-1), -1)
-    time = np.arange(length)
-    before_alarm = time[None, :] < np.where(alarm >= 0, alarm, length)[:, None]
-    last_zero = np.where((level == 0.0) & before_alarm, time, -1).max(axis=-1)
-    at_alarm = np.take_along_axis(level, np.maximum(alarm, 0)[:, None], axis=-1)[:, 0]
+    fired = over.any(axis=-1)
+    alarm = np.where(fired, over.argmax(axis=-1), -1)
+    # The last zero before the alarm: search backwards from the alarm among zeros of S.
+    zero = level == 0.0
+    zero &= np.arange(length) < np.where(fired, alarm, length)[:, None]
+    seen = zero.any(axis=-1)
+    last_zero = np.where(seen, length - 1 - zero[:, ::-1].argmax(axis=-1), -1)
     return _Side(
         alarm=alarm,
-        change=np.where(alarm >= 0, last_zero + 1, -1),
+        change=np.where(fired, last_zero + 1, -1),
         peak=level.max(axis=-1),
-        level_at_alarm=np.where(alarm >= 0, at_alarm, np.nan),
     )
 
 
 def _earliest(up: _Side, down: _Side) -> _Side:
-    """Combine both directions: the earlier alarm wins, a tie goes to the larger S."""
-    up_first = (up.alarm >= 0) & (
-        (down.alarm < 0)
-        | (up.alarm < down.alarm)
-        | ((up.alarm == down.alarm) & (up.level_at_alarm >= down.level_at_alarm))
-    )
+    """Combine both directions: the earlier alarm wins.
+
+    They never first cross at the same step: a step that raises one sum lowers the other.
+    """
+    up_first = (up.alarm >= 0) & ((down.alarm < 0) | (up.alarm < down.alarm))
     return _Side(
         alarm=np.where(up_first, up.alarm, down.alarm),
         change=np.where(up_first, up.change, down.change),
         peak=np.maximum(up.peak, down.peak),
-        level_at_alarm=np.where(up_first, up.level_at_alarm, down.level_at_alarm),
     )
 
 
 def _mean_from(values: FloatArray, start: IntArray) -> FloatArray:
     """Mean of each row's non-NaN values from column `start` to the end (NaN if none)."""
-    present = ~np.isnan(values)
-    # Suffix sums: reverse, accumulate, reverse; padded so start == length gives 0.
-    sums = np.cumsum(np.where(present, values, 0.0)[:, ::-1], axis=-1)[:, ::-1]
-    counts = np.cumsum(present[:, ::-1], axis=-1)[:, ::-1]
-    at = np.clip(start, 0, values.shape[1] - 1)[:, None]
-    total = np.take_along_axis(sums, at, axis=-1)[:, 0]
-    count = np.take_along_axis(counts, at, axis=-1)[:, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((start >= 0) & (count > 0), total / count, np.nan)
+    mean = np.full(len(start), np.nan)
+    rows = np.flatnonzero(start >= 0)
+    if rows.size:
+        part = values[rows]
+        keep = (np.arange(values.shape[1]) >= start[rows, None]) & ~np.isnan(part)
+        count = keep.sum(axis=-1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean[rows] = np.where(keep, part, 0.0).sum(axis=-1) / count
+    return mean

@@ -196,6 +196,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found while parsing the request line also answer in JSON."""
         self.close_connection = True
+        # A request line too broken to name its version still gets a status line.
+        self.request_version = "HTTP/1.0"
         self._send(_error(code, message or self.responses.get(code, ("error",))[0]))
 
     def version_string(self) -> str:

@@ -19,6 +19,7 @@ from monitor.clock import Clock
 from monitor.errors import MonitorError, ScrapeError, StoreError
 from monitor.exposition import ParsedScrape, split_key
 from monitor.fetch import scrape
+from monitor.hooks import HookRunner
 from monitor.policy import MonitorConfig, ServicePolicy, Target
 from monitor.redact import redact_url
 from monitor.releases import DONE, Releases
@@ -53,10 +54,13 @@ class Daemon:
 
     def __init__(self, config: MonitorConfig, store: Store, clock: Clock, *,
                  box: SnapshotBox | None = None, releases: Releases | None = None,
-                 scraper: Scraper = _scrape) -> None:
+                 scraper: Scraper = _scrape, background_hooks: bool = False) -> None:
         self.config, self.store, self.clock = config, store, clock
         self.box = box or SnapshotBox()
-        self.releases = releases or Releases(config, store, clock)
+        # Live, hooks retry for minutes: they run beside the loop so scrapes stay on time.
+        self._hook_pool = ThreadPoolExecutor(2) if background_hooks else None
+        hooks = HookRunner(store, clock, background=self._hook_pool)
+        self.releases = releases or Releases(config, store, clock, hooks=hooks)
         self.scraper = scraper
         self.session = requests.Session()
         self.started_at = clock.now()
@@ -76,6 +80,7 @@ class Daemon:
 
     def run(self, stop: threading.Event) -> None:
         """Work until `stop` is set (SIGTERM and Ctrl-C set it)."""
+        self.releases.resume_hooks()
         while not stop.is_set():
             due = self.step()
             if not self.clock.sleep_until(due, stop):
@@ -104,6 +109,8 @@ class Daemon:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._hook_pool is not None:
+            self._hook_pool.shutdown(wait=True)
         self.session.close()
 
     # -- scraping ---------------------------------------------------------------------------

@@ -32,7 +32,8 @@ from monitor.policy import ServicePolicy, SignalRule
 
 ALPHA = 0.01
 CUSUM_THRESHOLD = 8.0
-_ALTERNATIVE: dict[str, Literal["two-sided", "greater", "less"]] = {"increase": "greater", "decrease": "less", "both": "two-sided"}
+Alternative = Literal["two-sided", "greater", "less"]
+_ALTERNATIVE: dict[str, Alternative] = {"increase": "greater", "decrease": "less", "both": "two-sided"}
 
 
 @dataclass(frozen=True)

@@ -285,6 +285,8 @@ def _diagnose_labels(line: str, pos: int) -> tuple[str, int]:
         pos = _skip_blanks(line, pos)
         if line.startswith("}", pos):
             return "", pos + 1
+        if pos == len(line):
+            return "the label block has no closing '}'", pos
         label = _LABEL_NAME_RE.match(line, pos)
         if label is None:
             return f"expected a label name or '}}', got {_snippet(line[pos:])}", pos

@@ -183,7 +183,7 @@ def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -
             if remaining <= 0:
                 raise attempt.timed_out()
             if sock is not None:
-                pass
+                sock.settimeout(remaining)
             chunk = response.raw.read1(_READ_SIZE, decode_content=False)
             if not chunk:
                 break
@@ -278,7 +278,7 @@ class _Watchdog:
         if sock is not None:
             self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
             self._timer.daemon = True
-            pass
+            self._timer.start()
 
     def cancel(self) -> None:
         """Stop the timer (it may already have fired)."""

@@ -207,8 +207,9 @@ class _Reader:
 
 
 def _kind_names(kinds: tuple[type, ...]) -> str:
-    names = {int: "a number", float: "a number", str: "a string", bool: "true or false",
-             list: "a list", dict: "a table"}
+    # An integer-only key must not answer "expected a number" to 2.0.
+    names = {int: "a number" if float in kinds else "a whole number", float: "a number",
+             str: "a string", bool: "true or false", list: "a list", dict: "a table"}
     return " or ".join(dict.fromkeys(names.get(kind, kind.__name__) for kind in kinds))
 
 

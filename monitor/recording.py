@@ -50,9 +50,13 @@ def parse_timestamp(text: str) -> float:
     """Unix seconds, or ISO 8601 (a time without a zone is taken as UTC)."""
     text = text.strip()
     try:
-        return parse_number(text)
+        seconds = parse_number(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"not a finite time: {text!r}")
+        return seconds
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -124,7 +128,11 @@ def _assemble(name: str, rows: list[tuple[float, str, str, float]]) -> Recording
 def write_recording(path: str | Path, samples: dict[str, RawSeries]) -> int:
     """Write raw samples of one or more releases; returns the number of rows written."""
     count = 0
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    try:
+        handle = open(path, "w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise RecordingError(f"{path}: cannot write: {exc.strerror or exc}") from None
+    with handle:
         writer = csv.writer(handle)
         writer.writerow(HEADER)
         for release, raw in samples.items():

@@ -16,6 +16,7 @@ from monitor.clock import Clock
 from monitor.errors import ConfigError
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.findings import PENDING, ROLLBACK
+from monitor.hooks import HookRunner
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
 from monitor.signals import RawSeries, derive
 from monitor.stages import CheckResult, run_command, run_probe
@@ -36,9 +37,10 @@ class Releases:
     """Registers releases and moves each one through its stages."""
 
     def __init__(self, config: MonitorConfig, store: Store, clock: Clock,
-                 runners: StageRunners | None = None) -> None:
+                 runners: StageRunners | None = None, hooks: HookRunner | None = None) -> None:
         self.config, self.store, self.clock = config, store, clock
         self.runners = runners or StageRunners()
+        self.hooks = hooks or HookRunner(store, clock)
         self.last_evaluation: dict[int, float] = {}
 
     def policy(self, service: str) -> ServicePolicy:
@@ -99,10 +101,11 @@ class Releases:
             findings = [{"signal": r.name, "detector": stage, "severity": "major",
                          "baseline": None, "candidate": None, "effect": None,
                          "detail": r.detail} for r in failed]
-            return self.store.add_verdict(
+            decided = self.store.add_verdict(
                 release.id, at=now, verdict=ROLLBACK, reason=reason, findings=findings,
                 first_alarm_at=now, decided_at=now, state=DONE, judge_state=release.judge_state,
             )
+            return self._announce(release, decided)
         return self.store.update_release(release.id, state=following)
 
     def _watch(self, release: Release) -> Release:
@@ -118,12 +121,33 @@ class Releases:
                    or result.verdict == PENDING and release.verdict == PENDING)
         if not changed:
             return release
-        return self.store.add_verdict(
+        stored = self.store.add_verdict(
             release.id, at=now, verdict=result.verdict, reason=result.reason,
             findings=[f.to_dict() for f in result.findings],
             first_alarm_at=result.first_alarm_at, decided_at=result.decided_at,
             state=DONE if result.done else WATCHING, judge_state=result.state.to_json(),
         )
+        return self._announce(release, stored)
+
+    def _announce(self, before: Release, after: Release) -> Release:
+        """Fire the hooks when a verdict is reached or changes (never for pending)."""
+        if after.verdict != before.verdict and after.verdict != PENDING:
+            self.hooks.dispatch(after, self.policy(after.service).hooks)
+        return after
+
+    def resume_hooks(self) -> int:
+        """Deliver again, with their original keys, hooks a crash left unfinished."""
+        resumed = 0
+        for release_id, action in self.store.unfinished_actions():
+            release = next((r for r in self.store.releases() if r.id == release_id), None)
+            if release is None or release.service not in self.config.services:
+                continue
+            hook = next((h for h in self.policy(release.service).hooks if h.name == action.hook),
+                        None)
+            if hook is not None and release.verdict == action.verdict:
+                self.hooks.resume(release, hook, action.key)
+                resumed += 1
+        return resumed
 
     def evaluate(self, release: Release, now: float) -> Evaluation:
         """Run the evaluation core on what the store holds for this release."""

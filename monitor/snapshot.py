@@ -1,15 +1,19 @@
 """An immutable picture of the monitor's state, published by the daemon thread.
 
 The HTTP threads (exporter and JSON API) read only the latest snapshot; they never touch
-SQLite, so a slow or broken disk cannot stall `/metrics`.
+SQLite, so a slow or broken disk cannot stall `/metrics`. Deploys registered over HTTP go
+the other way, through a small bounded queue in the same box that the daemon thread drains.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+MAX_PENDING_REGISTRATIONS = 100
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Snapshot:
     last_evaluation: float | None = None
     store_errors_total: int = 0
     started_at: float = 0.0
+    services: tuple[str, ...] = ()  # configured services: the ones a deploy may be registered for
 
     def verdict(self, service: str, release: str) -> Mapping[str, Any] | None:
         return self.verdicts.get((service, release))
@@ -43,12 +48,23 @@ class Snapshot:
         return sorted(service for service, version in self.verdicts if version == release)
 
 
+@dataclass(frozen=True)
+class Registration:
+    """A deploy announced over HTTP, waiting for the daemon thread to start its release."""
+
+    service: str
+    version: str
+    change_class: str        # "minor" or "major"
+    received_at: float       # unix seconds, from the server's clock
+
+
 class SnapshotBox:
-    """Holds the latest snapshot; swapping the reference is atomic."""
+    """Holds the latest snapshot (swapping the reference is atomic) and pending registrations."""
 
     def __init__(self, initial: Snapshot | None = None) -> None:
         self._snapshot = initial or Snapshot()
         self._lock = threading.Lock()
+        self._registrations: queue.Queue[Registration] = queue.Queue(MAX_PENDING_REGISTRATIONS)
 
     def get(self) -> Snapshot:
         with self._lock:
@@ -57,3 +73,22 @@ class SnapshotBox:
     def publish(self, snapshot: Snapshot) -> None:
         with self._lock:
             self._snapshot = snapshot
+
+    def register(self, registration: Registration) -> bool:
+        """Queue a registration for the daemon thread; False when the queue is full."""
+        try:
+            self._registrations.put_nowait(registration)
+        except queue.Full:
+            return False
+        return True
+
+    def take_registrations(self) -> list[Registration]:
+        """The queued registrations, oldest first; at most a full queue's worth per call."""
+        taken: list[Registration] = []
+        # Bounded, so a client that keeps registering cannot hold the daemon thread here.
+        for _ in range(MAX_PENDING_REGISTRATIONS):
+            try:
+                taken.append(self._registrations.get_nowait())
+            except queue.Empty:
+                break
+        return taken

@@ -805,6 +805,15 @@ class Store:
                 f"hook {hook} was never claimed for verdict {verdict} of release {release_id}"
             )
 
+    def unfinished_actions(self) -> list[tuple[int, Action]]:
+        """Hooks claimed but never finished (the process died mid-delivery), with releases."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT release_id, verdict, hook, key, state, attempts, outcome, at "
+                "FROM actions WHERE state = 'claimed' ORDER BY rowid"
+            ).fetchall()
+        return [(int(row[0]), Action(*row[1:])) for row in rows]
+
     def actions(self, release_id: int) -> list[Action]:
         """A release's hook actions, in the order they were claimed."""
         with self._reading() as conn:

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from monitor.findings import HOTFIX, INCONCLUSIVE, PASS, PENDING, ROLLBACK
+from monitor.clock import Clock
 from monitor.store import Release, Store
 
 EXIT_PASS = 0
@@ -20,6 +21,22 @@ EXIT_CODES = {
     PASS: EXIT_PASS, ROLLBACK: EXIT_ROLLBACK, HOTFIX: EXIT_HOTFIX, PENDING: EXIT_PENDING,
     INCONCLUSIVE: EXIT_INCONCLUSIVE,
 }
+
+
+DECIDED = (ROLLBACK, HOTFIX)
+POLL_SECONDS = 2.0
+
+
+def wait_for_decision(store: Store, release: Release, clock: Clock, *, timeout: float,
+                      poll: float = POLL_SECONDS) -> Release:
+    """Poll the store until the release is done or has a rollback or hotfix verdict."""
+    deadline = clock.now() + timeout
+    while release.state != "done" and release.verdict not in DECIDED:
+        if clock.now() >= deadline:
+            break
+        clock.sleep_until(min(clock.now() + poll, deadline))
+        release = store.release(release.service, release.version)
+    return release
 
 
 def document(store: Store, release: Release) -> dict[str, Any]:

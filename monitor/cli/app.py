@@ -86,7 +86,7 @@ def run(
             port = int(port_text)
         store = open_store(db, cfg)
         box = SnapshotBox()
-        daemon = Daemon(cfg, store, WallClock(), box=box)
+        daemon = Daemon(cfg, store, WallClock(), box=box, background_hooks=True)
         token = os.environ.get(cfg.api_token_env) if cfg.api_token_env else None
         server = serve(box, host=host, port=port, version=__version__, token=token or None)
     stop = threading.Event()
@@ -174,15 +174,26 @@ def verdict(
     db: DbOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
+    wait: Annotated[bool, typer.Option(
+        "--wait", help="Block until the verdict is decided (for CI pipelines).")] = False,
+    timeout: Annotated[str, typer.Option(
+        help="With --wait: give up after this long and report pending, e.g. 45m.")] = "2h",
 ) -> None:
     """Print a release's verdict and evidence; the exit code says the verdict.
 
     Exit codes: 0 pass, 3 rollback, 4 hotfix, 5 pending, 6 inconclusive; 1 internal error,
     2 bad input (unknown release, bad option), 7 database unavailable.
     """
+    from monitor.clock import WallClock
+    from monitor.durations import parse_duration
+    from monitor.verdicts import wait_for_decision
+
     with clear_errors():
         store = open_store(db, load_config(config))
-        doc = document(store, store.find_release(release, service))
+        found = store.find_release(release, service)
+        if wait:
+            found = wait_for_decision(store, found, WallClock(), timeout=parse_duration(timeout))
+        doc = document(store, found)
     typer.echo(json.dumps(doc) if as_json else verdict_text(doc))
     raise typer.Exit(EXIT_CODES[doc["verdict"]])
 

@@ -14,6 +14,7 @@ from monitor.cli.common import (
     DbOption,
     JsonOption,
     clear_errors,
+    fail,
     load_config,
     open_store,
 )
@@ -21,7 +22,7 @@ from monitor.durations import parse_duration
 from monitor.errors import ConfigError
 from monitor.policy import ServicePolicy
 from monitor.render import after, verdict_text
-from monitor.verdicts import EXIT_CODES
+from monitor.verdicts import EXIT_CODES, EXIT_USAGE
 
 
 def replay(
@@ -49,7 +50,7 @@ def replay(
         if policy is not None:
             config = load_policy(policy)
             chosen = _one_service(config.services, service, str(policy))
-        seconds = parse_duration(period) if period is not None else None
+        seconds = _period_seconds(period)
         results = []
         for path in recordings:
             result = run_replay(load_recording(path), release=release, baseline=baseline,
@@ -65,6 +66,15 @@ def replay(
                                      - doc['started_at']}))
     if len(results) == 1:
         raise typer.Exit(EXIT_CODES[results[0]["verdict"]])
+
+
+def _period_seconds(period: str | None) -> float | None:
+    if period is None:
+        return None
+    try:
+        return parse_duration(period)
+    except ValueError as exc:
+        raise fail(f"--period: {exc}", EXIT_USAGE) from None
 
 
 def _one_service(services: Mapping[str, ServicePolicy], name: str | None, where: str) -> ServicePolicy:

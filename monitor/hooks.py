@@ -1,0 +1,183 @@
+"""Hooks on verdict changes: a webhook (JSON POST) or a command (argument list, no shell).
+
+Each (release, verdict, hook) is recorded in the store before it fires and carries an
+idempotency key derived from those three, so a delivery retried after a crash carries the
+same key and a receiver can tell it has already acted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from monitor.clock import Clock
+from monitor.policy import Hook
+from monitor.redact import redact_url
+from monitor.stages import kill_group
+from monitor.store import Release, Store
+
+log = logging.getLogger("release_monitor.hooks")
+
+FIRST_BACKOFF = 1.0
+MAX_BACKOFF = 60.0
+_RESPONSE_LIMIT = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Outcome:
+    ok: bool
+    detail: str
+
+
+def idempotency_key(service: str, version: str, verdict: str, hook: str) -> str:
+    """The same key for every delivery of one hook for one release and verdict."""
+    digest = hashlib.sha256("\x00".join((service, version, verdict, hook)).encode("utf-8"))
+    return digest.hexdigest()[:32]
+
+
+def payload(release: Release, hook: Hook, key: str) -> dict[str, Any]:
+    return {
+        "service": release.service,
+        "release": release.version,
+        "baseline_release": release.baseline,
+        "verdict": release.verdict,
+        "reason": release.reason,
+        "decided_at": release.decided_at,
+        "first_alarm_at": release.first_alarm_at,
+        "hook": hook.name,
+        "idempotency_key": key,
+    }
+
+
+class HookRunner:
+    """Fires the policy's hooks for a release's verdict, at most once per verdict."""
+
+    def __init__(self, store: Store, clock: Clock, *,
+                 send: Callable[[Hook, dict[str, Any]], Outcome] | None = None,
+                 background: Executor | None = None) -> None:
+        self.store, self.clock = store, clock
+        self.send = send or deliver
+        self.background = background
+
+    def dispatch(self, release: Release, hooks: tuple[Hook, ...]) -> None:
+        """on_verdict, in the background when the runner has an executor (live daemon)."""
+        if self.background is None:
+            self.on_verdict(release, hooks)
+        else:
+            self.background.submit(self._logged, release, hooks)
+
+    def _logged(self, release: Release, hooks: tuple[Hook, ...]) -> None:
+        try:
+            self.on_verdict(release, hooks)
+        except Exception:  # noqa: BLE001 - a worker thread must report, not die silently
+            log.exception("hooks for %s %s failed", release.service, release.version)
+
+    def on_verdict(self, release: Release, hooks: tuple[Hook, ...]) -> list[tuple[str, Outcome]]:
+        """Claim and fire every hook that listens for this release's verdict."""
+        fired = []
+        for hook in hooks:
+            if release.verdict not in hook.on:
+                continue
+            key = idempotency_key(release.service, release.version, release.verdict, hook.name)
+            if not self.store.claim_action(release.id, verdict=release.verdict, hook=hook.name,
+                                           key=key, at=self.clock.now()):
+                continue
+            fired.append((hook.name, self._fire(release, hook, key)))
+        return fired
+
+    def resume(self, release: Release, hook: Hook, key: str) -> Outcome:
+        """Deliver a hook claimed before a crash again, with its original key."""
+        return self._fire(release, hook, key)
+
+    def _fire(self, release: Release, hook: Hook, key: str) -> Outcome:
+        body = payload(release, hook, key)
+        if hook.dry_run:
+            outcome, attempts = Outcome(True, "dry run: not sent"), 0
+        else:
+            outcome, attempts = self._with_retries(hook, body)
+        log.info("hook %s for %s %s %s: %s", hook.name, release.service, release.version,
+                 release.verdict, outcome.detail)
+        self.store.finish_action(
+            release.id, verdict=release.verdict, hook=hook.name,
+            state="done" if outcome.ok else "failed", attempts=attempts,
+            outcome=outcome.detail, at=self.clock.now(),
+        )
+        return outcome
+
+    def _with_retries(self, hook: Hook, body: dict[str, Any]) -> tuple[Outcome, int]:
+        """Retry with exponential backoff until it succeeds or the time budget is spent."""
+        deadline = self.clock.now() + hook.budget
+        backoff = FIRST_BACKOFF
+        attempts = 0
+        while True:
+            attempts += 1
+            outcome = self.send(hook, body)
+            if outcome.ok or self.clock.now() + backoff > deadline:
+                return outcome, attempts
+            self.clock.sleep_until(self.clock.now() + backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+
+
+def deliver(hook: Hook, body: dict[str, Any]) -> Outcome:
+    """One delivery attempt of a webhook or a command."""
+    return _post(hook, body) if hook.url else _run(hook, body)
+
+
+def _post(hook: Hook, body: dict[str, Any]) -> Outcome:
+    where = redact_url(hook.url)
+    headers = {"Idempotency-Key": body["idempotency_key"], "Content-Type": "application/json"}
+    try:
+        with requests.post(hook.url, data=json.dumps(body), headers=headers,
+                           timeout=hook.timeout, stream=True, allow_redirects=False) as answer:
+            answer.raw.read(_RESPONSE_LIMIT, decode_content=False)
+            status = answer.status_code
+    except requests.RequestException as exc:
+        return Outcome(False, f"{where}: {type(exc).__name__}")
+    if 200 <= status < 300:
+        return Outcome(True, f"{where}: {status}")
+    return Outcome(False, f"{where}: status {status}")
+
+
+def _run(hook: Hook, body: dict[str, Any]) -> Outcome:
+    """Run the command with the release in its environment and as JSON on stdin."""
+    env = {**os.environ, **hook_environment(body)}
+    try:
+        process = subprocess.Popen(
+            list(hook.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument or value
+        return Outcome(False, f"cannot start {hook.command[0]!r}: {getattr(exc, 'strerror', None) or exc}")
+    started = time.monotonic()
+    try:
+        output, _ = process.communicate(json.dumps(body).encode("utf-8"), timeout=hook.timeout)
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+        return Outcome(False, f"killed after {hook.timeout:g}s")
+    last = output[-4096:].decode("utf-8", "replace").strip().splitlines()
+    tail = last[-1] if last else ""
+    took = time.monotonic() - started
+    if process.returncode == 0:
+        return Outcome(True, f"exit 0 in {took:.1f}s")
+    return Outcome(False, f"exit {process.returncode}: {tail}".rstrip(": "))
+
+
+def hook_environment(body: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        "RELEASE_SERVICE": str(body["service"]),
+        "RELEASE_VERSION": str(body["release"]),
+        "RELEASE_VERDICT": str(body["verdict"]),
+        "RELEASE_BASELINE": str(body["baseline_release"] or ""),
+        "RELEASE_REASON": str(body["reason"]),
+        "RELEASE_IDEMPOTENCY_KEY": str(body["idempotency_key"]),
+    }

@@ -1,0 +1,320 @@
+"""The HTTP server on 127.0.0.1, port 0: routes, status codes, limits and the token."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.api import MAX_BODY_BYTES, MonitorServer, serve
+from monitor.errors import MonitorError
+from monitor.snapshot import Snapshot, SnapshotBox
+
+TOKEN = "s3cret-t0ken-value"
+
+
+def document(service: str, release: str, verdict: str, started_at: float) -> dict[str, Any]:
+    return {
+        "service": service, "release": release, "baseline_release": None, "verdict": verdict,
+        "reason": "", "state": "done", "change_class": "minor", "started_at": started_at,
+        "period_seconds": 600.0, "decided_at": started_at + 600, "first_alarm_at": None,
+        "evaluated_at": started_at + 600, "invalidated": False, "checks": [],
+        "findings": [{"signal": "latency", "detector": "shift", "severity": "major",
+                      "effect": 0.4, "lower": float("nan"), "upper": 0.5}],
+    }
+
+
+DOCS = [
+    document("checkout", "v2.2", "pass", 1_000.0),
+    document("checkout", "v2.3", "rollback", 3_000.0),
+    document("search", "v2.3", "hotfix", 2_000.0),
+    document("search", "v8", "pending", 4_000.0),
+]
+
+
+def make_box() -> SnapshotBox:
+    verdicts = {(d["service"], d["release"]): d for d in DOCS}
+    return SnapshotBox(Snapshot(verdicts=verdicts, last_evaluation=4_500.0, evaluations_total=9))
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[MonitorServer]:
+    running = serve(make_box(), version="9.9.9")
+    yield running
+    running.shutdown()
+
+
+@pytest.fixture(scope="module")
+def token_server() -> Iterator[MonitorServer]:
+    running = serve(make_box(), version="9.9.9", token=TOKEN)
+    yield running
+    running.shutdown()
+
+
+def call(server: MonitorServer, method: str, path: str, body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, http.client.HTTPMessage, bytes]:
+    connection = http.client.HTTPConnection(server.host, server.port, timeout=5)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+def call_json(server: MonitorServer, method: str, path: str, **kwargs: Any) -> tuple[int, Any]:
+    status, headers, body = call(server, method, path, **kwargs)
+    assert headers["Content-Type"] == "application/json"
+    return status, json.loads(body)
+
+
+def series(server: MonitorServer) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    status, headers, body = call(server, "GET", "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples}
+
+
+def raw_exchange(server: MonitorServer, head: bytes) -> bytes:
+    """Send only a request head and read the whole answer; fails if the server waits."""
+    with socket.create_connection((server.host, server.port), timeout=2) as sock:
+        sock.sendall(head)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_url_and_metrics(server: MonitorServer) -> None:
+    assert server.url == f"http://127.0.0.1:{server.port}" and server.port > 0
+    samples = series(server)
+    active = {dict(k)["release"] + "@" + dict(k)["service"]: dict(k)["verdict"]
+              for (name, k), v in samples.items() if name == "release_monitor_verdict" and v}
+    assert active == {"v2.2@checkout": "pass", "v2.3@checkout": "rollback",
+                      "v2.3@search": "hotfix", "v8@search": "pending"}
+    assert samples[("release_monitor_build_info", frozenset({("version", "9.9.9")}))] == 1.0
+    assert samples[("release_monitor_evaluations_total", frozenset())] == 9
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "expected"),
+    [
+        ("service=checkout&release=v2.3", 200, ("checkout", "v2.3")),
+        ("release=v2.2", 200, ("checkout", "v2.2")),
+        ("release=v8", 200, ("search", "v8")),
+        ("release=v2.3", 400, "checkout, search"),
+        ("service=checkout", 400, "release"),
+        ("release=", 400, "release"),
+        ("release=v2.2&release=v2.3", 400, "once"),
+        ("release=v9", 404, "v9"),
+        ("service=search&release=v2.2", 404, "search"),
+        ("service=nope&release=v2.3", 404, "nope"),
+    ],
+)
+def test_verdict_lookup(server: MonitorServer, query: str, status: int, expected: Any) -> None:
+    got_status, answer = call_json(server, "GET", "/api/v1/verdict?" + query)
+    assert got_status == status
+    if status == 200:
+        assert (answer["service"], answer["release"]) == expected
+        assert answer["verdict"] == next(d["verdict"] for d in DOCS
+                                         if (d["service"], d["release"]) == expected)
+        assert answer["findings"][0]["lower"] is None  # NaN is not JSON
+    else:
+        assert set(answer) == {"error"} and expected in answer["error"]
+
+
+def test_releases_newest_first(server: MonitorServer) -> None:
+    status, answer = call_json(server, "GET", "/api/v1/releases")
+    assert status == 200
+    order = [(d["service"], d["release"]) for d in answer["releases"]]
+    assert order == [("search", "v8"), ("checkout", "v2.3"), ("search", "v2.3"),
+                     ("checkout", "v2.2")]
+
+
+@pytest.mark.parametrize(
+    ("service", "release", "gate", "rollback"),
+    [("checkout", "v2.2", 200, 412), ("checkout", "v2.3", 412, 200),
+     ("search", "v2.3", 412, 412), ("search", "v8", 412, 412)],
+)
+def test_gate_and_rollback_codes(server: MonitorServer, service: str, release: str,
+                                 gate: int, rollback: int) -> None:
+    query = f"?service={service}&release={release}"
+    for path, expected in (("/api/v1/gate", gate), ("/api/v1/rollback", rollback)):
+        status, answer = call_json(server, "GET", path + query)
+        assert status == expected, path
+        assert (answer["service"], answer["release"]) == (service, release)
+
+
+def test_gate_unknown_release_is_404(server: MonitorServer) -> None:
+    assert call_json(server, "GET", "/api/v1/gate?release=v0")[0] == 404
+    assert call_json(server, "GET", "/api/v1/rollback?release=v2.3")[0] == 400
+
+
+def test_health(server: MonitorServer) -> None:
+    assert call_json(server, "GET", "/healthz") == (
+        200, {"status": "ok", "last_evaluation": 4_500.0, "version": "9.9.9"})
+
+
+def test_unknown_path_and_method(server: MonitorServer) -> None:
+    assert call_json(server, "GET", "/api/v1/verdicts")[0] == 404
+    assert call_json(server, "GET", "/metrics/")[0] == 404
+    status, headers, body = call(server, "DELETE", "/metrics")
+    assert (status, headers["Allow"], headers["Content-Type"]) == (405, "GET", "application/json")
+    assert call_json(server, "BREW", "/api/v1/rollback")[0] == 405
+    status, _, body = call(server, "HEAD", "/healthz")
+    assert (status, body) == (405, b"")
+
+
+def test_post_is_refused_without_a_configured_token(server: MonitorServer) -> None:
+    status, answer = call_json(server, "POST", "/api/v1/rollback?release=v2.2", body=b"{}",
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 403 and "token" in answer["error"]
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [(None, 401), ("Bearer wrong", 401), (f"Basic {TOKEN}", 401), (f"Bearer {TOKEN}x", 401),
+     (f"Bearer {TOKEN}", 200), (f"bearer {TOKEN}", 200)],
+)
+def test_post_rollback_needs_the_token(token_server: MonitorServer,
+                                       authorization: str | None, status: int) -> None:
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    payload = json.dumps({"name": "checkout", "phase": "Progressing"}).encode()
+    got, reply_headers, body = call(token_server, "POST",
+                                     "/api/v1/rollback?service=checkout&release=v2.3",
+                                     body=payload, headers=headers)
+    assert got == status
+    if status == 401:
+        assert reply_headers["WWW-Authenticate"].startswith("Bearer")
+    assert TOKEN not in body.decode() + str(reply_headers)
+
+
+def test_post_rollback_with_token_follows_the_verdict(token_server: MonitorServer) -> None:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    path = "/api/v1/rollback?service=checkout&release="
+    assert call(token_server, "POST", path + "v2.3", body=b"", headers=headers)[0] == 200
+    assert call(token_server, "POST", path + "v2.2", body=b"", headers=headers)[0] == 412
+
+
+def test_token_never_logged(token_server: MonitorServer, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="monitor.api"):
+        for authorization in (f"Bearer {TOKEN}", f"Bearer {TOKEN[:-1]}"):
+            call(token_server, "POST", "/api/v1/rollback?release=v8", body=b"{}",
+                 headers={"Authorization": authorization})
+    assert caplog.records  # the requests were logged, at debug level
+    assert TOKEN not in caplog.text and TOKEN[:-1] not in caplog.text
+
+
+def test_large_body_answers_413_without_being_read(token_server: MonitorServer) -> None:
+    two_mib = 2 * 1024 * 1024
+    # Only the head is sent: a server that tried to read the body would time out first.
+    answer = raw_exchange(token_server, (
+        f"POST /api/v1/rollback?release=v2.3 HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: {two_mib}\r\n\r\n").encode())
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 413 ")
+    assert b"Content-Type: application/json" in head
+    assert str(MAX_BODY_BYTES).encode() in body
+    get = raw_exchange(token_server, f"GET /metrics HTTP/1.1\r\nContent-Length: {two_mib}\r\n"
+                                     "\r\n".encode())
+    assert get.startswith(b"HTTP/1.0 413 ")
+
+
+def test_post_without_length_answers_413(token_server: MonitorServer) -> None:
+    answer = raw_exchange(token_server, (
+        f"POST /api/v1/rollback?release=v2.3 HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {TOKEN}\r\n\r\n").encode())
+    assert answer.startswith(b"HTTP/1.0 413 ")
+    chunked = raw_exchange(token_server, b"POST /api/v1/rollback HTTP/1.1\r\n"
+                                         b"Transfer-Encoding: chunked\r\n\r\n")
+    assert chunked.startswith(b"HTTP/1.0 413 ")
+
+
+def test_body_at_the_limit_is_accepted(token_server: MonitorServer) -> None:
+    status, _, _ = call(token_server, "POST", "/api/v1/rollback?service=checkout&release=v2.3",
+                        body=b"x" * MAX_BODY_BYTES, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert status == 200
+
+
+@pytest.mark.parametrize("length", ["-1", "12abc", "١٢", "5, 6"])
+def test_malformed_content_length_is_400(server: MonitorServer, length: str) -> None:
+    answer = raw_exchange(server, f"GET /healthz HTTP/1.1\r\nContent-Length: {length}\r\n\r\n"
+                          .encode())
+    assert answer.startswith(b"HTTP/1.0 400 ")
+
+
+def test_malformed_request_line_answers_json(server: MonitorServer) -> None:
+    answer = raw_exchange(server, b"GET /healthz HTTP/9\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.0 400 ") and b"application/json" in head
+    assert "error" in json.loads(body)
+
+
+def random_request(rng: np.random.Generator) -> tuple[str, str, bytes | None]:
+    methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "PURGE",
+               "X" + "".join(rng.choice(list("ABCDEFGHIJ"), size=4))]
+    prefixes = ["/", "/metrics", "/api/v1/", "/api/v1/verdict", "/api/v1/gate", "/healthz/"]
+    alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789-._~%/=&?")
+    tail = "".join(rng.choice(alphabet, size=int(rng.integers(0, 40))))
+    method = str(rng.choice(methods))
+    body = bytes(rng.integers(0, 256, size=int(rng.integers(0, 64)), dtype=np.uint8))
+    return method, str(rng.choice(prefixes)) + tail, body if method == "POST" else None
+
+
+def test_random_requests_add_no_series(token_server: MonitorServer) -> None:
+    before = series(token_server)
+    rng = np.random.default_rng(20240611)
+    statuses = []
+    for _ in range(1000):
+        method, path, body = random_request(rng)
+        statuses.append(call(token_server, method, path, body=body)[0])
+    after = series(token_server)
+    assert set(after) == set(before)
+    counted = sum(v for (name, _), v in after.items()
+                  if name == "release_monitor_http_requests_total")
+    previous = sum(v for (name, _), v in before.items()
+                   if name == "release_monitor_http_requests_total")
+    assert counted - previous == 1000 + 1  # the random requests and the first /metrics
+    assert all(400 <= s < 500 or s == 200 for s in statuses)
+    assert 404 in statuses and 405 in statuses
+
+
+def test_internal_error_answers_500_without_detail() -> None:
+    class BrokenBox(SnapshotBox):
+        def get(self) -> Snapshot:
+            raise RuntimeError("disk on fire /var/lib/secret")
+
+    with serve(BrokenBox(), version="1") as running:
+        status, answer = call_json(running, "GET", "/healthz")
+        assert (status, answer) == (500, {"error": "internal error"})
+
+
+def test_shutdown_closes_the_socket() -> None:
+    running = serve(SnapshotBox(), version="1")
+    address = (running.host, running.port)
+    assert call(running, "GET", "/healthz")[0] == 200
+    running.shutdown()
+    running.shutdown()  # a second call is harmless
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(address, timeout=2).close()
+
+
+def test_port_in_use_is_a_monitor_error(server: MonitorServer) -> None:
+    with pytest.raises(MonitorError, match="cannot listen"):
+        serve(SnapshotBox(), port=server.port, version="1")
+
+
+def test_empty_token_is_rejected() -> None:
+    with pytest.raises(ValueError, match="token"):
+        serve(SnapshotBox(), version="1", token="")

@@ -1,0 +1,376 @@
+"""Tests of the `monitor` command line, through Typer's CliRunner, on the demo's database."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner, Result
+
+from monitor.cli.app import app
+from monitor.demo import run_demo
+from monitor.store import Store
+
+REPO = Path(__file__).resolve().parent.parent
+# Options read from the environment must not leak in from the shell running the tests.
+runner = CliRunner(env={"RELEASE_MONITOR_DB": None, "RELEASE_MONITOR_CONFIG": None})
+
+POLICY = """\
+[services.shop]
+evaluation_interval = "30s"
+
+[[services.shop.targets]]
+url = "http://127.0.0.1:8080/metrics"
+
+[services.shop.signals.errors]
+kind = "ratio"
+numerator = "http_request_errors_total"
+denominator = "http_requests_total"
+"""
+
+DOCUMENT_KEYS = {"service", "release", "baseline_release", "verdict", "decided_at",
+                 "first_alarm_at", "findings"}
+FINDING_KEYS = {"signal", "detector", "severity", "baseline", "candidate", "effect", "detail"}
+
+
+def monitor(*args: object) -> Result:
+    return runner.invoke(app, [str(arg) for arg in args])
+
+
+def error_line(result: Result) -> str:
+    """The single line a failing command writes on stderr."""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def command_tree() -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Every command and subcommand, as (path of names from `monitor`, click command)."""
+    def walk(path: tuple[str, ...], command: Any) -> Iterator[tuple[tuple[str, ...], Any]]:
+        yield path, command
+        # Typer ships its own copy of click, so groups are recognised by their subcommands.
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            yield from walk((*path, name), sub)
+
+    yield from walk(("monitor",), typer.main.get_command(app))
+
+
+COMMANDS = list(command_tree())
+COMMAND_IDS = [" ".join(path) for path, _ in COMMANDS]
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo's database, made once for this module; tests that change it use a copy."""
+    path = tmp_path_factory.mktemp("demo") / "demo.db"
+    run_demo(path, echo=lambda line: None)
+    return path
+
+
+@pytest.fixture
+def demo_copy(demo_db: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "demo.db"
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{demo_db}{suffix}")
+        if source.exists():
+            shutil.copyfile(source, f"{copy}{suffix}")
+    return copy
+
+
+def test_the_command_tree_has_the_documented_commands() -> None:
+    assert {"monitor run", "monitor check-config", "monitor release start", "monitor release list",
+            "monitor verdict", "monitor replay", "monitor record", "monitor demo",
+            "monitor baselines list", "monitor baselines pin", "monitor baselines unpin",
+            "monitor baselines invalidate"} <= set(COMMAND_IDS)
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=COMMAND_IDS)
+def test_every_command_has_help(path: tuple[str, ...], command: Any) -> None:
+    assert (command.help or "").strip(), f"{' '.join(path)} has no help text"
+    for param in command.params:
+        if getattr(param, "hidden", False):
+            continue
+        assert (getattr(param, "help", None) or "").strip(), f"{' '.join(path)}: {param.name} has no help"
+    result = monitor(*path[1:], "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output and command.help.split()[0] in result.output, result.output
+
+
+def test_version() -> None:
+    result = monitor("--version")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("release-monitor ")
+
+
+def test_check_config_accepts_a_good_policy(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY, encoding="utf-8")
+    result = monitor("check-config", path)
+    assert result.exit_code == 0, result.output
+    assert "shop: 1 targets" in result.stdout
+    assert result.stdout.rstrip().endswith(f"{path}: ok")
+
+
+def test_check_config_names_file_and_key_of_a_mistake(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY.replace('"30s"', '"30 seconds"'), encoding="utf-8")
+    result = monitor("check-config", path)
+    assert result.exit_code == 2, result.output
+    assert error_line(result).startswith(f"error: {path}: services.shop.evaluation_interval: ")
+    assert result.stdout == ""
+
+
+def test_check_config_of_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    result = monitor("check-config", path)
+    assert result.exit_code == 2, result.output
+    assert error_line(result).startswith(f"error: {path}: cannot read")
+
+
+def test_release_start_then_list(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    result = monitor("release", "start", "--service", "shop", "--version", "v1", "--db", db)
+    assert result.exit_code == 0, result.output
+    assert "registered shop v1 (minor change" in result.stdout
+    result = monitor("release", "start", "--service", "shop", "--version", "v2", "--change", "major",
+                     "--db", db)
+    assert result.exit_code == 0, result.output
+
+    listed = monitor("release", "list", "--db", db)
+    assert listed.exit_code == 0, listed.output
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert [(row[0], row[1]) for row in rows] == [("shop", "v2"), ("shop", "v1")]
+
+    as_json = monitor("release", "list", "--db", db, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    releases = json.loads(as_json.stdout)["releases"]
+    assert [(d["service"], d["release"], d["change_class"], d["verdict"]) for d in releases] == [
+        ("shop", "v2", "major", "pending"), ("shop", "v1", "minor", "pending")]
+    assert releases[0]["period_seconds"] == 7200.0
+
+
+def test_release_start_with_a_policy_uses_its_period(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY + '[services.shop.period]\nminor = "5m"\n', encoding="utf-8")
+    result = monitor("release", "start", "--service", "shop", "--version", "v1",
+                     "--config", policy, "--db", tmp_path / "m.db")
+    assert result.exit_code == 0, result.output
+    assert "checking period 300s" in result.stdout
+
+
+def test_release_start_refuses_an_unknown_change_class(tmp_path: Path) -> None:
+    result = monitor("release", "start", "--service", "shop", "--version", "v1", "--change", "huge",
+                     "--db", tmp_path / "m.db")
+    assert result.exit_code == 2, result.output
+    assert "--change" in error_line(result)
+
+
+def test_release_list_of_an_empty_database(tmp_path: Path) -> None:
+    result = monitor("release", "list", "--db", tmp_path / "m.db")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "no releases yet"
+
+
+def test_verdict_of_an_unknown_release(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    assert monitor("release", "start", "--service", "shop", "--version", "v1", "--db", db).exit_code == 0
+    result = monitor("verdict", "--release", "v9.9", "--db", db)
+    assert result.exit_code == 2, result.output
+    assert "v9.9" in error_line(result)
+
+
+def test_verdict_of_an_ambiguous_release_needs_the_service(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    for service in ("shop", "cart"):
+        started = monitor("release", "start", "--service", service, "--version", "v1", "--db", db)
+        assert started.exit_code == 0, started.output
+    result = monitor("verdict", "--release", "v1", "--db", db)
+    assert result.exit_code == 2, result.output
+    line = error_line(result)
+    assert "v1" in line and "cart" in line and "shop" in line, line
+
+    chosen = monitor("verdict", "--release", "v1", "--service", "cart", "--db", db, "--json")
+    assert chosen.exit_code == 5, chosen.output  # registered, not decided: pending
+    assert json.loads(chosen.stdout)["service"] == "cart"
+
+
+@pytest.mark.parametrize(
+    ("release", "code", "words"),
+    [
+        ("v2.1", 0, ["PASS"]),
+        ("v2.2", 0, ["PASS"]),
+        ("v2.3", 3, ["ROLLBACK", "error_ratio", "memory"]),
+        ("v2.4", 4, ["HOTFIX"]),
+        ("v2.5", 3, ["ROLLBACK", "smoke"]),
+    ],
+)
+def test_demo_verdicts_and_exit_codes(demo_db: Path, release: str, code: int, words: list[str]) -> None:
+    result = monitor("verdict", "--db", demo_db, "--release", release)
+    assert result.exit_code == code, result.output
+    for word in words:
+        assert word in result.stdout, (word, result.stdout)
+
+
+def test_verdict_json_document(demo_db: Path) -> None:
+    result = monitor("verdict", "--db", demo_db, "--release", "v2.3", "--json")
+    assert result.exit_code == 3, result.output
+    doc = json.loads(result.stdout)
+    assert DOCUMENT_KEYS <= doc.keys(), doc.keys()
+    assert (doc["service"], doc["release"], doc["baseline_release"], doc["verdict"]) == (
+        "demo", "v2.3", "v2.2", "rollback")
+    assert doc["started_at"] < doc["first_alarm_at"] <= doc["decided_at"]
+    assert doc["findings"], doc
+    for finding in doc["findings"]:
+        assert FINDING_KEYS <= finding.keys(), finding.keys()
+    major = {f["signal"] for f in doc["findings"] if f["severity"] == "major"}
+    assert {"error_ratio", "memory"} <= major, doc["findings"]
+
+
+def test_record_then_replay_reproduces_the_rollback(demo_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v2.3.csv"
+    recorded = monitor("record", "--db", demo_db, "--release", "v2.3", "--out", out)
+    assert recorded.exit_code == 0, recorded.output
+    assert "v2.2, v2.3" in recorded.stdout and out.stat().st_size > 0
+
+    replayed = monitor("replay", out, "--release", "v2.3", "--json")
+    assert replayed.exit_code == 3, replayed.output
+    doc = json.loads(replayed.stdout)
+    assert (doc["recording"], doc["release"], doc["baseline_release"], doc["verdict"]) == (
+        str(out), "v2.3", "v2.2", "rollback")
+    assert doc["findings"], doc
+
+    text = monitor("replay", out, "--release", "v2.3")
+    assert text.exit_code == 3, text.output
+    assert str(out) in text.stdout and "ROLLBACK" in text.stdout
+
+
+def test_replay_of_a_healthy_recorded_release_passes(demo_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v2.2.csv"
+    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", out).exit_code == 0
+    replayed = monitor("replay", out, "--release", "v2.2", "--json")
+    assert replayed.exit_code == 0, replayed.output
+    assert json.loads(replayed.stdout)["verdict"] == "pass"
+
+
+def test_replay_of_a_bad_recording_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("timestamp,release,signal,value\n1767225600,v1,up,1_0\n", encoding="utf-8")
+    result = monitor("replay", path, "--release", "v1")
+    assert result.exit_code == 2, result.output
+    assert error_line(result).startswith(f"error: {path}: line 2: ")
+
+
+def test_replay_names_a_bad_period(demo_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v2.2.csv"
+    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", out).exit_code == 0
+    result = monitor("replay", out, "--release", "v2.2", "--period", "15 minutes")
+    assert result.exit_code == 2, result.output
+    assert error_line(result).startswith("error: --period: not a duration: '15 minutes'")
+
+
+def test_record_to_a_missing_directory_names_the_file(demo_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "absent" / "v2.3.csv"
+    result = monitor("record", "--db", demo_db, "--release", "v2.3", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert error_line(result).startswith(f"error: {out}: cannot write")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(("verdict", "--release", "v1"), id="verdict"),
+        pytest.param(("release", "list"), id="release-list"),
+        pytest.param(("release", "start", "--service", "shop", "--version", "v1"), id="release-start"),
+        pytest.param(("baselines", "list"), id="baselines-list"),
+    ],
+)
+@pytest.mark.parametrize("where", ["missing-directory", "directory"])
+def test_an_unusable_database_exits_7_naming_the_path(
+    tmp_path: Path, command: tuple[str, ...], where: str
+) -> None:
+    db = tmp_path / "absent" / "m.db" if where == "missing-directory" else tmp_path
+    result = monitor(*command, "--db", db)
+    assert result.exit_code == 7, result.output
+    assert str(db) in error_line(result)
+    assert not (tmp_path / "absent").exists()
+
+
+def baseline_of(db: Path, version: str) -> str | None:
+    with Store.open(db) as store:
+        return store.release("demo", version).baseline
+
+
+def test_baselines_list_shows_healthy_releases(demo_db: Path) -> None:
+    result = monitor("baselines", "list", "--db", demo_db)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "demo: pinned -"
+    marks = {line.split()[0]: line.split()[3] for line in lines[1:] if line.startswith("  v")}
+    assert marks == {"v2.1": "healthy", "v2.2": "healthy", "v2.3": "rollback", "v2.4": "hotfix",
+                     "v2.5": "rollback"}
+
+
+def test_pinned_baseline_is_used_by_the_next_release(demo_copy: Path) -> None:
+    pinned = monitor("baselines", "pin", "v2.1", "--db", demo_copy)
+    assert pinned.exit_code == 0, pinned.output
+    listed = monitor("baselines", "list", "--db", demo_copy)
+    assert listed.stdout.splitlines()[0] == "demo: pinned v2.1"
+
+    started = monitor("release", "start", "--service", "demo", "--version", "v2.6", "--db", demo_copy)
+    assert started.exit_code == 0, started.output
+    assert "baseline v2.1" in started.stdout
+    assert baseline_of(demo_copy, "v2.6") == "v2.1"
+
+    unpinned = monitor("baselines", "unpin", "--service", "demo", "--db", demo_copy)
+    assert unpinned.exit_code == 0, unpinned.output
+    started = monitor("release", "start", "--service", "demo", "--version", "v2.7", "--db", demo_copy)
+    assert started.exit_code == 0, started.output
+    assert baseline_of(demo_copy, "v2.7") == "v2.2"  # the last healthy release again
+
+
+def test_pin_of_an_unknown_release(demo_copy: Path) -> None:
+    result = monitor("baselines", "pin", "v7", "--db", demo_copy)
+    assert result.exit_code == 2, result.output
+    assert "v7" in error_line(result)
+
+
+def test_invalidated_release_is_no_longer_a_baseline(demo_copy: Path) -> None:
+    result = monitor("baselines", "invalidate", "v2.2", "--db", demo_copy)
+    assert result.exit_code == 0, result.output
+    with Store.open(demo_copy) as store:
+        healthy = store.healthy_releases("demo", before=float("inf"), limit=10)
+    assert [release.version for release in healthy] == ["v2.1"]
+
+    listed = monitor("baselines", "list", "--db", demo_copy)
+    v22 = next(line for line in listed.stdout.splitlines() if line.startswith("  v2.2 "))
+    assert "invalidated" in v22
+
+    started = monitor("release", "start", "--service", "demo", "--version", "v2.6", "--db", demo_copy)
+    assert started.exit_code == 0, started.output
+    assert baseline_of(demo_copy, "v2.6") == "v2.1"
+
+    as_json = monitor("verdict", "--release", "v2.2", "--db", demo_copy, "--json")
+    assert json.loads(as_json.stdout)["invalidated"] is True
+
+
+def test_demo_refuses_an_existing_database(tmp_path: Path) -> None:
+    existing = tmp_path / "keep.db"
+    existing.write_bytes(b"precious")
+    result = monitor("demo", "--db", existing)
+    assert result.exit_code == 2, result.output
+    assert "already exists" in result.output
+    assert existing.read_bytes() == b"precious"
+
+
+def test_the_readme_documents_every_command() -> None:
+    readme = REPO / "README.md"
+    if not readme.exists():
+        pytest.skip("README.md does not exist yet; every command path must appear in it once it does")
+    text = readme.read_text(encoding="utf-8")
+    missing = [name for name in COMMAND_IDS if name not in text]
+    assert not missing, f"README.md does not mention: {', '.join(missing)}"

@@ -1,0 +1,185 @@
+"""The daemon against real HTTP targets on loopback, on a simulated clock."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
+
+from monitor.api import serve
+from monitor.cli.app import app
+from monitor.clock import SimClock
+from monitor.daemon import Daemon
+from monitor.demo import demo_policy
+from monitor.demo_service import SimulatedService
+from monitor.policy import MonitorConfig, ServicePolicy, SignalRule, Target
+from monitor.snapshot import SnapshotBox
+from monitor.store import Store
+
+
+@pytest.fixture()
+def service() -> Iterator[tuple[SimulatedService, SimClock]]:
+    # Starts at the real time, so a release registered by the CLI (on the wall clock)
+    # falls inside the simulated timeline.
+    clock = SimClock(start=time.time())
+    simulated = SimulatedService(clock, seed=3, version="v2.2")
+    simulated.start()
+    yield simulated, clock
+    simulated.stop()
+
+
+def _samples(url: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = requests.get(f"{url}/metrics", timeout=5).text
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_version_change_is_noticed_judged_and_served(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    simulated, clock = service
+    db = tmp_path / "monitor.db"
+    config = MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)})
+    store = Store.open(db)
+    box = SnapshotBox()
+    daemon = Daemon(config, store, clock, box=box)
+    daemon.run_until(clock.now() + 2400)        # v2.2: the first release, passes after 30 min
+    simulated.deploy("v2.3")                     # the daemon sees the new build_info label
+    daemon.run_until(clock.now() + 900)
+    server = serve(box, version="test")
+    try:
+        metrics = _samples(server.url)
+    finally:
+        server.shutdown()
+    state = {verdict: metrics[("release_monitor_verdict", frozenset(
+        {("service", "demo"), ("release", "v2.3"), ("verdict", verdict)}))]
+        for verdict in ("pass", "hotfix", "rollback", "pending", "inconclusive")}
+    assert state == {"pass": 0, "hotfix": 0, "rollback": 1, "pending": 0, "inconclusive": 0}
+    up = metrics[("release_monitor_target_up", frozenset(
+        {("service", "demo"), ("target", f"{simulated.url}/metrics")}))]
+    assert up == 1
+    result = CliRunner().invoke(app, ["verdict", "--db", str(db), "--release", "v2.3"])
+    assert result.exit_code == 3, result.output
+    assert "error_ratio" in result.output
+    result = CliRunner().invoke(app, ["verdict", "--db", str(db), "--release", "v2.2", "--json"])
+    assert result.exit_code == 0, result.output
+    store.close()
+
+
+def test_a_release_registered_from_the_cli_is_picked_up(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    simulated, clock = service
+    db = tmp_path / "monitor.db"
+    policy = ServicePolicy(
+        name="demo", targets=(Target(url=f"{simulated.url}/metrics"),),
+        signals=(SignalRule("queue", metric="work_queue_depth", bad="increase"),),
+        periods={"minor": 600.0, "major": 1200.0}, evaluation_interval=60.0,
+    )
+    store = Store.open(db)
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": policy}), store, clock)
+    daemon.run_until(clock.now() + 60)
+    # The pipeline registers the deploy through the CLI, on the same database file.
+    result = CliRunner().invoke(app, ["release", "start", "--service", "demo", "--version", "v7",
+                                      "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    daemon.run_until(clock.now() + 1000)       # no --config: the default 15-minute period
+    [release] = store.releases("demo")
+    assert (release.version, release.state) == ("v7", "done")
+    assert release.verdict == "pass"
+    store.close()
+
+
+class _BadTarget(BaseHTTPRequestHandler):
+    hang = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        if self.path.startswith("/hang"):
+            self.hang.wait(10)
+            return
+        body = b"# TYPE up gauge\nup 1\nthis is not a metric line at all\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def bad_target() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _BadTarget)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    _BadTarget.hang.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_bad_targets_are_recorded_and_the_daemon_goes_on(
+    service: tuple[SimulatedService, SimClock], bad_target: str
+) -> None:
+    simulated, clock = service
+    targets = (Target(url=f"{simulated.url}/metrics"),
+               Target(url=f"{bad_target}/garbage", timeout=2.0),
+               Target(url=f"{bad_target}/hang", timeout=0.3))
+    policy = ServicePolicy(name="demo", targets=targets)
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": policy}), store, clock)
+    daemon.run_until(clock.now() + 45)
+    health = {h.target: h for h in daemon.box.get().targets}
+    good = health[f"{simulated.url}/metrics"]
+    assert good.up and good.errors_total == 0 and good.scrapes_total == 4
+    garbage = health[f"{bad_target}/garbage"]
+    assert not garbage.up and garbage.errors_total == 4 and "line 3" in garbage.last_error
+    hung = health[f"{bad_target}/hang"]
+    assert not hung.up and hung.errors_total == 4
+    window = store.read_window("demo", 0, clock.now() + 1)
+    assert set(window.targets) == {f"{simulated.url}/metrics"}   # nothing from the bad ones
+    daemon.close()
+
+
+def test_monitor_run_serves_and_stops_cleanly_on_sigterm(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    simulated, _ = service
+    policy = tmp_path / "policy.toml"
+    policy.write_text(
+        '[monitor]\ndatabase = "m.db"\nlisten = "127.0.0.1:0"\n\n'
+        "[services.demo]\nversion_metric = \"demo_build_info\"\n\n"
+        f'[[services.demo.targets]]\nurl = "{simulated.url}/metrics"\ninterval = "1s"\n'
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "monitor", "run", "--config", str(policy)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()          # printed once the listener is up
+        url = banner.split("metrics ", 1)[1].split("/metrics", 1)[0]
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        health = requests.get(f"{url}/healthz", timeout=5)
+        assert health.status_code == 200
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    assert "stopped" in out
+    assert (tmp_path / "m.db").exists()

@@ -1,0 +1,180 @@
+"""Hooks: once per release and verdict, recorded first, same key on every delivery, no shell."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.clock import SimClock
+from monitor.hooks import HookRunner, Outcome, deliver, idempotency_key
+from monitor.policy import Hook
+from monitor.store import Store
+
+NASTY = "v2.3; rm -rf / $(touch pwned) `id` \"'\n" + "x" * 10_000
+
+
+def _release(store: Store, version: str = "v2.3", verdict: str = "rollback") -> Any:
+    release = store.start_release("shop", version, at=0.0, change_class="minor", period=60.0,
+                                  baseline="v2.2")
+    return store.add_verdict(release.id, at=5.0, verdict=verdict, reason="error_ratio: up",
+                             findings=[], first_alarm_at=5.0, decided_at=5.0, state="done",
+                             judge_state="{}")
+
+
+def test_a_hook_fires_once_per_release_and_verdict() -> None:
+    store, clock, sent = Store.memory(), SimClock(), []
+    runner = HookRunner(store, clock, send=lambda hook, body: sent.append(body) or Outcome(True, "ok"))
+    release = _release(store)
+    hook = Hook(name="undo", on=("rollback",), command=("true",))
+    runner.on_verdict(release, (hook,))
+    runner.on_verdict(release, (hook,))
+    assert len(sent) == 1
+    assert sent[0]["idempotency_key"] == idempotency_key("shop", "v2.3", "rollback", "undo")
+    [action] = store.actions(release.id)
+    assert (action.state, action.attempts, action.outcome) == ("done", 1, "ok")
+
+
+def test_hooks_not_listening_for_the_verdict_stay_quiet() -> None:
+    store, sent = Store.memory(), []
+    runner = HookRunner(store, SimClock(), send=lambda h, b: sent.append(b) or Outcome(True, ""))
+    runner.on_verdict(_release(store, verdict="hotfix"), (Hook(name="undo", on=("rollback",),
+                                                                command=("true",)),))
+    assert sent == []
+
+
+def test_retries_back_off_within_the_budget_on_the_simulated_clock() -> None:
+    store, clock, times = Store.memory(), SimClock(), []
+
+    def failing(hook: Hook, body: dict[str, Any]) -> Outcome:
+        times.append(clock.now())
+        return Outcome(False, "status 503")
+
+    runner = HookRunner(store, clock, send=failing)
+    start = clock.now()
+    runner.on_verdict(_release(store), (Hook(name="w", on=("rollback",), url="http://127.0.0.1:9/x",
+                                             budget=30.0),))
+    gaps = [round(b - a) for a, b in zip(times, times[1:], strict=False)]
+    assert gaps == [1, 2, 4, 8]          # the next wait (16 s) would pass the 30 s budget
+    assert times[-1] - start <= 30.0
+    [action] = store.actions(1)
+    assert action.state == "failed" and action.attempts == 5
+
+
+def test_dry_run_records_without_sending() -> None:
+    store, sent = Store.memory(), []
+    runner = HookRunner(store, SimClock(), send=lambda h, b: sent.append(b) or Outcome(True, ""))
+    release = _release(store)
+    runner.on_verdict(release, (Hook(name="w", on=("rollback",), command=("true",), dry_run=True),))
+    assert sent == []
+    assert store.actions(release.id)[0].outcome == "dry run: not sent"
+
+
+def test_a_crash_after_the_claim_redelivers_with_the_same_key() -> None:
+    store, sent = Store.memory(), []
+    release = _release(store)
+    key = idempotency_key("shop", "v2.3", "rollback", "undo")
+    assert store.claim_action(release.id, verdict="rollback", hook="undo", key=key, at=5.0)
+    # The process died here. A new runner resumes the unfinished delivery with the same key,
+    # and a fresh on_verdict does not fire a second one.
+    runner = HookRunner(store, SimClock(), send=lambda h, b: sent.append(b) or Outcome(True, "ok"))
+    hook = Hook(name="undo", on=("rollback",), command=("true",))
+    [(release_id, action)] = store.unfinished_actions()
+    runner.resume(release, hook, action.key)
+    runner.on_verdict(release, (hook,))
+    assert [b["idempotency_key"] for b in sent] == [key]
+    assert store.unfinished_actions() == []
+
+
+def test_command_hooks_get_hostile_values_literally(tmp_path: Path) -> None:
+    out = tmp_path / "seen.json"
+    script = ("import json, os, sys\n"
+              "data = json.load(sys.stdin)\n"
+              "json.dump({'argv': sys.argv[1:], 'env': os.environ['RELEASE_VERSION'],"
+              " 'stdin': data['release']}, open(sys.argv[1], 'w'))\n")
+    hook = Hook(name="c", on=("rollback",), command=(sys.executable, "-c", script, str(out), NASTY))
+    body = {"service": "shop", "release": NASTY, "verdict": "rollback", "baseline_release": None,
+            "reason": "r", "idempotency_key": "k"}
+    assert deliver(hook, body).ok
+    seen = json.loads(out.read_text())
+    assert seen == {"argv": [str(out), NASTY], "env": NASTY, "stdin": NASTY}
+    assert not (Path.cwd() / "pwned").exists()
+
+
+def test_a_command_past_its_time_limit_is_killed_with_its_children(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    script = ("import subprocess, sys, time\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+              "time.sleep(60)\n")
+    hook = Hook(name="slow", on=("rollback",), command=(sys.executable, "-c", script), timeout=1.0)
+    outcome = deliver(hook, {"service": "s", "release": "r", "verdict": "rollback",
+                             "baseline_release": None, "reason": "", "idempotency_key": "k"})
+    assert not outcome.ok and "killed" in outcome.detail
+    # The grandchild held the output pipe, so the delivery only returned once it was gone.
+    assert not _alive(int(pid_file.read_text()))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "State:\tZ" not in status
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: list[tuple[str, bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        length = int(self.headers.get("Content-Length", "0"))
+        self.received.append((self.headers.get("Idempotency-Key", ""), self.rfile.read(length)))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def receiver() -> Iterator[ThreadingHTTPServer]:
+    _Receiver.received = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhooks_post_json_with_the_idempotency_key(receiver: ThreadingHTTPServer) -> None:
+    url = f"http://user:secret-marker@127.0.0.1:{receiver.server_address[1]}/hook?token=secret-marker"
+    store = Store.memory()
+    runner = HookRunner(store, SimClock())
+    release = _release(store)
+    [(name, outcome)] = runner.on_verdict(release, (Hook(name="w", on=("rollback",), url=url),))
+    assert outcome.ok
+    [(key, body)] = _Receiver.received
+    assert key == idempotency_key("shop", "v2.3", "rollback", "w")
+    assert json.loads(body)["verdict"] == "rollback"
+    assert "secret-marker" not in store.actions(release.id)[0].outcome
+
+
+def test_wait_for_decision_polls_on_the_clock_until_decided() -> None:
+    from monitor.verdicts import wait_for_decision
+
+    store, clock = Store.memory(), SimClock()
+    release = store.start_release("shop", "v9", at=clock.now(), change_class="minor",
+                                  period=600.0, baseline=None)
+    waited = wait_for_decision(store, release, clock, timeout=60.0, poll=10.0)
+    assert waited.verdict == "pending" and clock.now() == release.started_at + 60.0
+    store.add_verdict(release.id, at=clock.now(), verdict="rollback", reason="r", findings=[],
+                      first_alarm_at=clock.now(), decided_at=clock.now(), state="done",
+                      judge_state="{}")
+    assert wait_for_decision(store, release, clock, timeout=60.0).verdict == "rollback"

@@ -1,0 +1,368 @@
+"""Tests of monitor.policy: a complete policy parses, and every mistake names its file and key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from monitor.errors import ConfigError
+from monitor.policy import (
+    Hook,
+    MonitorConfig,
+    Probe,
+    ServicePolicy,
+    SignalRule,
+    Target,
+    VerifyCommand,
+    default_direction,
+    load_policy,
+    parse_policy,
+)
+
+# Every key the loader knows, each set to something other than its default.
+COMPLETE = """\
+[monitor]
+database = "state/monitor.db"
+listen = "0.0.0.0:9900"
+retention = "3d"
+api_token_env = "MONITOR_TOKEN"
+
+[services.shop]
+version_metric = "shop_build_info"
+version_label = "release"
+evaluation_interval = "30s"
+persistence = 4
+baselines = 2
+baseline_window = "12h"
+leak_horizon = "6h"
+leak_block = "2m"
+
+[services.shop.period]
+minor = "20m"
+major = "3h"
+
+[[services.shop.targets]]
+url = "http://10.0.0.5:8080/metrics"
+interval = "10s"
+timeout = "3s"
+max_bytes = 2048
+
+[[services.shop.targets]]
+url = "https://shop.internal/metrics"
+
+[[services.shop.smoke]]
+name = "home page"
+url = "https://shop.internal/"
+expect_status = 204
+expect_body = "welcome"
+max_latency = "500ms"
+
+[[services.shop.verify]]
+name = "checkout"
+argv = ["pytest", "-q", "tests/smoke"]
+timeout = "10m"
+
+[services.shop.signals.error_ratio]
+kind = "ratio"
+numerator = 'http_request_errors_total{job="shop"}'
+denominator = "http_requests_total"
+tolerance = 0.5
+absolute = 0.002
+critical = true
+min_events = 20
+min_trials = 500
+must_have_data = true
+
+[services.shop.signals.latency_p99]
+kind = "quantile"
+metric = "http_request_duration_seconds"
+quantile = 0.99
+aggregate = "max"
+bad = "increase"
+ignore_below = 0.1
+tolerance = 0.3
+min_samples = 5
+
+[services.shop.signals.request_rate]
+kind = "rate"
+query = 'sum(rate(http_requests_total{job="shop"}[1m]))'
+
+[services.shop.signals.memory]
+kind = "gauge"
+metric = "process_resident_memory_bytes"
+leak = true
+limit = 1073741824
+limit_metric = "container_spec_memory_limit_bytes"
+
+[[services.shop.hooks]]
+name = "argo rollback"
+on = ["rollback", "hotfix"]
+url = "https://argo.internal/hook"
+timeout = "5s"
+budget = "1m"
+
+[[services.shop.hooks]]
+name = "page on-call"
+on = ["inconclusive"]
+command = ["/usr/local/bin/page", "--team", "shop"]
+dry_run = true
+"""
+
+EXPECTED_SHOP = ServicePolicy(
+    name="shop",
+    targets=(
+        Target(url="http://10.0.0.5:8080/metrics", interval=10.0, timeout=3.0, max_bytes=2048),
+        Target(url="https://shop.internal/metrics"),
+    ),
+    version_metric="shop_build_info",
+    version_label="release",
+    periods={"minor": 1200.0, "major": 10800.0},
+    evaluation_interval=30.0,
+    persistence=4,
+    baselines=2,
+    baseline_window=43200.0,
+    leak_horizon=21600.0,
+    leak_block=120.0,
+    smoke=(Probe(name="home page", url="https://shop.internal/", expect_status=204,
+                 expect_body="welcome", max_latency=0.5),),
+    verify=(VerifyCommand(name="checkout", argv=("pytest", "-q", "tests/smoke"), timeout=600.0),),
+    signals=(
+        SignalRule(name="error_ratio", kind="ratio", numerator='http_request_errors_total{job="shop"}',
+                   denominator="http_requests_total", aggregate="sum", bad="increase",
+                   tolerance=0.5, absolute=0.002, critical=True, min_events=20.0,
+                   min_trials=500.0, must_have_data=True),
+        SignalRule(name="latency_p99", kind="quantile", metric="http_request_duration_seconds",
+                   quantile=0.99, aggregate="max", bad="increase", ignore_below=0.1,
+                   tolerance=0.3, min_samples=5),
+        SignalRule(name="request_rate", kind="rate", aggregate="sum", bad="both",
+                   query='sum(rate(http_requests_total{job="shop"}[1m]))'),
+        SignalRule(name="memory", kind="gauge", metric="process_resident_memory_bytes",
+                   aggregate="mean", bad="increase", leak=True, limit=1073741824.0,
+                   limit_metric="container_spec_memory_limit_bytes"),
+    ),
+    hooks=(
+        Hook(name="argo rollback", on=("rollback", "hotfix"), url="https://argo.internal/hook",
+             timeout=5.0, budget=60.0),
+        Hook(name="page on-call", on=("inconclusive",),
+             command=("/usr/local/bin/page", "--team", "shop"), dry_run=True),
+    ),
+)
+
+# A small valid policy that each mistake below is added to.
+MINIMAL = """\
+[services.shop]
+
+[[services.shop.targets]]
+url = "http://127.0.0.1:8080/metrics"
+
+[services.shop.signals.latency]
+metric = "http_request_duration_seconds"
+
+[services.shop.signals.errors]
+kind = "ratio"
+numerator = "http_request_errors_total"
+denominator = "http_requests_total"
+
+[[services.shop.hooks]]
+name = "rollback"
+url = "https://deploy.internal/rollback"
+"""
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "policy.toml") -> Path:
+    path = tmp_path / name
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def with_line(after: str, line: str) -> str:
+    """MINIMAL with `line` inserted right after the line `after` (so it lands in that table)."""
+    assert after in MINIMAL.splitlines(), after
+    return MINIMAL.replace(after + "\n", f"{after}\n{line}\n", 1)
+
+
+def replaced(old: str, new: str) -> str:
+    assert old in MINIMAL, old
+    return MINIMAL.replace(old, new, 1)
+
+
+def config_error(path: Path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_policy(path)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_complete_policy_parses_into_the_expected_dataclasses(tmp_path: Path) -> None:
+    path = write(tmp_path, COMPLETE)
+    config = load_policy(path)
+    assert config == MonitorConfig(
+        path=str(path), database="state/monitor.db", listen_host="0.0.0.0", listen_port=9900,
+        retention=3 * 86400.0, api_token_env="MONITOR_TOKEN", services={"shop": EXPECTED_SHOP},
+    )
+    assert config.services["shop"].period("major") == 10800.0
+
+
+def test_defaults_of_a_minimal_policy() -> None:
+    config = parse_policy(MINIMAL, "minimal.toml")
+    assert (config.database, config.listen_host, config.listen_port) == (
+        "release-monitor.db", "127.0.0.1", 9847)
+    shop = config.services["shop"]
+    assert shop.periods == {"minor": 900.0, "major": 7200.0}
+    assert (shop.evaluation_interval, shop.persistence, shop.baselines) == (60.0, 3, 1)
+    latency, errors = shop.signals
+    assert (latency.kind, latency.aggregate, latency.bad) == ("gauge", "mean", "increase")
+    assert (errors.kind, errors.aggregate, errors.bad) == ("ratio", "sum", "increase")
+    assert shop.hooks == (Hook(name="rollback", on=("rollback",),
+                               url="https://deploy.internal/rollback"),)
+
+
+def test_an_empty_policy_has_no_services() -> None:
+    assert parse_policy("", "empty.toml").services == {}
+
+
+MISTAKES = [
+    pytest.param("colour = \"red\"\n" + MINIMAL, "colour", "unknown key", id="unknown-top-level"),
+    pytest.param(with_line("[services.shop]", 'colour = "red"'), "services.shop.colour",
+                 "unknown key", id="unknown-in-service"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', "colour = 1"),
+                 "services.shop.signals.latency.colour", "unknown key", id="unknown-in-signal"),
+    pytest.param(with_line('url = "http://127.0.0.1:8080/metrics"', "colour = 1"),
+                 "services.shop.targets[0].colour", "unknown key", id="unknown-in-target"),
+    pytest.param(MINIMAL + '[monitor]\ncolour = "red"\n', "monitor.colour", "unknown key",
+                 id="unknown-in-monitor"),
+    pytest.param(MINIMAL + "[services.shop.period]\nminor = \"5m\"\nmedium = \"1h\"\n",
+                 "services.shop.period.medium", "unknown key", id="unknown-in-period"),
+    pytest.param(with_line("[services.shop]", 'persistence = "3"'), "services.shop.persistence",
+                 "expected a whole number, got '3'", id="string-for-integer"),
+    pytest.param(with_line("[services.shop]", "persistence = true"), "services.shop.persistence",
+                 "expected a whole number, got True", id="bool-for-integer"),
+    pytest.param(with_line("[services.shop]", "persistence = 2.5"), "services.shop.persistence",
+                 "expected a whole number, got 2.5", id="fraction-for-integer"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', 'tolerance = "10%"'),
+                 "services.shop.signals.latency.tolerance", "expected a number, got '10%'",
+                 id="string-for-number"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', "critical = 1"),
+                 "services.shop.signals.latency.critical", "expected true or false, got 1",
+                 id="number-for-bool"),
+    pytest.param(with_line('url = "https://deploy.internal/rollback"', 'on = "rollback"'),
+                 "services.shop.hooks[0].on", "expected a list", id="string-for-list"),
+    pytest.param(with_line("[services.shop]", 'evaluation_interval = "15 minutes"'),
+                 "services.shop.evaluation_interval", "not a duration: '15 minutes'",
+                 id="bad-duration"),
+    pytest.param(MINIMAL + '[services.shop.period]\nmajor = "2 hours"\n', "services.shop.period.major",
+                 "not a duration", id="bad-duration-in-period"),
+    pytest.param(MINIMAL + '[monitor]\nretention = "0s"\n', "monitor.retention",
+                 "must be longer than zero", id="zero-duration"),
+    pytest.param(with_line("[services.shop]", "evaluation_interval = -5"),
+                 "services.shop.evaluation_interval", "negative duration", id="negative-duration"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', "tolerance = -0.1"),
+                 "services.shop.signals.latency.tolerance", "must be at least 0.0, got -0.1",
+                 id="negative-tolerance"),
+    pytest.param(with_line("[services.shop]", "persistence = 0"), "services.shop.persistence",
+                 "must be at least 1, got 0", id="zero-persistence"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', "quantile = 1.5"),
+                 "services.shop.signals.latency.quantile", "between 0 and 1", id="quantile-above-1"),
+    pytest.param(replaced('url = "http://127.0.0.1:8080/metrics"', 'interval = "10s"'),
+                 "services.shop.targets[0].url", "is required", id="target-without-url"),
+    pytest.param(replaced('url = "http://127.0.0.1:8080/metrics"', 'url = "ftp://host/metrics"'),
+                 "services.shop.targets[0].url", "expected an http:// or https:// URL",
+                 id="target-url-not-http"),
+    pytest.param(replaced('numerator = "http_request_errors_total"\n', ""),
+                 "services.shop.signals.errors.numerator", "is required", id="ratio-without-numerator"),
+    pytest.param(replaced('metric = "http_request_duration_seconds"', 'metric = "http request duration"'),
+                 "services.shop.signals.latency.metric", "not a metric selector", id="bad-selector"),
+    pytest.param(replaced('metric = "http_request_duration_seconds"',
+                          'metric = "http_request_duration_seconds{job=shop}"'),
+                 "services.shop.signals.latency.metric", "not a metric selector",
+                 id="selector-with-unquoted-label"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', 'kind = "histogram"'),
+                 "services.shop.signals.latency.kind", "must be one of gauge, rate, ratio, quantile",
+                 id="unknown-signal-kind"),
+    pytest.param(with_line('url = "https://deploy.internal/rollback"', 'command = ["rollback.sh"]'),
+                 "services.shop.hooks[0].url", "exactly one of url or command", id="hook-url-and-command"),
+    pytest.param(replaced('url = "https://deploy.internal/rollback"', "dry_run = true"),
+                 "services.shop.hooks[0].url", "exactly one of url or command",
+                 id="hook-neither-url-nor-command"),
+    pytest.param(with_line('url = "https://deploy.internal/rollback"', 'on = ["rollback", "pending"]'),
+                 "services.shop.hooks[0].on", "got 'pending'", id="hook-on-pending"),
+    pytest.param(MINIMAL + '[[services.shop.verify]]\nname = "tests"\nargv = "pytest -q"\n',
+                 "services.shop.verify[0].argv", "expected a list", id="verify-argv-as-string"),
+    pytest.param(MINIMAL + '[[services.shop.verify]]\nname = "tests"\nargv = []\n',
+                 "services.shop.verify[0].argv", "non-empty list of strings", id="verify-argv-empty"),
+    pytest.param(MINIMAL + '[monitor]\nlisten = "9847"\n', "monitor.listen", "expected HOST:PORT",
+                 id="listen-without-host"),
+    pytest.param(MINIMAL + '[services."shop front"]\n', "services.shop front",
+                 "service names use", id="bad-service-name"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "what"), MISTAKES)
+def test_each_mistake_names_the_file_and_the_key_path(
+    tmp_path: Path, text: str, key: str, what: str
+) -> None:
+    path = write(tmp_path, text)
+    message = config_error(path)
+    assert message.startswith(f"{path}: {key}: "), message
+    assert what in message, message
+
+
+def test_invalid_toml_names_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, '[services.shop]\npersistence = 3\nversion_label = "release\n')
+    message = config_error(path)
+    assert message.startswith(f"{path}: invalid TOML"), message
+    assert re.search(r"\bline 3\b", message), message
+
+
+def test_a_missing_file_cannot_be_read(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    message = config_error(path)
+    assert message.startswith(f"{path}: cannot read"), message
+
+
+def test_a_directory_cannot_be_read(tmp_path: Path) -> None:
+    message = config_error(tmp_path)
+    assert message.startswith(f"{tmp_path}: cannot read"), message
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[monitor]\ndatabase = "caf\xe9.db"\n'.encode("latin-1"))
+    assert config_error(path) == f"{path}: not UTF-8 text"
+
+
+def test_parse_policy_names_the_given_source() -> None:
+    with pytest.raises(ConfigError, match=r"^inline: services\.shop\.colour: unknown key$"):
+        parse_policy(with_line("[services.shop]", "colour = 1"), "inline")
+
+
+@pytest.mark.parametrize(
+    ("signal", "direction"),
+    [
+        ("error_ratio", "increase"),
+        ("http_request_errors_total", "increase"),
+        ("latency_p95", "increase"),
+        ("http_request_duration_seconds", "increase"),
+        ("memory", "increase"),
+        ("process_resident_memory_bytes", "increase"),
+        ("success_ratio", "decrease"),
+        ("checkout_success_total", "decrease"),
+        ("throughput", "decrease"),
+        ("request_rate", "both"),
+        ("http_requests_total", "both"),
+    ],
+)
+def test_default_direction_follows_the_signal_name(signal: str, direction: str) -> None:
+    assert default_direction(signal) == direction
+
+
+def test_a_signal_without_bad_gets_the_default_direction() -> None:
+    text = MINIMAL + '[services.shop.signals.checkout_success]\nmetric = "checkout_success_total"\n'
+    rules = {rule.name: rule for rule in parse_policy(text).services["shop"].signals}
+    assert rules["checkout_success"].bad == "decrease"
+    assert rules["errors"].bad == "increase"

@@ -1,0 +1,192 @@
+"""Tests of recordings (monitor.recording) and of replaying them (monitor.replay)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.errors import RecordingError
+from monitor.recording import load_recording, write_recording
+from monitor.replay import replay
+from monitor.signals import RawSeries
+
+HEADER = "timestamp,release,signal,value\n"
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+LATENCY = "http_request_duration_seconds"
+ERRORS = "http_request_errors_total"
+REQUESTS = "http_requests_total"
+
+
+def write_csv(tmp_path: Path, body: str, header: str = HEADER, name: str = "rec.csv") -> Path:
+    path = tmp_path / name
+    path.write_text(header + body, encoding="utf-8")
+    return path
+
+
+def recording_error(path: Path) -> str:
+    with pytest.raises(RecordingError) as caught:
+        load_recording(path)
+    message = str(caught.value)
+    assert "\n" not in message, message
+    return message
+
+
+def test_unix_and_iso_timestamps_mean_the_same_instants(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, (
+        f"{T0:.0f},v1,up,1\n"
+        "2026-01-01T00:01:00Z,v1,up,2\n"
+        "2026-01-01T01:02:00+01:00,v1,up,3\n"   # 00:02 UTC
+        "2026-01-01T00:03:00,v1,up,4\n"         # no zone: UTC
+        f"{T0 + 240.5},v1,up,5\n"
+    ))
+    raw = load_recording(path).series["v1"]
+    np.testing.assert_array_equal(raw.times, T0 + np.array([0.0, 60.0, 120.0, 180.0, 240.5]))
+    np.testing.assert_array_equal(raw.values, [[1.0, 2.0, 3.0, 4.0, 5.0]])
+
+
+def test_labels_in_signal_names_make_separate_series(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, (
+        f'{T0},v1,"{REQUESTS}{{code=""200"",method=""get""}}",90\n'
+        f'{T0},v1,"{REQUESTS}{{code=""500"",method=""get""}}",10\n'
+        f"{T0 + 60},v1,{REQUESTS},100\n"
+    ))
+    raw = load_recording(path).series["v1"]
+    assert raw.keys == (REQUESTS, f'{REQUESTS}{{code="200",method="get"}}',
+                        f'{REQUESTS}{{code="500",method="get"}}')
+    np.testing.assert_array_equal(raw.values, [[np.nan, 100.0], [90.0, np.nan], [10.0, np.nan]])
+
+
+def test_nan_and_infinite_values_are_kept(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, (
+        f"{T0},v1,up,NaN\n{T0 + 60},v1,up,+Inf\n{T0 + 120},v1,up,-Inf\n{T0 + 180},v1,up,7e-3\n"
+    ))
+    raw = load_recording(path).series["v1"]
+    assert raw.times.size == 4  # a NaN sample still marks a scrape
+    values = raw.values[0]
+    assert math.isnan(values[0])
+    assert values[1:].tolist() == [math.inf, -math.inf, 0.007]
+
+
+def test_releases_are_ordered_by_their_first_sample(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, f"{T0 + 600},v2,up,1\n{T0},v1,up,1\n{T0 + 660},v2,up,1\n")
+    recording = load_recording(path)
+    assert recording.releases == ("v1", "v2")
+    assert recording.first_sample("v2") == T0 + 600
+
+
+@pytest.mark.parametrize(
+    ("header", "body", "line", "what"),
+    [
+        pytest.param("time,release,signal,value\n", f"{T0},v1,up,1\n", 1, "header", id="wrong-header"),
+        pytest.param(HEADER, f"{T0},v1,up,1\n{T0 + 60},v1,1\n", 3, "expected 4 fields, got 3",
+                     id="three-fields"),
+        pytest.param(HEADER, f"{T0},v1,up,1_2\n", 2, "'1_2'", id="digit-separator"),
+        pytest.param(HEADER, f"{T0},v1,up,0x1p-3\n", 2, "'0x1p-3'", id="hex-float"),
+        pytest.param(HEADER, f"{T0},v1,up,\u0661\u0662\n", 2, "not a number", id="arabic-indic-digits"),
+        pytest.param(HEADER, f"{T0},v1,up,Infinity\n", 2, "not a number", id="infinity-spelled-out"),
+        pytest.param(HEADER, f"{T0},v1,up,1\nyesterday,v1,up,2\n", 3, "'yesterday'", id="bad-timestamp"),
+        pytest.param(HEADER, f"{T0},v1,up,1\nNaN,v1,up,2\n", 3, "not a finite time", id="nan-timestamp"),
+        pytest.param(HEADER, f"{T0},v1,up,1\n+Inf,v1,up,2\n", 3, "not a finite time", id="inf-timestamp"),
+        pytest.param(HEADER, f"{T0},v1,up,1\n2026-13-01T00:00:00Z,v1,up,2\n", 3, "ISO 8601",
+                     id="impossible-date"),
+        pytest.param(HEADER, f"{T0},v1,up,1\n{T0 + 60},,up,2\n", 3, "empty release", id="empty-release"),
+        pytest.param(HEADER, f"{T0},v1,up{{code=500}},1\n", 2, "not a series key", id="unquoted-label"),
+    ],
+)
+def test_bad_lines_are_refused_with_file_and_line(
+    tmp_path: Path, header: str, body: str, line: int, what: str
+) -> None:
+    path = write_csv(tmp_path, body, header=header)
+    message = recording_error(path)
+    assert message.startswith(f"{path}: line {line}: "), message
+    assert what in message, message
+
+
+def test_a_recording_without_samples_is_refused(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, "")
+    assert recording_error(path) == f"{path}: no samples"
+
+
+def test_a_missing_recording_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "absent.csv"
+    assert recording_error(path).startswith(f"{path}: cannot read")
+
+
+def test_write_then_load_round_trips_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    keys = (LATENCY, f'{REQUESTS}{{code="200"}}', f'{REQUESTS}{{code="500"}}')
+    samples = {}
+    for index, release in enumerate(("v1", "v2")):
+        times = T0 + index * 7200.0 + np.sort(rng.choice(7200, size=50, replace=False)) * 1.25
+        values = rng.normal(size=(len(keys), times.size)) * 10.0 ** rng.integers(-9, 9, size=(3, 1))
+        values[1, ::7] = np.nan          # missing samples stay missing
+        values[2, 3] = np.inf
+        samples[release] = RawSeries(keys, times, ("t",) * times.size, values)
+    path = tmp_path / "round.csv"
+    rows = write_recording(path, samples)
+    assert rows == sum(int(np.count_nonzero(~np.isnan(s.values))) for s in samples.values())
+    loaded = load_recording(path)
+    assert loaded.releases == ("v1", "v2")
+    for release, original in samples.items():
+        back = loaded.series[release]
+        assert back.keys == original.keys
+        np.testing.assert_array_equal(back.times, original.times)
+        np.testing.assert_array_equal(back.values, original.values)  # bit for bit, NaN where missing
+
+
+def synthetic_release(rng: np.random.Generator, start: float, minutes: int, latency: float,
+                      requests: float, error_rate: float) -> tuple[np.ndarray, np.ndarray]:
+    """One scrape a minute: latency gauge ~ N(latency, 5%), error and request counters."""
+    times = start + 60.0 * np.arange(minutes)
+    gauge = rng.normal(latency, latency * 0.05, size=minutes)
+    per_minute = rng.poisson(requests, size=minutes)
+    errors = rng.binomial(per_minute, error_rate)
+    values = np.vstack([gauge, np.cumsum(errors), np.cumsum(per_minute)]).astype(float)
+    return times, values
+
+
+def synthetic_recording(tmp_path: Path, *, seed: int, latency_factor: float) -> Path:
+    """Baseline v1 for 2 hours, then candidate v2 for 30 minutes; both scraped once a minute."""
+    rng = np.random.default_rng(seed)
+    keys = (LATENCY, ERRORS, REQUESTS)
+    base_times, base_values = synthetic_release(rng, T0, 120, 0.1, 1000.0, 0.01)
+    cand_times, cand_values = synthetic_release(rng, T0 + 7200.0, 30, 0.1 * latency_factor,
+                                                1000.0, 0.01)
+    path = tmp_path / f"synthetic-{seed}-{latency_factor}.csv"
+    write_recording(path, {
+        "v1": RawSeries(keys, base_times, ("t",) * base_times.size, base_values),
+        "v2": RawSeries(keys, cand_times, ("t",) * cand_times.size, cand_values),
+    })
+    return path
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_replay_of_an_unchanged_release_passes(tmp_path: Path, seed: int) -> None:
+    recording = load_recording(synthetic_recording(tmp_path, seed=seed, latency_factor=1.0))
+    result = replay(recording, release="v2")
+    assert result.baseline_release == "v1"
+    assert result.evaluation.verdict == "pass", result.to_dict()
+    assert result.evaluation.first_alarm_at is None
+    assert result.to_dict()["findings"] == []
+
+
+def test_replay_of_slower_release_alarms_on_latency(tmp_path: Path) -> None:
+    recording = load_recording(synthetic_recording(tmp_path, seed=1, latency_factor=1.5))
+    result = replay(recording, release="v2")
+    doc = result.to_dict()
+    assert doc["verdict"] in ("hotfix", "rollback"), doc
+    assert LATENCY in {finding["signal"] for finding in doc["findings"]}, doc
+    assert doc["recording"] == recording.path
+    assert doc["baseline_release"] == "v1"
+    first_candidate_sample = recording.first_sample("v2")
+    assert doc["started_at"] == first_candidate_sample
+    assert first_candidate_sample < doc["first_alarm_at"] <= doc["decided_at"]
+
+
+def test_replay_of_an_unknown_release_names_the_releases(tmp_path: Path) -> None:
+    recording = load_recording(synthetic_recording(tmp_path, seed=1, latency_factor=1.0))
+    with pytest.raises(RecordingError, match=r"no release 'v3' \(releases: v1, v2\)"):
+        replay(recording, release="v3")
