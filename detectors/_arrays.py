@@ -6,7 +6,7 @@ input is one series; its results come back 0-d, as scipy.stats does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -29,9 +29,7 @@ def as_series(x: npt.ArrayLike, name: str) -> tuple[FloatArray, bool]:
     """
     arr = np.asarray(x, dtype=np.float64)
     if arr.ndim not in (1, 2):
-        raise ValueError(
-            f"{name} must be 1-D (one series) or 2-D (series x time), got {arr.ndim}-D"
-        )
+        raise ValueError(f"{name} must be 1-D (one series) or 2-D (series x time), got {arr.ndim}-D")
     single = arr.ndim == 1
     arr = arr.reshape(1, -1) if single else arr
     if not np.isfinite(arr).all():
@@ -55,33 +53,37 @@ def rows_per_chunk(elements_per_row: int) -> int:
     return max(1, CHUNK_ELEMENTS // max(1, elements_per_row))
 
 
+def row_chunks(n_series: int, elements_per_row: int) -> Iterator[slice]:
+    """Slices of rows that bound the memory of per-chunk temporaries."""
+    step = rows_per_chunk(elements_per_row)
+    for start in range(0, n_series, step):
+        yield slice(start, min(start + step, n_series))
+
+
 def sort_rows(x: FloatArray) -> tuple[FloatArray, IntArray]:
     """Sort each row (NaN last) and count its valid values."""
     return np.sort(x, axis=-1), np.count_nonzero(~np.isnan(x), axis=-1).astype(np.int64)
 
 
-def tie_bounds(sorted_rows: FloatArray) -> tuple[IntArray, IntArray]:
-    """First and last position of the tie group of each position of row-sorted data.
+def tie_groups(sorted_rows: FloatArray) -> tuple[IntArray, IntArray, IntArray]:
+    """Runs of equal values in row-sorted data: flat start position, size and row of each.
 
-    NaNs compare unequal, so each is a group of its own.
+    NaNs compare unequal, so each NaN is a run of its own (size 1).
     """
-    n_series, width = sorted_rows.shape
-    position = np.broadcast_to(np.arange(width, dtype=np.int64), (n_series, width))
-    starts = np.ones((n_series, width), dtype=bool)
+    n_rows, width = sorted_rows.shape
+    starts = np.ones(sorted_rows.shape, dtype=bool)
     starts[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
-    ends = np.ones((n_series, width), dtype=bool)
-    ends[:, :-1] = starts[:, 1:]
-    first = np.maximum.accumulate(np.where(starts, position, 0), axis=-1)
-    last = np.minimum.accumulate(np.where(ends, position, width)[:, ::-1], axis=-1)[:, ::-1]
-    return first, last
+    first = np.flatnonzero(starts)
+    size = np.diff(np.append(first, n_rows * width))
+    return first, size, first // max(width, 1)
 
 
 def take(sorted_rows: FloatArray, index: npt.ArrayLike) -> FloatArray:
     """Pick one element per row at `index` (S,); an index of -1 gives NaN."""
     idx = np.asarray(index, dtype=np.int64)
-    safe = np.clip(idx, 0, max(sorted_rows.shape[-1] - 1, 0))
     if sorted_rows.shape[-1] == 0:
         return np.full(idx.shape, np.nan)
+    safe = np.clip(idx, 0, sorted_rows.shape[-1] - 1)
     picked = np.take_along_axis(sorted_rows, safe[:, None], axis=-1)[:, 0]
     return np.where(idx >= 0, picked, np.nan)
 

@@ -20,8 +20,10 @@ from detectors._arrays import (
     IntArray,
     as_series,
     group_rows,
+    row_chunks,
     rows_per_chunk,
     sort_rows,
+    tie_groups,
     unbatch,
 )
 
@@ -108,10 +110,19 @@ def _validate(confidence: float, alternative: str) -> None:
         raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence!r}")
 
 
-def _u_statistic(
+def _u_statistic(base: FloatArray, cand: FloatArray) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """U of the candidate, the tie term sum(t^3 - t) and whether any value is tied, per row."""
+    n_series = base.shape[0]
+    u, tie_term, tied = np.zeros(n_series), np.zeros(n_series), np.zeros(n_series, dtype=bool)
+    for rows in row_chunks(n_series, base.shape[1] + cand.shape[1]):
+        u[rows], tie_term[rows], tied[rows] = _u_statistic_chunk(base[rows], cand[rows])
+    return u, tie_term, tied
+
+
+def _u_statistic_chunk(
     base: FloatArray, cand: FloatArray
 ) -> tuple[FloatArray, FloatArray, npt.NDArray[np.bool_]]:
-    """U of the candidate, the tie term sum(t^3 - t) and whether any value is tied, per row."""
+    """`_u_statistic` for a chunk of rows."""
     pooled = np.concatenate([cand, base], axis=1)
     # Stable: among equal values the candidate's come first, so a candidate value's
     # position counts the baseline values strictly below it (plus earlier candidates).
@@ -132,18 +143,13 @@ def _u_statistic(
 
 def _tie_counts(pooled: FloatArray, from_base: npt.NDArray[np.bool_]) -> tuple[FloatArray, FloatArray]:
     """Candidate-baseline pairs of equal values and sum(t^3 - t) over tie groups, per row."""
-    n_rows, width = pooled.shape
-    starts = np.ones(pooled.shape, dtype=bool)
-    starts[:, 1:] = pooled[:, 1:] != pooled[:, :-1]  # NaN != NaN: each NaN stands alone
-    first = np.flatnonzero(starts)
-    bounds = np.append(first, n_rows * width)
-    size = np.diff(bounds)
+    first, size, row = tie_groups(pooled)
     base_before = np.concatenate([[0], np.cumsum(from_base.ravel())])
-    n_base = base_before[bounds[1:]] - base_before[bounds[:-1]]
-    row = first // width
+    n_base = base_before[first + size] - base_before[first]
+    n_rows = pooled.shape[0]
     equal_pairs = np.bincount(row, weights=n_base * (size - n_base), minlength=n_rows)
     tie_term = np.bincount(row, weights=size**3 - size, minlength=n_rows)
-    return equal_pairs, tie_term
+    return np.asarray(equal_pairs, dtype=np.float64), np.asarray(tie_term, dtype=np.float64)
 
 
 def _u_sigma(n: IntArray, m: IntArray, tie_term: FloatArray) -> FloatArray:

@@ -18,9 +18,10 @@ from detectors._arrays import (
     IntArray,
     as_series,
     per_series,
+    row_chunks,
     sort_rows,
     take,
-    tie_bounds,
+    tie_groups,
     unbatch,
 )
 
@@ -62,9 +63,7 @@ def predict_linear(
     3730.0
     """
     t, v, single = _as_times_values(times, values)
-    when = per_series(at, v.shape[0], single, "at") + per_series(
-        horizon, v.shape[0], single, "horizon"
-    )
+    when = per_series(at, v.shape[0], single, "at") + per_series(horizon, v.shape[0], single, "horizon")
     slope, mean_t, mean_v = _least_squares(t, v)
     return unbatch(mean_v + slope * (when - mean_t), single)
 
@@ -83,7 +82,7 @@ def lower_envelope(
     """
     _validate_blocks(blocks)
     t, v, single = _as_times_values(times, values)
-    env_t, env_v = _envelope(t, v, blocks)
+    env_t, env_v, _ = _envelope(t, v, blocks)
     return unbatch(env_t, single), unbatch(env_v, single)
 
 
@@ -110,16 +109,13 @@ def trend(
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence!r}")
     t, v, single = _as_times_values(times, values)
-    env_t, env_v = _envelope(t, v, blocks)
-    last_time = np.nanmax(np.where(np.isnan(v), np.nan, t), axis=-1, initial=-np.inf)
+    env_t, env_v, last_time = _envelope(t, v, blocks)
     # Times relative to the last one keep the intercept well conditioned and make it the level.
     fit = _theil_sen(env_t - last_time[:, None], env_v, confidence)
     return LeakResult(**{name: unbatch(field, single) for name, field in fit.items()})
 
 
-def time_to_exhaustion(
-    level: npt.ArrayLike, slope: npt.ArrayLike, limit: npt.ArrayLike
-) -> FloatArray:
+def time_to_exhaustion(level: npt.ArrayLike, slope: npt.ArrayLike, limit: npt.ArrayLike) -> FloatArray:
     """Seconds until `level` growing at `slope` per second reaches `limit`.
 
     0 when already at or over the limit, inf when the slope is not positive, NaN when an
@@ -142,26 +138,36 @@ def _validate_blocks(blocks: int) -> None:
         raise ValueError(f"blocks must be an integer >= 2, got {blocks!r}")
 
 
-def _as_times_values(
-    times: npt.ArrayLike, values: npt.ArrayLike
-) -> tuple[FloatArray, FloatArray, bool]:
-    """(series, time) times and values with NaN in both wherever either is missing."""
+def _as_times_values(times: npt.ArrayLike, values: npt.ArrayLike) -> tuple[FloatArray, FloatArray, bool]:
+    """(series, time) times (shared 1-D times as a broadcast view) and values."""
     v, single = as_series(values, "values")
     t = np.asarray(times, dtype=np.float64)
     if t.ndim == 1 and t.shape[0] == v.shape[1]:
-        t = np.broadcast_to(t, v.shape)
-    elif t.shape != (np.shape(values)):
+        return np.broadcast_to(t, v.shape), v, single
+    if t.shape != np.shape(values):
         raise ValueError(
             f"times must be 1-D of length {v.shape[1]} or have the shape of values "
             f"{np.shape(values)}, got {t.shape}"
         )
-    t = t.reshape(v.shape)
+    return t.reshape(v.shape), v, single
+
+
+def _masked(t: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """A chunk's times and values with NaN in both wherever either is missing."""
     missing = ~np.isfinite(t) | np.isnan(v)
-    return np.where(missing, np.nan, t), np.where(missing, np.nan, v), single
+    return np.where(missing, np.nan, t), np.where(missing, np.nan, v)
 
 
 def _least_squares(t: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Per-row least-squares slope, mean time and mean value (NaN below two points)."""
+    """Per-row least-squares slope, mean time and mean value, a chunk of rows at a time."""
+    slope, mean_t, mean_v = (np.full(v.shape[0], np.nan) for _ in range(3))
+    for rows in row_chunks(v.shape[0], v.shape[1]):
+        slope[rows], mean_t[rows], mean_v[rows] = _least_squares_chunk(*_masked(t[rows], v[rows]))
+    return slope, mean_t, mean_v
+
+
+def _least_squares_chunk(t: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Least-squares slope, mean time and mean value (NaN below two points)."""
     valid = ~np.isnan(v)
     count = valid.sum(axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -189,13 +195,24 @@ def _sorted_by_time(t: FloatArray, v: FloatArray) -> tuple[FloatArray, FloatArra
     return np.take_along_axis(t, order, axis=-1), np.take_along_axis(v, order, axis=-1)
 
 
-def _envelope(t: FloatArray, v: FloatArray, blocks: int) -> tuple[FloatArray, FloatArray]:
-    """Block minima and their times for time-ordered segments, via one reduceat pass."""
+def _envelope(t: FloatArray, v: FloatArray, blocks: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Block minima, their times and each row's last valid time, a chunk of rows at a time."""
+    n_series = v.shape[0]
+    env_t, env_v = np.full((n_series, blocks), np.nan), np.full((n_series, blocks), np.nan)
+    last_time = np.full(n_series, np.nan)
+    for rows in row_chunks(n_series, v.shape[1]):
+        env_t[rows], env_v[rows], last_time[rows] = _envelope_chunk(*_masked(t[rows], v[rows]), blocks)
+    return env_t, env_v, last_time
+
+
+def _envelope_chunk(t: FloatArray, v: FloatArray, blocks: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Block minima and their times via one reduceat pass over time-ordered rows."""
     t, v = _sorted_by_time(t, v)
-    n_series, length = v.shape
+    n_series = v.shape[0]
     valid = ~np.isnan(v)
     start = np.nanmin(t, axis=-1, initial=np.inf)[:, None]
-    span = np.nanmax(t, axis=-1, initial=-np.inf)[:, None] - start
+    end = np.nanmax(t, axis=-1, initial=-np.inf)
+    span = end[:, None] - start
     with np.errstate(divide="ignore", invalid="ignore"):
         position = np.where(span > 0, (t - start) / span * blocks, 0.0)
     block = np.clip(np.nan_to_num(position, nan=0.0), 0, blocks - 1).astype(np.int64)
@@ -203,21 +220,34 @@ def _envelope(t: FloatArray, v: FloatArray, blocks: int) -> tuple[FloatArray, Fl
     block = np.maximum.accumulate(np.where(valid, block, 0), axis=-1)
     key = (np.arange(n_series)[:, None] * blocks + block).ravel()
     flat_v = np.where(valid, v, np.inf).ravel()
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if key.size else key
     env_v = np.full(n_series * blocks, np.inf)
     env_t = np.full(n_series * blocks, np.nan)
     if key.size:
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
         env_v[key[starts]] = np.minimum.reduceat(flat_v, starts)
         is_min = (flat_v == env_v[key]) & np.isfinite(flat_v)
         first = np.minimum.reduceat(np.where(is_min, np.arange(key.size), key.size), starts)
         found = first < key.size
         env_t[key[starts[found]]] = t.ravel()[first[found]]
-    env_v = np.where(np.isinf(env_v), np.nan, env_v)
+    env_v[np.isinf(env_v)] = np.nan
     shape = (n_series, blocks)
-    return env_t.reshape(shape), env_v.reshape(shape)
+    return env_t.reshape(shape), env_v.reshape(shape), np.where(np.isfinite(end), end, np.nan)
 
 
 def _theil_sen(x: FloatArray, y: FloatArray, confidence: float) -> dict[str, npt.NDArray[np.generic]]:
+    """Theil-Sen fit of each row (see `_theil_sen_chunk`), a chunk of rows at a time."""
+    n_series, width = x.shape
+    fit: dict[str, npt.NDArray[np.generic]] = {
+        name: np.full(n_series, np.nan) for name in ("slope", "lower", "upper", "level")
+    }
+    fit["n_points"] = np.zeros(n_series, dtype=np.int64)
+    for rows in row_chunks(n_series, width * width):
+        for name, part in _theil_sen_chunk(x[rows], y[rows], confidence).items():
+            fit[name][rows] = part
+    return fit
+
+
+def _theil_sen_chunk(x: FloatArray, y: FloatArray, confidence: float) -> dict[str, npt.NDArray[np.generic]]:
     """Theil-Sen slope, Sen's interval (as scipy.stats.theilslopes) and the joint intercept."""
     valid = ~np.isnan(x) & ~np.isnan(y)
     n_points = valid.sum(axis=-1).astype(np.int64)
@@ -263,8 +293,6 @@ def _sen_ranks(
 def _tie_sum(values: FloatArray) -> FloatArray:
     """Sum of k(k-1)(2k+5) over groups of k equal valid values, per row."""
     ordered, _ = sort_rows(values)
-    first, last = tie_bounds(ordered)
-    size = last - first + 1
-    # Each of a group's k positions adds (k-1)(2k+5); together k(k-1)(2k+5).
-    per_position = np.where(np.isnan(ordered), 0, (size - 1) * (2 * size + 5))
-    return per_position.sum(axis=-1).astype(np.float64)
+    _, size, row = tie_groups(ordered)  # a NaN is a group of one and adds nothing
+    total = np.bincount(row, weights=size * (size - 1) * (2 * size + 5), minlength=len(values))
+    return np.asarray(total, dtype=np.float64)

@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-from detectors._arrays import FloatArray, as_series, unbatch
+from detectors._arrays import FloatArray, as_series, row_chunks, unbatch
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,14 @@ def dispersion(events: npt.ArrayLike, trials: npt.ArrayLike) -> FloatArray:
     tr, single_trials = as_series(trials, "trials")
     if ev.shape != tr.shape or single != single_trials:
         raise ValueError(f"events and trials must have the same shape, got {ev.shape} and {tr.shape}")
+    factor = np.full(ev.shape[0], np.nan)
+    for rows in row_chunks(ev.shape[0], ev.shape[1]):
+        factor[rows] = _pearson_dispersion(ev[rows], tr[rows])
+    return unbatch(factor, single)
+
+
+def _pearson_dispersion(ev: FloatArray, tr: FloatArray) -> FloatArray:
+    """Pearson chi-square / (intervals - 1) per row, floored at 1 (NaN below two)."""
     valid = ~np.isnan(ev) & ~np.isnan(tr) & (tr > 0) & (ev >= 0)
     ev = np.where(valid, ev, 0.0)
     tr = np.where(valid, tr, 0.0)
@@ -109,7 +117,7 @@ def dispersion(events: npt.ArrayLike, trials: npt.ArrayLike) -> FloatArray:
         expected = tr * rate[:, None]
         terms = np.where(expected > 0, (ev - expected) ** 2 / expected, 0.0)
         factor = np.maximum(terms.sum(axis=-1) / (intervals - 1), 1.0)
-    return unbatch(np.where(intervals >= 2, factor, np.nan), single)
+    return np.where(intervals >= 2, factor, np.nan)
 
 
 def _validate(confidence: float) -> None:

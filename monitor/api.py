@@ -3,6 +3,13 @@
 Every answer is built from the latest `Snapshot`; no request reaches SQLite. The gate and
 rollback endpoints speak the webhook conventions of Flagger and Argo Rollouts: a 2xx answer
 means "go" (gate) or "roll back" (rollback), anything else means "not now".
+
+Each route says, per method, whether it changes state. Reading never needs a token: the
+gate and rollback questions accept GET and POST, since Flagger's webhooks are POSTs that
+carry no Authorization header. The one state-changing request, `POST /api/v1/releases`
+(register a deploy, like `monitor release start`), needs the bearer token the server was
+started with and is refused with 403 when there is none. It does not write to SQLite
+either: it queues a `Registration` in the `SnapshotBox` for the daemon thread.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import re
 import socket
 import socketserver
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,12 +30,15 @@ from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, generate_latest
 
+from monitor.clock import Clock, WallClock
 from monitor.errors import AmbiguousRelease, MonitorError, UnknownRelease
 from monitor.exporter import RequestCounter, build_registry
 from monitor.findings import PASS, ROLLBACK
-from monitor.snapshot import Snapshot, SnapshotBox
+from monitor.policy import CHANGE_CLASSES
+from monitor.snapshot import Registration, Snapshot, SnapshotBox
 
 MAX_BODY_BYTES = 1 << 20
+MAX_NAME_CHARS = 200  # service and version in a registration
 SOCKET_TIMEOUT_SECONDS = 5.0
 JSON_TYPE = "application/json"
 # Our names are all legacy-valid, so generate_latest's output is text format 0.0.4.
@@ -38,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 _CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
 _MAX_QUERY_FIELDS = 16
+_REGISTRATION_FIELDS = frozenset({"service", "version", "change"})
+_RETRY_SECONDS = "5"
 
 
 @dataclass(frozen=True)
@@ -58,11 +70,24 @@ class _Context:
     registry: CollectorRegistry
     requests: RequestCounter
     version: str
+    clock: Clock
     token: str | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class _Request:
+    """What an answer may use from the request: its query parameters and its body."""
+
+    query: Mapping[str, str]
+    body: bytes
+
+
 class BadRequest(MonitorError):
-    """The query string is missing a parameter or repeats one."""
+    """The query string or the body is malformed or incomplete."""
+
+
+class _DuplicateField(ValueError):
+    """A JSON object names the same field twice."""
 
 
 class MonitorServer:
@@ -113,12 +138,15 @@ def serve(
     port: int = 0,
     version: str,
     token: str | None = None,
+    clock: Clock | None = None,
 ) -> MonitorServer:
     """Serve `/metrics` and the JSON API for `box` from a background thread.
 
-    Port 0 picks a free port; read it back from `.port`. POST requests (the rollback
-    webhook) need `token` and an `Authorization: Bearer <token>` header; without a token
-    they are refused with 403.
+    Port 0 picks a free port; read it back from `.port`. Reading (every GET, and the POST
+    webhooks of `/api/v1/gate` and `/api/v1/rollback`) needs no token. Registering a
+    deploy with `POST /api/v1/releases` needs `token` and an `Authorization: Bearer
+    <token>` header; without a token it is refused with 403. Accepted registrations wait
+    in `box.take_registrations()`, stamped with `clock` (the wall clock by default).
 
     Example:
         >>> import requests
@@ -131,7 +159,7 @@ def serve(
         raise ValueError("token must be a non-empty string or None")
     requests = RequestCounter()
     registry = build_registry(box, version=version, requests=requests)
-    context = _Context(box, registry, requests, version, token)
+    context = _Context(box, registry, requests, version, clock or WallClock(), token)
     server_class = _HTTPServer6 if ":" in host else _HTTPServer
     try:
         httpd = server_class((host, port), context)
@@ -218,49 +246,56 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         route = _ROUTES.get(url.path)
         self.endpoint = route.endpoint if route else "other"
-        problem = self._consume_body()
-        if problem is not None:
-            return problem
+        # Read (or refuse) the body first, even for a request answered with an error, so
+        # the connection stays in step.
+        body = self._read_body()
+        if isinstance(body, Reply):
+            return body
         if route is None:
             return _error(404, "no such endpoint")
-        if self.command not in route.methods:
-            allow = ", ".join(sorted(route.methods))
+        action = route.actions.get(self.command)
+        if action is None:
+            allow = ", ".join(sorted(route.actions))
             return _error(405, f"use {allow}", headers=(("Allow", allow),))
-        if self.command == "POST":
+        if action.changes_state:
             problem = self._authorize()
             if problem is not None:
                 return problem
         try:
-            return route.answer(self.server.context, _parse_query(url.query))
+            return action.answer(self.server.context, _Request(_parse_query(url.query), body))
         except UnknownRelease as error:
             return _error(404, str(error))
         except (AmbiguousRelease, BadRequest) as error:
             return _error(400, str(error))
 
-    def _consume_body(self) -> Reply | None:
-        """Read and drop a small body; refuse a large or unmeasured one without reading it."""
+    def _read_body(self) -> bytes | Reply:
+        """The body, at most MAX_BODY_BYTES; a large or unmeasured one is refused unread."""
         lengths = set(self.headers.get_all("Content-Length") or [])
         if "Transfer-Encoding" in self.headers or (not lengths and self.command == "POST"):
             self.close_connection = True
             return _error(413, f"send a Content-Length of at most {MAX_BODY_BYTES} bytes")
         if not lengths:
-            return None
+            return b""
         length = lengths.pop().strip()
         if lengths or not _CONTENT_LENGTH.fullmatch(length):
             self.close_connection = True
             return _error(400, "bad Content-Length")
-        if int(length) > MAX_BODY_BYTES:
+        expected = int(length)
+        if expected > MAX_BODY_BYTES:
             self.close_connection = True
             return _error(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")
-        # No endpoint uses the body; reading it lets the connection close cleanly.
-        self.rfile.read(int(length))
-        return None
+        body = self.rfile.read(expected)
+        if len(body) < expected:
+            self.close_connection = True
+            return _error(400, "the body is shorter than its Content-Length")
+        return body
 
     def _authorize(self) -> Reply | None:
         """None when the request carries the bearer token, else the refusal to send."""
         token = self.server.context.token
         if token is None:
-            return _error(403, "POST is disabled: start the monitor with an API token")
+            return _error(403, "changing state over HTTP is disabled: start the monitor "
+                               "with an API token")
         scheme, _, credentials = (self.headers.get("Authorization") or "").partition(" ")
         given = credentials.strip().encode("latin-1", "replace")
         if scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode("utf-8")):
@@ -338,15 +373,15 @@ def find_document(snapshot: Snapshot, query: Mapping[str, str]) -> Mapping[str, 
     return document
 
 
-def _answer_metrics(context: _Context, query: Mapping[str, str]) -> Reply:
+def _answer_metrics(context: _Context, request: _Request) -> Reply:
     return Reply(200, generate_latest(context.registry), METRICS_TYPE)
 
 
-def _answer_verdict(context: _Context, query: Mapping[str, str]) -> Reply:
-    return _json(200, find_document(context.box.get(), query))
+def _answer_verdict(context: _Context, request: _Request) -> Reply:
+    return _json(200, find_document(context.box.get(), request.query))
 
 
-def _answer_releases(context: _Context, query: Mapping[str, str]) -> Reply:
+def _answer_releases(context: _Context, request: _Request) -> Reply:
     documents = sorted(context.box.get().verdicts.values(), key=_newest_first)
     return _json(200, {"releases": documents})
 
@@ -357,35 +392,125 @@ def _newest_first(document: Mapping[str, Any]) -> tuple[float, str, str]:
     return (-started, str(document.get("service")), str(document.get("release")))
 
 
-def _answer_gate(context: _Context, query: Mapping[str, str]) -> Reply:
-    document = find_document(context.box.get(), query)
+def _answer_gate(context: _Context, request: _Request) -> Reply:
+    document = find_document(context.box.get(), request.query)
     return _json(200 if document.get("verdict") == PASS else 412, document)
 
 
-def _answer_rollback(context: _Context, query: Mapping[str, str]) -> Reply:
-    document = find_document(context.box.get(), query)
+def _answer_rollback(context: _Context, request: _Request) -> Reply:
+    document = find_document(context.box.get(), request.query)
     return _json(200 if document.get("verdict") == ROLLBACK else 412, document)
 
 
-def _answer_health(context: _Context, query: Mapping[str, str]) -> Reply:
+def _answer_health(context: _Context, request: _Request) -> Reply:
     snapshot = context.box.get()
     return _json(200, {"status": "ok", "last_evaluation": snapshot.last_evaluation,
                        "version": context.version})
 
 
+def _answer_register(context: _Context, request: _Request) -> Reply:
+    registration = parse_registration(request.body, context.box.get().services,
+                                      received_at=context.clock.now())
+    if not context.box.register(registration):
+        return _error(503, "too many registrations are waiting; retry shortly",
+                      headers=(("Retry-After", _RETRY_SECONDS),))
+    logger.info("deploy of %s %s (%s change) registered over HTTP", registration.service,
+                registration.version, registration.change_class)
+    return _json(202, {"accepted": True, "service": registration.service,
+                       "version": registration.version, "change": registration.change_class})
+
+
+def parse_registration(body: bytes, services: Collection[str], *,
+                       received_at: float) -> Registration:
+    """The deploy a registration body announces; BadRequest with a one-line reason otherwise.
+
+    The body is a JSON object with `service` (one of `services`), `version` and optionally
+    `change` ("minor", the default, or "major"); no other fields.
+
+    Example:
+        >>> parse_registration(b'{"service": "checkout", "version": "v2.3"}', ["checkout"],
+        ...                    received_at=0.0)
+        Registration(service='checkout', version='v2.3', change_class='minor', received_at=0.0)
+    """
+    fields = _json_object(body)
+    if not fields.keys() <= _REGISTRATION_FIELDS:
+        raise BadRequest("the body may only have the fields service, version and change")
+    service = _name_field(fields, "service")
+    version = _name_field(fields, "version")
+    change = fields.get("change", "minor")
+    if not isinstance(change, str) or change not in CHANGE_CLASSES:
+        raise BadRequest(f"change must be one of {', '.join(CHANGE_CLASSES)}")
+    if service not in services:
+        raise BadRequest(f"service {service!r} is not configured in this monitor")
+    return Registration(service, version, change, received_at)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body as one JSON object in UTF-8, with each field named once."""
+    try:
+        value = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_fields)
+    except UnicodeDecodeError:
+        raise BadRequest("the body must be UTF-8") from None
+    except _DuplicateField:
+        raise BadRequest("the body names a field twice") from None
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the parser goes
+        raise BadRequest("the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadRequest("the body must be a JSON object")
+    return value
+
+
+def _unique_fields(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    fields = dict(pairs)
+    if len(fields) != len(pairs):
+        raise _DuplicateField
+    return fields
+
+
+def _name_field(fields: Mapping[str, Any], name: str) -> str:
+    """A required short, printable string such as a service name or a version."""
+    value = fields.get(name)
+    if value is None:
+        raise BadRequest(f"{name} is required")
+    if not isinstance(value, str):
+        raise BadRequest(f"{name} must be a string")
+    if not 0 < len(value) <= MAX_NAME_CHARS:
+        raise BadRequest(f"{name} must have 1 to {MAX_NAME_CHARS} characters")
+    # Printable only: these names reach logs, metrics labels and terminals.
+    if not value.isprintable() or value != value.strip():
+        raise BadRequest(f"{name} must be printable, without leading or trailing spaces")
+    return value
+
+
+Answer = Callable[[_Context, _Request], Reply]
+
+
+@dataclass(frozen=True)
+class _Action:
+    answer: Answer
+    changes_state: bool = False  # True: needs the bearer token; refused when none is set
+
+
 @dataclass(frozen=True)
 class _Route:
     endpoint: str  # one of exporter.ENDPOINTS: the request counter's label
-    methods: frozenset[str]
-    answer: Callable[[_Context, Mapping[str, str]], Reply]
+    actions: Mapping[str, _Action]  # by HTTP method
 
 
-_GET = frozenset({"GET"})
+def _reads(answer: Answer, *methods: str) -> dict[str, _Action]:
+    """The same read-only answer for each method (GET unless told)."""
+    return {method: _Action(answer) for method in methods or ("GET",)}
+
+
 _ROUTES = {
-    "/metrics": _Route("metrics", _GET, _answer_metrics),
-    "/api/v1/verdict": _Route("verdict", _GET, _answer_verdict),
-    "/api/v1/releases": _Route("releases", _GET, _answer_releases),
-    "/api/v1/gate": _Route("gate", _GET, _answer_gate),
-    "/api/v1/rollback": _Route("rollback", frozenset({"GET", "POST"}), _answer_rollback),
-    "/healthz": _Route("health", _GET, _answer_health),
+    "/metrics": _Route("metrics", _reads(_answer_metrics)),
+    "/api/v1/verdict": _Route("verdict", _reads(_answer_verdict)),
+    "/api/v1/releases": _Route("releases", {
+        "GET": _Action(_answer_releases),
+        "POST": _Action(_answer_register, changes_state=True),
+    }),
+    # Webhook questions: Flagger POSTs them without an Authorization header.
+    "/api/v1/gate": _Route("gate", _reads(_answer_gate, "GET", "POST")),
+    "/api/v1/rollback": _Route("rollback", _reads(_answer_rollback, "GET", "POST")),
+    "/healthz": _Route("health", _reads(_answer_health)),
 }

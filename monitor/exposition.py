@@ -30,7 +30,7 @@ _VALUE = (
     r"|[nN][aA][nN]"
 )
 _SAMPLE_LINE = re.compile(
-    rf"[ \t]*({_METRIC_NAME})(?:[ \t]*\{{({_LABELS_INNER})\}})?"
+    rf"({_METRIC_NAME})(?:[ \t]*\{{({_LABELS_INNER})\}})?"
     rf"[ \t]+({_VALUE})(?:[ \t]+([0-9]+))?[ \t]*"
 )
 _PAIRS = re.compile(rf'({_LABEL_NAME})[ \t]*=[ \t]*"((?:[^"\\]|\\.)*)"')
@@ -92,6 +92,7 @@ def parse(text: str) -> ParsedScrape:
     types: dict[str, str] = {}
     sample_names: set[str] = set()
     match_sample = _SAMPLE_LINE.fullmatch
+    # The hot path, kept inline: one regex validates a whole sample line.
     for line_number, line in enumerate(text.split("\n"), 1):
         if not line:
             continue

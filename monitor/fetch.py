@@ -53,9 +53,12 @@ def fetch(
     try:
         response = _open(http_session, url, _request_headers(headers), attempt)
         try:
-            return _read_body(response, max_bytes, attempt)
-        finally:
-            response.close()
+            body = _read_body(response, max_bytes, attempt)
+        except BaseException:
+            response.close()  # discards the connection: it may hold unread or cut data
+            raise
+        response.raw.release_conn()  # read to its end: fit for the session's next scrape
+        return body
     finally:
         if session is None:
             http_session.close()

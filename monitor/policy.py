@@ -39,6 +39,8 @@ class SignalRule:
     quantile: float = 0.95
     aggregate: str = "sum"
     query: str = ""
+    numerator_query: str = ""
+    denominator_query: str = ""
     bad: str = "both"
     ignore_below: float = 0.05
     tolerance: float = 0.25
@@ -51,6 +53,26 @@ class SignalRule:
     leak: bool = False
     limit: float | None = None
     limit_metric: str = ""
+
+
+@dataclass(frozen=True)
+class PromSource:
+    """A Prometheus-compatible query API (Prometheus, Thanos, Mimir, VictoriaMetrics).
+
+    Credentials are never written in the policy: they are read from the environment or a
+    file named here.
+    """
+
+    url: str
+    tenant: str = ""
+    bearer_token_env: str = ""
+    bearer_token_file: str = ""
+    basic_user: str = ""
+    basic_password_env: str = ""
+    basic_password_file: str = ""
+    timeout: float = 30.0
+    step: float = 15.0
+    retries: int = 3
 
 
 @dataclass(frozen=True)
@@ -111,6 +133,7 @@ class ServicePolicy:
     verify: tuple[VerifyCommand, ...] = ()
     signals: tuple[SignalRule, ...] = ()
     hooks: tuple[Hook, ...] = ()
+    prometheus: PromSource | None = None
 
     def period(self, change_class: str) -> float:
         return self.periods[change_class]
@@ -302,9 +325,36 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
         verify=tuple(_verify(reader.child(k, t)) for k, t in reader.tables("verify")),
         signals=signals,
         hooks=tuple(_hook(reader.child(k, t)) for k, t in reader.tables("hooks")),
+        prometheus=_prometheus(reader),
     )
     reader.done()
     return policy
+
+
+def _prometheus(parent: _Reader) -> PromSource | None:
+    table = parent.get("prometheus", dict, None)
+    if table is None:
+        return None
+    reader = parent.child("prometheus", table)
+    retries = reader.get("retries", int, 3)
+    if retries < 0:
+        raise reader.fail("retries", f"must be at least 0, got {retries}")
+    source = PromSource(
+        url=_url(reader, "url"),
+        tenant=reader.get("tenant", str, ""),
+        bearer_token_env=reader.get("bearer_token_env", str, ""),
+        bearer_token_file=reader.get("bearer_token_file", str, ""),
+        basic_user=reader.get("basic_user", str, ""),
+        basic_password_env=reader.get("basic_password_env", str, ""),
+        basic_password_file=reader.get("basic_password_file", str, ""),
+        timeout=reader.duration("timeout", 30.0),
+        step=reader.duration("step", 15.0),
+        retries=retries,
+    )
+    if source.bearer_token_env and source.bearer_token_file:
+        raise reader.fail("bearer_token_file", "use bearer_token_env or bearer_token_file, not both")
+    reader.done()
+    return source
 
 
 def _signal_table(reader: _Reader, signal: str, body: Any) -> Mapping[str, Any]:
@@ -323,7 +373,11 @@ def _selector(reader: _Reader, key: str, required: bool) -> str:
 def _signal(reader: _Reader, name: str) -> SignalRule:
     kind = reader.choice("kind", SIGNAL_KINDS, "gauge")
     query = reader.get("query", str, "")
-    needs_metric = not query
+    numerator_query = reader.get("numerator_query", str, "")
+    denominator_query = reader.get("denominator_query", str, "")
+    if bool(numerator_query) != bool(denominator_query):
+        raise reader.fail("denominator_query", "numerator_query and denominator_query go together")
+    needs_metric = not (query or numerator_query)
     rule = SignalRule(
         name=name,
         kind=kind,
@@ -333,6 +387,8 @@ def _signal(reader: _Reader, name: str) -> SignalRule:
         quantile=_fraction(reader, "quantile", 0.95),
         aggregate=reader.choice("aggregate", AGGREGATIONS, "sum" if kind != "gauge" else "mean"),
         query=query,
+        numerator_query=numerator_query,
+        denominator_query=denominator_query,
         bad=reader.choice("bad", DIRECTIONS, default_direction(name)),
         ignore_below=reader.number("ignore_below", 0.05),
         tolerance=reader.number("tolerance", 0.25),
@@ -402,6 +458,8 @@ def _verify(reader: _Reader) -> VerifyCommand:
 
 def _hook(reader: _Reader) -> Hook:
     on = reader.get("on", list, ["rollback"])
+    if not on:
+        raise reader.fail("on", "a hook listens for at least one verdict")
     for verdict in on:
         if verdict not in VERDICTS_FOR_HOOKS:
             raise reader.fail("on", f"verdicts are {', '.join(VERDICTS_FOR_HOOKS)}, got {verdict!r}")

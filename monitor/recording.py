@@ -70,7 +70,7 @@ def load_recording(path: str | Path) -> Recording:
     """Read a recording; any bad line is one RecordingError naming the file and line."""
     name = str(path)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
             rows = list(_rows(name, csv.reader(handle)))
     except OSError as exc:
         raise RecordingError(f"{name}: cannot read: {exc.strerror or exc}") from None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from monitor.findings import HOTFIX, INCONCLUSIVE, PASS, PENDING, ROLLBACK
 from monitor.clock import Clock
+from monitor.findings import HOTFIX, INCONCLUSIVE, PASS, PENDING, ROLLBACK
 from monitor.store import Release, Store
 
 EXIT_PASS = 0

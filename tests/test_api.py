@@ -1,4 +1,4 @@
-"""The HTTP server on 127.0.0.1, port 0: routes, status codes, limits and the token."""
+"""The HTTP server on 127.0.0.1, port 0: routes, status codes, limits, the token, registrations."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.api import MAX_BODY_BYTES, MonitorServer, serve
+from monitor.clock import SimClock
 from monitor.errors import MonitorError
-from monitor.snapshot import Snapshot, SnapshotBox
+from monitor.snapshot import MAX_PENDING_REGISTRATIONS, Registration, Snapshot, SnapshotBox
 
 TOKEN = "s3cret-t0ken-value"
+AUTHORIZED = {"Authorization": f"Bearer {TOKEN}"}
+CLOCK_START = 1_767_225_600.0
 
 
 def document(service: str, release: str, verdict: str, started_at: float) -> dict[str, Any]:
@@ -41,7 +44,8 @@ DOCS = [
 
 def make_box() -> SnapshotBox:
     verdicts = {(d["service"], d["release"]): d for d in DOCS}
-    return SnapshotBox(Snapshot(verdicts=verdicts, last_evaluation=4_500.0, evaluations_total=9))
+    return SnapshotBox(Snapshot(verdicts=verdicts, last_evaluation=4_500.0, evaluations_total=9,
+                                services=("checkout", "search", "billing")))
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +56,23 @@ def server() -> Iterator[MonitorServer]:
 
 
 @pytest.fixture(scope="module")
-def token_server() -> Iterator[MonitorServer]:
-    running = serve(make_box(), version="9.9.9", token=TOKEN)
+def token_box() -> SnapshotBox:
+    return make_box()
+
+
+@pytest.fixture(scope="module")
+def token_server(token_box: SnapshotBox) -> Iterator[MonitorServer]:
+    running = serve(token_box, version="9.9.9", token=TOKEN, clock=SimClock(CLOCK_START))
     yield running
     running.shutdown()
+
+
+@pytest.fixture()
+def box(token_box: SnapshotBox) -> Iterator[SnapshotBox]:
+    """The token server's box, with no registration left over from an earlier test."""
+    token_box.take_registrations()
+    yield token_box
+    token_box.take_registrations()
 
 
 def call(server: MonitorServer, method: str, path: str, body: bytes | None = None,
@@ -174,46 +191,161 @@ def test_unknown_path_and_method(server: MonitorServer) -> None:
     assert (status, body) == (405, b"")
 
 
-def test_post_is_refused_without_a_configured_token(server: MonitorServer) -> None:
-    status, answer = call_json(server, "POST", "/api/v1/rollback?release=v2.2", body=b"{}",
-                               headers={"Authorization": f"Bearer {TOKEN}"})
+@pytest.mark.parametrize(
+    ("release", "gate", "rollback"), [("v2.2", 200, 412), ("v2.3", 412, 200)],
+)
+def test_webhook_posts_need_no_token(server: MonitorServer, release: str, gate: int,
+                                     rollback: int) -> None:
+    # Flagger's webhooks: a POST with a JSON payload and no Authorization header.
+    payload = json.dumps({"name": "checkout", "namespace": "prod", "phase": "Progressing"})
+    query = f"?service=checkout&release={release}"
+    for path, expected in (("/api/v1/gate", gate), ("/api/v1/rollback", rollback)):
+        status, answer = call_json(server, "POST", path + query, body=payload.encode(),
+                                   headers={"Content-Type": "application/json"})
+        assert (status, answer["release"]) == (expected, release), path
+
+
+def test_webhook_posts_ignore_a_token(token_server: MonitorServer) -> None:
+    path = "/api/v1/rollback?service=checkout&release="
+    for headers in ({}, AUTHORIZED, {"Authorization": "Bearer wrong"}):
+        assert call(token_server, "POST", path + "v2.3", body=b"", headers=headers)[0] == 200
+        assert call(token_server, "POST", path + "v2.2", body=b"", headers=headers)[0] == 412
+
+
+def register(server: MonitorServer, payload: Any, headers: dict[str, str] | None = None,
+             ) -> tuple[int, Any]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return call_json(server, "POST", "/api/v1/releases", body=body,
+                     headers=AUTHORIZED if headers is None else headers)
+
+
+def test_registration_is_refused_without_a_configured_token(server: MonitorServer) -> None:
+    status, answer = register(server, {"service": "checkout", "version": "v3"})
     assert status == 403 and "token" in answer["error"]
+    assert call_json(server, "GET", "/api/v1/releases")[0] == 200
 
 
 @pytest.mark.parametrize(
     ("authorization", "status"),
     [(None, 401), ("Bearer wrong", 401), (f"Basic {TOKEN}", 401), (f"Bearer {TOKEN}x", 401),
-     (f"Bearer {TOKEN}", 200), (f"bearer {TOKEN}", 200)],
+     (f"Bearer {TOKEN[:-1]}", 401), ("Bearer", 401), (f"Bearer {TOKEN}", 202),
+     (f"bearer {TOKEN}", 202)],
 )
-def test_post_rollback_needs_the_token(token_server: MonitorServer,
-                                       authorization: str | None, status: int) -> None:
-    headers = {"Content-Type": "application/json"}
-    if authorization:
-        headers["Authorization"] = authorization
-    payload = json.dumps({"name": "checkout", "phase": "Progressing"}).encode()
-    got, reply_headers, body = call(token_server, "POST",
-                                     "/api/v1/rollback?service=checkout&release=v2.3",
-                                     body=payload, headers=headers)
+def test_registration_needs_the_token(token_server: MonitorServer, box: SnapshotBox,
+                                      authorization: str | None, status: int) -> None:
+    headers = {"Authorization": authorization} if authorization else {}
+    payload = json.dumps({"service": "checkout", "version": "v3"}).encode()
+    got, reply_headers, body = call(token_server, "POST", "/api/v1/releases", body=payload,
+                                     headers=headers)
     assert got == status
     if status == 401:
         assert reply_headers["WWW-Authenticate"].startswith("Bearer")
     assert TOKEN not in body.decode() + str(reply_headers)
+    assert len(box.take_registrations()) == (1 if status == 202 else 0)
 
 
-def test_post_rollback_with_token_follows_the_verdict(token_server: MonitorServer) -> None:
-    headers = {"Authorization": f"Bearer {TOKEN}"}
-    path = "/api/v1/rollback?service=checkout&release="
-    assert call(token_server, "POST", path + "v2.3", body=b"", headers=headers)[0] == 200
-    assert call(token_server, "POST", path + "v2.2", body=b"", headers=headers)[0] == 412
+def test_registration_is_queued_for_the_daemon(token_server: MonitorServer,
+                                               box: SnapshotBox) -> None:
+    assert register(token_server, {"service": "checkout", "version": "v3"}) == (
+        202, {"accepted": True, "service": "checkout", "version": "v3", "change": "minor"})
+    assert register(token_server, {"service": "search", "version": "9.0 (rc 1)",
+                                   "change": "major"})[0] == 202
+    assert box.take_registrations() == [
+        Registration("checkout", "v3", "minor", CLOCK_START),
+        Registration("search", "9.0 (rc 1)", "major", CLOCK_START),
+    ]
+    assert box.take_registrations() == []
+    # Queued, not applied: the published verdicts are unchanged until the daemon acts.
+    status, answer = call_json(token_server, "GET", "/api/v1/releases")
+    assert status == 200 and len(answer["releases"]) == len(DOCS)
 
 
-def test_token_never_logged(token_server: MonitorServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_registration_longest_names_are_accepted(token_server: MonitorServer,
+                                                 box: SnapshotBox) -> None:
+    version = "v" * 200
+    assert register(token_server, {"service": "billing", "version": version})[0] == 202
+    assert box.take_registrations()[0].version == version
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "JSON"),
+        (b"{", "JSON"),
+        (b"\xff\xfe{}", "UTF-8"),
+        (b"[1, " * 100_000, "JSON"),  # nested past the parser's recursion limit
+        (b'"checkout"', "object"),
+        (b"[]", "object"),
+        (b"null", "object"),
+        (b'{"service": "checkout", "service": "search", "version": "v3"}', "twice"),
+        (b'{"service": "checkout", "version": "v3", "chnage": "major"}', "only"),
+        (b'{"version": "v3"}', "service is required"),
+        (b'{"service": "checkout"}', "version is required"),
+        (b'{"service": "checkout", "version": 3}', "version must be a string"),
+        (b'{"service": ["checkout"], "version": "v3"}', "service must be a string"),
+        (b'{"service": "checkout", "version": ""}', "1 to 200"),
+        (('{"service": "checkout", "version": "' + "v" * 201 + '"}').encode(), "1 to 200"),
+        (b'{"service": "checkout", "version": "v3\\n"}', "printable"),
+        (b'{"service": "checkout", "version": "v3\\u0000"}', "printable"),
+        (b'{"service": "checkout", "version": "\\ud800"}', "printable"),
+        (b'{"service": "checkout", "version": " v3"}', "printable"),
+        (b'{"service": "checkout", "version": "v3", "change": "huge"}', "minor, major"),
+        (b'{"service": "checkout", "version": "v3", "change": null}', "minor, major"),
+        (b'{"service": "payments", "version": "v3"}', "not configured"),
+    ],
+)
+def test_registration_bad_body_is_400(token_server: MonitorServer, box: SnapshotBox,
+                                      body: bytes, reason: str) -> None:
+    status, headers, raw = call(token_server, "POST", "/api/v1/releases", body=body,
+                                headers=AUTHORIZED)
+    answer = json.loads(raw)
+    assert (status, set(answer)) == (400, {"error"})
+    assert reason in answer["error"]
+    assert b"\n" not in raw and len(raw) < 300  # one short line, whatever was sent
+    assert box.take_registrations() == []
+
+
+def test_registration_queue_full_is_503(token_server: MonitorServer, box: SnapshotBox) -> None:
+    for number in range(MAX_PENDING_REGISTRATIONS):
+        assert box.register(Registration("search", f"v{number}", "minor", 0.0))
+    assert not box.register(Registration("search", "one-too-many", "minor", 0.0))
+    status, headers, body = call(token_server, "POST", "/api/v1/releases", headers=AUTHORIZED,
+                                 body=b'{"service": "checkout", "version": "v4"}')
+    assert (status, headers["Retry-After"]) == (503, "5")
+    assert "error" in json.loads(body)
+    taken = box.take_registrations()
+    assert [r.version for r in taken] == [f"v{n}" for n in range(MAX_PENDING_REGISTRATIONS)]
+    assert register(token_server, {"service": "checkout", "version": "v4"})[0] == 202
+
+
+def test_registration_body_at_the_limit(token_server: MonitorServer, box: SnapshotBox) -> None:
+    payload = b'{"service": "checkout", "version": "v5"}'
+    padded = payload + b" " * (MAX_BODY_BYTES - len(payload))
+    assert register(token_server, padded)[0] == 202
+    assert box.take_registrations()[0].version == "v5"
+
+
+def test_registration_body_shorter_than_announced_is_400(token_server: MonitorServer,
+                                                         box: SnapshotBox) -> None:
+    head = (f"POST /api/v1/releases HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Length: 100\r\n\r\n").encode()
+    with socket.create_connection((token_server.host, token_server.port), timeout=2) as sock:
+        sock.sendall(head + b'{"service": "checkout", "version": "v6"}')
+        sock.shutdown(socket.SHUT_WR)
+        answer = b"".join(iter(lambda: sock.recv(65536), b""))
+    assert answer.startswith(b"HTTP/1.0 400 ") and b"shorter" in answer
+    assert box.take_registrations() == []
+
+
+def test_token_never_logged(token_server: MonitorServer, box: SnapshotBox,
+                            caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.DEBUG, logger="monitor.api"):
         for authorization in (f"Bearer {TOKEN}", f"Bearer {TOKEN[:-1]}"):
-            call(token_server, "POST", "/api/v1/rollback?release=v8", body=b"{}",
-                 headers={"Authorization": authorization})
+            call(token_server, "POST", "/api/v1/releases", headers={"Authorization": authorization},
+                 body=b'{"service": "checkout", "version": "v7"}')
     assert caplog.records  # the requests were logged, at debug level
     assert TOKEN not in caplog.text and TOKEN[:-1] not in caplog.text
+    assert len(box.take_registrations()) == 1
 
 
 def test_large_body_answers_413_without_being_read(token_server: MonitorServer) -> None:
@@ -226,6 +358,10 @@ def test_large_body_answers_413_without_being_read(token_server: MonitorServer) 
     assert head.startswith(b"HTTP/1.0 413 ")
     assert b"Content-Type: application/json" in head
     assert str(MAX_BODY_BYTES).encode() in body
+    register_head = raw_exchange(token_server, (
+        f"POST /api/v1/releases HTTP/1.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Length: {MAX_BODY_BYTES + 1}\r\n\r\n").encode())
+    assert register_head.startswith(b"HTTP/1.0 413 ")
     get = raw_exchange(token_server, f"GET /metrics HTTP/1.1\r\nContent-Length: {two_mib}\r\n"
                                      "\r\n".encode())
     assert get.startswith(b"HTTP/1.0 413 ")
@@ -241,9 +377,9 @@ def test_post_without_length_answers_413(token_server: MonitorServer) -> None:
     assert chunked.startswith(b"HTTP/1.0 413 ")
 
 
-def test_body_at_the_limit_is_accepted(token_server: MonitorServer) -> None:
-    status, _, _ = call(token_server, "POST", "/api/v1/rollback?service=checkout&release=v2.3",
-                        body=b"x" * MAX_BODY_BYTES, headers={"Authorization": f"Bearer {TOKEN}"})
+def test_body_at_the_limit_is_accepted(server: MonitorServer) -> None:
+    status, _, _ = call(server, "POST", "/api/v1/rollback?service=checkout&release=v2.3",
+                        body=b"x" * MAX_BODY_BYTES)
     assert status == 200
 
 
@@ -264,7 +400,8 @@ def test_malformed_request_line_answers_json(server: MonitorServer) -> None:
 def random_request(rng: np.random.Generator) -> tuple[str, str, bytes | None]:
     methods = ["GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "TRACE", "PURGE",
                "X" + "".join(rng.choice(list("ABCDEFGHIJ"), size=4))]
-    prefixes = ["/", "/metrics", "/api/v1/", "/api/v1/verdict", "/api/v1/gate", "/healthz/"]
+    prefixes = ["/", "/metrics", "/api/v1/", "/api/v1/verdict", "/api/v1/gate", "/healthz/",
+                "/api/v1/releases", "/api/v1/rollback"]
     alphabet = list("abcdefghijklmnopqrstuvwxyz0123456789-._~%/=&?")
     tail = "".join(rng.choice(alphabet, size=int(rng.integers(0, 40))))
     method = str(rng.choice(methods))
@@ -272,13 +409,14 @@ def random_request(rng: np.random.Generator) -> tuple[str, str, bytes | None]:
     return method, str(rng.choice(prefixes)) + tail, body if method == "POST" else None
 
 
-def test_random_requests_add_no_series(token_server: MonitorServer) -> None:
+def test_random_requests_add_no_series(token_server: MonitorServer, box: SnapshotBox) -> None:
     before = series(token_server)
     rng = np.random.default_rng(20240611)
     statuses = []
     for _ in range(1000):
         method, path, body = random_request(rng)
-        statuses.append(call(token_server, method, path, body=body)[0])
+        headers = AUTHORIZED if rng.random() < 0.5 else {}
+        statuses.append(call(token_server, method, path, body=body, headers=headers)[0])
     after = series(token_server)
     assert set(after) == set(before)
     counted = sum(v for (name, _), v in after.items()
@@ -288,6 +426,7 @@ def test_random_requests_add_no_series(token_server: MonitorServer) -> None:
     assert counted - previous == 1000 + 1  # the random requests and the first /metrics
     assert all(400 <= s < 500 or s == 200 for s in statuses)
     assert 404 in statuses and 405 in statuses
+    assert box.take_registrations() == []  # random bytes never pass as a registration
 
 
 def test_internal_error_answers_500_without_detail() -> None:

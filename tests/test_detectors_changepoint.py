@@ -17,8 +17,7 @@ FIELDS = ("detected", "alarm_index", "change_index", "shift", "statistic")
 def reference(x, mean, scale, threshold=5.0, drift=0.5, direction="increase"):
     """The textbook recursion, one step at a time, for one series."""
     if not (np.isfinite(mean) and np.isfinite(scale) and scale > 0) or np.isnan(x).all():
-        return dict(detected=False, alarm_index=-1, change_index=-1, shift=np.nan,
-                    statistic=np.nan)
+        return dict(detected=False, alarm_index=-1, change_index=-1, shift=np.nan, statistic=np.nan)
     sides = {"increase": ["up"], "decrease": ["down"], "both": ["up", "down"]}[direction]
     level = {"up": 0.0, "down": 0.0}
     last_zero = {"up": -1, "down": -1}
@@ -39,8 +38,7 @@ def reference(x, mean, scale, threshold=5.0, drift=0.5, direction="increase"):
             if level[s] == 0.0:
                 last_zero[s] = t
     shift = np.nanmean(x[change:]) - mean if alarm >= 0 else np.nan
-    return dict(detected=alarm >= 0, alarm_index=alarm, change_index=change, shift=shift,
-                statistic=peak)
+    return dict(detected=alarm >= 0, alarm_index=alarm, change_index=change, shift=shift, statistic=peak)
 
 
 def step_signals(n_series, length, change_at, delta, noise_std, seed):
@@ -56,8 +54,9 @@ def assert_rows_match(values, mean, scale, **kwargs):
     for row in range(values.shape[0]):
         expected = reference(values[row], mean[row], scale[row], **kwargs)
         for field in FIELDS:
-            np.testing.assert_allclose(getattr(result, field)[row], expected[field],
-                                       rtol=1e-10, err_msg=f"row {row} field {field}")
+            np.testing.assert_allclose(
+                getattr(result, field)[row], expected[field], rtol=1e-10, err_msg=f"row {row} field {field}"
+            )
 
 
 def ragged(values, seed):
@@ -81,8 +80,7 @@ def test_rows_equal_the_reference_loop(direction):
     scale[9] = 0.0  # no usable scale: its own row gets NaN
     mean[10] = np.nan
     assert_rows_match(values, mean, scale, direction=direction)
-    assert_rows_match(values * 3 + 7, mean * 3 + 7, scale * 3, direction=direction,
-                      threshold=3.0, drift=0.25)
+    assert_rows_match(values * 3 + 7, mean * 3 + 7, scale * 3, direction=direction, threshold=3.0, drift=0.25)
 
 
 def test_chunking_does_not_change_results(monkeypatch):
@@ -112,8 +110,14 @@ def test_ruptures_pw_constant_breaks_are_located():
     for seed in range(30):
         clean, bkps = ruptures.pw_constant(400, 1, 1, noise_std=None, delta=(3, 6), seed=seed)
         noisy = clean[:, 0] + rng.normal(0.0, 1.0, 400)
-        result = cusum(noisy, reference_mean=clean[0, 0], reference_scale=1.0,
-                       threshold=10.0, drift=1.0, direction="both")
+        result = cusum(
+            noisy,
+            reference_mean=clean[0, 0],
+            reference_scale=1.0,
+            threshold=10.0,
+            drift=1.0,
+            direction="both",
+        )
         if bkps[0] < 395:
             assert result.detected
             errors.append(int(result.change_index) - bkps[0])
@@ -145,8 +149,7 @@ def test_false_alarm_run_length_matches_siegmund():
 def test_one_series_gives_scalars():
     result = cusum([0, 0, 0, 3, 3, 3, 3], reference_mean=0, reference_scale=1)
     assert np.ndim(result.alarm_index) == 0
-    assert (bool(result.detected), int(result.alarm_index), int(result.change_index)) == (
-        True, 5, 3)
+    assert (bool(result.detected), int(result.alarm_index), int(result.change_index)) == (True, 5, 3)
     assert result.statistic == pytest.approx(10.0)
 
 
@@ -159,8 +162,7 @@ def test_missing_steps_leave_the_sum_unchanged():
 
 @pytest.mark.parametrize(
     ("kwargs", "word"),
-    [({"direction": "up"}, "direction"), ({"threshold": 0.0}, "threshold"),
-     ({"drift": -1.0}, "drift")],
+    [({"direction": "up"}, "direction"), ({"threshold": 0.0}, "threshold"), ({"drift": -1.0}, "drift")],
 )
 def test_invalid_parameters_raise(kwargs, word):
     with pytest.raises(ValueError, match=word):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -19,7 +19,7 @@ from detectors.compare import _u_null_distribution
 ALTERNATIVES = ["two-sided", "greater", "less"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def u_counts(n: int, m: int) -> tuple[int, ...]:
     """Exact counts of arrangements with U = k: the Gaussian binomial [n+m choose n]."""
     size = n * m
@@ -51,13 +51,19 @@ def reference(base, cand, confidence=0.95, alternative="two-sided"):
     c = cand[~np.isnan(cand)]
     n, m = len(b), len(c)
     if n == 0 or m == 0:
-        return dict(statistic=np.nan, pvalue=np.nan, shift=np.nan, lower=np.nan, upper=np.nan,
-                    n_baseline=n, n_candidate=m)
+        return dict(
+            statistic=np.nan,
+            pvalue=np.nan,
+            shift=np.nan,
+            lower=np.nan,
+            upper=np.nan,
+            n_baseline=n,
+            n_candidate=m,
+        )
     pooled = np.concatenate([c, b])
     tied = len(np.unique(pooled)) < len(pooled)
     exact = n < 50 and m < 50 and not tied
-    test = stats.mannwhitneyu(c, b, alternative=alternative,
-                              method="exact" if exact else "asymptotic")
+    test = stats.mannwhitneyu(c, b, alternative=alternative, method="exact" if exact else "asymptotic")
     diffs = np.sort(np.subtract.outer(c, b).ravel())
     nm = n * m
     tail = (1 - confidence) / 2 if alternative == "two-sided" else 1 - confidence
@@ -76,8 +82,15 @@ def reference(base, cand, confidence=0.95, alternative="two-sided"):
         upper = np.inf
     if alternative == "less":
         lower = -np.inf
-    return dict(statistic=test.statistic, pvalue=test.pvalue, shift=np.median(diffs),
-                lower=lower, upper=upper, n_baseline=n, n_candidate=m)
+    return dict(
+        statistic=test.statistic,
+        pvalue=test.pvalue,
+        shift=np.median(diffs),
+        lower=lower,
+        upper=upper,
+        n_baseline=n,
+        n_candidate=m,
+    )
 
 
 def with_gaps(values: np.ndarray, keep: int, rng: np.random.Generator) -> np.ndarray:
@@ -112,15 +125,20 @@ def assert_matches_reference(base, cand, confidence, alternative):
         expected = reference(base[row], cand[row], confidence, alternative)
         for field, value in expected.items():
             got = getattr(result, field)[row]
-            np.testing.assert_allclose(got, value, rtol=1e-9, atol=1e-12,
-                                       err_msg=f"row {row} field {field}")
+            np.testing.assert_allclose(got, value, rtol=1e-9, atol=1e-12, err_msg=f"row {row} field {field}")
 
 
 @pytest.mark.parametrize("alternative", ALTERNATIVES)
 @pytest.mark.parametrize(
     ("n", "m", "draw"),
-    [(7, 9, continuous), (30, 24, continuous), (12, 10, integers), (60, 55, continuous),
-     (49, 49, continuous), (80, 70, integers)],
+    [
+        (7, 9, continuous),
+        (30, 24, continuous),
+        (12, 10, integers),
+        (60, 55, continuous),
+        (49, 49, continuous),
+        (80, 70, integers),
+    ],
 )
 def test_rows_equal_the_1d_reference(n, m, draw, alternative):
     base, cand = ragged_rows(n, m, draw, seed=n * 1000 + m)
@@ -187,8 +205,7 @@ def test_large_rows_use_the_normal_approximation():
     cand = rng.lognormal(3.0, 0.4, size=(3, 720)) * np.array([[1.0], [1.1], [0.9]])
     result = compare(base, cand, alternative="greater")
     for row in range(3):
-        expected = stats.mannwhitneyu(cand[row], base[row], alternative="greater",
-                                      method="asymptotic")
+        expected = stats.mannwhitneyu(cand[row], base[row], alternative="greater", method="asymptotic")
         assert result.pvalue[row] == pytest.approx(expected.pvalue, rel=1e-9)
     assert result.pvalue[1] < 1e-6 < result.pvalue[2]
     assert result.lower[1] > 0
@@ -212,8 +229,11 @@ def test_empty_rows_are_nan_and_do_not_poison_others():
 
 @pytest.mark.parametrize(
     ("kwargs", "word"),
-    [({"alternative": "bigger"}, "alternative"), ({"confidence": 1.0}, "confidence"),
-     ({"confidence": 0.0}, "confidence")],
+    [
+        ({"alternative": "bigger"}, "alternative"),
+        ({"confidence": 1.0}, "confidence"),
+        ({"confidence": 0.0}, "confidence"),
+    ],
 )
 def test_invalid_parameters_raise(kwargs, word):
     with pytest.raises(ValueError, match=word):
@@ -253,8 +273,9 @@ def test_common_scaling_scales_the_shift_only(base, cand, factor, alternative):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 30), st.integers(1, 30),
-       st.floats(0.0, 1.0))
+@given(
+    st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 30), st.integers(1, 30), st.floats(0.0, 1.0)
+)
 def test_nan_gaps_never_raise(seed, rows, n, m, gap):
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 5, (rows, n)).astype(float)

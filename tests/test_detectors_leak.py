@@ -52,8 +52,7 @@ class TestDerivAndPredictLinear:
         # Least squares through (0, 0), (10, 10), (20, 0), (30, 10): slope 0.2 per second.
         assert deriv([0, 10, 20, 30], [0, 10, 0, 10]) == pytest.approx(0.2)
         # Line 0.2 t + 2 at t = 30 + 60.
-        assert predict_linear([0, 10, 20, 30], [0, 10, 0, 10], at=30, horizon=60) == (
-            pytest.approx(20.0))
+        assert predict_linear([0, 10, 20, 30], [0, 10, 0, 10], at=30, horizon=60) == (pytest.approx(20.0))
         assert predict_linear([0, 60, 120], [10, 70, 130], at=120, horizon=3600) == 3730.0
 
     def test_constant_series_has_exactly_zero_slope(self):
@@ -64,8 +63,7 @@ class TestDerivAndPredictLinear:
     def test_rows_equal_polyfit(self):
         rng = np.random.default_rng(1)
         times = 1.7e9 + np.arange(0.0, 3600.0, 15.0)
-        values = ragged(rng.normal(0, 5, (8, times.size)) + rng.normal(0, 1, (8, 1)) * times / 60,
-                        seed=2)
+        values = ragged(rng.normal(0, 5, (8, times.size)) + rng.normal(0, 1, (8, 1)) * times / 60, seed=2)
         slopes = deriv(times, values)
         predicted = predict_linear(times, values, at=times[-1], horizon=np.arange(8) * 600.0)
         for row in range(8):
@@ -114,14 +112,16 @@ class TestLowerEnvelope:
         values = rng.normal(100, 10, (4, 200))
         values[2, ::3] = np.nan
         shuffle = np.argsort(rng.random((4, 200)), axis=1)
-        shuffled = lower_envelope(np.take_along_axis(times, shuffle, 1),
-                                  np.take_along_axis(values, shuffle, 1), blocks=10)
+        shuffled = lower_envelope(
+            np.take_along_axis(times, shuffle, 1), np.take_along_axis(values, shuffle, 1), blocks=10
+        )
         ordered = lower_envelope(times, values, blocks=10)
         for got, want in zip(shuffled, ordered, strict=True):
             np.testing.assert_array_equal(got, want)
         for row in range(4):
-            np.testing.assert_array_equal(shuffled[1][row],
-                                          reference_envelope(times[row], values[row], 10)[1])
+            np.testing.assert_array_equal(
+                shuffled[1][row], reference_envelope(times[row], values[row], 10)[1]
+            )
 
     @pytest.mark.parametrize("blocks", [1, 0, 2.5, True])
     def test_invalid_blocks_raise(self, blocks):
@@ -146,8 +146,7 @@ class TestTrend:
                 assert np.isnan(result.slope[row]) and np.isnan(result.level[row])
                 continue
             last = np.nanmax(np.where(np.isnan(values[row]), np.nan, times))
-            fit = stats.theilslopes(env_v[row, keep], env_t[row, keep] - last, alpha=0.9,
-                                    method="joint")
+            fit = stats.theilslopes(env_v[row, keep], env_t[row, keep] - last, alpha=0.9, method="joint")
             assert result.slope[row] == pytest.approx(fit.slope, rel=1e-9, abs=1e-9)
             assert result.lower[row] == pytest.approx(fit.low_slope, rel=1e-9, abs=1e-9)
             assert result.upper[row] == pytest.approx(fit.high_slope, rel=1e-9, abs=1e-9)
@@ -207,8 +206,7 @@ class TestTrend:
 
 class TestTimeToExhaustion:
     def test_cases(self):
-        got = time_to_exhaustion([1e9, 1e9, 3e9, 2e9, np.nan, 1e9],
-                                 [1e3, 0.0, 5.0, -1.0, 1.0, np.nan], 2e9)
+        got = time_to_exhaustion([1e9, 1e9, 3e9, 2e9, np.nan, 1e9], [1e3, 0.0, 5.0, -1.0, 1.0, np.nan], 2e9)
         np.testing.assert_array_equal(got, [1e6, np.inf, 0.0, 0.0, np.nan, np.nan])
 
     def test_scalar(self):

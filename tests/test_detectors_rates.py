@@ -38,8 +38,9 @@ def test_pvalue_equals_scipy_binomtest_for_integer_counts():
     base_events = rng.binomial(base_trials, 0.002)
     cand_events = rng.binomial(cand_trials, rng.choice([0.002, 0.004], 200))
     result = rate_increase(base_events, base_trials, cand_events, cand_trials)
-    expected = [reference_pvalue(*row) for row in
-                zip(base_events, base_trials, cand_events, cand_trials, strict=True)]
+    expected = [
+        reference_pvalue(*row) for row in zip(base_events, base_trials, cand_events, cand_trials, strict=True)
+    ]
     np.testing.assert_allclose(result.pvalue, expected, rtol=1e-9, atol=1e-300)
     assert result.pvalue.shape == (200,)
 
@@ -99,8 +100,13 @@ def test_ratio_lower_above_one_exactly_when_significant():
 
 
 def test_bad_slots_are_nan_and_do_not_poison_others():
-    result = rate_increase([1, -1, 1, np.nan], [100, 100, 0, 100], [5, 5, 5, 5],
-                           [100, 100, 100, 100], dispersion=[1.0, 1.0, 1.0, 1.0])
+    result = rate_increase(
+        [1, -1, 1, np.nan],
+        [100, 100, 0, 100],
+        [5, 5, 5, 5],
+        [100, 100, 100, 100],
+        dispersion=[1.0, 1.0, 1.0, 1.0],
+    )
     assert np.isfinite(result.pvalue[0])
     assert np.all(np.isnan(result.pvalue[1:])) and np.all(np.isnan(result.ratio_lower[1:]))
     unknown = rate_increase([1, 1], [100, 100], [5, 5], [100, 100], dispersion=[np.nan, 2.0])
@@ -109,8 +115,11 @@ def test_bad_slots_are_nan_and_do_not_poison_others():
 
 @pytest.mark.parametrize(
     ("kwargs", "word"),
-    [({"dispersion": 0.5}, "dispersion"), ({"dispersion": np.inf}, "dispersion"),
-     ({"confidence": 1.5}, "confidence")],
+    [
+        ({"dispersion": 0.5}, "dispersion"),
+        ({"dispersion": np.inf}, "dispersion"),
+        ({"confidence": 1.5}, "confidence"),
+    ],
 )
 def test_invalid_parameters_raise(kwargs, word):
     with pytest.raises(ValueError, match=word):

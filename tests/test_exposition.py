@@ -68,11 +68,11 @@ def test_colons_in_metric_names_are_fine() -> None:
     [
         'm{a="x} 1',
         'm{a="x\\"} 1',
-        'm{a=x} 1',
+        "m{a=x} 1",
         'm{a="x" b="y"} 1',
-        'm{,} 1',
+        "m{,} 1",
         'm{a="x",,} 1',
-        'm{a} 1',
+        "m{a} 1",
         'm{a="x" 1',
         "m} 1",
     ],
@@ -287,13 +287,13 @@ def test_values_are_read_only_float64() -> None:
 def test_agrees_with_prometheus_client_on_a_realistic_payload() -> None:
     rng = np.random.default_rng(7)
     lines = ["# HELP lat_seconds Latency.", "# TYPE lat_seconds histogram"]
-    for route in ("/a", "/b/\\\"c\"", "/d\ne"):
+    for route in ("/a", '/b/\\"c"', "/d\ne"):
         escaped = route.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         for bound in ("0.1", "1", "+Inf"):
             count = int(rng.integers(0, 1000))
             lines.append(f'lat_seconds_bucket{{route="{escaped}",le="{bound}"}} {count}')
         lines.append(f'lat_seconds_sum{{route="{escaped}"}} {rng.normal():.17g}')
-    lines += ["# TYPE temp gauge", "temp{zone=\"b\",rack=\"1\"} -Inf", "temp{zone=\"a\"} NaN"]
+    lines += ["# TYPE temp gauge", 'temp{zone="b",rack="1"} -Inf', 'temp{zone="a"} NaN']
     text = "\n".join(lines) + "\n"
 
     reference: dict[str, float] = {}

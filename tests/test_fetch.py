@@ -50,6 +50,7 @@ class Target(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
         self.release = threading.Event()
         self.request_headers: list[dict[str, str]] = []
+        self.client_ports: list[int] = []
 
     def handle_error(self, request: object, client_address: object) -> None:
         """Stay quiet when a client hangs up early: here they do so on purpose."""
@@ -70,6 +71,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.request_headers.append(dict(self.headers.items()))
+        self.server.client_ports.append(self.client_address[1])
         route = ROUTES[self.path.split("?")[0]]
         try:
             route(self)
@@ -248,12 +250,21 @@ def test_sends_the_accept_headers_and_the_callers_own(target: Target) -> None:
     assert sent["Authorization"] == "Bearer t0ken"
 
 
-def test_a_callers_session_is_used_and_left_open(target: Target) -> None:
+def test_a_callers_session_is_used_and_its_connection_kept_alive(target: Target) -> None:
     with requests.Session() as session:
         session.headers["User-Agent"] = "release-monitor-test"
-        for _ in range(2):
-            assert fetch(target.url("/gzip"), timeout=5.0, max_bytes=LIMIT, session=session)
-        assert [h["User-Agent"] for h in target.request_headers] == ["release-monitor-test"] * 2
+        for path in ("/gzip", "/chunked", "/metrics"):
+            assert fetch(target.url(path), timeout=5.0, max_bytes=LIMIT, session=session)
+        assert [h["User-Agent"] for h in target.request_headers] == ["release-monitor-test"] * 3
+        assert len(set(target.client_ports)) == 1
+
+
+def test_a_connection_cut_short_is_not_reused(target: Target) -> None:
+    with requests.Session() as session:
+        with pytest.raises(ScrapeError):
+            fetch(target.url("/large-declared"), timeout=5.0, max_bytes=LIMIT, session=session)
+        assert fetch(target.url("/metrics"), timeout=5.0, max_bytes=LIMIT, session=session)
+        assert len(set(target.client_ports)) == 2
 
 
 def test_scrape_parses_what_it_fetched(target: Target) -> None:
