@@ -100,6 +100,7 @@ class Daemon:
         due = [state for state in self.targets if state.due <= now]
         if due:
             self._scrape_all(due, now)
+        self._register_deploys()
         self._advance_releases()
         if now >= self.next_prune:
             self._prune(now)
@@ -189,6 +190,19 @@ class Daemon:
 
     # -- releases ---------------------------------------------------------------------------
 
+    def _register_deploys(self) -> None:
+        """Deploys registered through the JSON API, queued by the HTTP threads."""
+        for registration in self.box.take_registrations():
+            try:
+                self.releases.start(registration.service, registration.version,
+                                    change_class=registration.change_class,
+                                    at=registration.received_at)
+            except StoreError as exc:
+                self.store_errors_total += 1
+                log.error("store: %s", exc)
+            except MonitorError as exc:
+                log.error("registration: %s", exc)
+
     def _advance_releases(self) -> None:
         started = time.monotonic()
         evaluated = False
@@ -242,7 +256,7 @@ class Daemon:
             targets=tuple(state.health for state in self.targets),
             evaluation_seconds=self.evaluation_seconds, evaluations_total=self.evaluations_total,
             last_evaluation=self.last_evaluation, store_errors_total=self.store_errors_total,
-            started_at=self.started_at,
+            started_at=self.started_at, services=tuple(self.config.services),
         ))
 
     def _recent(self) -> list[Release]:

@@ -183,3 +183,27 @@ def test_monitor_run_serves_and_stops_cleanly_on_sigterm(
     assert process.returncode == 0
     assert "stopped" in out
     assert (tmp_path / "m.db").exists()
+
+
+def test_a_deploy_registered_over_the_api_becomes_a_release(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    simulated, clock = service
+    policy = ServicePolicy(name="demo", targets=(Target(url=f"{simulated.url}/metrics"),))
+    store = Store.memory()
+    box = SnapshotBox()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": policy}), store, clock, box=box)
+    daemon.step()
+    server = serve(box, version="test", token="s3cret", clock=clock)
+    try:
+        answer = requests.post(f"{server.url}/api/v1/releases", timeout=5,
+                               json={"service": "demo", "version": "v8", "change": "major"},
+                               headers={"Authorization": "Bearer s3cret"})
+    finally:
+        server.shutdown()
+    assert answer.status_code == 202, answer.text
+    daemon.step()
+    [release] = store.releases("demo")
+    assert (release.version, release.change_class) == ("v8", "major")
+    assert release.period == policy.period("major")
+    daemon.close()
