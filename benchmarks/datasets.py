@@ -192,7 +192,8 @@ def _read_csv(path: Path, *columns: str) -> tuple[np.ndarray, ...]:
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     times = np.array([_stamp(row[columns[0]]) for row in rows])
-    rest = [np.array([float(row[c]) for row in rows]) for c in columns[1:]]
+    # An empty cell is a missing sample.
+    rest = [np.array([float(row[c]) if row[c].strip() else np.nan for row in rows]) for c in columns[1:]]
     order = np.argsort(times, kind="stable")
     return (times[order], *(r[order] for r in rest))
 
@@ -279,17 +280,17 @@ def _candidate_end(series: Series, cut: int, period: float) -> int:
 
 
 def _case(series: Series, group: str, label: str, cut: int, baseline: int, shape: Shape,
-          suffix: str, **extra: object) -> Case:
+          anomaly_start: float | None = None) -> Case:
     """A case over `baseline` samples before `cut` and the checking period after it."""
     step = series.step
     period = shape.period * step
     end = _candidate_end(series, cut, period)
     part = slice(cut - baseline, end)
     return Case(
-        case_id=f"{group}:{series.name}@{cut}{suffix}", group=group, series=series.name,
+        case_id=f"{group}:{series.name}@{cut}", group=group, series=series.name,
         kind=series.kind, label=label, times=series.times[part].copy(),
         values=series.values[part].copy(), cut=baseline, period=period, step=step,
-        **extra,  # type: ignore[arg-type]
+        anomaly_start=anomaly_start,
     )
 
 
@@ -320,8 +321,8 @@ def _bad_cuts(series: Series, shape: Shape, flagged: np.ndarray) -> list[Case]:
             if end - cut < shape.period or baseline < shape.min_baseline or flagged[cut:begin].any():
                 continue
             seen.add(cut)
-            out.append(_case(series, series.dataset, "bad", cut, baseline, shape, "",
-                             anomaly_start=float(series.times[begin])))
+            out.append(_case(series, series.dataset, "bad", cut, baseline, shape,
+                             float(series.times[begin])))
     return out
 
 
@@ -338,7 +339,7 @@ def _null_cuts(series: Series, shape: Shape, flagged: np.ndarray, rng: np.random
     if len(usable) > max_null:
         keep = np.sort(rng.choice(len(usable), size=max_null, replace=False))
         usable = [usable[k] for k in keep]
-    return [_case(series, series.dataset, "null", cut, base, shape, "") for cut, base in usable]
+    return [_case(series, series.dataset, "null", cut, base, shape) for cut, base in usable]
 
 
 def aa_cases(series: Series, *, seed: int, count: int) -> list[Case]:
@@ -348,12 +349,15 @@ def aa_cases(series: Series, *, seed: int, count: int) -> list[Case]:
     flagged = anomalous(series)
     margin = shape.period
     rng = series_rng(seed, series.name, "aa")
-    clear = np.convolve(flagged, np.ones(2 * margin + 1), mode="same") == 0
-    cuts = [c for c in range(shape.baseline, series.times.size - shape.period - margin)
-            if clear[c - shape.baseline : c + shape.period].all()]
+    near = np.convolve(flagged.astype(float), np.ones(2 * margin + 1), mode="same") > 0
+    # Flagged samples before each index, so "any flag in [a, b)" is one subtraction.
+    before = np.concatenate([[0], np.cumsum(near)])
+    first = np.arange(shape.baseline, series.times.size - shape.period - margin)
+    clear = before[first + shape.period] - before[first - shape.baseline] == 0
+    cuts = [int(c) for c in first[clear]]
     if len(cuts) > count:
         cuts = sorted(int(c) for c in rng.choice(cuts, size=count, replace=False))
-    out = [_case(series, "aa", "null", cut, shape.baseline, shape, "") for cut in cuts]
+    out = [_case(series, "aa", "null", cut, shape.baseline, shape) for cut in cuts]
     if series.kind == "resource":
         out += [replace(case, case_id=case.case_id + "/memory", kind="memory",
                         limit=leak_limit(case.baseline)) for case in out]
@@ -415,7 +419,8 @@ def inject(case: Case, recipe: Recipe, *, start: int, sign: float, rng: np.rando
     values = case.values.copy()
     at = case.cut + start
     elapsed = case.times[at:] - case.times[at]
-    remaining = max(case.times[case.cut] + case.period - case.times[at], case.step)
+    # Ramps reach their full size at the last candidate sample.
+    remaining = max(float(case.times[-1] - case.times[at]), case.step)
     effect, kind, limit = _added(case, recipe, elapsed, remaining, scale, sign, rng, values[at:])
     values[at:] += effect
     if np.nanmin(case.values) >= 0:

@@ -200,9 +200,48 @@ def _envelope(t: FloatArray, v: FloatArray, blocks: int) -> tuple[FloatArray, Fl
     n_series = v.shape[0]
     env_t, env_v = np.full((n_series, blocks), np.nan), np.full((n_series, blocks), np.nan)
     last_time = np.full(n_series, np.nan)
+    shared = _shared_times(t)
     for rows in row_chunks(n_series, v.shape[1]):
-        env_t[rows], env_v[rows], last_time[rows] = _envelope_chunk(*_masked(t[rows], v[rows]), blocks)
+        values = v[rows]
+        if shared is not None and not np.isnan(values).any():
+            found = _envelope_shared(shared, values, blocks)
+        else:
+            found = _envelope_chunk(*_masked(t[rows], values), blocks)
+        env_t[rows], env_v[rows], last_time[rows] = found
     return env_t, env_v, last_time
+
+
+def _shared_times(t: FloatArray) -> FloatArray | None:
+    """The one time axis of all rows when it is shared, finite and in order (else None)."""
+    if t.shape[0] == 0 or t.shape[1] == 0 or t.strides[0] != 0:
+        return None
+    times = t[0]
+    ordered = bool(np.isfinite(times).all() and (np.diff(times) >= 0).all())
+    return times if ordered else None
+
+
+def _block_of(t: FloatArray, start: FloatArray, span: FloatArray, blocks: int) -> IntArray:
+    """Index of the equal time block each time falls in (the last block is closed)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        position = np.where(span > 0, (t - start) / span * blocks, 0.0)
+    return np.clip(np.nan_to_num(position, nan=0.0), 0, blocks - 1).astype(np.int64)
+
+
+def _envelope_shared(
+    times: FloatArray, v: FloatArray, blocks: int
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """Block minima when every row has a value at each of the same ordered times."""
+    n_series, length = v.shape
+    block = _block_of(times, times[:1], times[-1:] - times[:1], blocks)
+    starts = np.flatnonzero(np.r_[True, block[1:] != block[:-1]])
+    minima = np.minimum.reduceat(v, starts, axis=1)
+    widths = np.diff(np.append(starts, length))
+    is_min = v == np.repeat(minima, widths, axis=1)
+    first = np.minimum.reduceat(np.where(is_min, np.arange(length), length), starts, axis=1)
+    env_t, env_v = np.full((n_series, blocks), np.nan), np.full((n_series, blocks), np.nan)
+    env_v[:, block[starts]] = minima
+    env_t[:, block[starts]] = times[first]
+    return env_t, env_v, np.full(n_series, times[-1])
 
 
 def _envelope_chunk(t: FloatArray, v: FloatArray, blocks: int) -> tuple[FloatArray, FloatArray, FloatArray]:
@@ -212,10 +251,7 @@ def _envelope_chunk(t: FloatArray, v: FloatArray, blocks: int) -> tuple[FloatArr
     valid = ~np.isnan(v)
     start = np.nanmin(t, axis=-1, initial=np.inf)[:, None]
     end = np.nanmax(t, axis=-1, initial=-np.inf)
-    span = end[:, None] - start
-    with np.errstate(divide="ignore", invalid="ignore"):
-        position = np.where(span > 0, (t - start) / span * blocks, 0.0)
-    block = np.clip(np.nan_to_num(position, nan=0.0), 0, blocks - 1).astype(np.int64)
+    block = _block_of(t, start, end[:, None] - start, blocks)
     # Missing points join the block before them, so block ids never decrease along a row.
     block = np.maximum.accumulate(np.where(valid, block, 0), axis=-1)
     key = (np.arange(n_series)[:, None] * blocks + block).ravel()

@@ -11,7 +11,6 @@ import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
 
 import requests
 import urllib3
@@ -19,6 +18,8 @@ from requests.structures import CaseInsensitiveDict
 
 from monitor.errors import ScrapeError
 from monitor.exposition import ParsedScrape, parse
+from monitor.redact import printable as _printable
+from monitor.redact import redact_url
 
 ACCEPT = "text/plain;version=0.0.4"
 _READ_SIZE = 64 * 1024
@@ -87,28 +88,6 @@ def scrape(
         return parse(text)
     except ScrapeError as exc:
         raise ScrapeError(f"{where}: {exc}") from None
-
-
-def redact_url(url: str) -> str:
-    """The URL as safe to log: no user or password, query values hidden, no fragment.
-
-    >>> redact_url("https://bob:s3cret@example.com:8443/metrics?token=abc&module=http")
-    'https://example.com:8443/metrics?token=***&module=***'
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "<invalid URL>"
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{host}:{port}" if port is not None else host
-    safe = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
-    if parts.query:
-        names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
-        safe += "?" + ("&".join(f"{name}=***" for name in names) if names else "***")
-    return _printable(safe, limit=200)
 
 
 @dataclass(frozen=True)
@@ -321,9 +300,3 @@ def _reason(exc: BaseException) -> str:
         linked += list(current.args)
         stack.extend(item for item in linked if isinstance(item, BaseException))
     return type(innermost).__name__
-
-
-def _printable(text: str, limit: int) -> str:
-    """One line of printable characters, cut at `limit`."""
-    cleaned = "".join(char if char.isprintable() else "?" for char in text)
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."

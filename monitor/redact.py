@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit
 
 
 def redact_url(url: str) -> str:
-    """A URL without credentials or query string, safe to print or export."""
+    """The URL as safe to log: no user or password, query values hidden, no fragment.
+
+    >>> redact_url("https://bob:s3cret@example.com:8443/metrics?token=abc&module=http")
+    'https://example.com:8443/metrics?token=***&module=***'
+    """
     try:
         parts = urlsplit(url)
+        port = parts.port
     except ValueError:
-        return "<invalid url>"
+        return "<invalid URL>"
     host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{port}" if port is not None else host
+    safe = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
+    if parts.query:
+        names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
+        safe += "?" + ("&".join(f"{name}=***" for name in names) if names else "***")
+    return printable(safe, limit=200)
+
+
+def printable(text: str, limit: int) -> str:
+    """One line of printable characters, cut at `limit`."""
+    cleaned = "".join(char if char.isprintable() else "?" for char in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
