@@ -19,7 +19,7 @@ from detectors._arrays import (
     IntArray,
     as_series,
     per_series,
-    rows_per_chunk,
+    row_chunks,
     unbatch,
 )
 
@@ -78,9 +78,8 @@ def cusum(
     scale = per_series(reference_scale, n_series, single, "reference_scale")
     usable = np.isfinite(mean) & np.isfinite(scale) & (scale > 0) & ~np.isnan(values).all(axis=-1)
     result = _empty(n_series)
-    step = rows_per_chunk(values.shape[1])
-    for start in range(0, n_series, step):
-        rows = np.flatnonzero(usable[start : start + step]) + start
+    for chunk in row_chunks(n_series, values.shape[1]):
+        rows = np.flatnonzero(usable[chunk]) + chunk.start
         if rows.size:
             _fill(result, rows, values[rows], mean[rows], scale[rows], threshold, drift, direction)
     return ChangeResult(**{name: unbatch(field, single) for name, field in result.items()})

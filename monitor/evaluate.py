@@ -221,9 +221,10 @@ def _compare_group(
     after = np.where(column[None, :] >= np.maximum(starts, 0)[:, None], values, np.nan)
     late = _judge_shift(rules, direction, parts, base, after, scale, inflation)
     for row in range(len(rules)):
-        began = ""
+        began, change_at = "", None
         if starts[row] >= 0 and values.shape[1]:
-            began = f", shift began at +{format_duration(window.times[starts[row]] - window.times[0])}"
+            change_at = float(window.times[starts[row]])
+            began = f", shift began at +{format_duration(change_at - window.times[0])}"
         hit = judged[row]
         if hit is None and np.atleast_1d(change.detected)[row] and starts[row] > 0:
             hit = late[row]
@@ -232,7 +233,7 @@ def _compare_group(
         elif hit is not None:
             hit = _with(hit, detail=hit.detail + began)
         if hit is not None:
-            seen.findings.append(_with(hit, at=now))
+            seen.findings.append(_with(hit, at=now, change_at=change_at))
 
 
 def _judge_shift(

@@ -29,6 +29,7 @@ class Finding:
     detail: str
     exhaustion: float | None = None
     at: float | None = None
+    change_at: float | None = None
 
     @property
     def key(self) -> str:

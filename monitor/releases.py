@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from baselines.frame import SignalFrame
 from baselines.selection import choose_baselines
@@ -21,6 +22,7 @@ from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
 from monitor.signals import RawSeries, derive
 from monitor.stages import CheckResult, run_command, run_probe
 from monitor.store import Release, Store
+from monitor.views import signal_views
 
 SMOKE, VERIFICATION, WATCHING, DONE = "smoke", "verification", "watching", "done"
 
@@ -116,7 +118,7 @@ class Releases:
         if now - last < policy.evaluation_interval - 1e-6 and not period_over:
             return release
         self.last_evaluation[release.id] = now
-        result = self.evaluate(release, now)
+        result, views = self.evaluate(release, now)
         changed = (result.verdict != release.verdict or result.done
                    or result.verdict == PENDING and release.verdict == PENDING)
         if not changed:
@@ -126,6 +128,7 @@ class Releases:
             findings=[f.to_dict() for f in result.findings],
             first_alarm_at=result.first_alarm_at, decided_at=result.decided_at,
             state=DONE if result.done else WATCHING, judge_state=result.state.to_json(),
+            signals=views,
         )
         return self._announce(release, stored)
 
@@ -149,17 +152,19 @@ class Releases:
                 resumed += 1
         return resumed
 
-    def evaluate(self, release: Release, now: float) -> Evaluation:
-        """Run the evaluation core on what the store holds for this release."""
+    def evaluate(self, release: Release, now: float) -> tuple[Evaluation, list[dict[str, Any]]]:
+        """Run the evaluation core on what the store holds for this release; also return
+        a compact view of each signal for sparklines, reports and dashboards."""
         policy = self.policy(release.service)
         baseline = self.baseline(release, policy)
         frame = self.frame(policy, release.service, release.started_at, now + 1e-6,
                            version=release.version)
         first = release.baseline is None and not self.store.releases(release.service, limit=2)[1:]
-        return evaluate(
+        result = evaluate(
             policy, baseline, frame, started=release.started_at, period=release.period, now=now,
             state=JudgeState.from_json(release.judge_state), first_release=first,
         )
+        return result, signal_views(policy.signals, baseline, frame, started=release.started_at)
 
     def frame(self, policy: ServicePolicy, service: str, start: float, end: float, *,
               version: str | None) -> SignalFrame:

@@ -51,6 +51,8 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
     for check in doc.get("checks", []):
         mark = "ok  " if check["ok"] else "FAIL"
         lines.append(f"  {mark} {check['stage']}: {check['name']} ({check['detail']})")
+    if doc.get("signals"):
+        lines.extend(signals_text(doc["signals"]))
     findings: Sequence[Mapping[str, Any]] = doc.get("findings", [])
     if findings:
         lines.append("  evidence:")
@@ -63,6 +65,49 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
                 f"{f.get('detail', '')}"
             )
     return "\n".join(lines)
+
+
+BARS = "▁▂▃▄▅▆▇█"
+SPARK_POINTS = 16
+
+
+def sparkline(baseline: Sequence[float], candidate: Sequence[float]) -> str:
+    """Baseline and candidate on one shared scale, split by a bar: '▂▃▂▃│▅▆▇█'."""
+    left, right = _squeeze(baseline), _squeeze(candidate)
+    points = [v for v in (*left, *right) if math.isfinite(v)]
+    if not points:
+        return ""
+    low, high = min(points), max(points)
+    span = (high - low) or 1.0
+
+    def bar(value: float) -> str:
+        if not math.isfinite(value):
+            return " "
+        return BARS[min(len(BARS) - 1, int((value - low) / span * len(BARS)))]
+
+    return "".join(map(bar, left)) + "│" + "".join(map(bar, right))
+
+
+def _squeeze(values: Sequence[float]) -> list[float]:
+    """At most SPARK_POINTS means of equal slices."""
+    if len(values) <= SPARK_POINTS:
+        return list(values)
+    size = len(values) / SPARK_POINTS
+    return [sum(chunk) / len(chunk) for chunk in
+            (values[int(i * size): int((i + 1) * size)] for i in range(SPARK_POINTS)) if chunk]
+
+
+def signals_text(views: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line per judged signal: baseline │ candidate sparkline and the two medians."""
+    lines = ["  signals (baseline │ candidate):"]
+    for view in views:
+        base = (view.get("baseline") or {}).get("p50")
+        spark = sparkline(view.get("baseline_series", []), view.get("values", []))
+        lines.append(
+            f"    {view['signal']:<18} {spark:<33} "
+            f"baseline p50 {figure(base):>8}  candidate p50 {figure(view.get('candidate')):>8}"
+        )
+    return lines
 
 
 def releases_table(docs: Sequence[Mapping[str, Any]]) -> str:

@@ -16,7 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,7 @@ class VerdictRecord:
     verdict: str
     reason: str
     findings: list[dict[str, Any]]
+    signals: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,15 @@ def _create_schema(db: sqlite_utils.Database) -> None:
 
 # Applied in order at start-up; PRAGMA user_version counts how many already ran.
 # Append new migrations; never edit one that has shipped.
-MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (_create_schema,)
+def _add_verdict_signals(db: sqlite_utils.Database) -> None:
+    """Migration 2: what each judged signal looked like, for sparklines and reports."""
+    db.table("verdicts").add_column("signals", str, not_null_default="[]")
+
+
+MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
+    _create_schema,
+    _add_verdict_signals,
+)
 
 
 # ---------------------------------------------------------------- SQL
@@ -666,6 +675,7 @@ class Store:
         decided_at: float | None,
         state: str,
         judge_state: str,
+        signals: list[dict[str, Any]] | None = None,
     ) -> Release:
         """Append to the verdict history and set the release's current verdict, atomically.
 
@@ -691,9 +701,10 @@ class Store:
                  judge_state, int(release_id)),
             )
             conn.execute(
-                "INSERT INTO verdicts (release_id, at, verdict, reason, findings) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (int(release_id), float(at), verdict, reason, findings_json),
+                "INSERT INTO verdicts (release_id, at, verdict, reason, findings, signals) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (int(release_id), float(at), verdict, reason, findings_json,
+                 _to_json(signals or [])),
             )
             return self._release_by_id(conn, release_id)
 
@@ -701,12 +712,25 @@ class Store:
         """A release's verdict history, oldest first."""
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT at, verdict, reason, findings FROM verdicts WHERE release_id = ? "
-                "ORDER BY at, id",
+                "SELECT at, verdict, reason, findings, signals FROM verdicts "
+                "WHERE release_id = ? ORDER BY at, id",
                 (int(release_id),),
             ).fetchall()
-        return [VerdictRecord(at, verdict, reason, json.loads(found))
-                for at, verdict, reason, found in rows]
+        return [VerdictRecord(at, verdict, reason, json.loads(found), json.loads(signals))
+                for at, verdict, reason, found, signals in rows]
+
+    def latest_verdict(self, release_id: int) -> VerdictRecord | None:
+        """The newest entry of a release's verdict history."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT at, verdict, reason, findings, signals FROM verdicts "
+                "WHERE release_id = ? ORDER BY at DESC, id DESC LIMIT 1",
+                (int(release_id),),
+            ).fetchone()
+        if row is None:
+            return None
+        at, verdict, reason, found, signals = row
+        return VerdictRecord(at, verdict, reason, json.loads(found), json.loads(signals))
 
     # ------------------------------------------------------------ baselines
 

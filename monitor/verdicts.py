@@ -41,8 +41,7 @@ def wait_for_decision(store: Store, release: Release, clock: Clock, *, timeout: 
 
 def document(store: Store, release: Release) -> dict[str, Any]:
     """Everything a pipeline or a person needs to act on a release's verdict."""
-    history = store.verdicts(release.id)
-    latest = history[-1] if history else None
+    latest = store.latest_verdict(release.id)
     return {
         "service": release.service,
         "release": release.version,
@@ -62,6 +61,7 @@ def document(store: Store, release: Release) -> dict[str, Any]:
             for c in store.checks(release.id)
         ],
         "findings": [_clean(f) for f in (latest.findings if latest else [])],
+        "signals": latest.signals if latest else [],
     }
 
 

@@ -374,3 +374,11 @@ def test_the_readme_documents_every_command() -> None:
     text = readme.read_text(encoding="utf-8")
     missing = [name for name in COMMAND_IDS if name not in text]
     assert not missing, f"README.md does not mention: {', '.join(missing)}"
+
+
+def test_sparkline_puts_both_on_one_scale() -> None:
+    from monitor.render import sparkline
+
+    assert sparkline([1, 1, 1, 1], [2, 2]) == "▁▁▁▁│██"
+    assert sparkline([0, 7], [3.5]) == "▁█│▅"
+    assert sparkline([], []) == ""

@@ -288,3 +288,12 @@ def test_nan_gaps_never_raise(seed, rows, n, m, gap):
     assert np.all(np.isfinite(result.shift[usable])) and np.all(np.isnan(result.shift[~usable]))
     assert np.all((result.pvalue[usable] >= 0) & (result.pvalue[usable] <= 1))
     assert np.all(result.lower[usable] <= result.upper[usable])
+
+
+@pytest.mark.parametrize("module", ["compare", "rates", "changepoint", "leak"])
+def test_docstring_examples_hold(module):
+    import doctest
+    import importlib
+
+    found = doctest.testmod(importlib.import_module(f"detectors.{module}"), optionflags=doctest.ELLIPSIS)
+    assert found.attempted > 0 and found.failed == 0

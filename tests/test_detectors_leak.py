@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import detectors._arrays as arrays
 from detectors import deriv, lower_envelope, predict_linear, time_to_exhaustion, trend
 
 DAY = 86_400.0
@@ -105,6 +106,30 @@ class TestLowerEnvelope:
             want_t, want_v = reference_envelope(MINUTE_TIMES[:300], values[row], 24)
             np.testing.assert_array_equal(env_t[row], want_t)
             np.testing.assert_array_equal(env_v[row], want_v)
+
+    def test_shared_and_per_row_times_agree(self):
+        # Complete rows on one shared time axis take a shortcut; it must match the general path.
+        rng = np.random.default_rng(12)
+        values = np.round(rng.normal(100, 10, (6, 500)))
+        times = MINUTE_TIMES[:500] + 0.5
+        shared = lower_envelope(times, values, blocks=7)
+        per_row = lower_envelope(np.tile(times, (6, 1)), values, blocks=7)
+        for got, want in zip(shared, per_row, strict=True):
+            np.testing.assert_array_equal(got, want)
+        for row in range(6):
+            want_t, want_v = reference_envelope(times, values[row], 7)
+            np.testing.assert_array_equal(shared[0][row], want_t)
+            np.testing.assert_array_equal(shared[1][row], want_v)
+
+    def test_chunks_give_the_same_trend(self, monkeypatch):
+        rng = np.random.default_rng(13)
+        values = 1e9 + rng.uniform(0, 100, (30, 1)) * MINUTE_TIMES + rng.normal(0, 1e6, (30, 1440))
+        values[::4, ::7] = np.nan
+        whole = trend(MINUTE_TIMES, values)
+        monkeypatch.setattr(arrays, "CHUNK_ELEMENTS", 3000)
+        chunked = trend(MINUTE_TIMES, values)
+        for field in ("slope", "lower", "upper", "level", "n_points"):
+            np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field))
 
     def test_unordered_times_give_the_same_envelope(self):
         rng = np.random.default_rng(6)

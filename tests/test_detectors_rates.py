@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+import detectors._arrays as arrays
 from detectors import dispersion, rate_increase
 
 
@@ -158,3 +159,12 @@ def test_dispersion_of_poisson_counts_is_near_one():
     trials = np.full((400, 200), 1000.0)
     phi = dispersion(rng.poisson(trials * 0.01).astype(float), trials)
     assert math.isclose(float(np.median(phi)), 1.0, abs_tol=0.1)
+
+
+def test_dispersion_chunks_give_the_same_answer(monkeypatch):
+    rng = np.random.default_rng(6)
+    trials = rng.integers(100, 1000, (50, 60)).astype(float)
+    events = rng.poisson(trials * 0.01 * rng.gamma(1.0, 1.0, trials.shape)).astype(float)
+    whole = dispersion(events, trials)
+    monkeypatch.setattr(arrays, "CHUNK_ELEMENTS", 200)
+    np.testing.assert_array_equal(dispersion(events, trials), whole)
