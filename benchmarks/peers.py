@@ -159,8 +159,8 @@ def predict_linear_alert(release: PeerInput, *, window_fraction: float = 0.25, k
     return _outcome(float(release.evaluations[index]) if index >= 0 else None)
 
 
-def pelt(release: PeerInput, *, model: str = "l2", penalty: float = 2.0, history: int = 144,
-         min_size: int = 3, jump: int = 2, checkpoints: int = 8) -> PeerOutcome:
+def pelt(release: PeerInput, *, model: str = "l2", penalty: float = 2.0, history: int = 96,
+         min_size: int = 3, jump: int = 3, checkpoints: int = 8) -> PeerOutcome:
     """PELT on the last `history` baseline samples + the candidate so far, standardised by
     the baseline's median and robust sd, with the BIC-like penalty `penalty` x log(n).
 

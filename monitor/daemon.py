@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import requests
@@ -31,7 +31,9 @@ log = logging.getLogger("release_monitor")
 
 RECENT_RELEASES = 5       # per service, exported and served; older ones stay in the store
 PRUNE_EVERY = 3600.0
-_MAX_SCRAPE_WORKERS = 16
+# Scrapes of hanging targets hold a worker until their deadline; enough workers keep the
+# healthy targets on time even when a tenth of a thousand targets hang.
+_MAX_SCRAPE_WORKERS = 256
 
 
 @dataclass
@@ -40,6 +42,11 @@ class _TargetState:
     target: Target
     due: float
     health: TargetHealth
+    in_flight: Future[_Fetched] | None = None
+    started: float = 0.0
+
+
+_Fetched = tuple[ParsedScrape | None, str, float]
 
 
 Scraper = Callable[[Target, requests.Session], ParsedScrape]
@@ -54,11 +61,13 @@ class Daemon:
 
     def __init__(self, config: MonitorConfig, store: Store, clock: Clock, *,
                  box: SnapshotBox | None = None, releases: Releases | None = None,
-                 scraper: Scraper = _scrape, background_hooks: bool = False) -> None:
+                 scraper: Scraper = _scrape, live: bool = False) -> None:
         self.config, self.store, self.clock = config, store, clock
         self.box = box or SnapshotBox()
-        # Live, hooks retry for minutes: they run beside the loop so scrapes stay on time.
-        self._hook_pool = ThreadPoolExecutor(2) if background_hooks else None
+        # Live, scrapes and hooks (which retry for minutes) run beside the loop so that
+        # nothing slow delays it; on a simulated clock everything runs inline, in order.
+        self.live = live
+        self._hook_pool = ThreadPoolExecutor(2, "hooks") if live else None
         hooks = HookRunner(store, clock, background=self._hook_pool)
         self.releases = releases or Releases(config, store, clock, hooks=hooks)
         self.scraper = scraper
@@ -74,18 +83,27 @@ class Daemon:
         self.last_evaluation: float | None = None
         self.store_errors_total = 0
         self.next_prune = self.started_at + PRUNE_EVERY
-        self._pool = ThreadPoolExecutor(_MAX_SCRAPE_WORKERS) if len(self.targets) > 1 else None
+        workers = min(_MAX_SCRAPE_WORKERS, len(self.targets))
+        self._pool = ThreadPoolExecutor(workers, "scrape") if self.live and workers else None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def run(self, stop: threading.Event) -> None:
-        """Work until `stop` is set (SIGTERM and Ctrl-C set it)."""
+    def run(self) -> None:
+        """Work until `stop()` is called (SIGTERM and Ctrl-C call it)."""
         self.releases.resume_hooks()
-        while not stop.is_set():
+        while not self._stop.is_set():
+            self._wake.clear()
             due = self.step()
-            if not self.clock.sleep_until(due, stop):
-                break
+            # Woken early by a finished scrape or by stop(); either way, loop again.
+            self.clock.sleep_until(due, self._wake)
         self.close()
+
+    def stop(self) -> None:
+        """Ask `run` to finish its current step and return (safe from a signal handler)."""
+        self._stop.set()
+        self._wake.set()
 
     def run_until(self, end: float) -> None:
         """Step a simulated clock forward until `end` (demo, tests)."""
@@ -97,9 +115,8 @@ class Daemon:
     def step(self) -> float:
         """Do everything due now; return when something is next due."""
         now = self.clock.now()
-        due = [state for state in self.targets if state.due <= now]
-        if due:
-            self._scrape_all(due, now)
+        self._collect_scrapes()
+        self._start_scrapes(now)
         self._register_deploys()
         self._advance_releases()
         if now >= self.next_prune:
@@ -116,16 +133,30 @@ class Daemon:
 
     # -- scraping ---------------------------------------------------------------------------
 
-    def _scrape_all(self, due: list[_TargetState], now: float) -> None:
-        if self._pool is None:
-            results = [self._fetch(state) for state in due]
-        else:
-            results = list(self._pool.map(self._fetch, due))
-        for state, (parsed, error, seconds) in zip(due, results, strict=True):
+    def _start_scrapes(self, now: float) -> None:
+        """Start every due scrape; live, in the pool so a hanging target delays nothing."""
+        for state in self.targets:
+            if state.due > now or state.in_flight is not None:
+                continue
+            # The next one is planned from this one's planned time, so scrapes do not drift.
             state.due = max(state.due + state.target.interval, now)
-            self._record(state, parsed, error, seconds, now)
+            state.started = now
+            if self._pool is None:
+                self._record(state, *self._fetch(state), now)
+                continue
+            future = self._pool.submit(self._fetch, state)
+            future.add_done_callback(lambda _: self._wake.set())
+            state.in_flight = future
 
-    def _fetch(self, state: _TargetState) -> tuple[ParsedScrape | None, str, float]:
+    def _collect_scrapes(self) -> None:
+        """Store the scrapes that finished since the last step (in the daemon thread)."""
+        for state in self.targets:
+            if state.in_flight is not None and state.in_flight.done():
+                fetched = state.in_flight.result()
+                state.in_flight = None
+                self._record(state, *fetched, state.started)
+
+    def _fetch(self, state: _TargetState) -> _Fetched:
         started = time.monotonic()
         try:
             return self.scraper(state.target, self.session), "", time.monotonic() - started
@@ -235,7 +266,7 @@ class Daemon:
 
     def _next_due(self) -> float:
         now = self.clock.now()
-        due = [state.due for state in self.targets]
+        due = [state.due for state in self.targets if state.in_flight is None]
         intervals = [policy.evaluation_interval for policy in self.config.services.values()]
         if self.store.active_releases():
             due.append(now + min(intervals, default=60.0))

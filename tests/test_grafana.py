@@ -85,7 +85,8 @@ def dashboard_queries(board: Json) -> Iterator[tuple[str, str]]:
     for panel in all_panels(board):
         for target in panel.get("targets", []):
             if target.get("expr"):
-                yield f"panel {panel.get('title')!r} ({target.get('refId')})", target["expr"]
+                where = f"panel {panel.get('id')} {panel.get('title')!r} ({target.get('refId')})"
+                yield where, target["expr"]
     for annotation in board["annotations"]["list"]:
         if annotation.get("expr"):
             yield f"annotation {annotation['name']!r}", annotation["expr"]
@@ -292,8 +293,8 @@ def test_dashboard_queries_parse(path: Path, tmp_path: Path) -> None:
 @needs_promtool
 def test_a_malformed_dashboard_query_is_reported(tmp_path: Path) -> None:
     rules = tmp_path / "broken.yml"
-    group = {"name": "board: panel 'x' (A)",
-             "rules": [{"record": "dashboard_query", "expr": substitute_variables("sum(rate(x[$__interval])")}]}
+    expr = substitute_variables("sum(rate(x[$__interval])")
+    group = {"name": "board: panel 'x' (A)", "rules": [{"record": "dashboard_query", "expr": expr}]}
     rules.write_text(json.dumps({"groups": [group]}), encoding="utf-8")
     result = promtool("check", "rules", str(rules))
     assert result.returncode != 0
@@ -360,6 +361,17 @@ def test_runbook_anchors_follow_github_rules() -> None:
     assert github_anchor("Release rollback required") == "release-rollback-required"
     assert "release-rollback-required" in runbook_anchors()
     assert "no-such-section" not in runbook_anchors()
+
+
+def test_runbook_names_only_existing_panels() -> None:
+    """Bold names in the runbook are dashboard or panel titles, so readers find them."""
+    titles = set()
+    for path in DASHBOARDS:
+        board = load_json(path)
+        titles |= {board["title"]} | {p.get("title", "") for p in all_panels(board)}
+    named = set(re.findall(r"\*\*([A-Z][^*]*?)\*\*", RUNBOOK.read_text(encoding="utf-8")))
+    named -= {"What it means.", "What to check.", "What to do."}
+    assert named and named <= titles, named - titles
 
 
 def test_every_alert_is_unit_tested_firing_and_silent() -> None:

@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Annotated
 
@@ -86,16 +85,15 @@ def run(
             port = int(port_text)
         store = open_store(db, cfg)
         box = SnapshotBox()
-        daemon = Daemon(cfg, store, WallClock(), box=box, background_hooks=True)
+        daemon = Daemon(cfg, store, WallClock(), box=box, live=True)
         token = os.environ.get(cfg.api_token_env) if cfg.api_token_env else None
         server = serve(box, host=host, port=port, version=__version__, token=token or None)
-    stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, lambda *_: daemon.stop())
     typer.echo(f"release-monitor {__version__}: metrics {server.url}/metrics, "
                f"verdicts {server.url}/api/v1/verdict, database {store.path}")
     try:
-        daemon.run(stop)
+        daemon.run()
     finally:
         server.shutdown()
         store.close()
