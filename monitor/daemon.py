@@ -181,6 +181,9 @@ class Daemon:
             errors_total=health.errors_total + (1 if error else 0),
             samples=stored if not error else health.samples, last_error=error,
         )
+        failing = [s.health.last_error for s in self.targets
+                   if s.service == state.service and not s.health.up and s.health.last_error]
+        self.releases.source_errors[state.service] = failing[0] if failing else ""
 
     def _store_scrape(self, state: _TargetState, parsed: ParsedScrape, now: float) -> int:
         policy = self.config.services[state.service]

@@ -16,7 +16,7 @@ from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from monitor.clock import Clock
 from monitor.errors import ConfigError
 from monitor.evaluate import Evaluation, JudgeState, evaluate
-from monitor.findings import PENDING, ROLLBACK
+from monitor.findings import INCONCLUSIVE, PENDING, ROLLBACK
 from monitor.hooks import HookRunner
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
 from monitor.signals import RawSeries, derive
@@ -44,6 +44,8 @@ class Releases:
         self.runners = runners or StageRunners()
         self.hooks = hooks or HookRunner(store, clock)
         self.last_evaluation: dict[int, float] = {}
+        # Per service, the error of a source that is failing now (set by the daemon).
+        self.source_errors: dict[str, str] = {}
 
     def policy(self, service: str) -> ServicePolicy:
         try:
@@ -119,12 +121,16 @@ class Releases:
             return release
         self.last_evaluation[release.id] = now
         result, views = self.evaluate(release, now)
+        reason = result.reason
+        failing = self.source_errors.get(release.service, "")
+        if failing and result.verdict in (PENDING, INCONCLUSIVE):
+            reason = "; ".join(filter(None, (reason, f"data source failing: {failing}")))
         changed = (result.verdict != release.verdict or result.done
                    or result.verdict == PENDING and release.verdict == PENDING)
         if not changed:
             return release
         stored = self.store.add_verdict(
-            release.id, at=now, verdict=result.verdict, reason=result.reason,
+            release.id, at=now, verdict=result.verdict, reason=reason,
             findings=[f.to_dict() for f in result.findings],
             first_alarm_at=result.first_alarm_at, decided_at=result.decided_at,
             state=DONE if result.done else WATCHING, judge_state=result.state.to_json(),

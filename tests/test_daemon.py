@@ -207,3 +207,23 @@ def test_a_deploy_registered_over_the_api_becomes_a_release(
     assert (release.version, release.change_class) == ("v8", "major")
     assert release.period == policy.period("major")
     daemon.close()
+
+
+def test_a_source_down_for_half_an_hour_is_inconclusive_not_a_rollback(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    simulated, clock = service
+    policy = demo_policy(simulated.url)
+    store = Store.open(tmp_path / "m.db")
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": policy}), store, clock)
+    daemon.run_until(clock.now() + 2400)          # v2.2 passes: the baseline
+    simulated.deploy("v2.4")
+    daemon.run_until(clock.now() + 60)            # v2.4 noticed, smoke and verification pass
+    simulated.stop()                              # the target is gone: connections refused
+    daemon.run_until(clock.now() + 1800)
+    release = store.release("demo", "v2.4")
+    assert release.verdict == "inconclusive", release.reason
+    assert "data source failing" in release.reason and "refused" in release.reason
+    health = daemon.box.get().targets[0]
+    assert not health.up and health.errors_total >= 100
+    store.close()
