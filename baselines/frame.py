@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -26,8 +27,13 @@ class SignalFrame:
         blank = np.full((len(names), 0), np.nan)
         return cls(names, np.zeros(0), blank, blank.copy(), blank.copy())
 
+    @cached_property
+    def rows(self) -> dict[str, int]:
+        """Row of each signal by name (judging thousands of signals must not search a tuple)."""
+        return {name: row for row, name in enumerate(self.names)}
+
     def row(self, name: str) -> int:
-        return self.names.index(name)
+        return self.rows[name]
 
     def between(self, start: float, end: float) -> SignalFrame:
         """The columns with start <= time < end."""

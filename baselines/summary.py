@@ -151,7 +151,7 @@ def lag1_autocorrelation(values: np.ndarray) -> np.ndarray:
 
 
 def _leak_slopes(frame: SignalFrame, leak_signals: Sequence[str], block: float) -> dict[str, float]:
-    rows = [frame.row(name) for name in leak_signals if name in frame.names]
+    rows = [frame.row(name) for name in leak_signals if name in frame.rows]
     if not rows or frame.span <= 0:
         return {}
     blocks = leak_blocks(frame.span, block)

@@ -148,7 +148,7 @@ def observe(
 ) -> _Observations:
     """Every finding in the window, and every signal that matters but lacks data."""
     seen = _Observations()
-    rules = [r for r in policy.signals if r.name in window.names]
+    rules = [r for r in policy.signals if r.name in window.rows]
     known = baseline.signals if baseline is not None else {}
     ranked = [r for r in rules if r.kind != "ratio" and r.name in known]
     counted = [r for r in rules if r.kind == "ratio" and r.name in known]
@@ -357,7 +357,7 @@ def _limit(rule: SignalRule, window: SignalFrame, row: int) -> float | None:
     if rule.limit is not None:
         return rule.limit
     name = f"{rule.name}:limit"
-    if name in window.names:
+    if name in window.rows:
         values = window.values[window.row(name)]
         values = values[~np.isnan(values)]
         return float(values[-1]) if values.size else None

@@ -20,7 +20,7 @@ def signal_views(rules: Sequence[SignalRule], baseline: Baseline | None, frame: 
     """One small JSON-able view per signal: baseline band and series, candidate series."""
     views = []
     for rule in rules:
-        if rule.name not in frame.names:
+        if rule.name not in frame.rows:
             continue
         values = frame.values[frame.row(rule.name)]
         times, points = downsample(frame.times - started, values, CANDIDATE_POINTS)

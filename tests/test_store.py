@@ -483,7 +483,8 @@ def test_migrations_run_once_and_reopening_is_harmless(
     shipped = len(store_module.MIGRATIONS) - 1
     assert version == shipped + 1
     monkeypatch.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:shipped])
-    with pytest.raises(StoreError, match=f"schema version {shipped + 1}, newer than this program's {shipped}"):
+    newer = f"schema version {shipped + 1}, newer than this program's {shipped}"
+    with pytest.raises(StoreError, match=newer):
         Store.open(path)
 
 

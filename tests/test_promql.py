@@ -1,0 +1,673 @@
+"""PromQL sources: a real Prometheus scraping the demo service, and small local servers that
+play what a real Prometheus does not (Thanos partial answers, Mimir tenants, proxies, 503s)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import numpy as np
+import prometheus_server
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.clock import SimClock, WallClock
+from monitor.demo_service import SimulatedService
+from monitor.errors import ConfigError, ScrapeError
+from monitor.policy import PromSource, SignalRule
+from monitor.promql import (
+    MAX_POINTS_PER_REQUEST,
+    MAX_REQUESTS_PER_QUERY,
+    PromClient,
+    RangeSeries,
+    plan_range,
+    promql_frame,
+    substitute,
+)
+
+prometheus_factory = prometheus_server.prometheus_factory
+
+T0 = 1_767_225_600.0
+SERVICE = "shop"
+VERSION = "v2.3"
+VARIABLES = {"service": SERVICE, "version": VERSION}
+RATE_WINDOW = 5.0
+SCRAPES = 9  # enough for four grid points with a full 5 s rate window, in about 9 s
+
+
+# --- a real Prometheus scraping the demo service ---------------------------------------------
+
+
+class RecordingService(SimulatedService):
+    """The demo service, keeping every sample it served with the time it was computed."""
+
+    def __init__(self) -> None:
+        super().__init__(WallClock(), seed=11, requests_per_s=500.0, version=VERSION)
+        self.served: list[tuple[float, dict[str, float]]] = []
+
+    def render_metrics(self) -> bytes:
+        served_at = time.time()
+        body = super().render_metrics()
+        samples = {
+            _key(sample.name, sample.labels): sample.value
+            for family in text_string_to_metric_families(body.decode())
+            for sample in family.samples
+        }
+        self.served.append((served_at, samples))
+        return body
+
+    def series(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """Times and values served for one sample key."""
+        times = np.array([at for at, samples in self.served if key in samples])
+        values = np.array([samples[key] for _, samples in self.served if key in samples])
+        return times, values
+
+
+def _key(name: str, labels: dict[str, str]) -> str:
+    inside = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inside}}}" if inside else name
+
+
+@dataclass
+class Live:
+    service: RecordingService
+    client: PromClient
+    grid: np.ndarray  # midway between scrapes, so scrape timing cannot blur any answer
+    url: str
+
+
+@pytest.fixture(scope="module")
+def live(prometheus_factory: Callable[..., prometheus_server.PrometheusServer]) -> Iterator[Live]:
+    service = RecordingService()
+    service.start()
+    try:
+        prometheus = prometheus_factory([f"{service.url}/metrics"], job=SERVICE)
+        selector = f'http_requests_total{{job="{SERVICE}"}}'
+        prometheus.wait_for_samples(selector, SCRAPES)
+        [(_, scraped, _)] = prometheus.samples(selector)
+        grid = scraped + 0.5
+        with PromClient(PromSource(url=prometheus.url, timeout=10.0), sleep=_no_sleep) as client:
+            yield Live(service, client, grid, prometheus.url)
+    finally:
+        service.stop()
+
+
+def _no_sleep(seconds: float) -> None:
+    raise AssertionError(f"a healthy local Prometheus needed a retry ({seconds} s)")
+
+
+def last_served(times: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """What an instant selector answers at each time: the latest sample at or before it."""
+    index = np.searchsorted(times, at, side="right") - 1
+    return np.where(index >= 0, values[np.maximum(index, 0)], np.nan)
+
+
+def prometheus_increase(times: np.ndarray, values: np.ndarray, at: float, window: float) -> float:
+    """Prometheus's extrapolated increase of a counter over (at - window, at], from its source."""
+    inside = (times > at - window) & (times <= at)
+    ts, vs = times[inside], values[inside]
+    if ts.size < 2:
+        return math.nan
+    steps = np.diff(vs)
+    increase = float(np.sum(np.where(steps < 0, vs[1:], steps)))
+    sampled = ts[-1] - ts[0]
+    average = sampled / (ts.size - 1)
+    to_start, to_end = ts[0] - (at - window), at - ts[-1]
+    if increase > 0 and vs[0] >= 0:
+        to_start = min(to_start, sampled * vs[0] / increase)  # a counter does not extrapolate below 0
+    threshold = average * 1.1
+    interval = sampled
+    interval += to_start if to_start < threshold else average / 2
+    interval += to_end if to_end < threshold else average / 2
+    return increase * interval / sampled
+
+
+def reference_increase(service: RecordingService, key: str, grid: np.ndarray) -> np.ndarray:
+    times, values = service.series(key)
+    return np.array([prometheus_increase(times, values, at, RATE_WINDOW) for at in grid])
+
+
+def frame_on_grid(live: Live, rules: list[SignalRule], variables: dict[str, str] = VARIABLES) -> Any:
+    return promql_frame(
+        live.client, rules, start=float(live.grid[0]), end=float(live.grid[-1]), step=1.0,
+        variables=variables,
+    )
+
+
+def test_query_range_returns_the_counter_as_served(live: Live) -> None:
+    [series] = live.client.query_range(
+        f'http_requests_total{{job="{SERVICE}"}}', float(live.grid[0]), float(live.grid[-1]), 1.0
+    )
+    assert series.labels["__name__"] == "http_requests_total"
+    assert series.labels["job"] == SERVICE
+    assert series.labels["instance"] == urlsplit(live.service.url).netloc
+    np.testing.assert_allclose(series.times, live.grid, atol=1e-3)
+    times, values = live.service.series("http_requests_total")
+    np.testing.assert_array_equal(series.values, last_served(times, values, series.times))
+    assert series.values[-1] > series.values[0] > 0
+
+
+def test_frame_gauges_select_by_version_and_combine_series(live: Live) -> None:
+    buckets = f'http_request_duration_seconds_bucket{{job="$service",le=~"0.05|0.1"}}'
+    rules = [
+        SignalRule(
+            name="memory", aggregate="mean",
+            query='process_resident_memory_bytes{job="$service"} and on(instance) '
+                  'demo_build_info{version="$version"}',
+        ),
+        SignalRule(name="fast_requests", aggregate="sum", query=buckets),
+        SignalRule(name="slowest_bucket", aggregate="max", query=buckets),
+    ]
+    frame = frame_on_grid(live, rules)
+    np.testing.assert_allclose(frame.times, live.grid, atol=1e-3)
+    memory = last_served(*live.service.series("process_resident_memory_bytes"), frame.times)
+    np.testing.assert_array_equal(frame.values[frame.row("memory")], memory)
+    fast = last_served(*live.service.series('http_request_duration_seconds_bucket{le="0.05"}'), frame.times)
+    slow = last_served(*live.service.series('http_request_duration_seconds_bucket{le="0.1"}'), frame.times)
+    np.testing.assert_array_equal(frame.values[frame.row("fast_requests")], fast + slow)
+    np.testing.assert_array_equal(frame.values[frame.row("slowest_bucket")], slow)
+    assert np.all(np.isnan(frame.events)) and np.all(np.isnan(frame.trials))
+
+    other = frame_on_grid(live, rules[:1], {"service": SERVICE, "version": "v9.9"})
+    assert np.all(np.isnan(other.values))
+
+
+def test_frame_rate_matches_prometheus_arithmetic_on_served_counters(live: Live) -> None:
+    rule = SignalRule(name="throughput", kind="rate", query='sum(rate(http_requests_total{job="$service"}[5s]))')
+    frame = frame_on_grid(live, [rule])
+    expected = reference_increase(live.service, "http_requests_total", frame.times) / RATE_WINDOW
+    got = frame.values[0]
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+    full_windows = np.count_nonzero(~np.isnan(got))
+    assert full_windows >= SCRAPES - 4
+    np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)], rtol=0.01)
+    # 500 requests per second, Poisson: the rate over 5 s is within a few percent of it.
+    assert np.all(np.abs(got[~np.isnan(got)] - 500.0) < 60.0)
+
+
+def test_frame_ratio_counts_events_and_trials(live: Live) -> None:
+    rule = SignalRule(
+        name="error_ratio", kind="ratio",
+        numerator_query='sum(increase(http_request_errors_total{job="$service"}[5s]))',
+        denominator_query='sum(increase(http_requests_total{job="$service"}[5s]))',
+    )
+    frame = frame_on_grid(live, [rule])
+    events = reference_increase(live.service, "http_request_errors_total", frame.times)
+    trials = reference_increase(live.service, "http_requests_total", frame.times)
+    counted = ~np.isnan(trials)
+    assert np.count_nonzero(counted) >= SCRAPES - 4
+    np.testing.assert_array_equal(np.isnan(frame.trials[0]), ~counted)
+    np.testing.assert_allclose(frame.events[0][counted], events[counted], rtol=0.01)
+    np.testing.assert_allclose(frame.trials[0][counted], trials[counted], rtol=0.01)
+    np.testing.assert_allclose(frame.values[0][counted], events[counted] / trials[counted], rtol=0.02)
+    assert np.all(np.abs(frame.values[0][counted] - 0.06) < 0.03)  # v2.3 fails 6% of requests
+
+
+def test_bad_query_carries_prometheus_error_text(live: Live) -> None:
+    with pytest.raises(ScrapeError) as caught:
+        live.client.query_range("rate(http_requests_total)", float(live.grid[0]), float(live.grid[-1]), 1.0)
+    message = str(caught.value)
+    assert "bad_data" in message
+    assert "expected type range vector" in message
+    assert live.url in message and "\n" not in message
+
+
+def test_substituted_values_survive_prometheus_parser(live: Live) -> None:
+    awkward = 'v2"3\\beta\nnext $service'
+    query = substitute('label_replace(vector(1), "v", "$version", "", "")', {"version": awkward})
+    [series] = live.client.query_range(query, float(live.grid[0]), float(live.grid[0]) + 2.0, 1.0)
+    assert series.labels["v"] == awkward
+    np.testing.assert_array_equal(series.values, [1.0, 1.0, 1.0])
+
+
+# --- small local servers standing in for Thanos, Mimir, VictoriaMetrics and proxies -----------
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    params: dict[str, str]
+
+
+Answer = tuple[int, dict[str, str], bytes]
+
+
+@dataclass
+class FakeState:
+    seen: list[Seen] = field(default_factory=list)
+    script: list[Answer] = field(default_factory=list)  # answered first, in order
+    overlap: bool = False  # also answer one step before `start`, as aligning servers do
+    warnings: list[str] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+class FakeProm(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), FakeHandler)
+        self.state = FakeState()
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class FakeHandler(BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True
+    protocol_version = "HTTP/1.1"
+    server: FakeProm
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self._answer("")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self._answer(self.rfile.read(length).decode())
+
+    def _answer(self, form: str) -> None:
+        state = self.server.state
+        parts = urlsplit(self.path)
+        params = dict(parse_qsl(parts.query)) | dict(parse_qsl(form))
+        state.seen.append(Seen(self.command, parts.path, dict(self.headers.items()), params))
+        if parts.path.endswith("/slow"):
+            state.release.wait(5.0)
+        status, headers, body = state.script.pop(0) if state.script else matrix_answer(params, state)
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if "Content-Length" not in headers and headers.get("Connection") != "close":
+            self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading at its limit, as it should
+        if headers.get("Connection") == "close":
+            self.close_connection = True
+
+
+def fake_value(milliseconds: int) -> str:
+    return repr(milliseconds / 1000.0 * 2.0)
+
+
+def matrix_answer(params: dict[str, str], state: FakeState) -> Answer:
+    """Prometheus's query_range over a series whose value is twice the time, with its limit."""
+    start, end, step = (round(float(params[name]) * 1000) for name in ("start", "end", "step"))
+    if (end - start) / step > 11_000:
+        return error_answer(400, "bad_data", "exceeded maximum resolution of 11,000 points per timeseries")
+    first = start - step if state.overlap else start
+    stamps = range(first, end + 1, step)
+    series = {"metric": {"__name__": "fake"}, "values": [[t / 1000.0, fake_value(t)] for t in stamps]}
+    payload: dict[str, Any] = {"status": "success", "data": {"resultType": "matrix", "result": [series]}}
+    if state.warnings:
+        payload["warnings"] = state.warnings
+    return 200, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+
+
+def error_answer(status: int, error_type: str, error: str, headers: dict[str, str] | None = None) -> Answer:
+    body = json.dumps({"status": "error", "errorType": error_type, "error": error}).encode()
+    return status, {"Content-Type": "application/json", **(headers or {})}, body
+
+
+def points_asked(seen: Seen) -> int:
+    start, end, step = (round(float(seen.params[name]) * 1000) for name in ("start", "end", "step"))
+    return (end - start) // step + 1
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeProm]:
+    server = FakeProm()
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.state.release.set()
+    server.shutdown()
+    server.server_close()
+    thread.join()
+
+
+class Sleeps(list[float]):
+    """An injected sleep that records the backoff instead of waiting."""
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def client_for(url: str, sleeps: Sleeps | None = None, **source: Any) -> PromClient:
+    return PromClient(PromSource(url=url, **source), sleep=sleeps if sleeps is not None else Sleeps())
+
+
+def ask(client: PromClient, points: int = 3, step: float = 15.0) -> list[RangeSeries]:
+    return client.query_range("sum(rate(x[1m]))", T0, T0 + (points - 1) * step, step)
+
+
+@pytest.mark.parametrize("prefix", ["", "/prometheus", "/select/0/prometheus"])
+def test_path_prefix_and_tenant_header(fake: FakeProm, prefix: str) -> None:
+    [series] = ask(client_for(f"{fake.base}{prefix}/", tenant="team-a"))
+    [seen] = fake.state.seen
+    assert seen.path == f"{prefix}/api/v1/query_range"
+    assert seen.headers["X-Scope-OrgID"] == "team-a"
+    assert seen.method == "GET"
+    np.testing.assert_array_equal(series.times, [T0, T0 + 15, T0 + 30])
+
+
+def test_no_tenant_no_header_and_url_parameters_kept(fake: FakeProm) -> None:
+    ask(client_for(f"{fake.base}/select/0/prometheus?extra_label=team%3Da"))
+    [seen] = fake.state.seen
+    assert "X-Scope-OrgID" not in seen.headers
+    assert seen.params["extra_label"] == "team=a"
+
+
+SECRET = "s3cr3t-value-%&"
+
+
+@pytest.mark.parametrize("kind", ["bearer_env", "bearer_file", "basic_env", "basic_file"])
+def test_credentials_sent_and_never_shown(
+    fake: FakeProm, kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PROM_SECRET", SECRET)
+    (tmp_path / "secret").write_text(SECRET + "\n")
+    source: dict[str, Any] = {
+        "bearer_env": {"bearer_token_env": "PROM_SECRET"},
+        "bearer_file": {"bearer_token_file": str(tmp_path / "secret")},
+        "basic_env": {"basic_user": "alice", "basic_password_env": "PROM_SECRET"},
+        "basic_file": {"basic_user": "alice", "basic_password_file": str(tmp_path / "secret")},
+    }[kind]
+    fake.state.script = [error_answer(401, "unauthorized", "bad credentials")]
+    with pytest.raises(ScrapeError) as caught:
+        ask(client_for(fake.base, **source))
+    [seen] = fake.state.seen
+    if kind.startswith("bearer"):
+        assert seen.headers["Authorization"] == f"Bearer {SECRET}"
+    else:
+        user, password = base64.b64decode(seen.headers["Authorization"].removeprefix("Basic ")).decode().split(":")
+        assert (user, password) == ("alice", SECRET)
+    assert "HTTP 401 unauthorized: bad credentials" in str(caught.value)
+    assert SECRET not in str(caught.value)
+
+
+def test_credentials_in_url_and_query_parameters_are_redacted(fake: FakeProm) -> None:
+    url = f"http://bob:hunter2@127.0.0.1:{fake.server_address[1]}/prometheus?token=abc123"
+    fake.state.script = [error_answer(422, "execution", "many-to-many matching not allowed")]
+    with pytest.raises(ScrapeError) as caught:
+        ask(client_for(url))
+    message = str(caught.value)
+    assert "hunter2" not in message and "bob" not in message and "abc123" not in message
+    assert "sum(rate" not in message
+    assert f"127.0.0.1:{fake.server_address[1]}/prometheus" in message
+    assert "many-to-many matching not allowed" in message
+
+
+@pytest.mark.parametrize(
+    ("source", "named"),
+    [
+        ({"bearer_token_env": "PROM_TOKEN_NOT_SET"}, "PROM_TOKEN_NOT_SET"),
+        ({"bearer_token_file": "/nonexistent/token"}, "/nonexistent/token"),
+        ({"basic_user": "alice", "basic_password_env": "PROM_PASSWORD_NOT_SET"}, "PROM_PASSWORD_NOT_SET"),
+        ({"basic_user": "alice", "basic_password_file": "/nonexistent/password"}, "/nonexistent/password"),
+    ],
+)
+def test_missing_credential_names_its_source(
+    fake: FakeProm, source: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PROM_TOKEN_NOT_SET", raising=False)
+    monkeypatch.delenv("PROM_PASSWORD_NOT_SET", raising=False)
+    with pytest.raises(ScrapeError, match=named):
+        ask(client_for(fake.base, **source))
+    assert fake.state.seen == []
+
+
+def test_empty_token_file_is_an_error(fake: FakeProm, tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("\n")
+    with pytest.raises(ScrapeError, match="empty"):
+        ask(client_for(fake.base, bearer_token_file=str(tmp_path / "token")))
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_long_range_is_split_and_stitched_exactly(fake: FakeProm, overlap: bool) -> None:
+    fake.state.overlap = overlap
+    [series] = ask(client_for(fake.base), points=20_000, step=1.0)
+    seen = fake.state.seen
+    assert len(seen) == 2
+    assert all(points_asked(one) <= MAX_POINTS_PER_REQUEST for one in seen)
+    assert sum(points_asked(one) for one in seen) == 20_000
+    assert float(seen[1].params["start"]) == float(seen[0].params["end"]) + 1.0
+    expected_ms = round(T0 * 1000) + 1000 * np.arange(20_000)
+    np.testing.assert_array_equal(series.times, expected_ms / 1000.0)
+    np.testing.assert_array_equal(series.values, expected_ms / 1000.0 * 2.0)
+
+
+def test_step_is_whole_milliseconds_and_grows_past_the_request_budget() -> None:
+    assert plan_range(T0, T0 + 1.0, 0.0004).step_ms == 1
+    assert plan_range(T0, T0 + 60.0, 15.0001).step_ms == 15_001
+    week = plan_range(T0, T0 + 7 * 86400.0, 1.0)
+    assert week.points <= MAX_POINTS_PER_REQUEST * MAX_REQUESTS_PER_QUERY
+    assert week.step_ms == math.ceil(7 * 86400_000 / (MAX_POINTS_PER_REQUEST * MAX_REQUESTS_PER_QUERY - 1))
+    assert len(week.chunks()) == MAX_REQUESTS_PER_QUERY
+    assert week.times()[-1] <= T0 + 7 * 86400.0
+    with pytest.raises(ValueError, match="before start"):
+        plan_range(T0, T0 - 1.0, 1.0)
+
+
+def test_503_then_200_is_retried_with_backoff(fake: FakeProm) -> None:
+    fake.state.script = [error_answer(503, "unavailable", "store gateway restarting")]
+    sleeps = Sleeps()
+    [series] = ask(client_for(fake.base, sleeps))
+    assert sleeps == [0.5]
+    assert len(fake.state.seen) == 2
+    np.testing.assert_array_equal(series.values, 2.0 * np.array([T0, T0 + 15, T0 + 30]))
+
+
+def test_retries_back_off_exponentially_then_give_up(fake: FakeProm) -> None:
+    fake.state.script = [(502, {"Content-Type": "text/html"}, b"<h1>Bad Gateway</h1>")] * 4
+    sleeps = Sleeps()
+    with pytest.raises(ScrapeError) as caught:
+        ask(client_for(fake.base, sleeps, retries=3))
+    assert sleeps == [0.5, 1.0, 2.0]
+    assert len(fake.state.seen) == 4
+    assert "HTTP 502 Bad Gateway" in str(caught.value)
+    assert "gave up after 4 attempts" in str(caught.value)
+
+
+def test_429_waits_as_long_as_retry_after_says(fake: FakeProm) -> None:
+    fake.state.script = [error_answer(429, "too_many_requests", "slow down", {"Retry-After": "7"})]
+    sleeps = Sleeps()
+    ask(client_for(fake.base, sleeps))
+    assert sleeps == [7.0]
+
+
+def test_default_backoff_goes_through_the_clock(fake: FakeProm) -> None:
+    fake.state.script = [error_answer(503, "unavailable", "busy")]
+    clock = SimClock()
+    ask(PromClient(PromSource(url=fake.base), clock=clock))
+    assert clock.now() == pytest.approx(1_767_225_600.5)
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type"), [(400, "bad_data"), (422, "execution"), (503, "bad_data"), (404, "")]
+)
+def test_client_errors_and_bad_data_are_not_retried(fake: FakeProm, status: int, error_type: str) -> None:
+    fake.state.script = [error_answer(status, error_type, "1:6: parse error: unexpected <EOF>")]
+    sleeps = Sleeps()
+    with pytest.raises(ScrapeError, match="parse error: unexpected <EOF>"):
+        ask(client_for(fake.base, sleeps))
+    assert sleeps == []
+    assert len(fake.state.seen) == 1
+
+
+def test_connection_refused_is_retried_then_named() -> None:
+    closed = FakeProm()
+    url = closed.base
+    closed.server_close()
+    sleeps = Sleeps()
+    with pytest.raises(ScrapeError, match=r"cannot connect .*gave up after 3 attempts"):
+        ask(client_for(url, sleeps, retries=2))
+    assert sleeps == [0.5, 1.0]
+
+
+def test_partial_response_false_is_sent_with_get_and_post(fake: FakeProm) -> None:
+    client = client_for(fake.base)
+    ask(client)
+    long_query = "sum(" + " + ".join(f'x{{pod="pod-{n}"}}' for n in range(200)) + ")"
+    client.query_range(long_query, T0, T0 + 30, 15)
+    get, post = fake.state.seen
+    assert (get.method, post.method) == ("GET", "POST")
+    assert get.params["partial_response"] == post.params["partial_response"] == "false"
+    assert post.params["query"] == long_query
+    assert post.params["start"] == f"{T0:.0f}"
+
+
+def test_partial_data_warning_is_an_error(fake: FakeProm) -> None:
+    fake.state.warnings = ["No StoreAPIs matched for this query"]
+    with pytest.raises(ScrapeError, match="partial data: No StoreAPIs matched"):
+        ask(client_for(fake.base))
+
+
+def test_promql_annotations_are_not_partial_data(fake: FakeProm) -> None:
+    fake.state.warnings = ['PromQL info: metric might not be a counter, name does not end in _total: "x"']
+    [series] = ask(client_for(fake.base))
+    assert series.values.size == 3
+
+
+def test_victoriametrics_partial_flag_is_an_error(fake: FakeProm) -> None:
+    payload = {"status": "success", "isPartial": True, "data": {"resultType": "matrix", "result": []}}
+    fake.state.script = [(200, {}, json.dumps(payload).encode())]
+    with pytest.raises(ScrapeError, match="partial data"):
+        ask(client_for(fake.base))
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_oversize_body_is_cut(fake: FakeProm, declared: bool) -> None:
+    huge = b'{"status":"success","data":{"resultType":"matrix","result":[' + b" " * (1 << 20) + b"]}}"
+    headers = {"Content-Length": str(len(huge))} if declared else {"Connection": "close"}
+    fake.state.script = [(200, headers, huge)]
+    sleeps = Sleeps()
+    client = PromClient(PromSource(url=fake.base), sleep=sleeps, max_bytes=64 * 1024)
+    with pytest.raises(ScrapeError, match="over the 65536-byte limit"):
+        ask(client)
+    assert sleeps == [] and len(fake.state.seen) == 1
+
+
+def test_each_request_has_a_total_deadline(fake: FakeProm) -> None:
+    client = client_for(f"{fake.base}/slow", timeout=0.3, retries=0)
+    began = time.monotonic()
+    with pytest.raises(ScrapeError, match=r"timed out after 0\.3 s"):
+        ask(client)
+    assert time.monotonic() - began < 2.0
+
+
+@pytest.mark.parametrize("bad", ["1_2", "Infinity", "\uff11", " 1", "0x1p3", "nan", "", "1\n2"])
+def test_values_are_parsed_strictly(fake: FakeProm, bad: str) -> None:
+    series = {"metric": {}, "values": [[T0, "1"], [T0 + 15, bad]]}
+    payload = {"status": "success", "data": {"resultType": "matrix", "result": [series]}}
+    fake.state.script = [(200, {}, json.dumps(payload).encode())]
+    with pytest.raises(ScrapeError, match="is not a number"):
+        ask(client_for(fake.base))
+
+
+def test_special_values_are_kept(fake: FakeProm) -> None:
+    texts = ["NaN", "+Inf", "-Inf", "1e+06", "-0.25", "7"]
+    series = {"metric": {"a": "b"}, "values": [[T0 + 15 * n, text] for n, text in enumerate(texts)]}
+    payload = {"status": "success", "data": {"resultType": "matrix", "result": [series]}}
+    fake.state.script = [(200, {}, json.dumps(payload).encode())]
+    [got] = ask(client_for(fake.base), points=6)
+    np.testing.assert_array_equal(got.values, [np.nan, np.inf, -np.inf, 1e6, -0.25, 7.0])
+    assert got.labels == {"a": "b"}
+
+
+def test_a_vector_answer_is_rejected(fake: FakeProm) -> None:
+    payload = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    fake.state.script = [(200, {}, json.dumps(payload).encode())]
+    with pytest.raises(ScrapeError, match="expected a matrix result, got 'vector'"):
+        ask(client_for(fake.base))
+
+
+# --- promql_frame on a known answer -----------------------------------------------------------
+
+
+class CannedClient:
+    """Answers each query with fixed series and records the queries asked."""
+
+    def __init__(self, answers: dict[str, list[RangeSeries]]) -> None:
+        self.answers = answers
+        self.asked: list[str] = []
+
+    def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
+        self.asked.append(expr)
+        return self.answers[expr]
+
+
+def canned(offsets: list[float], values: list[float], labels: dict[str, str] | None = None) -> RangeSeries:
+    return RangeSeries(labels or {}, T0 + np.array(offsets), np.array(values))
+
+
+def test_frame_places_series_on_the_grid_and_combines_them() -> None:
+    a = canned([0, 10, 30], [1.0, 2.0, 4.0], {"pod": "a"})
+    b = canned([10, 20, 30.0004], [10.0, 20.0, 40.0], {"pod": "b"})  # 0.4 ms late: same slot
+    outside = canned([-10, 50], [99.0, 99.0], {"pod": "c"})
+    client = CannedClient({"q": [a, b, outside], "e": [a], "t": [b], "none": []})
+    rules = [
+        SignalRule(name="summed", query="q", aggregate="sum"),
+        SignalRule(name="averaged", query="q", aggregate="mean"),
+        SignalRule(name="highest", query="q", aggregate="max"),
+        SignalRule(name="ratio", kind="ratio", numerator_query="e", denominator_query="t"),
+        SignalRule(name="empty", query="none"),
+    ]
+    frame = promql_frame(client, rules, start=T0, end=T0 + 45, step=10.0, variables=VARIABLES)
+    nan = np.nan
+    np.testing.assert_array_equal(frame.times, T0 + np.array([0.0, 10, 20, 30, 40]))
+    np.testing.assert_array_equal(frame.values[0], [1, 12, 20, 44, nan])
+    np.testing.assert_array_equal(frame.values[1], [1, 6, 20, 22, nan])
+    np.testing.assert_array_equal(frame.values[2], [1, 10, 20, 40, nan])
+    np.testing.assert_array_equal(frame.events[3], [1, 2, nan, 4, nan])
+    np.testing.assert_array_equal(frame.trials[3], [nan, 10, 20, 40, nan])
+    np.testing.assert_array_equal(frame.values[3], [nan, 0.2, nan, 0.1, nan])
+    assert np.all(np.isnan(frame.values[4]))
+    assert np.all(np.isnan(frame.events[:3])) and np.all(np.isnan(frame.trials[:3]))
+    assert frame.names == ("summed", "averaged", "highest", "ratio", "empty")
+
+
+def test_frame_substitutes_escaped_variables_and_names_failing_signal() -> None:
+    client = CannedClient({'up{job="shop",version="v\\"1\\\\"}': []})
+    rule = SignalRule(name="up", query='up{job="$service",version="$version"}')
+    promql_frame(client, [rule], start=T0, end=T0, step=1.0, variables={"service": "shop", "version": 'v"1\\'})
+    assert client.asked == ['up{job="shop",version="v\\"1\\\\"}']
+
+    class Failing:
+        def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
+            raise ScrapeError("Prometheus http://127.0.0.1:9: HTTP 400 bad_data: oops")
+
+    with pytest.raises(ScrapeError, match="^signal up: Prometheus .*oops$"):
+        promql_frame(Failing(), [rule], start=T0, end=T0, step=1.0, variables=VARIABLES)
+    with pytest.raises(ConfigError, match="signal bare: no PromQL query"):
+        promql_frame(client, [SignalRule(name="bare", metric="up")], start=T0, end=T0, step=1.0,
+                     variables=VARIABLES)
+
+
+def test_substitute_only_known_placeholders() -> None:
+    assert substitute('x{v="$version"} $versions $other', {"version": "2"}) == 'x{v="2"} $versions $other'
+    assert substitute('x{s="$service"}', {"service": "a\nb"}) == 'x{s="a\\nb"}'
+    with pytest.raises(ValueError, match=r"\$service"):
+        substitute('x{s="$service"}', {"version": "2"})
+
+
+def test_frame_grid_with_replace_keeps_rules_immutable() -> None:
+    rule = SignalRule(name="g", query="q")
+    client = CannedClient({"q": [canned([0.0], [3.0])]})
+    frame = promql_frame(client, [rule, replace(rule, name="h")], start=T0, end=T0, step=5.0, variables={})
+    np.testing.assert_array_equal(frame.values, [[3.0], [3.0]])
