@@ -425,7 +425,9 @@ def inject(case: Case, recipe: Recipe, *, start: int, sign: float, rng: np.rando
     values[at:] += effect
     if np.nanmin(case.values) >= 0:
         values = np.maximum(values, 0.0)
-    major, limit = _is_major(recipe, effect, scale, limit, median, elapsed, case.period)
+    # What was really added (a drop stops at zero) decides whether it is major.
+    effect = np.nan_to_num(values[at:] - case.values[at:])
+    major, limit = _is_major(recipe, effect, scale, limit, median, case.period)
     return replace(
         case, case_id=f"{case.case_id}/{recipe.label(sign)}@{start}", group="injected",
         label="bad", kind=kind, values=values, anomaly_start=float(case.times[at]),
@@ -452,16 +454,22 @@ def _added(case: Case, recipe: Recipe, elapsed: np.ndarray, remaining: float, sc
 
 
 def _is_major(recipe: Recipe, effect: np.ndarray, scale: float, limit: float | None,
-              median: float, elapsed: np.ndarray, period: float) -> tuple[bool, float | None]:
+              median: float, period: float) -> tuple[bool, float | None]:
     """Major: averages MAJOR_EFFECT scales after the start, or a leak that reaches its
     limit within LEAK_HORIZON of its start."""
     if recipe.name == "leak" and limit is not None:
         slope = recipe.size * scale / period
         return (limit - median) / slope <= LEAK_HORIZON, limit
-    if recipe.name == "errors":
-        return recipe.size >= MAJOR_EFFECT, None
     mean_effect = float(np.mean(np.abs(effect))) / scale if effect.size else 0.0
     return mean_effect >= MAJOR_EFFECT - 1e-9, None
+
+
+def _can_fall(case: Case, recipe: Recipe) -> bool:
+    """Worse-either-way signals may drop, when their level stands well above zero."""
+    if case.kind not in ("traffic", "level") or recipe.name not in ("level", "ramp"):
+        return False
+    median, scale = robust_scale(case.baseline)
+    return median > 0 and median >= scale
 
 
 def injected_cases(nulls: Sequence[Case], series: Series, *, seed: int, cuts: int) -> list[Case]:
@@ -477,8 +485,7 @@ def injected_cases(nulls: Sequence[Case], series: Series, *, seed: int, cuts: in
         shape = case_shape(series.dataset, series.step)
         for recipe in recipes_for(series.kind):
             start = int(rng.choice([0, shape.period // 3]))
-            both_ways = series.kind in ("traffic", "level") and recipe.name in ("level", "ramp")
-            sign = float(rng.choice([-1.0, 1.0])) if both_ways else 1.0
+            sign = float(rng.choice([-1.0, 1.0])) if _can_fall(case, recipe) else 1.0
             out.append(inject(case, recipe, start=start, sign=sign, rng=rng))
     return out
 

@@ -352,13 +352,18 @@ def _parse_query(query: str) -> dict[str, str]:
 def find_document(snapshot: Snapshot, query: Mapping[str, str]) -> Mapping[str, Any]:
     """The verdict document a query names; `service` may be left out when it is unique.
 
-    Raises BadRequest without `release`, UnknownRelease when nothing matches and
+    With `service` and no `release`, the service's latest release: what a Flagger webhook,
+    whose URL cannot name each new version, asks about.
+
+    Raises BadRequest without either, UnknownRelease when nothing matches and
     AmbiguousRelease when several services have the release.
     """
     release = query.get("release", "")
+    service = query.get("service", "")
+    if not release and service:
+        return _latest(snapshot, service)
     if not release:
         raise BadRequest("the release parameter is required")
-    service = query.get("service", "")
     if not service:
         services = snapshot.services_with(release)
         if len(services) > 1:
@@ -371,6 +376,13 @@ def find_document(snapshot: Snapshot, query: Mapping[str, str]) -> Mapping[str, 
         where = f" of service {service!r}" if service else ""
         raise UnknownRelease(f"no release {release!r}{where}")
     return document
+
+
+def _latest(snapshot: Snapshot, service: str) -> Mapping[str, Any]:
+    documents = [doc for (name, _), doc in snapshot.verdicts.items() if name == service]
+    if not documents:
+        raise UnknownRelease(f"no release of service {service!r}")
+    return min(documents, key=_newest_first)
 
 
 def _answer_metrics(context: _Context, request: _Request) -> Reply:

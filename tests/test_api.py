@@ -129,7 +129,10 @@ def test_url_and_metrics(server: MonitorServer) -> None:
         ("release=v2.2", 200, ("checkout", "v2.2")),
         ("release=v8", 200, ("search", "v8")),
         ("release=v2.3", 400, "checkout, search"),
-        ("service=checkout", 400, "release"),
+        ("service=checkout", 200, ("checkout", "v2.3")),   # the service's latest release
+        ("service=search", 200, ("search", "v8")),
+        ("service=nope", 404, "nope"),
+        ("", 400, "release"),
         ("release=", 400, "release"),
         ("release=v2.2&release=v2.3", 400, "once"),
         ("release=v9", 404, "v9"),

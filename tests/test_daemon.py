@@ -227,3 +227,24 @@ def test_a_source_down_for_half_an_hour_is_inconclusive_not_a_rollback(
     health = daemon.box.get().targets[0]
     assert not health.up and health.errors_total >= 100
     store.close()
+
+
+def test_verdict_over_the_api_matches_the_database(tmp_path: Path) -> None:
+    from monitor.demo import run_demo
+
+    db = tmp_path / "demo.db"
+    box = SnapshotBox()
+    run_demo(db, echo=lambda _line: None, box=box)
+    server = serve(box, version="test")
+    try:
+        for release, code in (("v2.2", 0), ("v2.3", 3), ("v2.4", 4)):
+            local = CliRunner().invoke(app, ["verdict", "--db", str(db), "--release", release,
+                                             "--json"])
+            remote = CliRunner().invoke(app, ["verdict", "--url", server.url, "--release", release,
+                                              "--json", "--wait", "--timeout", "1s"])
+            assert (local.exit_code, remote.exit_code) == (code, code), remote.output
+            assert local.output == remote.output
+        missing = CliRunner().invoke(app, ["verdict", "--url", server.url, "--release", "v9"])
+        assert missing.exit_code == 2 and "v9" in missing.output
+    finally:
+        server.shutdown()

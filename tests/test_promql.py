@@ -9,7 +9,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -190,8 +190,8 @@ def test_frame_rate_matches_prometheus_arithmetic_on_served_counters(live: Live)
     full_windows = np.count_nonzero(~np.isnan(got))
     assert full_windows >= SCRAPES - 4
     np.testing.assert_allclose(got[~np.isnan(got)], expected[~np.isnan(expected)], rtol=0.01)
-    # 500 requests per second, Poisson: the rate over 5 s is within a few percent of it.
-    assert np.all(np.abs(got[~np.isnan(got)] - 500.0) < 60.0)
+    # Windows holding five scrapes see 500 requests per second, Poisson: within a few percent.
+    assert np.all(np.abs(got[4:] - 500.0) < 60.0)
 
 
 def test_frame_ratio_counts_events_and_trials(live: Live) -> None:
@@ -209,7 +209,7 @@ def test_frame_ratio_counts_events_and_trials(live: Live) -> None:
     np.testing.assert_allclose(frame.events[0][counted], events[counted], rtol=0.01)
     np.testing.assert_allclose(frame.trials[0][counted], trials[counted], rtol=0.01)
     np.testing.assert_allclose(frame.values[0][counted], events[counted] / trials[counted], rtol=0.02)
-    assert np.all(np.abs(frame.values[0][counted] - 0.06) < 0.03)  # v2.3 fails 6% of requests
+    assert np.all(np.abs(frame.values[0][4:] - 0.06) < 0.03)  # v2.3 fails 6% of requests
 
 
 def test_bad_query_carries_prometheus_error_text(live: Live) -> None:
@@ -284,7 +284,7 @@ class FakeHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         params = dict(parse_qsl(parts.query)) | dict(parse_qsl(form))
         state.seen.append(Seen(self.command, parts.path, dict(self.headers.items()), params))
-        if parts.path.endswith("/slow"):
+        if parts.path.startswith("/slow/"):
             state.release.wait(5.0)
         status, headers, body = state.script.pop(0) if state.script else matrix_answer(params, state)
         self.send_response(status)
@@ -665,9 +665,3 @@ def test_substitute_only_known_placeholders() -> None:
     with pytest.raises(ValueError, match=r"\$service"):
         substitute('x{s="$service"}', {"version": "2"})
 
-
-def test_frame_grid_with_replace_keeps_rules_immutable() -> None:
-    rule = SignalRule(name="g", query="q")
-    client = CannedClient({"q": [canned([0.0], [3.0])]})
-    frame = promql_frame(client, [rule, replace(rule, name="h")], start=T0, end=T0, step=5.0, variables={})
-    np.testing.assert_array_equal(frame.values, [[3.0], [3.0]])

@@ -176,6 +176,10 @@ def verdict(
         "--wait", help="Block until the verdict is decided (for CI pipelines).")] = False,
     timeout: Annotated[str, typer.Option(
         help="With --wait: give up after this long and report pending, e.g. 45m.")] = "2h",
+    url: Annotated[str | None, typer.Option(
+        "--url", envvar="RELEASE_MONITOR_URL",
+        help="Ask a running monitor's JSON API (e.g. http://127.0.0.1:9847) instead of "
+        "reading the database.")] = None,
 ) -> None:
     """Print a release's verdict and evidence; the exit code says the verdict.
 
@@ -186,12 +190,19 @@ def verdict(
     from monitor.durations import parse_duration
     from monitor.verdicts import wait_for_decision
 
+    from monitor.client import remote_document, wait_remote
+
     with clear_errors():
-        store = open_store(db, load_config(config))
-        found = store.find_release(release, service)
-        if wait:
-            found = wait_for_decision(store, found, WallClock(), timeout=parse_duration(timeout))
-        doc = document(store, found)
+        seconds = parse_duration(timeout)
+        if url is not None:
+            doc = (wait_remote(url, release, service, WallClock(), timeout=seconds) if wait
+                   else remote_document(url, release, service))
+        else:
+            store = open_store(db, load_config(config))
+            found = store.find_release(release, service)
+            if wait:
+                found = wait_for_decision(store, found, WallClock(), timeout=seconds)
+            doc = document(store, found)
     typer.echo(json.dumps(doc) if as_json else verdict_text(doc))
     raise typer.Exit(EXIT_CODES[doc["verdict"]])
 

@@ -1,0 +1,40 @@
+"""`monitor report`: a release's verdict as one self-contained HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from monitor.cli.common import ConfigOption, DbOption, clear_errors, fail, load_config, open_store
+from monitor.verdicts import EXIT_USAGE, document
+
+
+def report(
+    release: Annotated[str, typer.Option(help="Release version, e.g. v2.3.")],
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="HTML file to write (replaced if it exists).")],
+    service: Annotated[str | None, typer.Option(
+        help="Service (may be left out when one service has that release).")] = None,
+    db: DbOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Write a release's verdict, checks, findings and signal plots as one HTML page.
+
+    The page needs no network (open it from a CI artifact or attach it to a ticket); the
+    plots are drawn by a small inline script, the tables show without it.
+    """
+    from monitor.report import render_report
+
+    with clear_errors():
+        store = open_store(db, load_config(config))
+        try:
+            page = render_report(document(store, store.find_release(release, service)))
+        finally:
+            store.close()
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise fail(f"--out: cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
+    typer.echo(str(out))

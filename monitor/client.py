@@ -1,0 +1,49 @@
+"""Asking a running monitor for a verdict over its JSON API (for pipelines without the DB)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import requests
+
+from monitor.clock import Clock
+from monitor.errors import MonitorError, UnknownRelease
+from monitor.fetch import fetch
+from monitor.findings import HOTFIX, ROLLBACK
+
+_LIMIT = 8 * 1024 * 1024
+POLL_SECONDS = 5.0
+
+
+def remote_document(url: str, release: str, service: str | None, *,
+                    timeout: float = 10.0) -> dict[str, Any]:
+    """GET /api/v1/verdict from the monitor at `url`; errors are one clear line."""
+    params = {"release": release, **({"service": service} if service else {})}
+    query = requests.Request("GET", f"{url.rstrip('/')}/api/v1/verdict", params=params).prepare()
+    try:
+        body = fetch(str(query.url), timeout=timeout, max_bytes=_LIMIT)
+    except MonitorError as exc:
+        if "HTTP 404" in str(exc):
+            raise UnknownRelease(f"no release {release!r} at {url}") from None
+        raise
+    try:
+        document = json.loads(body)
+    except json.JSONDecodeError:
+        raise MonitorError(f"{url}: the answer is not JSON") from None
+    if not isinstance(document, dict) or "verdict" not in document:
+        raise MonitorError(f"{url}: the answer is not a verdict")
+    return document
+
+
+def wait_remote(url: str, release: str, service: str | None, clock: Clock, *,
+                timeout: float, poll: float = POLL_SECONDS) -> dict[str, Any]:
+    """Poll the API until the release is done or has a rollback or hotfix verdict."""
+    deadline = clock.now() + timeout
+    document = remote_document(url, release, service)
+    while document.get("state") != "done" and document["verdict"] not in (ROLLBACK, HOTFIX):
+        if clock.now() >= deadline:
+            break
+        clock.sleep_until(min(clock.now() + poll, deadline))
+        document = remote_document(url, release, service)
+    return document
