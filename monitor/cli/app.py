@@ -186,11 +186,10 @@ def verdict(
     Exit codes: 0 pass, 3 rollback, 4 hotfix, 5 pending, 6 inconclusive; 1 internal error,
     2 bad input (unknown release, bad option), 7 database unavailable.
     """
+    from monitor.client import remote_document, wait_remote
     from monitor.clock import WallClock
     from monitor.durations import parse_duration
     from monitor.verdicts import wait_for_decision
-
-    from monitor.client import remote_document, wait_remote
 
     with clear_errors():
         seconds = parse_duration(timeout)
