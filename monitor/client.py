@@ -11,6 +11,7 @@ from monitor.clock import Clock
 from monitor.errors import MonitorError, UnknownRelease
 from monitor.fetch import fetch
 from monitor.findings import HOTFIX, ROLLBACK
+from monitor.redact import redact_url
 
 _LIMIT = 8 * 1024 * 1024
 POLL_SECONDS = 5.0
@@ -34,6 +35,28 @@ def remote_document(url: str, release: str, service: str | None, *,
     if not isinstance(document, dict) or "verdict" not in document:
         raise MonitorError(f"{url}: the answer is not a verdict")
     return document
+
+
+def register_remote(url: str, service: str, version: str, change_class: str, *,
+                    token: str, timeout: float = 10.0) -> None:
+    """POST /api/v1/releases: register a deploy with a running monitor."""
+    where = f"{url.rstrip('/')}/api/v1/releases"
+    try:
+        answer = requests.post(
+            where, json={"service": service, "version": version, "change": change_class},
+            headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
+            allow_redirects=False, stream=True,
+        )
+        with answer:
+            body = answer.raw.read(_LIMIT, decode_content=True)
+    except requests.RequestException as exc:
+        raise MonitorError(f"{redact_url(where)}: {type(exc).__name__}") from None
+    if answer.status_code != 202:
+        try:
+            detail = str(json.loads(body).get("error", ""))
+        except (ValueError, AttributeError):
+            detail = ""
+        raise MonitorError(f"{redact_url(where)}: HTTP {answer.status_code} {detail}".rstrip())
 
 
 def wait_remote(url: str, release: str, service: str | None, clock: Clock, *,

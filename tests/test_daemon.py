@@ -248,3 +248,30 @@ def test_verdict_over_the_api_matches_the_database(tmp_path: Path) -> None:
         assert missing.exit_code == 2 and "v9" in missing.output
     finally:
         server.shutdown()
+
+
+def test_release_start_over_the_api_needs_the_token(
+    service: tuple[SimulatedService, SimClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulated, clock = service
+    policy = ServicePolicy(name="demo", targets=(Target(url=f"{simulated.url}/metrics"),))
+    store = Store.memory()
+    box = SnapshotBox()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": policy}), store, clock, box=box)
+    daemon.step()
+    server = serve(box, version="test", token="s3cret", clock=clock)
+    try:
+        args = ["release", "start", "--url", server.url, "--service", "demo", "--version", "v5"]
+        monkeypatch.delenv("RELEASE_MONITOR_TOKEN", raising=False)
+        assert CliRunner().invoke(app, args).exit_code == 2
+        monkeypatch.setenv("RELEASE_MONITOR_TOKEN", "wrong")
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code == 1 and "401" in refused.output and "wrong" not in refused.output
+        monkeypatch.setenv("RELEASE_MONITOR_TOKEN", "s3cret")
+        accepted = CliRunner().invoke(app, args)
+        assert accepted.exit_code == 0, accepted.output
+    finally:
+        server.shutdown()
+    daemon.step()
+    assert [r.version for r in store.releases("demo")] == ["v5"]
+    daemon.close()

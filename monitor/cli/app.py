@@ -123,6 +123,10 @@ def release_start(
         help="Change class: minor (short checking period) or major (long).")] = "minor",
     config: ConfigOption = None,
     db: DbOption = None,
+    url: Annotated[str | None, typer.Option(
+        "--url", envvar="RELEASE_MONITOR_URL",
+        help="Register with a running monitor's API (token from RELEASE_MONITOR_TOKEN) "
+        "instead of writing the database.")] = None,
 ) -> None:
     """Register a deploy (what a CD pipeline calls right after deploying)."""
     from monitor.clock import WallClock
@@ -132,6 +136,16 @@ def release_start(
     if change not in CHANGE_CLASSES:
         raise fail(f"--change: must be one of {', '.join(CHANGE_CLASSES)}, got {change!r}",
                    EXIT_USAGE)
+    if url is not None:
+        from monitor.client import register_remote
+
+        token = os.environ.get("RELEASE_MONITOR_TOKEN", "")
+        if not token:
+            raise fail("--url: set RELEASE_MONITOR_TOKEN to the monitor's API token", EXIT_USAGE)
+        with clear_errors():
+            register_remote(url, service, version, change, token=token)
+        typer.echo(f"registered {service} {version} ({change} change) with {url}")
+        return
     with clear_errors():
         cfg = load_config(config)
         if cfg is None or service not in cfg.services:
