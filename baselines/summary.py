@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -92,7 +94,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (), leak_bloc
     """Summaries of every row of a healthy release's frame."""
     values = frame.values
     count = np.sum(~np.isnan(values), axis=1)
-    with np.errstate(all="ignore"):
+    with _quiet():
         mean = np.nanmean(values, axis=1)
         std = np.nanstd(values, axis=1)
         qs = np.nanquantile(values, list(QUANTILES.values()), axis=1) if values.shape[1] else None
@@ -128,6 +130,14 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (), leak_bloc
     return out
 
 
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """All-NaN rows give NaN in their own slot; numpy's warnings about them are noise."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
 def thin(values: np.ndarray, size: int) -> np.ndarray:
     """At most `size` valid values, evenly spaced in time (deterministic, order kept)."""
     valid = values[~np.isnan(values)]
@@ -141,7 +151,7 @@ def lag1_autocorrelation(values: np.ndarray) -> np.ndarray:
     """Lag-1 autocorrelation per row over adjacent valid pairs (0 when undefined)."""
     if values.shape[1] < 3:
         return np.zeros(values.shape[0])
-    with np.errstate(all="ignore"):
+    with _quiet():
         centred = values - np.nanmean(values, axis=1, keepdims=True)
         pairs = centred[:, 1:] * centred[:, :-1]
         numerator = np.nanmean(pairs, axis=1)
@@ -172,7 +182,7 @@ def _hourly_profiles(frame: SignalFrame) -> list[tuple[float, ...] | None]:
     if frame.span < 86400:
         return [None] * len(frame.names)
     hours = ((frame.times // 3600) % 24).astype(np.int64)
-    with np.errstate(all="ignore"):
+    with _quiet():
         medians = np.vstack(
             [np.nanmedian(frame.values[:, hours == h], axis=1) if np.any(hours == h)
              else np.full(len(frame.names), np.nan) for h in range(24)]

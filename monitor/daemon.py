@@ -44,12 +44,15 @@ class _TargetState:
     health: TargetHealth
     in_flight: Future[_Fetched] | None = None
     started: float = 0.0
+    planned: float = 0.0  # when the scrape in flight (or the last one) was due
 
 
 _Fetched = tuple[ParsedScrape | None, str, float]
 
 
 Scraper = Callable[[Target, requests.Session], ParsedScrape]
+# (target without credentials, planned time, time the scrape began), from the scraping thread.
+ScrapeStartHook = Callable[[str, float, float], None]
 
 
 def _scrape(target: Target, session: requests.Session) -> ParsedScrape:
@@ -87,6 +90,8 @@ class Daemon:
         self._pool = ThreadPoolExecutor(workers, "scrape") if self.live and workers else None
         self._stop = threading.Event()
         self._wake = threading.Event()
+        # Load measurements set this to see how late each scrape begins against its plan.
+        self.on_scrape_start: ScrapeStartHook | None = None
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -139,6 +144,7 @@ class Daemon:
             if state.due > now or state.in_flight is not None:
                 continue
             # The next one is planned from this one's planned time, so scrapes do not drift.
+            state.planned = state.due
             state.due = max(state.due + state.target.interval, now)
             state.started = now
             if self._pool is None:
@@ -157,6 +163,8 @@ class Daemon:
                 self._record(state, *fetched, state.started)
 
     def _fetch(self, state: _TargetState) -> _Fetched:
+        if self.on_scrape_start is not None:
+            self.on_scrape_start(state.health.target, state.planned, self.clock.now())
         started = time.monotonic()
         try:
             return self.scraper(state.target, self.session), "", time.monotonic() - started

@@ -185,7 +185,7 @@ class PromClient:
         plan = plan_range(start, end, step)
         auth = self._auth()
         parts = [self._query_chunk(expr, first, last, plan.step_ms, auth) for first, last in plan.chunks()]
-        return _stitch(parts)
+        return _stitch(parts, plan)
 
     def close(self) -> None:
         if self._owns_session:
@@ -462,8 +462,11 @@ def _values(texts: list[Any], where: str) -> np.ndarray:
     raise ScrapeError(f"{where}: sample value {printable(repr(bad), limit=40)} is not a number")
 
 
-def _stitch(parts: Sequence[list[tuple[dict[str, str], np.ndarray, np.ndarray]]]) -> list[RangeSeries]:
-    """Join each series across consecutive requests: sorted, one sample per millisecond."""
+def _stitch(
+    parts: Sequence[list[tuple[dict[str, str], np.ndarray, np.ndarray]]], plan: RangePlan
+) -> list[RangeSeries]:
+    """Join each series across consecutive requests: sorted, one sample per millisecond, and
+    nothing outside the range asked for (servers that align a range to its step answer more)."""
     found: dict[tuple[tuple[str, str], ...], list[tuple[np.ndarray, np.ndarray]]] = {}
     for part in parts:
         for labels, times, values in part:
@@ -473,7 +476,9 @@ def _stitch(parts: Sequence[list[tuple[dict[str, str], np.ndarray, np.ndarray]]]
         millis = np.rint(np.concatenate([times for times, _ in pieces]) * 1000.0).astype(np.int64)
         values = np.concatenate([values for _, values in pieces])
         unique, first = np.unique(millis, return_index=True)
-        stitched.append(RangeSeries(dict(key), unique / 1000.0, values[first]))
+        inside = (unique >= plan.start_ms) & (unique <= plan.start_ms + (plan.points - 1) * plan.step_ms)
+        if np.any(inside):
+            stitched.append(RangeSeries(dict(key), unique[inside] / 1000.0, values[first[inside]]))
     return stitched
 
 

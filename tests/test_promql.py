@@ -41,7 +41,7 @@ SERVICE = "shop"
 VERSION = "v2.3"
 VARIABLES = {"service": SERVICE, "version": VERSION}
 RATE_WINDOW = 5.0
-SCRAPES = 9  # enough for four grid points with a full 5 s rate window, in about 9 s
+SCRAPES = 7  # three grid points with a full 5 s rate window; Prometheus first scrapes after ~5 s
 
 
 # --- a real Prometheus scraping the demo service ---------------------------------------------
@@ -222,7 +222,7 @@ def test_bad_query_carries_prometheus_error_text(live: Live) -> None:
 
 
 def test_substituted_values_survive_prometheus_parser(live: Live) -> None:
-    awkward = 'v2"3\\beta\nnext $service'
+    awkward = 'v2"3\\beta\nnext\tline é'
     query = substitute('label_replace(vector(1), "v", "$version", "", "")', {"version": awkward})
     [series] = live.client.query_range(query, float(live.grid[0]), float(live.grid[0]) + 2.0, 1.0)
     assert series.labels["v"] == awkward
