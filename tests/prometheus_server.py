@@ -53,7 +53,9 @@ class PrometheusServer:
             raise AssertionError(f"query {expr!r} failed: {payload}")
         return list(payload["data"]["result"])
 
-    def samples(self, selector: str, window: str = "1h") -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
+    def samples(
+        self, selector: str, window: str = "1h"
+    ) -> list[tuple[dict[str, str], np.ndarray, np.ndarray]]:
         """The raw samples of `selector` over the last `window`: labels, scrape times, values."""
         return [
             (
@@ -73,7 +75,8 @@ class PrometheusServer:
             self._check_running()
             wait.wait(POLL_INTERVAL)
         raise AssertionError(
-            f"Prometheus has fewer than {count} samples of {selector} after {attempts} polls\n{self.log_tail()}"
+            f"Prometheus has fewer than {count} samples of {selector} after {attempts} polls\n"
+            f"{self.log_tail()}"
         )
 
     def stop(self) -> None:
@@ -204,7 +207,9 @@ def prometheus_factory(
         pytest.skip(f"`{BINARY}` is not on PATH (Debian package: prometheus)")
     started: list[PrometheusServer] = []
 
-    def start(targets: Sequence[str], *, job: str = "targets", scrape_interval: float = 1.0) -> PrometheusServer:
+    def start(
+        targets: Sequence[str], *, job: str = "targets", scrape_interval: float = 1.0
+    ) -> PrometheusServer:
         directory = tmp_path_factory.mktemp("prometheus")
         server = start_prometheus(targets, directory, job=job, scrape_interval=scrape_interval)
         started.append(server)

@@ -157,7 +157,7 @@ def test_query_range_returns_the_counter_as_served(live: Live) -> None:
 
 
 def test_frame_gauges_select_by_version_and_combine_series(live: Live) -> None:
-    buckets = f'http_request_duration_seconds_bucket{{job="$service",le=~"0.05|0.1"}}'
+    buckets = 'http_request_duration_seconds_bucket{job="$service",le=~"0.05|0.1"}'
     rules = [
         SignalRule(
             name="memory", aggregate="mean",
@@ -182,7 +182,9 @@ def test_frame_gauges_select_by_version_and_combine_series(live: Live) -> None:
 
 
 def test_frame_rate_matches_prometheus_arithmetic_on_served_counters(live: Live) -> None:
-    rule = SignalRule(name="throughput", kind="rate", query='sum(rate(http_requests_total{job="$service"}[5s]))')
+    rule = SignalRule(
+        name="throughput", kind="rate", query='sum(rate(http_requests_total{job="$service"}[5s]))'
+    )
     frame = frame_on_grid(live, [rule])
     expected = reference_increase(live.service, "http_requests_total", frame.times) / RATE_WINDOW
     got = frame.values[0]
@@ -395,7 +397,8 @@ def test_credentials_sent_and_never_shown(
     if kind.startswith("bearer"):
         assert seen.headers["Authorization"] == f"Bearer {SECRET}"
     else:
-        user, password = base64.b64decode(seen.headers["Authorization"].removeprefix("Basic ")).decode().split(":")
+        encoded = seen.headers["Authorization"].removeprefix("Basic ")
+        user, password = base64.b64decode(encoded).decode().split(":")
         assert (user, password) == ("alice", SECRET)
     assert "HTTP 401 unauthorized: bad credentials" in str(caught.value)
     assert SECRET not in str(caught.value)
@@ -423,7 +426,7 @@ def test_credentials_in_url_and_query_parameters_are_redacted(fake: FakeProm) ->
     ],
 )
 def test_missing_credential_names_its_source(
-    fake: FakeProm, source: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch
+    fake: FakeProm, source: dict[str, Any], named: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PROM_TOKEN_NOT_SET", raising=False)
     monkeypatch.delenv("PROM_PASSWORD_NOT_SET", raising=False)
@@ -645,7 +648,8 @@ def test_frame_places_series_on_the_grid_and_combines_them() -> None:
 def test_frame_substitutes_escaped_variables_and_names_failing_signal() -> None:
     client = CannedClient({'up{job="shop",version="v\\"1\\\\"}': []})
     rule = SignalRule(name="up", query='up{job="$service",version="$version"}')
-    promql_frame(client, [rule], start=T0, end=T0, step=1.0, variables={"service": "shop", "version": 'v"1\\'})
+    variables = {"service": "shop", "version": 'v"1\\'}
+    promql_frame(client, [rule], start=T0, end=T0, step=1.0, variables=variables)
     assert client.asked == ['up{job="shop",version="v\\"1\\\\"}']
 
     class Failing:
