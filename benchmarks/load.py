@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
@@ -86,6 +87,7 @@ class KindFigures:
     errors: int = 0
     timeouts: int = 0        # targets whose last error is a timeout
     http_500: int = 0        # targets whose last error is an HTTP 500 answer
+    last_errors: dict[str, int] = field(default_factory=dict)  # error (without URL) -> targets
 
 
 @dataclass
@@ -180,6 +182,7 @@ def metrics_body(index: int, rng: np.random.Generator) -> str:
 class _FarmServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 1024  # the default backlog of 5 refuses a burst of connections
     farm: TargetFarm
 
 
@@ -423,14 +426,10 @@ class RssSampler(threading.Thread):
                 return
 
     def stop(self) -> list[tuple[float, float]]:
+        """Stop sampling; the samples taken, as (seconds since the start, MB)."""
         self.halt.set()
         self.join()
-        self.samples.append((self.samples[-1][0] + 1e-9, resident_megabytes())
-                            if not self.samples else (self._elapsed(), resident_megabytes()))
         return self.samples
-
-    def _elapsed(self) -> float:
-        return self.samples[-1][0] if self.samples else 0.0
 
 
 def resident_megabytes() -> float:
@@ -503,6 +502,9 @@ def kind_figures(kinds: Sequence[str], urls: Sequence[str],
         figure.errors += target.errors_total
         figure.timeouts += "timed out" in target.last_error
         figure.http_500 += "HTTP 500" in target.last_error
+        if target.last_error:
+            error = target.last_error.split(": ", 1)[-1]
+            figure.last_errors[error] = figure.last_errors.get(error, 0) + 1
     return figures
 
 
@@ -531,7 +533,11 @@ def run_load(plan: LoadPlan, folder: Path | None = None) -> LoadResult:
     """
     kinds = target_kinds(plan.targets, plan.hanging, plan.failing, plan.seed)
     pool_full = _PoolFullCounter()
-    logging.getLogger("urllib3.connectionpool").addHandler(pool_full)
+    urllib3_log = logging.getLogger("urllib3.connectionpool")
+    urllib3_level = urllib3_log.level
+    urllib3_log.setLevel(logging.WARNING)
+    urllib3_log.addHandler(pool_full)
+    urllib3_log.propagate = False  # counted, not printed
     with _scratch(folder) as where:
         outside = _Outside(plan, kinds)
         urls = outside.start()
@@ -554,11 +560,115 @@ def run_load(plan: LoadPlan, folder: Path | None = None) -> LoadResult:
             if server is not None:
                 server.shutdown()
             store.close()
-            logging.getLogger("urllib3.connectionpool").removeHandler(pool_full)
+            urllib3_log.removeHandler(pool_full)
+            urllib3_log.setLevel(urllib3_level)
+            urllib3_log.propagate = True
     return _result(plan, seconds, kinds, urls, box, running, rss, latencies, failures,
                    pool_full.count)
 
 
-@contextmanager_free
-def _unused() -> None:  # pragma: no cover - placeholder removed below
-    return None
+def _start_daemon(plan: LoadPlan, urls: Sequence[str], store: Store,
+                  box: SnapshotBox) -> _Running:
+    config = load_config(urls, plan, str(store.path))
+    daemon = Daemon(config, store, WallClock(), box=box, live=True)
+    rounds_left = math.ceil(plan.seconds / plan.interval) + _LATENESS_SLOTS_SPARE
+    starts = StartLog(urls, plan.interval, capacity=len(urls) * rounds_left, rounds=plan.rounds)
+    daemon.on_scrape_start = starts
+    rss = RssSampler(plan.rss_every)
+    rss.start()
+    thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
+    thread.start()
+    return _Running(daemon, thread, starts, rss)
+
+
+@contextmanager
+def _scratch(folder: Path | None) -> Iterator[Path]:
+    if folder is not None:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="release-monitor-load-") as scratch:
+        yield Path(scratch)
+
+
+def _result(plan: LoadPlan, seconds: float, kinds: list[str], urls: list[str], box: SnapshotBox,
+            running: _Running, rss: list[tuple[float, float]], latencies: list[float],
+            failures: int, pool_full: int) -> LoadResult:
+    snapshot = box.get()
+    starts = running.starts
+    lateness = starts.lateness[: starts.count]
+    served = np.asarray(latencies, dtype=float)
+    kind_of = dict(zip(urls, kinds, strict=True))
+    recorded = {t.target: t.scrapes_total for t in snapshot.targets}
+    healthy = [url for url in urls if kind_of[url] == HEALTHY]
+    return LoadResult(
+        plan=plan,
+        seconds=seconds,
+        metrics_requests=int(served.size),
+        metrics_failures=failures,
+        metrics_p50_ms=_quantile_ms(served, 0.5),
+        metrics_p99_ms=_quantile_ms(served, 0.99),
+        metrics_max_ms=_quantile_ms(served, 1.0),
+        scrape_starts=starts.count + starts.dropped,
+        lateness_p50_ms=_quantile_ms(lateness, 0.5),
+        lateness_p99_ms=_quantile_ms(lateness, 0.99),
+        lateness_max_ms=_quantile_ms(lateness, 1.0),
+        lateness_p99_of_interval=_quantile_ms(lateness, 0.99) / 1e3 / plan.interval,
+        healthy_missed=sum(starts.missed[url] for url in healthy),
+        healthy_short=sum(recorded.get(url, 0) < starts.starts[url] - 1 for url in healthy),
+        rss_samples_mb=[round(mb, 1) for _, mb in rss],
+        rss_drift_mb_per_hour=drift_per_hour(rss[1:] if len(rss) > 2 else rss),
+        kinds=kind_figures(kinds, urls, snapshot.targets),
+        evaluations=snapshot.evaluations_total,
+        store_errors=snapshot.store_errors_total,
+        pool_full_warnings=pool_full,
+    )
+
+
+def report(result: LoadResult) -> str:
+    """The figures as a few lines of text."""
+    plan = result.plan
+    lines = [
+        f"{plan.targets} targets every {plan.interval:g} s (timeout {plan.timeout:g} s) for "
+        f"{result.seconds:.0f} s: {result.scrape_starts} scrapes begun, "
+        f"{result.evaluations} evaluations, {result.store_errors} store errors",
+        f"/metrics answer: p50 {result.metrics_p50_ms:.1f} ms, p99 {result.metrics_p99_ms:.1f} ms, "
+        f"max {result.metrics_max_ms:.1f} ms over {result.metrics_requests} requests "
+        f"({result.metrics_failures} failed; target p99 < 100 ms)",
+        f"scrape start lateness: p50 {result.lateness_p50_ms:.1f} ms, p99 "
+        f"{result.lateness_p99_ms:.1f} ms ({result.lateness_p99_of_interval:.1%} of the interval; "
+        f"target < 10%), max {result.lateness_max_ms:.1f} ms",
+        f"healthy scrapes missed: {result.healthy_missed}; healthy targets with scrapes "
+        f"unrecorded: {result.healthy_short}",
+        f"resident memory (MB, every {plan.rss_every:g} s): {result.rss_samples_mb}; drift "
+        f"{result.rss_drift_mb_per_hour:+.1f} MB/hour (fit after the first sample)",
+        f"urllib3 'pool is full' warnings: {result.pool_full_warnings}",
+    ]
+    for kind, figures in result.kinds.items():
+        lines.append(f"{kind:>8}: {figures.targets} targets, up {figures.up}, down {figures.down}, "
+                     f"{figures.scrapes} scrapes, {figures.errors} errors, last error a timeout "
+                     f"on {figures.timeouts}, HTTP 500 on {figures.http_500}")
+        for error, count in sorted(figures.last_errors.items(), key=lambda item: -item[1])[:3]:
+            lines.append(f"{'':>10}{count} x {error}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=3.0, help="length of the run")
+    parser.add_argument("--targets", type=int, default=1000)
+    parser.add_argument("--interval", type=float, default=15.0, help="scrape interval, seconds")
+    parser.add_argument("--timeout", type=float, default=5.0, help="scrape timeout, seconds")
+    parser.add_argument("--servers", type=int, default=4, help="loopback servers for the targets")
+    parser.add_argument("--rss-every", type=float, default=60.0, help="VmRSS sampling period, s")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    plan = LoadPlan(targets=args.targets, interval=args.interval, timeout=args.timeout,
+                    seconds=args.minutes * 60.0, servers=args.servers, rss_every=args.rss_every)
+    result = run_load(plan)
+    print(json.dumps(result.as_json(), indent=2) if args.json else report(result))
+
+
+if __name__ == "__main__":
+    main()

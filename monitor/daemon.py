@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -77,7 +78,7 @@ class Daemon:
         self.session = requests.Session()
         self.started_at = clock.now()
         self.targets = [
-            _TargetState(name, target, self.started_at,
+            _TargetState(name, target, self._first_due(target),
                          TargetHealth(name, redact_url(target.url), False, 0.0, 0.0, 0, 0, 0))
             for name, policy in config.services.items() for target in policy.targets
         ]
@@ -92,6 +93,13 @@ class Daemon:
         self._wake = threading.Event()
         # Load measurements set this to see how late each scrape begins against its plan.
         self.on_scrape_start: ScrapeStartHook | None = None
+
+    def _first_due(self, target: Target) -> float:
+        """Live, each target keeps its own phase within its interval, spread by a hash of its
+        URL (as Prometheus does), so a thousand targets are not scraped in one burst."""
+        if not self.live:
+            return self.started_at
+        return self.started_at + zlib.crc32(target.url.encode()) / 2**32 * target.interval
 
     # -- the loop ---------------------------------------------------------------------------
 

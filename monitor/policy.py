@@ -327,6 +327,11 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
         hooks=tuple(_hook(reader.child(k, t)) for k, t in reader.tables("hooks")),
         prometheus=_prometheus(reader),
     )
+    if policy.prometheus is not None:
+        for rule in policy.signals:
+            if not (rule.query or rule.numerator_query):
+                raise reader.fail(f"signals.{rule.name}.query",
+                                  "signals of a service read by PromQL need a query")
     reader.done()
     return policy
 

@@ -14,11 +14,12 @@ from baselines.frame import SignalFrame
 from baselines.selection import choose_baselines
 from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from monitor.clock import Clock
-from monitor.errors import ConfigError
+from monitor.errors import ConfigError, ScrapeError
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.findings import INCONCLUSIVE, PENDING, ROLLBACK
 from monitor.hooks import HookRunner
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
+from monitor.promql import PromClient, promql_frame
 from monitor.signals import RawSeries, derive
 from monitor.stages import CheckResult, run_command, run_probe
 from monitor.store import Release, Store
@@ -46,6 +47,7 @@ class Releases:
         self.last_evaluation: dict[int, float] = {}
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
+        self.prom_clients: dict[str, PromClient] = {}
 
     def policy(self, service: str) -> ServicePolicy:
         try:
@@ -120,7 +122,19 @@ class Releases:
         if now - last < policy.evaluation_interval - 1e-6 and not period_over:
             return release
         self.last_evaluation[release.id] = now
-        result, views = self.evaluate(release, now)
+        try:
+            result, views = self.evaluate(release, now)
+        except ScrapeError as exc:
+            # No verdict from data that could not be read; at the end of the period that
+            # is inconclusive, never a pass or a rollback.
+            self.source_errors[release.service] = str(exc)
+            if not period_over:
+                return release
+            return self.store.add_verdict(
+                release.id, at=now, verdict=INCONCLUSIVE, reason=f"data source failing: {exc}",
+                findings=[], first_alarm_at=release.first_alarm_at, decided_at=now, state=DONE,
+                judge_state=release.judge_state,
+            )
         reason = result.reason
         failing = self.source_errors.get(release.service, "")
         if failing and result.verdict in (PENDING, INCONCLUSIVE):
@@ -174,6 +188,10 @@ class Releases:
 
     def frame(self, policy: ServicePolicy, service: str, start: float, end: float, *,
               version: str | None) -> SignalFrame:
+        """A release's signals: by PromQL when the service has a query API, else from the
+        samples this monitor scraped itself."""
+        if policy.prometheus is not None:
+            return self._promql_frame(policy, service, start, end, version=version)
         window = self.store.read_window(service, start, end, version=version)
         keys = self.store.series_keys(service)
         raw = RawSeries(
@@ -181,6 +199,16 @@ class Releases:
             times=window.times, targets=window.targets, values=window.values,
         )
         return derive(judged_rules(policy), raw)
+
+    def _promql_frame(self, policy: ServicePolicy, service: str, start: float, end: float, *,
+                      version: str | None) -> SignalFrame:
+        source = policy.prometheus
+        assert source is not None
+        client = self.prom_clients.get(service)
+        if client is None:
+            client = self.prom_clients[service] = PromClient(source, clock=self.clock)
+        return promql_frame(client, judged_rules(policy), start=start, end=end, step=source.step,
+                            variables={"service": service, "version": version or ""})
 
     def baseline(self, release: Release, policy: ServicePolicy) -> Baseline | None:
         """The stored baseline of the release's chosen baseline release(s), built on demand."""

@@ -517,7 +517,7 @@ vertical-align:middle}.key.band{background:rgba(140,149,159,.3)}
 SCRIPT = """
 (function () {
   "use strict";
-  document.documentElement.className += " js";
+  document.documentElement.classList.add("js");
   var NS = "http://www.w3.org/2000/svg";
   var W = __WIDTH__, H = __HEIGHT__, L = 64, R = 16, T = 22, B = 34;
   var data = JSON.parse(document.getElementById("report-data").textContent);
@@ -525,7 +525,7 @@ SCRIPT = """
   function add(parent, name, attrs, text) {
     var node = document.createElementNS(NS, name);
     Object.keys(attrs).forEach(function (k) { node.setAttribute(k, String(attrs[k])); });
-    if (text !== undefined) { node.textContent = text; }
+    if (text !== undefined) { node.innerHTML = text; }
     parent.appendChild(node);
     return node;
   }

@@ -1,0 +1,114 @@
+"""Against a real Prometheus (Debian's `prometheus`): a release judged by PromQL, and every
+dashboard query answered with data after Prometheus has scraped the demo's monitor."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from monitor.api import serve
+from monitor.clock import WallClock
+from monitor.demo import run_demo
+from monitor.demo_service import SimulatedService
+from monitor.policy import MonitorConfig, PromSource, ServicePolicy, SignalRule
+from monitor.releases import Releases
+from monitor.snapshot import SnapshotBox
+from monitor.store import Store
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARDS = sorted((ROOT / "grafana" / "dashboards").glob("*.json"))
+
+
+@pytest.fixture()
+def live_service() -> Iterator[SimulatedService]:
+    service = SimulatedService(WallClock(), seed=5, version="v2.2", requests_per_s=200.0)
+    service.start()
+    yield service
+    service.stop()
+
+
+def test_a_release_is_judged_from_promql(
+    live_service: SimulatedService, prometheus_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    prometheus = prometheus_factory([f"{live_service.url}/metrics"], job="shop")
+    prometheus.wait_for_samples('http_requests_total{job="shop"}', 6)
+    policy = ServicePolicy(
+        name="shop",
+        prometheus=PromSource(url=prometheus.url, step=1.0),
+        signals=(
+            SignalRule("memory", query='max(process_resident_memory_bytes{job="shop"})',
+                       bad="increase"),
+            SignalRule("errors", kind="ratio", bad="increase", critical=True,
+                       numerator_query='sum(increase(http_request_errors_total{job="shop"}[2s]))',
+                       denominator_query='sum(increase(http_requests_total{job="shop"}[2s]))'),
+        ),
+        periods={"minor": 3600.0, "major": 7200.0},
+    )
+    clock = WallClock()
+    store = Store.open(tmp_path / "m.db")
+    releases = Releases(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    release = releases.start("shop", "v2.2", at=clock.now() - 10)
+    frame = releases.frame(policy, "shop", release.started_at, clock.now(), version="v2.2")
+    memory = frame.values[frame.row("memory")]
+    assert (memory[~(memory != memory)] > 200e6).sum() >= 3          # real, scraped values
+    trials = frame.trials[frame.row("errors")]
+    assert trials[trials == trials].sum() > 0
+    store.close()
+
+
+def _dashboard_queries() -> list[tuple[str, str, str]]:
+    found = []
+    for path in DASHBOARDS:
+        board = json.loads(path.read_text())
+        panels = list(board.get("panels", []))
+        for panel in list(panels):
+            panels.extend(panel.get("panels", []))
+        for panel in panels:
+            for target in panel.get("targets", []):
+                if target.get("expr"):
+                    found.append((path.name, panel.get("title", "?"), target["expr"]))
+        for annotation in board.get("annotations", {}).get("list", []):
+            if annotation.get("expr"):
+                found.append((path.name, annotation.get("name", "?"), annotation["expr"]))
+    return found
+
+
+def _substitute(expr: str) -> str:
+    replacements = {"$__rate_interval": "1m", "$__interval": "1m", "$__range": "1h",
+                    "${__rate_interval}": "1m"}
+    for key, value in replacements.items():
+        expr = expr.replace(key, value)
+    # Dashboard variables become "any value" matchers.
+    expr = re.sub(r'(\w+)(=~?)"\$\{?\w+(:\w+)?\}?"', r'\1=~".+"', expr)
+    return re.sub(r"\$\{?\w+\}?", ".+", expr)
+
+
+def test_every_dashboard_query_returns_data(
+    prometheus_factory: Callable[..., Any], tmp_path: Path
+) -> None:
+    box = SnapshotBox()
+    run_demo(tmp_path / "demo.db", echo=lambda _line: None, box=box)
+    server = serve(box, version="test")
+    try:
+        prometheus = prometheus_factory([f"{server.url}/metrics"], job="release-monitor")
+        prometheus.wait_for_samples('release_monitor_verdict{job="release-monitor"}', 3)
+        empty, failed = [], []
+        for board, title, expr in _dashboard_queries():
+            try:
+                if not prometheus.query(_substitute(expr)):
+                    empty.append(f"{board}: {title}: {expr}")
+            except AssertionError as exc:
+                failed.append(f"{board}: {title}: {exc}")
+        assert not failed, "\n".join(failed)
+        assert not empty, "queries with no data:\n" + "\n".join(empty)
+    finally:
+        server.shutdown()
+
+
+def test_dashboards_have_queries() -> None:
+    assert len(_dashboard_queries()) >= 10
