@@ -195,7 +195,25 @@ def _read_csv(path: Path, *columns: str) -> tuple[np.ndarray, ...]:
     # An empty cell is a missing sample.
     rest = [np.array([float(row[c]) if row[c].strip() else np.nan for row in rows]) for c in columns[1:]]
     order = np.argsort(times, kind="stable")
-    return (times[order], *(r[order] for r in rest))
+    return _deduplicated(times[order], *(r[order] for r in rest))
+
+
+def _deduplicated(times: np.ndarray, values: np.ndarray, *labels: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One sample per time (some files repeat an hour when clocks change): the mean of the
+    repeated values, and a label set if any repeat was labelled.
+
+    >>> _deduplicated(np.array([0.0, 1.0, 1.0]), np.array([5.0, 2.0, 4.0]), np.array([0.0, 0.0, 1.0]))
+    (array([0., 1.]), array([5., 3.]), array([0., 1.]))
+    """
+    unique, first = np.unique(times, return_index=True)
+    if unique.size == times.size:
+        return (times, values, *labels)
+    present = ~np.isnan(values)
+    total = np.add.reduceat(np.where(present, values, 0.0), first)
+    count = np.add.reduceat(present.astype(float), first)
+    with np.errstate(invalid="ignore"):
+        mean = np.where(count > 0, total / np.maximum(count, 1.0), np.nan)
+    return (unique, mean, *(np.maximum.reduceat(label, first) for label in labels))
 
 
 def label_runs(times: np.ndarray, labels: np.ndarray) -> tuple[tuple[float, float], ...]:

@@ -23,6 +23,7 @@ rollback. Each returns the verdict and the time of its first alarm.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -221,12 +222,13 @@ def _bad_change_after(series: np.ndarray, ends: list[int], released: int, bad: s
             continue
         before = float(np.mean(series[starts[index - 1] : change]))
         after = float(np.mean(series[change : ends[index]]))
-        if (after > before and bad in ("increase", "both")) or (after < before and bad in ("decrease", "both")):
+        rose, fell = after > before, after < before
+        if (rose and bad in ("increase", "both")) or (fell and bad in ("decrease", "both")):
             return True
     return False
 
 
-PEERS = {
+PEERS: dict[str, Callable[[PeerInput], PeerOutcome]] = {
     "static-threshold": static_threshold,
     "kayenta": kayenta,
     "predict-linear": predict_linear_alert,

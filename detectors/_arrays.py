@@ -6,8 +6,10 @@ input is one series; its results come back 0-d, as scipy.stats does.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -20,6 +22,11 @@ BoolArray = npt.NDArray[np.bool_]
 # enough for the allocator to reuse the memory from chunk to chunk instead of mapping fresh
 # pages each time.
 CHUNK_ELEMENTS = 1 << 20
+# Threads for chunked work: numpy releases the GIL while it sorts and partitions, so row
+# chunks on separate threads use separate cores.
+WORKERS = min(4, os.cpu_count() or 1)
+
+T = TypeVar("T")
 
 
 def as_series(x: npt.ArrayLike, name: str) -> tuple[FloatArray, bool]:
@@ -104,3 +111,18 @@ def group_rows(*keys: npt.NDArray[Any]) -> Iterable[tuple[tuple[int, ...], IntAr
     bounds = np.searchsorted(inverse[order], np.arange(len(distinct) + 1))
     for g, key in enumerate(distinct):
         yield tuple(int(k) for k in key), order[bounds[g] : bounds[g + 1]]
+
+
+def in_parallel(function: Callable[[T], None], items: Sequence[T]) -> None:
+    """Call `function` on every item, on up to WORKERS threads when there are several.
+
+    Each call must write to its own rows of preallocated outputs; the first exception
+    raised by any call is raised here.
+    """
+    if WORKERS < 2 or len(items) < 2:
+        for item in items:
+            function(item)
+        return
+    with ThreadPoolExecutor(min(WORKERS, len(items)), "detectors") as pool:
+        for _ in pool.map(function, items):
+            pass

@@ -45,6 +45,7 @@ class _TargetState:
     health: TargetHealth
     in_flight: Future[_Fetched] | None = None
     started: float = 0.0
+    unstored: bool = False   # the last scrape was fetched but the store refused it
     planned: float = 0.0  # when the scrape in flight (or the last one) was due
 
 
@@ -183,11 +184,13 @@ class Daemon:
                 seconds: float, now: float) -> None:
         health = state.health
         stored = 0
+        state.unstored = False
         if parsed is not None:
             try:
                 stored = self._store_scrape(state, parsed, now)
             except StoreError as exc:
                 self.store_errors_total += 1
+                state.unstored = True
                 error = str(exc)
         if error:
             log.warning("scrape failed: %s", error)
@@ -256,9 +259,12 @@ class Daemon:
     def _advance_releases(self) -> None:
         started = time.monotonic()
         evaluated = False
+        # A full or read-only disk loses the samples just scraped: judging waits until they
+        # can be stored again rather than decide from what the store happens to hold.
+        waiting = {state.service for state in self.targets if state.unstored}
         try:
             for release in self.store.active_releases():
-                if release.service not in self.config.services:
+                if release.service not in self.config.services or release.service in waiting:
                     continue
                 before = release.state
                 after = self.releases.advance(release)

@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,13 @@ def idempotency_key(service: str, version: str, verdict: str, hook: str) -> str:
     return digest.hexdigest()[:32]
 
 
+def claims(service: str, version: str, verdict: str,
+           hooks: Sequence[Hook]) -> list[tuple[str, str]]:
+    """(hook, idempotency key) of each hook listening for `verdict`: what to claim with it."""
+    return [(hook.name, idempotency_key(service, version, verdict, hook.name))
+            for hook in hooks if verdict in hook.on]
+
+
 def payload(release: Release, hook: Hook, key: str) -> dict[str, Any]:
     return {
         "service": release.service,
@@ -68,6 +76,10 @@ class HookRunner:
         self.store, self.clock = store, clock
         self.send = send or deliver
         self.background = background
+        # Keys this process has begun to deliver: a claim left unfinished is delivered
+        # once per process (again only after a crash), never twice by the same one.
+        self._started: set[str] = set()
+        self._started_lock = threading.Lock()
 
     def dispatch(self, release: Release, hooks: tuple[Hook, ...]) -> None:
         """on_verdict, in the background when the runner has an executor (live daemon)."""
@@ -83,21 +95,38 @@ class HookRunner:
             log.exception("hooks for %s %s failed", release.service, release.version)
 
     def on_verdict(self, release: Release, hooks: tuple[Hook, ...]) -> list[tuple[str, Outcome]]:
-        """Claim and fire every hook that listens for this release's verdict."""
+        """Claim and fire every hook that listens for this release's verdict.
+
+        A hook already claimed, usually by the transaction that stored the verdict, fires
+        when its delivery is unfinished and this process has not begun it.
+        """
         fired = []
         for hook in hooks:
             if release.verdict not in hook.on:
                 continue
             key = idempotency_key(release.service, release.version, release.verdict, hook.name)
-            if not self.store.claim_action(release.id, verdict=release.verdict, hook=hook.name,
-                                           key=key, at=self.clock.now()):
-                continue
-            fired.append((hook.name, self._fire(release, hook, key)))
+            self.store.claim_action(release.id, verdict=release.verdict, hook=hook.name,
+                                    key=key, at=self.clock.now())
+            if self._unfinished(release, hook.name) and self._begin(key):
+                fired.append((hook.name, self._fire(release, hook, key)))
         return fired
 
     def resume(self, release: Release, hook: Hook, key: str) -> Outcome:
         """Deliver a hook claimed before a crash again, with its original key."""
+        self._begin(key)
         return self._fire(release, hook, key)
+
+    def _unfinished(self, release: Release, hook: str) -> bool:
+        return any(action.verdict == release.verdict and action.hook == hook
+                   and action.state == "claimed" for action in self.store.actions(release.id))
+
+    def _begin(self, key: str) -> bool:
+        """True the first time this process delivers `key`."""
+        with self._started_lock:
+            if key in self._started:
+                return False
+            self._started.add(key)
+            return True
 
     def _fire(self, release: Release, hook: Hook, key: str) -> Outcome:
         body = payload(release, hook, key)

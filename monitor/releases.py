@@ -17,7 +17,7 @@ from monitor.clock import Clock
 from monitor.errors import ConfigError, ScrapeError
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.findings import INCONCLUSIVE, PENDING, ROLLBACK
-from monitor.hooks import HookRunner
+from monitor.hooks import HookRunner, claims
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
 from monitor.promql import PromClient, promql_frame
 from monitor.signals import RawSeries, derive
@@ -110,6 +110,7 @@ class Releases:
             decided = self.store.add_verdict(
                 release.id, at=now, verdict=ROLLBACK, reason=reason, findings=findings,
                 first_alarm_at=now, decided_at=now, state=DONE, judge_state=release.judge_state,
+                claims=self._claims(release, ROLLBACK),
             )
             return self._announce(release, decided)
         return self.store.update_release(release.id, state=following)
@@ -148,9 +149,15 @@ class Releases:
             findings=[f.to_dict() for f in result.findings],
             first_alarm_at=result.first_alarm_at, decided_at=result.decided_at,
             state=DONE if result.done else WATCHING, judge_state=result.state.to_json(),
-            signals=views,
+            signals=views, claims=self._claims(release, result.verdict),
         )
         return self._announce(release, stored)
+
+    def _claims(self, before: Release, verdict: str) -> list[tuple[str, str]]:
+        """The hooks `_announce` will fire, claimed in the verdict's own transaction."""
+        if verdict == before.verdict or verdict == PENDING:
+            return []
+        return claims(before.service, before.version, verdict, self.policy(before.service).hooks)
 
     def _announce(self, before: Release, after: Release) -> Release:
         """Fire the hooks when a verdict is reached or changes (never for pending)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,8 +163,7 @@ def format_offset(seconds: float) -> str:
 def _percent(value: float | None, signed: bool = True) -> str:
     if value is None:
         return "-"
-    text = f"{value * 100:+.3g}%" if signed else f"{value * 100:.3g}%"
-    return text
+    return f"{value * 100:+.3g}%" if signed else f"{value * 100:.3g}%"
 
 
 # ---------------------------------------------------------------- header and tables
@@ -296,7 +295,7 @@ def _per_minute(unit: str, slope: float | None, signed: bool = False) -> str:
 
 
 def _with_interval(effect: float | None, lower: float | None, upper: float | None,
-                   show: Any) -> str:
+                   show: Callable[[float], str]) -> str:
     """'+17.9% [+15.1%, +20.2%]', or one-sided '+17.9% (≥ +15.1%)'."""
     if effect is None:
         return "-"
@@ -306,7 +305,7 @@ def _with_interval(effect: float | None, lower: float | None, upper: float | Non
         return f"{show(effect)} (≥ {show(lower)})"
     if upper is not None:
         return f"{show(effect)} (≤ {show(upper)})"
-    return str(show(effect))
+    return show(effect)
 
 
 # ---------------------------------------------------------------- plots
@@ -525,7 +524,7 @@ SCRIPT = """
   function add(parent, name, attrs, text) {
     var node = document.createElementNS(NS, name);
     Object.keys(attrs).forEach(function (k) { node.setAttribute(k, String(attrs[k])); });
-    if (text !== undefined) { node.innerHTML = text; }
+    if (text !== undefined) { node.textContent = text; }
     parent.appendChild(node);
     return node;
   }

@@ -676,8 +676,13 @@ class Store:
         state: str,
         judge_state: str,
         signals: list[dict[str, Any]] | None = None,
+        claims: Sequence[tuple[str, str]] = (),
     ) -> Release:
         """Append to the verdict history and set the release's current verdict, atomically.
+
+        `claims` are (hook, idempotency key) pairs claimed for this verdict in the same
+        transaction (see `claim_action`), so no crash can leave a verdict stored whose hooks
+        were never recorded, and so never fired.
 
         Example:
             >>> store = Store.memory()
@@ -705,6 +710,12 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (int(release_id), float(at), verdict, reason, findings_json,
                  _to_json(signals or [])),
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO actions "
+                "(release_id, verdict, hook, key, state, attempts, outcome, at) "
+                "VALUES (?, ?, ?, ?, 'claimed', 0, '', ?)",
+                [(int(release_id), verdict, hook, key, float(at)) for hook, key in claims],
             )
             return self._release_by_id(conn, release_id)
 

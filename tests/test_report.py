@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import doctest
 import json
+import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import zlib
@@ -38,6 +40,7 @@ HOSTILE = '</script><img src=x onerror=alert(1)>"\'&<!--'
 CHROMIUM = shutil.which("chromium")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None, reason="headless Chromium is not on PATH (Debian: apt-get install -y chromium)")
+CHROMIUM_SECONDS = 30
 VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
         "track", "wbr"}
 
@@ -250,6 +253,29 @@ def test_finding_figures_for_shift_and_leak() -> None:
         "60 B/min", "60 KiB/min", "+59.9 KiB/min [+29.9 KiB/min, +120 KiB/min]", "600 B/min")
 
 
+@pytest.mark.parametrize(("times", "values", "baseline"), [
+    ([], [], None),
+    ([30.0], [5.0], {"p05": 1.0, "p50": 2.0, "p95": 3.0}),
+    ([0.0, 15.0, 30.0], [4.0, 4.0, 4.0], None),
+    ([0.0, 15.0, 30.0], [0.0, 0.0, 0.0], {"p05": 0.0, "p50": 0.0, "p95": 0.0}),
+    ([0.0, 15.0, 30.0], [1.0, float("nan"), None], {"p05": None, "p50": 2.0, "p95": 3.0}),
+    ([0.0, 3600.0, 7200.0], [-5.0, 1e12, 3.0], {"p05": -1.0, "p50": 0.0, "p95": 1.0}),
+])
+def test_plots_of_sparse_flat_or_odd_series_have_sound_axes(times: list[float], values: list[Any],
+                                                            baseline: dict[str, Any] | None) -> None:
+    view = {"signal": "s", "kind": "gauge", "limit": None, "baseline": baseline, "latest": None,
+            "times": times, "values": values}
+    spec = plot_spec(view, [], {"started_at": 0.0})
+    (x0, x1), (y0, y1) = spec["x"], spec["y"]
+    assert x0 < x1 and y0 < y1
+    assert spec["candidate"] == [[t, v] for t, v in zip(times, values, strict=True)
+                                 if isinstance(v, float) and np.isfinite(v)]
+    assert all(x0 <= t <= x1 for t, _ in spec["x_ticks"]) and len(spec["x_ticks"]) >= 2
+    assert all(y0 <= v <= y1 for v, _ in spec["y_ticks"]) and len(spec["y_ticks"]) >= 2
+    assert all(y0 <= v <= y1 for _, v in spec["candidate"])
+    json.loads(embed_json(spec))
+
+
 def test_leak_projection_reaches_the_limit_at_exhaustion(docs: dict[str, dict[str, Any]]) -> None:
     doc = docs["v2.3"]
     view = view_of(doc, "memory")
@@ -341,15 +367,23 @@ def test_command_unwritable_out_exits_2(demo_db: Path, tmp_path: Path) -> None:
 
 
 def chromium(url: str, profile: Path, *extra: str) -> str:
-    """Headless Chromium on a file: URL, with nothing that reaches the network."""
+    """Headless Chromium on a file: URL, with nothing that reaches the network; its stdout."""
     assert CHROMIUM is not None
-    done = subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={profile}", *extra, url],
-        capture_output=True, text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stdout
+    command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               f"--user-data-dir={profile}", *extra, url]
+    # Its own process group, so that a hung browser is stopped with all its helpers.
+    browser = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        out, err = browser.communicate(timeout=CHROMIUM_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(browser.pid, signal.SIGKILL)
+        browser.communicate()
+        pytest.fail(f"Chromium did not finish in {CHROMIUM_SECONDS}s: a dialog such as alert() "
+                    "blocks headless Chromium, so the page may have run injected script")
+    assert browser.returncode == 0, err[-2000:]
+    return out
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from monitor import __version__
-from monitor.cli import baselines, demo, replay
+from monitor.cli import baselines, demo, replay, report
 from monitor.cli.common import (
     ConfigOption,
     DbOption,
@@ -42,6 +42,7 @@ app.add_typer(baselines.app, name="baselines")
 app.command(name="demo")(demo.demo)
 app.command(name="replay")(replay.replay)
 app.command(name="record")(replay.record)
+app.command(name="report")(report.report)
 
 
 def _version(value: bool) -> None:

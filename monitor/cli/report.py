@@ -22,8 +22,7 @@ def report(
 ) -> None:
     """Write a release's verdict, checks, findings and signal plots as one HTML page.
 
-    The page needs no network (open it from a CI artifact or attach it to a ticket); the
-    plots are drawn by a small inline script, the tables show without it.
+    The page needs no network: keep it as a CI artifact or attach it to a ticket.
     """
     from monitor.report import render_report
 
