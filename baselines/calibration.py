@@ -1,43 +1,120 @@
 """A/A calibration: how far apart healthy windows of the same release already are.
 
-Health signals are autocorrelated and a baseline is an earlier stretch of time, so a
+Health signals are autocorrelated, drift with the time of day and carry bursts, so a
 textbook test finds "significant" differences between two healthy windows all the time.
-A candidate must stand outside what healthy history shows, not merely outside the test's
-own idea of noise.
+Instead of trusting a model of the noise, the baseline release is cut into consecutive
+windows of several lengths (a ladder of 2, 4, 8, ... samples) and, for each length, the
+root mean square of the window medians' distances from the release's median is measured:
+how far a healthy window of that length already strays, drift and all (a robust spread of
+a handful of windows would call a wandering series steady). A candidate window of the same length must stand
+well outside that spread (its z against it) to count. Leak signals get the same for the
+slope of their lower envelope.
+
+The spread is never taken below what independent samples would give (the per-sample
+spread over the square root of the length): autocorrelation only ever widens it.
 """
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
-from baselines.frame import SignalFrame
-from detectors import compare
+from detectors import trend
+
+LADDER = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+MIN_WINDOWS = 4
+_MAD_TO_SD = 1.4826
 
 
-def aa_shifts(frame: SignalFrame, *, windows: int = 4) -> np.ndarray:
-    """Largest relative shift seen between consecutive healthy windows, per signal.
+def robust_spread(values: np.ndarray) -> np.ndarray:
+    """Per-row spread that survives spikes and mostly-constant series.
 
-    The frame is cut into `windows` equal stretches; each stretch is compared with the one
-    before it (the same statistic the judge applies to a candidate). Relative means divided
-    by the larger of the baseline's |median| and its robust noise, as the judge does.
+    The MAD-based sd, else the interquartile range, else the 5-95% range, each scaled to a
+    normal's sd; 0 only for a row that is truly constant.
     """
-    rows, columns = frame.values.shape
-    if columns < windows * 4:
-        return np.zeros(rows)
-    edges = np.linspace(0, columns, windows + 1).round().astype(np.int64)
-    scale = _scale(frame.values)
-    worst = np.zeros(rows)
-    for left, middle, right in zip(edges[:-2], edges[1:-1], edges[2:], strict=True):
-        earlier = frame.values[:, left:middle]
-        later = frame.values[:, middle:right]
-        result = compare(earlier, later, confidence=0.95)
-        relative = np.abs(np.asarray(result.shift)) / scale
-        worst = np.fmax(worst, np.nan_to_num(relative))
-    return worst
-
-
-def _scale(values: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(values, axis=1)
-        mad = np.nanmedian(np.abs(values - median[:, None]), axis=1) * 1.4826
-    return np.fmax(np.fmax(np.abs(np.nan_to_num(median)), np.nan_to_num(mad)), 1e-12)
+        mad = np.nanmedian(np.abs(values - median[:, None]), axis=1) * _MAD_TO_SD
+        q05, q25, q75, q95 = np.nanquantile(values, [0.05, 0.25, 0.75, 0.95], axis=1)
+    iqr = (q75 - q25) / 1.349
+    wide = (q95 - q05) / 3.29
+    spread = np.where(mad > 0, mad, np.where(iqr > 0, iqr, wide))
+    return np.nan_to_num(spread)
+
+
+def window_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -> np.ndarray:
+    """(series, lengths): RMS distance of consecutive windows' medians from the median.
+
+    NaN where the release is too short for MIN_WINDOWS windows of that length.
+    """
+    rows, columns = values.shape
+    out = np.full((rows, len(lengths)), np.nan)
+    if columns == 0:
+        return out
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centre = np.nanmedian(values, axis=1)
+        for index, length in enumerate(lengths):
+            windows = columns // length
+            if windows < MIN_WINDOWS:
+                break
+            blocks = values[:, : windows * length].reshape(rows, windows, length)
+            distances = np.nanmedian(blocks, axis=2) - centre[:, None]
+            out[:, index] = np.sqrt(np.nanmean(distances**2, axis=1))
+    floor = robust_spread(values)[:, None] / np.sqrt(np.asarray(lengths, dtype=float))[None, :]
+    return np.where(np.isnan(out), np.nan, np.fmax(out, floor))
+
+
+def slope_spreads(times: np.ndarray, values: np.ndarray, block: float,
+                  lengths: tuple[int, ...] = LADDER) -> np.ndarray:
+    """(series, lengths): robust spread of lower-envelope slopes of healthy windows."""
+    rows, columns = values.shape
+    out = np.full((rows, len(lengths)), np.nan)
+    for index, length in enumerate(lengths):
+        windows = columns // length
+        if windows < MIN_WINDOWS or length < 8:
+            if windows < MIN_WINDOWS:
+                break
+            continue
+        cut = windows * length
+        span = float(times[length - 1] - times[0]) if length > 1 else 0.0
+        blocks = max(4, min(48, int(span // block))) if span > 0 else 4
+        window_times = np.tile(times[:cut].reshape(windows, length), (rows, 1))
+        window_values = values[:, :cut].reshape(rows * windows, length)
+        slopes = np.asarray(trend(window_times, window_values, blocks=blocks).slope)
+        slopes = slopes.reshape(rows, windows)
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            centre = np.nanmedian(slopes, axis=1, keepdims=True)
+            out[:, index] = np.nanmedian(np.abs(slopes - centre), axis=1) * _MAD_TO_SD
+    return out
+
+
+def spread_at(spreads: np.ndarray, length: np.ndarray,
+              lengths: tuple[int, ...] = LADDER) -> np.ndarray:
+    """Each row's spread for a window of `length` samples, interpolated on log-log axes.
+
+    Longer than the longest calibrated window: the longest's spread (conservative, as
+    spreads shrink with length). Shorter than the shortest: the shortest's.
+    NaN for a row with no calibrated length at all.
+    """
+    spreads = np.atleast_2d(spreads)
+    rows = spreads.shape[0]
+    ladder = np.log(np.asarray(lengths, dtype=float))
+    known = ~np.isnan(spreads)
+    last = np.where(known.any(axis=1), known.shape[1] - 1 - np.argmax(known[:, ::-1], axis=1), -1)
+    target = np.log(np.clip(np.asarray(length, dtype=float), lengths[0], None))
+    target = np.minimum(target, ladder[np.maximum(last, 0)])
+    upper = np.clip(np.searchsorted(ladder, target), 1, len(lengths) - 1)
+    lower = upper - 1
+    row = np.arange(rows)
+    with np.errstate(all="ignore"):
+        log_low = np.log(np.fmax(spreads[row, lower], 1e-300))
+        log_high = np.log(np.fmax(spreads[row, upper], 1e-300))
+        weight = np.clip((target - ladder[lower]) / (ladder[upper] - ladder[lower]), 0.0, 1.0)
+        mixed = np.exp(log_low + weight * (log_high - log_low))
+    result = np.where(np.isnan(spreads[row, upper]), spreads[row, lower], mixed)
+    result = np.where(spreads[row, lower] == 0, 0.0, result)
+    return np.where(last < 0, np.nan, result)

@@ -10,14 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from baselines.calibration import aa_shifts
+from baselines.calibration import robust_spread, slope_spreads, window_spreads
 from baselines.frame import SignalFrame
 from detectors import dispersion as count_dispersion
 from detectors import trend
 
 RESERVOIR_SIZE = 512
 QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
-_MAD_TO_SD = 1.4826
 
 
 @dataclass(frozen=True)
@@ -35,10 +34,13 @@ class SignalBaseline:
     events: float
     trials: float
     dispersion: float
-    aa_shift: float
     span: float
     hourly: tuple[float, ...] | None = None
     reservoir: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # A/A calibration (baselines/calibration.py): spread of healthy windows' medians, and
+    # of their lower-envelope slopes for leak signals, per window length of the LADDER.
+    aa_spread: tuple[float, ...] = ()
+    aa_slope_spread: tuple[float, ...] = ()
 
     @property
     def median(self) -> float:
@@ -53,6 +55,8 @@ class SignalBaseline:
         summary = {name: getattr(self, name) for name in _SCALARS}
         summary["quantiles"] = dict(self.quantiles)
         summary["hourly"] = list(self.hourly) if self.hourly is not None else None
+        summary["aa_spread"] = [_finite_or_none(v) for v in self.aa_spread]
+        summary["aa_slope_spread"] = [_finite_or_none(v) for v in self.aa_slope_spread]
         return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
 
     @classmethod
@@ -66,6 +70,8 @@ class SignalBaseline:
         return cls(
             quantiles=dict(summary.get("quantiles", {})),
             hourly=tuple(hourly) if hourly else None,
+            aa_spread=_floats(summary.get("aa_spread", [])),
+            aa_slope_spread=_floats(summary.get("aa_slope_spread", [])),
             reservoir=np.asarray(reservoir, dtype=float),
             **scalars,
         )
@@ -73,8 +79,16 @@ class SignalBaseline:
 
 _SCALARS = (
     "signal", "count", "mean", "std", "noise", "lag1", "slope", "events", "trials",
-    "dispersion", "aa_shift", "span",
+    "dispersion", "span",
 )
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _floats(values: Sequence[float | None]) -> tuple[float, ...]:
+    return tuple(float("nan") if v is None else float(v) for v in values)
 
 
 @dataclass(frozen=True)
@@ -89,8 +103,8 @@ class Baseline:
         return "+".join(self.releases)
 
 
-def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (), leak_block: float = 300.0,
-              seed_windows: int = 4) -> dict[str, SignalBaseline]:
+def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
+              leak_block: float = 300.0) -> dict[str, SignalBaseline]:
     """Summaries of every row of a healthy release's frame."""
     values = frame.values
     count = np.sum(~np.isnan(values), axis=1)
@@ -98,15 +112,14 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (), leak_bloc
         mean = np.nanmean(values, axis=1)
         std = np.nanstd(values, axis=1)
         qs = np.nanquantile(values, list(QUANTILES.values()), axis=1) if values.shape[1] else None
-        median = np.nanmedian(values, axis=1)
-        mad = np.nanmedian(np.abs(values - median[:, None]), axis=1) * _MAD_TO_SD
-    noise = np.fmax(np.nan_to_num(mad), np.nan_to_num(std) * 0.1)
+    noise = robust_spread(values)
     lag1 = lag1_autocorrelation(values)
     events = np.nansum(frame.events, axis=1)
     trials = np.nansum(frame.trials, axis=1)
     phi = count_dispersion(frame.events, frame.trials) if values.shape[1] > 2 else np.ones(len(count))
-    shifts = aa_shifts(frame, windows=seed_windows)
+    spreads = window_spreads(values)
     slopes = _leak_slopes(frame, leak_signals, leak_block)
+    slope_spread = _leak_slope_spreads(frame, leak_signals, leak_block)
     hourly = _hourly_profiles(frame)
     out = {}
     for row, name in enumerate(frame.names):
@@ -122,10 +135,11 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (), leak_bloc
             events=float(events[row]),
             trials=float(trials[row]),
             dispersion=float(np.nan_to_num(phi[row], nan=1.0)),
-            aa_shift=float(shifts[row]),
             span=frame.span,
             hourly=hourly[row],
             reservoir=thin(values[row], RESERVOIR_SIZE),
+            aa_spread=tuple(float(v) for v in spreads[row]),
+            aa_slope_spread=slope_spread.get(name, ()),
         )
     return out
 
@@ -172,6 +186,15 @@ def _leak_slopes(frame: SignalFrame, leak_signals: Sequence[str], block: float) 
     return {frame.names[row]: float(slopes[i]) for i, row in enumerate(rows)}
 
 
+def _leak_slope_spreads(frame: SignalFrame, leak_signals: Sequence[str],
+                        block: float) -> dict[str, tuple[float, ...]]:
+    rows = [frame.row(name) for name in leak_signals if name in frame.rows]
+    if not rows or frame.times.size < 32:
+        return {}
+    spreads = slope_spreads(frame.times, frame.values[rows], block)
+    return {frame.names[row]: tuple(float(v) for v in spreads[i]) for i, row in enumerate(rows)}
+
+
 def leak_blocks(span: float, block: float) -> int:
     """How many lower-envelope blocks a span holds: one per garbage-collection cycle or more."""
     return int(min(48, span // block))
@@ -188,6 +211,16 @@ def _hourly_profiles(frame: SignalFrame) -> list[tuple[float, ...] | None]:
              else np.full(len(frame.names), np.nan) for h in range(24)]
         ).T
     return [tuple(float(v) for v in row) for row in medians]
+
+
+def _widest(spreads: Sequence[tuple[float, ...]]) -> tuple[float, ...]:
+    """Element-wise widest spread of several releases (lengths not calibrated in one: NaN)."""
+    width = max((len(s) for s in spreads), default=0)
+    table = np.full((len(spreads), width), np.nan)
+    for row, spread in enumerate(spreads):
+        table[row, : len(spread)] = spread
+    with _quiet():
+        return tuple(float(v) for v in np.nanmax(table, axis=0)) if width else ()
 
 
 def merge(baselines: Sequence[Baseline]) -> Baseline:
@@ -216,7 +249,8 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             events=float(sum(p.events for p in parts)),
             trials=float(sum(p.trials for p in parts)),
             dispersion=float(max(p.dispersion for p in parts)),
-            aa_shift=float(max(p.aa_shift for p in parts)),
+            aa_spread=_widest([p.aa_spread for p in parts]),
+            aa_slope_spread=_widest([p.aa_slope_spread for p in parts]),
             span=float(sum(p.span for p in parts)),
             reservoir=thin(pooled, RESERVOIR_SIZE),
         )

@@ -1,0 +1,72 @@
+"""A/A calibration against known answers: independent noise, AR(1) noise, saw-tooth memory."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from baselines.calibration import LADDER, robust_spread, slope_spreads, spread_at, window_spreads
+
+
+def test_independent_noise_gives_the_spread_of_a_median() -> None:
+    rng = np.random.default_rng(11)
+    values = rng.normal(0.0, 2.0, size=(40, 4096))
+    spreads = np.nanmedian(window_spreads(values), axis=0)
+    # The median of L normal samples has sd sqrt(pi/2) * sigma / sqrt(L), for large L.
+    for index, length in enumerate(LADDER[2:7], start=2):
+        assert spreads[index] == pytest.approx(np.sqrt(np.pi / 2) * 2.0 / np.sqrt(length), rel=0.2)
+
+
+def test_autocorrelated_noise_is_wider_by_the_known_factor() -> None:
+    rng = np.random.default_rng(12)
+    phi, n = 0.8, 8192
+    shocks = rng.normal(size=(20, n))
+    values = np.zeros_like(shocks)
+    for t in range(1, n):
+        values[:, t] = phi * values[:, t - 1] + shocks[:, t]
+    spreads = np.nanmedian(window_spreads(values), axis=0)
+    sd = 1.0 / np.sqrt(1 - phi**2)
+    # For long windows the mean's sd is sd * sqrt((1 + phi) / (1 - phi) / L); the median's is
+    # close to it for near-normal data.
+    length = 256
+    expected = sd * np.sqrt((1 + phi) / (1 - phi) / length)
+    assert spreads[LADDER.index(length)] == pytest.approx(expected, rel=0.3)
+    # ...three times what independent samples would suggest.
+    assert spreads[LADDER.index(length)] > 2.5 * sd / np.sqrt(length)
+
+
+def test_short_releases_calibrate_only_the_lengths_they_can() -> None:
+    spreads = window_spreads(np.random.default_rng(13).normal(size=(2, 40)))
+    assert not np.isnan(spreads[:, LADDER.index(8)]).any()      # 5 windows of 8
+    assert np.isnan(spreads[:, LADDER.index(16)]).all()         # only 2 windows of 16
+
+
+def test_spread_at_interpolates_on_log_axes_and_clamps() -> None:
+    ladder = (2, 4, 8)
+    spreads = np.array([[4.0, 2.0, 1.0], [4.0, np.nan, np.nan]])
+    assert spread_at(spreads, np.array([4, 4]), ladder) == pytest.approx([2.0, 4.0])
+    # Between 2 and 4 the spread follows the power law through both: 8 / L.
+    assert spread_at(spreads, np.array([np.sqrt(8), 1000]), ladder) == pytest.approx([8 / np.sqrt(8), 4.0])
+    assert spread_at(spreads, np.array([1, 1]), ladder) == pytest.approx([4.0, 4.0])
+    assert np.isnan(spread_at(np.full((1, 3), np.nan), np.array([4]), ladder)).all()
+
+
+def test_robust_spread_falls_back_for_mostly_constant_series() -> None:
+    values = np.zeros((3, 1000))
+    values[0] = np.random.default_rng(14).normal(size=1000)
+    values[1, ::10] = 5.0            # MAD 0, the interquartile range 0, 5-95% range 5
+    values[1, 5::10] = -5.0
+    assert robust_spread(values)[0] == pytest.approx(1.0, rel=0.1)
+    assert robust_spread(values)[1] == pytest.approx(10 / 3.29)
+    assert robust_spread(values)[2] == 0.0
+
+
+def test_saw_tooth_slopes_are_calibrated_and_a_leak_stands_out() -> None:
+    rng = np.random.default_rng(15)
+    times = np.arange(2880) * 15.0
+    saw = 40e6 * ((times % 180.0) / 180.0)
+    healthy = 300e6 + saw + rng.normal(0, 2e5, times.size)
+    spreads = slope_spreads(times, healthy[None, :], block=240.0)
+    sigma = spread_at(spreads, np.array([120]))[0]
+    leak = 20e3                                               # bytes per second
+    assert 0 < sigma < leak / 4                               # a 20 kB/s leak is > 4 sigma
