@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -229,7 +229,8 @@ class IngestFigures:
         found += self.bad_rows[:10]
         if self.lost_scrapes:
             found.append(f"{self.lost_scrapes} committed scrapes ({self.lost_samples} samples) lost")
-        if any(b < a for a, b in zip(self.scrapes_after_kill, self.scrapes_after_kill[1:])):
+        counts = self.scrapes_after_kill
+        if any(b < a for a, b in zip(counts, counts[1:], strict=False)):
             found.append(f"stored scrapes decreased: {self.scrapes_after_kill}")
         slow = [s for s in self.ready_seconds if s > READY_LIMIT]
         if slow:
@@ -349,7 +350,8 @@ def _compare(figures: IngestFigures, scrapes: _StoredScrapes, before: dict[int, 
 
 # ---------------------------------------------------------------- rollback
 
-# The hook: append "key verdict version", then wait while the test holds the gate (a FIFO).
+# The hook: append "key verdict version", then wait while the harness holds the gate of
+# that version (a FIFO in the gates folder named after it).
 HOOK_SCRIPT = (
     "import os, sys\n"
     "env = os.environ\n"
@@ -357,10 +359,11 @@ HOOK_SCRIPT = (
     " env['RELEASE_VERSION']))\n"
     "with open(sys.argv[1], 'a') as out:\n"
     "    out.write(line + '\\n')\n"
-    "if os.path.exists(sys.argv[2]):\n"
+    "gate = os.path.join(sys.argv[2], env['RELEASE_VERSION'])\n"
+    "if os.path.exists(gate):\n"
     "    try:\n"
-    "        with open(sys.argv[2]) as gate:\n"
-    "            gate.read()\n"
+    "        with open(gate) as held:\n"
+    "            held.read()\n"
     "    except FileNotFoundError:\n"
     "        pass\n"
 )
@@ -393,9 +396,9 @@ class RollbackFigures:
         return found
 
 
-def rollback_policy(folder: Path, target_url: str, hooks_file: Path, gate: Path) -> Path:
+def rollback_policy(folder: Path, target_url: str, hooks_file: Path, gates: Path) -> Path:
     command = ", ".join(_toml(part) for part in
-                        (sys.executable, "-c", HOOK_SCRIPT, str(hooks_file), str(gate)))
+                        (sys.executable, "-c", HOOK_SCRIPT, str(hooks_file), str(gates)))
     policy = folder / "rollback.toml"
     policy.write_text(
         '[monitor]\ndatabase = "rollback.db"\nlisten = "127.0.0.1:0"\n\n'
@@ -417,9 +420,10 @@ class _RollbackRun:
         self.db = folder / "rollback.db"
         self.hooks_file = folder / "hooks.txt"
         self.hooks_file.touch()
-        self.gate = folder / "gate"
+        self.gates = folder / "gates"
+        self.gates.mkdir()
         self.target = LoopbackTarget(series=3)
-        self.policy = rollback_policy(folder, self.target.url, self.hooks_file, self.gate)
+        self.policy = rollback_policy(folder, self.target.url, self.hooks_file, self.gates)
         self.allowance: Counter[str] = Counter()   # key -> restarts that found it unfinished
         self.figures = RollbackFigures()
         self.round = 0
@@ -428,7 +432,7 @@ class _RollbackRun:
         self.round += 1
         self.target.version = f"v{self.round}"
         if mode == "mid hook":
-            os.mkfifo(self.gate)
+            os.mkfifo(self.gates / self.target.version)
         daemon = spawn_daemon(self.policy, self.folder / "rollback.log")
         try:
             if mode == "starting":
@@ -462,9 +466,8 @@ class _RollbackRun:
         finally:
             daemon.kill()
 
-    def _until(self, daemon: RunningDaemon, done: object, *, limit: float = 10.0,
+    def _until(self, daemon: RunningDaemon, done: Callable[[], bool], *, limit: float = 10.0,
                required: bool = True) -> None:
-        assert callable(done)
         deadline = time.monotonic() + limit
         while not done():
             if time.monotonic() > deadline:
@@ -496,12 +499,11 @@ class _RollbackRun:
             return [key for (key,) in conn.execute("SELECT key FROM actions WHERE state = 'claimed'")]
 
     def _open_gate(self) -> None:
-        """Let every hook waiting at the gate finish, and hold no later one."""
-        if not self.gate.exists():
-            return
-        writer = os.open(self.gate, os.O_RDWR | os.O_NONBLOCK)
-        self.gate.unlink()
-        os.close(writer)
+        """Let every hook waiting at a gate finish, and hold no later one."""
+        for gate in self.gates.iterdir():
+            writer = os.open(gate, os.O_RDWR | os.O_NONBLOCK)
+            gate.unlink()
+            os.close(writer)
 
     def judge(self) -> RollbackFigures:
         """Compare the store and the hook file with what crash safety allows."""

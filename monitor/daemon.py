@@ -6,6 +6,7 @@ and in the demo, replay and tests on a simulated one that never sleeps.
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -23,7 +24,7 @@ from monitor.fetch import scrape
 from monitor.hooks import HookRunner
 from monitor.policy import MonitorConfig, ServicePolicy, Target
 from monitor.redact import redact_url
-from monitor.releases import DONE, Releases
+from monitor.releases import Releases
 from monitor.snapshot import Snapshot, SnapshotBox, TargetHealth
 from monitor.store import Release, Store
 from monitor.verdicts import document
@@ -76,7 +77,11 @@ class Daemon:
         hooks = HookRunner(store, clock, background=self._hook_pool)
         self.releases = releases or Releases(config, store, clock, hooks=hooks)
         self.scraper = scraper
-        self.session = requests.Session()
+        # One session per scraping thread: a session shared between threads lets one thread
+        # close or reuse a connection another is still reading (requests#1871).
+        self._thread_sessions = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
         self.started_at = clock.now()
         self.targets = [
             _TargetState(name, target, self._first_due(target),
@@ -106,6 +111,10 @@ class Daemon:
 
     def run(self) -> None:
         """Work until `stop()` is called (SIGTERM and Ctrl-C call it)."""
+        if self.live:
+            # What is loaded by now (modules, policy, pools) lives as long as the process; kept
+            # out of full collections, which otherwise pause every thread (and /metrics) 100+ ms.
+            gc.freeze()
         self.releases.resume_hooks()
         while not self._stop.is_set():
             self._wake.clear()
@@ -143,7 +152,9 @@ class Daemon:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._hook_pool is not None:
             self._hook_pool.shutdown(wait=True)
-        self.session.close()
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
 
     # -- scraping ---------------------------------------------------------------------------
 
@@ -176,9 +187,18 @@ class Daemon:
             self.on_scrape_start(state.health.target, state.planned, self.clock.now())
         started = time.monotonic()
         try:
-            return self.scraper(state.target, self.session), "", time.monotonic() - started
+            return self.scraper(state.target, self._session()), "", time.monotonic() - started
         except ScrapeError as exc:
             return None, str(exc), time.monotonic() - started
+
+    def _session(self) -> requests.Session:
+        """This thread's own HTTP session, made on its first scrape."""
+        session: requests.Session | None = getattr(self._thread_sessions, "session", None)
+        if session is None:
+            session = self._thread_sessions.session = requests.Session()
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
 
     def _record(self, state: _TargetState, parsed: ParsedScrape | None, error: str,
                 seconds: float, now: float) -> None:
@@ -266,9 +286,10 @@ class Daemon:
             for release in self.store.active_releases():
                 if release.service not in self.config.services or release.service in waiting:
                     continue
-                before = release.state
-                after = self.releases.advance(release)
-                evaluated |= before == "watching" or after.state == DONE
+                # Counted only when the release was judged, not on every step it is watched.
+                before = self.releases.last_evaluation.get(release.id)
+                self.releases.advance(release)
+                evaluated |= self.releases.last_evaluation.get(release.id) != before
         except StoreError as exc:
             self.store_errors_total += 1
             log.error("store: %s", exc)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -86,11 +87,11 @@ class HookRunner:
         if self.background is None:
             self.on_verdict(release, hooks)
         else:
-            self.background.submit(self._logged, release, hooks)
+            self.background.submit(self._logged, self.on_verdict, release, hooks)
 
-    def _logged(self, release: Release, hooks: tuple[Hook, ...]) -> None:
+    def _logged(self, work: Callable[..., object], release: Release, *args: Any) -> None:
         try:
-            self.on_verdict(release, hooks)
+            work(release, *args)
         except Exception:  # noqa: BLE001 - a worker thread must report, not die silently
             log.exception("hooks for %s %s failed", release.service, release.version)
 
@@ -111,10 +112,18 @@ class HookRunner:
                 fired.append((hook.name, self._fire(release, hook, key)))
         return fired
 
-    def resume(self, release: Release, hook: Hook, key: str) -> Outcome:
-        """Deliver a hook claimed before a crash again, with its original key."""
-        self._begin(key)
-        return self._fire(release, hook, key)
+    def resume(self, release: Release, hook: Hook, key: str) -> None:
+        """Deliver a hook claimed before a crash again, with its original key.
+
+        In the background when the runner has an executor: a slow hook retrying for its
+        whole budget must not hold up the restarted daemon's scraping and judging.
+        """
+        if not self._begin(key):
+            return
+        if self.background is None:
+            self._fire(release, hook, key)
+        else:
+            self.background.submit(self._logged, self._fire, release, hook, key)
 
     def _unfinished(self, release: Release, hook: str) -> bool:
         return any(action.verdict == release.verdict and action.hook == hook
@@ -163,6 +172,10 @@ def deliver(hook: Hook, body: dict[str, Any]) -> Outcome:
 
 
 def _post(hook: Hook, body: dict[str, Any]) -> Outcome:
+    if _scheme(hook.url) not in ("http", "https"):
+        # Without a scheme the URL's parts are not where a parser looks for credentials,
+        # so even its redacted form may show them.
+        return Outcome(False, "the URL does not start with http:// or https://")
     where = redact_url(hook.url)
     headers = {"Idempotency-Key": body["idempotency_key"], "Content-Type": "application/json"}
     try:
@@ -175,6 +188,34 @@ def _post(hook: Hook, body: dict[str, Any]) -> Outcome:
     if 200 <= status < 300:
         return Outcome(True, f"{where}: {status}")
     return Outcome(False, f"{where}: status {status}")
+
+
+def _scheme(url: str) -> str:
+    try:
+        return urlsplit(url).scheme.lower()
+    except ValueError:
+        return ""
+
+
+class _HideQueries(logging.Filter):
+    """urllib3 logs each request's path with its query string at DEBUG level, and a
+    webhook's (or a target's) query string may carry a token: log it as `?***`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_without_query(arg) for arg in record.args)
+        return True
+
+
+def _without_query(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    if "://" in value:
+        return redact_url(value)
+    return value.split("?", 1)[0] + "?***" if "?" in value else value
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_HideQueries())
 
 
 def _run(hook: Hook, body: dict[str, Any]) -> Outcome:

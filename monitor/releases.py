@@ -131,11 +131,12 @@ class Releases:
             self.source_errors[release.service] = str(exc)
             if not period_over:
                 return release
-            return self.store.add_verdict(
+            decided = self.store.add_verdict(
                 release.id, at=now, verdict=INCONCLUSIVE, reason=f"data source failing: {exc}",
                 findings=[], first_alarm_at=release.first_alarm_at, decided_at=now, state=DONE,
-                judge_state=release.judge_state,
+                judge_state=release.judge_state, claims=self._claims(release, INCONCLUSIVE),
             )
+            return self._announce(release, decided)
         reason = result.reason
         failing = self.source_errors.get(release.service, "")
         if failing and result.verdict in (PENDING, INCONCLUSIVE):

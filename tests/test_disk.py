@@ -1,0 +1,189 @@
+"""Disk trouble: a full or read-only database stops nothing but storing and judging.
+
+The daemon runs in-process on a simulated clock against the simulated shop over loopback
+HTTP. The disk fills up when the daemon's connection may not grow the file any more
+(`PRAGMA max_page_count` is a setting of one connection, so it is set on the daemon's own),
+and turns read-only with `PRAGMA query_only` (as root, chmod would not stop the writes).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+import sqlite_utils
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitor.api import serve
+from monitor.clock import SimClock
+from monitor.daemon import Daemon
+from monitor.demo import demo_policy
+from monitor.demo_service import SimulatedService
+from monitor.hooks import HookRunner, Outcome
+from monitor.policy import Hook, MonitorConfig
+from monitor.releases import Releases
+from monitor.snapshot import SnapshotBox
+from monitor.store import Release, Store
+
+HOOK = Hook(name="page", on=("pass", "hotfix", "rollback", "inconclusive"), command=("true",))
+SCRAPE = 15.0        # the demo policy's scrape interval
+PERIOD = 1800.0      # and its checking period for a minor change
+
+
+@dataclass
+class Rig:
+    clock: SimClock
+    shop: SimulatedService
+    conn: sqlite3.Connection       # the daemon's own connection
+    store: Store
+    daemon: Daemon
+    box: SnapshotBox
+    fired: list[tuple[str, str]]   # (release, verdict) of every hook delivery
+
+    def trouble(self, mode: str) -> None:
+        if mode == "full":
+            pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+            self.conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+        else:
+            self.conn.execute("PRAGMA query_only = ON")
+
+    def relief(self, mode: str) -> None:
+        if mode == "full":
+            self.conn.execute("PRAGMA max_page_count = 1073741823")
+        else:
+            self.conn.execute("PRAGMA query_only = OFF")
+
+    def run(self, seconds: float) -> None:
+        self.daemon.run_until(self.clock.now() + seconds)
+
+    def release(self, version: str) -> Release:
+        return self.store.release("demo", version)
+
+
+@pytest.fixture()
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    clock = SimClock()
+    shop = SimulatedService(clock, seed=3, version="v2.2")
+    shop.start()
+    conn = sqlite3.connect(tmp_path / "m.db", check_same_thread=False)
+    store = Store(sqlite_utils.Database(conn))
+    config = MonitorConfig(path="<test>", services={
+        "demo": replace(demo_policy(shop.url), hooks=(HOOK,))})
+    fired: list[tuple[str, str]] = []
+
+    def send(hook: Hook, body: dict[str, Any]) -> Outcome:
+        fired.append((body["release"], body["verdict"]))
+        return Outcome(True, "ok")
+
+    box = SnapshotBox()
+    releases = Releases(config, store, clock, hooks=HookRunner(store, clock, send=send))
+    daemon = Daemon(config, store, clock, box=box, releases=releases)
+    rig = Rig(clock, shop, conn, store, daemon, box, fired)
+    rig.run(2400)                                # v2.2 passes: the baseline
+    assert fired == [("v2.2", "pass")]
+    shop.deploy("v2.3")                          # errors x12 and a fast leak
+    rig.run(60)
+    assert (rig.release("v2.3").state, rig.release("v2.3").verdict) == ("watching", "pending")
+    yield rig
+    daemon.close()
+    store.close()
+    shop.stop()
+
+
+def _store_errors(url: str) -> float:
+    answer = requests.get(f"{url}/metrics", timeout=5)
+    assert answer.status_code == 200
+    [value] = [sample.value for family in text_string_to_metric_families(answer.text)
+               for sample in family.samples if sample.name == "release_monitor_store_errors_total"]
+    return value
+
+
+@pytest.mark.parametrize("mode", ["full", "read-only"])
+def test_the_daemon_rides_out_disk_trouble_and_resumes(rig: Rig, mode: str) -> None:
+    release = rig.release("v2.3")
+    history = rig.store.verdicts(release.id)
+    server = serve(rig.box, version="test", clock=rig.clock)
+    try:
+        rig.trouble(mode)
+        rig.run(SCRAPE)                                # the first scrape is refused
+        errors_before = _store_errors(server.url)
+        assert errors_before >= 1
+        began, scrapes = rig.clock.now(), rig.box.get().targets[0].scrapes_total
+        samples = rig.store.sample_count("demo")
+        rig.run(600)                                   # ten minutes, within the period
+        during = _store_errors(server.url)
+        assert during == rig.daemon.store_errors_total
+        # Every scrape was fetched, and refused unless it fit in the file's free pages
+        # (then judging went ahead, and failed to store its pending verdict).
+        window = rig.store.read_window("demo", began + 1e-6, rig.clock.now() + 1)
+        stored = window.times.size
+        attempted = rig.box.get().targets[0].scrapes_total - scrapes
+        assert attempted == 600 / SCRAPE
+        assert attempted - stored <= during - errors_before <= attempted
+        assert stored < attempted / 4 if mode == "full" else stored == 0
+        assert rig.store.sample_count("demo") - samples == np.count_nonzero(~np.isnan(window.values))
+        # Nothing was decided from what the store happened to hold.
+        assert rig.store.verdicts(release.id) == history
+        assert rig.release("v2.3").verdict == "pending"
+        assert rig.store.actions(release.id) == []
+        assert rig.fired == [("v2.2", "pass")]
+        assert rig.box.get().verdicts[("demo", "v2.3")]["verdict"] == "pending"
+
+        rig.relief(mode)
+        recovered = rig.clock.now()
+        rig.run(SCRAPE)
+        assert rig.store.sample_count("demo") > samples + 20           # scraping resumed
+        assert _store_errors(server.url) == during                     # and nothing fails
+        rig.run(PERIOD)
+    finally:
+        server.shutdown()
+    decided = rig.release("v2.3")
+    judged = rig.store.verdicts(release.id)[len(history):]
+    assert judged and min(v.at for v in judged) > recovered             # judging resumed
+    assert (decided.verdict, decided.state) == ("rollback", "done"), decided.reason
+    assert "error_ratio" in decided.reason
+    assert rig.fired == [("v2.2", "pass"), ("v2.3", "rollback")]
+
+
+@dataclass(frozen=True)
+class Outage:
+    release: Release
+    recovered_at: float
+    first_scrape_after: float
+
+
+@pytest.fixture()
+def outage_past_the_period(rig: Rig) -> Outage:
+    """The disk fills a minute into v2.3's period and only frees up after the period ended."""
+    rig.trouble("full")
+    rig.run(PERIOD + 300)
+    assert rig.release("v2.3").verdict == "pending"
+    assert rig.fired == [("v2.2", "pass")]
+    rig.relief("full")
+    recovered_at = rig.clock.now()
+    rig.run(4 * SCRAPE)
+    window = rig.store.read_window("demo", recovered_at, rig.clock.now() + 1)
+    return Outage(rig.release("v2.3"), recovered_at, float(window.times.min()))
+
+
+def test_after_an_outage_judging_waits_for_fresh_samples(outage_past_the_period: Outage) -> None:
+    release = outage_past_the_period.release
+    assert release.state == "done" and release.decided_at is not None
+    assert release.decided_at >= outage_past_the_period.first_scrape_after
+    # The monitor's own disk is not blamed on the service's data sources.
+    assert "cannot write" not in release.reason
+
+
+@pytest.mark.xfail(strict=True, reason="evaluate(): at the end of the period, findings not yet "
+                   "persisted for `persistence` evaluations are dropped and the release passes")
+def test_a_release_judged_first_after_its_period_is_not_passed_despite_major_findings(
+    outage_past_the_period: Outage,
+) -> None:
+    assert outage_past_the_period.release.verdict != "pass"
+
