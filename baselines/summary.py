@@ -35,7 +35,7 @@ class SignalBaseline:
     trials: float
     dispersion: float
     span: float
-    hourly: tuple[float, ...] | None = None
+    hourly: tuple[float, ...] | None = None    # offsets by hour of day (UTC), when seasonal
     reservoir: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # A/A calibration (baselines/calibration.py): spread of healthy windows' medians, and
     # of their lower-envelope slopes for leak signals, per window length of the LADDER.
@@ -77,6 +77,11 @@ class SignalBaseline:
         )
 
 
+SEASONAL_AGREEMENT = 0.6
+# A daily profile is trusted only once a week of history shows it, so that the weekly
+# rhythm (quiet weekends) is part of its calibration rather than a surprise.
+SEASONAL_HISTORY = 7 * 86400
+
 _SCALARS = (
     "signal", "count", "mean", "std", "noise", "lag1", "slope", "events", "trials",
     "dispersion", "span",
@@ -105,8 +110,14 @@ class Baseline:
 
 def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
               leak_block: float = 300.0) -> dict[str, SignalBaseline]:
-    """Summaries of every row of a healthy release's frame."""
-    values = frame.values
+    """Summaries of every row of a healthy release's frame.
+
+    A signal with a repeating daily pattern is summarized after its hour-of-day profile is
+    taken out, so a candidate is judged against the same hours of healthy history rather
+    than against the whole day's swing; its leak slopes and error counts stay raw.
+    """
+    offsets, held_out = _profiles(frame.times, frame.values)
+    values = deseasonalize(frame.times, frame.values, offsets)
     count = np.sum(~np.isnan(values), axis=1)
     with _quiet():
         mean = np.nanmean(values, axis=1)
@@ -117,10 +128,9 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     events = np.nansum(frame.events, axis=1)
     trials = np.nansum(frame.trials, axis=1)
     phi = count_dispersion(frame.events, frame.trials) if values.shape[1] > 2 else np.ones(len(count))
-    spreads = window_spreads(values)
+    spreads = window_spreads(held_out)
     slopes = _leak_slopes(frame, leak_signals, leak_block)
     slope_spread = _leak_slope_spreads(frame, leak_signals, leak_block)
-    hourly = _hourly_profiles(frame)
     out = {}
     for row, name in enumerate(frame.names):
         out[name] = SignalBaseline(
@@ -136,7 +146,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
             trials=float(trials[row]),
             dispersion=float(np.nan_to_num(phi[row], nan=1.0)),
             span=frame.span,
-            hourly=hourly[row],
+            hourly=None if np.isnan(offsets[row]).all() else tuple(float(v) for v in offsets[row]),
             reservoir=thin(values[row], RESERVOIR_SIZE),
             aa_spread=tuple(float(v) for v in spreads[row]),
             aa_slope_spread=slope_spread.get(name, ()),
@@ -200,17 +210,62 @@ def leak_blocks(span: float, block: float) -> int:
     return int(min(48, span // block))
 
 
-def _hourly_profiles(frame: SignalFrame) -> list[tuple[float, ...] | None]:
-    """Median by hour of day, once a release has been watched for a whole day."""
-    if frame.span < 86400:
-        return [None] * len(frame.names)
-    hours = ((frame.times // 3600) % 24).astype(np.int64)
+def hourly_offsets(times: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """(series, 24): how far each hour of the day sits from the release's median, for the
+    series whose daily pattern repeats; NaN rows for the others.
+
+    A pattern counts only when the baseline covers a week or more and the hour-of-day
+    profiles of its even and odd days agree (correlation at least SEASONAL_AGREEMENT):
+    subtracting a profile that does not repeat would only add noise and make healthy
+    history look calmer than it is.
+    """
+    return _profiles(times, values)[0]
+
+
+def _profiles(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hour-of-day offsets (NaN rows where no pattern repeats), and the same values
+    less offsets fitted on the other days only (even days' profile on odd days and back).
+
+    The second is what A/A calibration must see: a candidate's hours are corrected by a
+    profile fitted on other days, with that profile's own error.
+    """
+    rows = values.shape[0]
+    out = np.full((rows, 24), np.nan)
+    if times.size < 2 or times[-1] - times[0] < SEASONAL_HISTORY:
+        return out, values
+    hours = ((times // 3600) % 24).astype(np.int64)
+    days = ((times - times[0]) // 86400).astype(np.int64)
     with _quiet():
-        medians = np.vstack(
-            [np.nanmedian(frame.values[:, hours == h], axis=1) if np.any(hours == h)
-             else np.full(len(frame.names), np.nan) for h in range(24)]
-        ).T
-    return [tuple(float(v) for v in row) for row in medians]
+        centre = np.nanmedian(values, axis=1, keepdims=True)
+        whole = _by_hour(values, hours) - centre
+        even = _by_hour(np.where(days % 2 == 0, values, np.nan), hours) - centre
+        odd = _by_hour(np.where(days % 2 == 1, values, np.nan), hours) - centre
+    agree = _row_correlation(even, odd) >= SEASONAL_AGREEMENT
+    out[agree] = np.nan_to_num(whole[agree])
+    crossed = np.where(days % 2 == 0, np.nan_to_num(odd)[:, hours], np.nan_to_num(even)[:, hours])
+    held_out = np.where(agree[:, None], values - crossed, values)
+    return out, held_out
+
+
+def _by_hour(values: np.ndarray, hours: np.ndarray) -> np.ndarray:
+    columns = [np.nanmedian(values[:, hours == hour], axis=1) if np.any(hours == hour)
+               else np.full(values.shape[0], np.nan) for hour in range(24)]
+    return np.vstack(columns).T
+
+
+def _row_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    both = ~np.isnan(a) & ~np.isnan(b)
+    with _quiet():
+        a = np.where(both, a - np.nanmean(np.where(both, a, np.nan), axis=1, keepdims=True), 0.0)
+        b = np.where(both, b - np.nanmean(np.where(both, b, np.nan), axis=1, keepdims=True), 0.0)
+        r = np.sum(a * b, axis=1) / np.sqrt(np.sum(a * a, axis=1) * np.sum(b * b, axis=1))
+    return np.where(both.sum(axis=1) >= 20, np.nan_to_num(r), 0.0)
+
+
+def deseasonalize(times: np.ndarray, values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Values less their hour of day's offset (rows without a profile are left alone)."""
+    hours = ((times // 3600) % 24).astype(np.int64)
+    return values - np.nan_to_num(offsets)[:, hours]
 
 
 def _widest(spreads: Sequence[tuple[float, ...]]) -> tuple[float, ...]:

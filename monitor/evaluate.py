@@ -16,7 +16,7 @@ from scipy import stats
 
 from baselines.calibration import LADDER, spread_at
 from baselines.frame import SignalFrame
-from baselines.summary import Baseline, SignalBaseline, leak_blocks
+from baselines.summary import Baseline, SignalBaseline, deseasonalize, leak_blocks
 from detectors import compare, cusum, rate_increase, time_to_exhaustion, trend
 from monitor.durations import format_duration
 from monitor.findings import (
@@ -49,6 +49,7 @@ class JudgeState:
     first_alarm_at: float | None = None
     hotfix_at: float | None = None
     hotfix_evidence: tuple[Finding, ...] = ()
+    over_at: float | None = None    # the first evaluation at or after the period's end
 
     def to_json(self) -> str:
         return json.dumps({
@@ -56,6 +57,7 @@ class JudgeState:
             "first_alarm_at": self.first_alarm_at,
             "hotfix_at": self.hotfix_at,
             "hotfix_evidence": [f.to_dict() for f in self.hotfix_evidence],
+            "over_at": self.over_at,
         })
 
     @classmethod
@@ -66,6 +68,7 @@ class JudgeState:
             first_alarm_at=data.get("first_alarm_at"),
             hotfix_at=data.get("hotfix_at"),
             hotfix_evidence=tuple(Finding.from_dict(f) for f in data.get("hotfix_evidence", [])),
+            over_at=data.get("over_at"),
         )
 
 
@@ -117,7 +120,8 @@ def evaluate(
     if majors:
         evidence = _ranked(seen.findings)
         first_alarm: float | None = state.first_alarm_at if state.first_alarm_at is not None else now
-        new_state = JudgeState(streaks, first_alarm, state.hotfix_at, state.hotfix_evidence)
+        new_state = JudgeState(streaks, first_alarm, state.hotfix_at, state.hotfix_evidence,
+                               state.over_at)
         # Corroborating major findings are named too, even before they have persisted.
         reason = _reason([f for f in seen.findings if f.severity == MAJOR])
         return Evaluation(ROLLBACK, reason, evidence, new_state, first_alarm, now, True)
@@ -125,14 +129,23 @@ def evaluate(
     if persistent and hotfix_at is None:
         hotfix_at, hotfix_evidence = now, tuple(_ranked(persistent))
     first_alarm = state.first_alarm_at if state.first_alarm_at is not None else hotfix_at
-    new_state = JudgeState(streaks, first_alarm, hotfix_at, hotfix_evidence)
     over = now >= started + period
+    over_at = state.over_at if state.over_at is not None else (now if over else None)
+    new_state = JudgeState(streaks, first_alarm, hotfix_at, hotfix_evidence, over_at)
     evidence = _ranked(seen.findings) or hotfix_evidence
     if hotfix_at is not None:
         reason = _reason(list(hotfix_evidence))
         return Evaluation(HOTFIX, reason, tuple(evidence), new_state, first_alarm, hotfix_at, over)
     if not over:
         return Evaluation(PENDING, "", tuple(evidence), new_state, None, None, False)
+    # Counted from the first evaluation past the end, so judging held up past the end (a
+    # disk outage, a daemon down) still gets its evaluations.
+    grace_end = (over_at or now) + (policy.persistence - 1) * policy.evaluation_interval
+    if seen.findings and now < grace_end:
+        # Findings seen at the end have not had the evaluations they need to persist (or
+        # judging was held up, by a disk outage say): watch a little longer, never pass them.
+        reason = "watching past the period while findings persist: " + _reason(seen.findings)
+        return Evaluation(PENDING, reason, tuple(evidence), new_state, None, None, False)
     if baseline is None and not first_release:
         reason = "no healthy earlier release to compare with"
         return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
@@ -197,6 +210,10 @@ def _compare_group(
     parts = [known[r.name] for r in rules]
     base = _stack_reservoirs(parts)
     values = window.values[[window.row(r.name) for r in rules]]
+    if any(p.hourly is not None for p in parts):
+        # Judged against the same hours of healthy history, as the baseline was summarized.
+        offsets = np.array([p.hourly if p.hourly is not None else (np.nan,) * 24 for p in parts])
+        values = deseasonalize(window.times, values, offsets)
     median = np.array([p.median for p in parts])
     noise = np.array([p.noise for p in parts])
     scale = np.fmax(np.fmax(np.abs(np.nan_to_num(median)), np.nan_to_num(noise)), 1e-12)
@@ -218,7 +235,8 @@ def _compare_group(
         found = _judge_shift([rules[r] for r in again], direction, [parts[r] for r in again],
                              base[again], after, scale[again], spreads[again])
         late = dict(zip(again, found, strict=True))
-    for row in sorted({r for r, hit in enumerate(judged) if hit is not None} | set(again)):
+    found_rows = [r for r, hit in enumerate(judged) if hit is not None]
+    for row in sorted(found_rows + [r for r, hit in late.items() if hit is not None]):
         began, change_at = "", None
         if starts[row] >= 0 and values.shape[1]:
             change_at = float(window.times[starts[row]])

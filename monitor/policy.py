@@ -5,6 +5,7 @@ Every mistake is reported as one line naming the file, the key and what is wrong
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 
 from monitor.durations import parse_duration
 from monitor.errors import ConfigError
+from monitor.redact import redact_url
 
 SIGNAL_KINDS = ("gauge", "rate", "ratio", "quantile")
 DIRECTIONS = ("increase", "decrease", "both")
@@ -159,6 +161,8 @@ class _Reader:
 
     def fail(self, key: str, message: str) -> ConfigError:
         where = f"{self.prefix}.{key}" if self.prefix else key
+        # Quoted TOML keys may hold newlines; the message stays one line.
+        where = where if where.isprintable() else repr(where)[1:-1]
         return ConfigError(f"{self.path}: {where}: {message}")
 
     def get(self, key: str, kind: type[T] | tuple[type, ...], default: Any = None) -> Any:
@@ -181,9 +185,13 @@ class _Reader:
 
     def number(self, key: str, default: float | None, *, low: float = 0.0) -> Any:
         value = self.get(key, (int, float), default)
-        if value is not None and not (value >= low):
+        if value is None:
+            return None
+        if not _is_finite(value):
+            raise self.fail(key, f"must be a finite number, got {_brief(value)}")
+        if not value >= low:
             raise self.fail(key, f"must be at least {low}, got {value!r}")
-        return None if value is None else float(value)
+        return float(value)
 
     def duration(self, key: str, default: float) -> float:
         value = self.get(key, (str, int, float), None)
@@ -193,6 +201,10 @@ class _Reader:
             seconds = parse_duration(value)
         except ValueError as exc:
             raise self.fail(key, str(exc)) from None
+        except OverflowError:  # an integer too large for a float
+            seconds = math.inf
+        if not math.isfinite(seconds):
+            raise self.fail(key, f"must be a finite duration, got {_brief(value)}")
         if seconds <= 0:
             raise self.fail(key, "must be longer than zero")
         return seconds
@@ -229,6 +241,20 @@ class _Reader:
                 raise self.fail(key, "unknown key")
 
 
+def _is_finite(value: int | float) -> bool:
+    """True for a number a float holds exactly enough: not NaN, infinite or too large."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond the float range
+        return False
+
+
+def _brief(value: object) -> str:
+    """The value for an error message, cut short: TOML integers can have any length."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _kind_names(kinds: tuple[type, ...]) -> str:
     # An integer-only key must not answer "expected a number" to 2.0.
     names = {int: "a number" if float in kinds else "a whole number", float: "a number",
@@ -253,6 +279,8 @@ def parse_policy(text: str, name: str = "<policy>") -> MonitorConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{name}: invalid TOML: {exc}") from None
+    except RecursionError:  # arrays or tables nested deeper than the parser goes
+        raise ConfigError(f"{name}: invalid TOML: nested too deeply") from None
     root = _Reader(name, data, "")
     monitor = root.child("monitor", root.get("monitor", dict, {}))
     listen = monitor.get("listen", str, "127.0.0.1:9847")
@@ -286,9 +314,12 @@ def _as_table(root: _Reader, service: str, body: Any) -> Mapping[str, Any]:
 
 def _listen_address(reader: _Reader, listen: str) -> tuple[str, int]:
     host, sep, port = listen.rpartition(":")
-    if not sep or not port.isdigit() or not host or int(port) > 65535:
+    host = host.strip("[]")
+    # ASCII digits only: isdigit() also accepts "²", which int() refuses. An empty host
+    # would listen on every interface.
+    if not sep or not (port.isascii() and port.isdigit()) or not host or int(port) > 65535:
         raise reader.fail("listen", f"expected HOST:PORT such as 127.0.0.1:9847, got {listen!r}")
-    return host.strip("[]"), int(port)
+    return host, int(port)
 
 
 def _service(reader: _Reader, name: str) -> ServicePolicy:
@@ -420,10 +451,11 @@ def _fraction(reader: _Reader, key: str, default: float) -> float:
     return float(value)
 
 
-def _url(reader: _Reader, key: str) -> str:
-    url = str(reader.require(key, str))
-    if not re.match(r"^https?://[^/\s]+", url):
-        raise reader.fail(key, f"expected an http:// or https:// URL, got {url!r}")
+def _url(reader: _Reader, key: str, *, required: bool = True) -> str:
+    url = str(reader.require(key, str) if required else reader.get(key, str, ""))
+    if url and not re.match(r"^https?://[^/\s]+", url):
+        # Shown without credentials or query: a URL may carry a password or a token.
+        raise reader.fail(key, f"expected an http:// or https:// URL, got {redact_url(url)!r}")
     return url
 
 
@@ -468,7 +500,7 @@ def _hook(reader: _Reader) -> Hook:
     for verdict in on:
         if verdict not in VERDICTS_FOR_HOOKS:
             raise reader.fail("on", f"verdicts are {', '.join(VERDICTS_FOR_HOOKS)}, got {verdict!r}")
-    url = reader.get("url", str, "")
+    url = _url(reader, "url", required=False)
     command = reader.argv("command")
     if bool(url) == bool(command):
         raise reader.fail("url", "a hook has exactly one of url or command")

@@ -11,6 +11,9 @@ def redact_url(url: str) -> str:
     >>> redact_url("https://bob:s3cret@example.com:8443/metrics?token=abc&module=http")
     'https://example.com:8443/metrics?token=***&module=***'
     """
+    if "//" not in url.split("?", 1)[0] and "@" in url.split("?", 1)[0]:
+        # No scheme: "user:password@host/path" would parse as a scheme and a path.
+        url = "//" + url
     try:
         parts = urlsplit(url)
         port = parts.port

@@ -119,8 +119,11 @@ class Releases:
         policy = self.policy(release.service)
         now = self.clock.now()
         last = self.last_evaluation.get(release.id, release.started_at)
-        period_over = now >= release.started_at + release.period
-        if now - last < policy.evaluation_interval - 1e-6 and not period_over:
+        end = release.started_at + release.period
+        period_over = now >= end
+        # Every evaluation interval, and once as soon as the period is over.
+        due = now - last >= policy.evaluation_interval - 1e-6 or (period_over and last < end)
+        if not due:
             return release
         self.last_evaluation[release.id] = now
         try:

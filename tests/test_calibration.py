@@ -70,3 +70,28 @@ def test_saw_tooth_slopes_are_calibrated_and_a_leak_stands_out() -> None:
     sigma = spread_at(spreads, np.array([120]))[0]
     leak = 20e3                                               # bytes per second
     assert 0 < sigma < leak / 4                               # a 20 kB/s leak is > 4 sigma
+
+
+def test_a_repeating_daily_pattern_is_taken_out_and_noise_is_left_alone() -> None:
+    from baselines.summary import deseasonalize, hourly_offsets
+
+    rng = np.random.default_rng(16)
+    times = np.arange(0, 8 * 86400, 300.0)
+    daily = 50 * np.sin(2 * np.pi * times / 86400)
+    values = np.vstack([100 + daily + rng.normal(0, 5, times.size),
+                        100 + rng.normal(0, 5, times.size)])
+    offsets = hourly_offsets(times, values)
+    assert np.isnan(offsets[1]).all()                  # no pattern: nothing subtracted
+    hour_means = 50 * np.sin(2 * np.pi * (np.arange(24) + 0.5) / 24)
+    assert offsets[0] == pytest.approx(hour_means, abs=4.0)
+    flat = deseasonalize(times, values, offsets)
+    assert np.std(flat[0]) < 7.0 < np.std(values[0])
+    assert np.array_equal(flat[1], values[1])
+
+
+def test_less_than_a_week_is_not_enough_to_call_a_pattern_daily() -> None:
+    from baselines.summary import hourly_offsets
+
+    times = np.arange(0, 6 * 86400, 300.0)
+    values = np.sin(2 * np.pi * times / 86400)[None, :]
+    assert np.isnan(hourly_offsets(times, values)).all()
