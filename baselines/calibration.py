@@ -6,8 +6,9 @@ Instead of trusting a model of the noise, the baseline release is cut into conse
 windows of several lengths (a ladder of 2, 4, 8, ... samples, half overlapping) and, for
 each length, the root mean square of the window medians' distances from the release's
 median is measured: how far a healthy window of that length already strays, drift and all
-(a robust spread of a handful of windows would call a wandering series steady). A candidate window of the same length must stand
-well outside that spread (its z against it) to count. Leak signals get the same for the
+(a robust spread of a handful of windows would call a wandering series steady). A
+candidate window of the same length must stand well outside that spread (its z against
+it) to count. Leak signals get the same for the
 slope of their lower envelope.
 
 The spread is never taken below what independent samples would give (the per-sample
