@@ -441,8 +441,16 @@ class Store:
     def prune(self, before: float) -> int:
         """Delete the scrapes taken before `before`; returns how many scrapes went.
 
-        Deletes in small transactions so readers and the daemon's writes interleave.
+        The verdict history goes too, but for every change of verdict and each release's
+        latest entry: the pending evaluations in between only repeat themselves. Deletes
+        in small transactions so readers and the daemon's writes interleave.
         """
+        with self._writing() as conn:
+            conn.execute(
+                "DELETE FROM verdicts WHERE at < ? AND verdict = 'pending' "
+                "AND id NOT IN (SELECT MAX(id) FROM verdicts GROUP BY release_id)",
+                (float(before),),
+            )
         removed = 0
         while True:
             with self._writing() as conn:
