@@ -224,6 +224,29 @@ def score(results: Sequence[CaseResult]) -> dict[str, dict[str, dict[str, Any]]]
     return {group: {m: s.summary() for m, s in methods.items()} for group, methods in table.items()}
 
 
+def recipe_name(injection: str) -> str:
+    """"level+50%" and "level-50%" are one recipe: "level 50%"."""
+    for sign in "+-":
+        if sign in injection:
+            name, size = injection.split(sign, 1)
+            return f"{name} {size}"
+    return injection
+
+
+def by_recipe(results: Sequence[CaseResult]) -> dict[str, dict[str, Any]]:
+    """Injected cases per recipe: how many, how many major, each method's detection rate."""
+    groups: dict[str, list[CaseResult]] = {}
+    for r in results:
+        if r.group == "injected":
+            groups.setdefault(recipe_name(r.injection), []).append(r)
+    out: dict[str, dict[str, Any]] = {}
+    for recipe, rows in groups.items():
+        row: dict[str, Any] = {"cases": len(rows), "major": sum(r.major for r in rows)}
+        row.update({m: sum(detected(r, m) for r in rows) / len(rows) for m in METHODS})
+        out[recipe] = row
+    return out
+
+
 def diagnose(results: Sequence[CaseResult]) -> dict[str, Any]:
     """Where the product errs: false alarms by kind and detector, misses by injection."""
     false_alarms: Counter[str] = Counter()
@@ -255,7 +278,19 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
-def markdown(scores: dict[str, dict[str, dict[str, Any]]], diagnosis: dict[str, Any]) -> str:
+NOTES = (
+    "Detected: the first hotfix or rollback at or after the regression's start (an earlier alarm"
+    " is a miss); delay in samples of the series. Peers have no minor/major: every alarm of theirs"
+    " is a rollback.",
+    "NAB's windows open about half a window (roughly 10 h) before the labelled incident, so most"
+    " NAB bad cuts' 6-h candidates end before the incident itself: they measure early warning.",
+    "Injected sizes are fractions of max(|baseline median|, MAD-based sd); major = averages at"
+    " least 50% of that after its start, or a leak that reaches its limit within a day.",
+)
+
+
+def markdown(scores: dict[str, dict[str, dict[str, Any]]], diagnosis: dict[str, Any],
+             recipes: dict[str, dict[str, Any]] | None = None) -> str:
     lines = [
         "| data set | method | null | false alarms | false rollbacks | bad | detected | major detected"
         " | median delay (samples) |",
@@ -270,6 +305,12 @@ def markdown(scores: dict[str, dict[str, dict[str, Any]]], diagnosis: dict[str, 
                 f"| {group} | {method} | {s['null_cases']} | {_pct(s['false_alarm_rate'])} | "
                 f"{_pct(s['false_rollback_rate'])} | {s['bad_cases']} | {_pct(s['detection_rate'])} | "
                 f"{major} | {'-' if delay is None else f'{delay:g}'} |")
+    lines += ["", *(f"- {note}" for note in NOTES)]
+    if recipes:
+        lines += ["", "| injected recipe | cases | major | " + " | ".join(METHODS) + " |",
+                  "|---|---:|---:|" + "---:|" * len(METHODS)]
+        lines += [f"| {name} | {row['cases']} | {row['major']} | "
+                  + " | ".join(_pct(row[m]) for m in METHODS) + " |" for name, row in recipes.items()]
     lines += ["", "release-monitor's false alarms on null and A/A releases (group/kind verdict [detectors]):"]
     lines += [f"- {key}: {count}" for key, count in diagnosis["false_alarms"].items()] or ["- none"]
     lines += ["", "null releases per group/kind: " + ", ".join(
@@ -300,6 +341,7 @@ def run(data: Path, *, quick: bool, seed: int, jobs: int,
         "seconds": round(time.perf_counter() - began, 1),
         "methods": list(METHODS),
         "groups": score(results),
+        "injected_by_recipe": by_recipe(results),
         "diagnosis": diagnose(results),
         "results": [_result_dict(r) for r in results],
     }
@@ -338,7 +380,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
         return 0
     out(f"`{report['command']}`: {report['cases']} releases from {report['series']} series, "
         f"seed {report['seed']}, {report['seconds']} s\n")
-    out(markdown(report["groups"], report["diagnosis"]))
+    out(markdown(report["groups"], report["diagnosis"], report["injected_by_recipe"]))
     return 0
 
 
