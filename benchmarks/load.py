@@ -72,6 +72,7 @@ class LoadPlan:
     rss_every: float = 60.0
     rounds: int | None = None     # stop once every target began this many scrapes (else `seconds`)
     evaluation_interval: float = 60.0
+    releases: bool = True         # services report a version, so a release of each is watched
     seed: int = 20240611
     separate_process: bool = True
 
@@ -99,6 +100,7 @@ class LoadResult:
     metrics_p50_ms: float
     metrics_p99_ms: float
     metrics_max_ms: float
+    metrics_longest_gap_ms: float  # between two good answers, asked every `poll_every`
     scrape_starts: int
     lateness_p50_ms: float
     lateness_p99_ms: float
@@ -112,7 +114,6 @@ class LoadResult:
     evaluations: int
     store_errors: int
     pool_full_warnings: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -184,6 +185,9 @@ class _FarmServer(ThreadingHTTPServer):
     block_on_close = False
     request_queue_size = 1024  # the default backlog of 5 refuses a burst of connections
     farm: TargetFarm
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A scraper hanging up (a timeout, a connection it let go) is routine here."""
 
 
 class _FarmHandler(BaseHTTPRequestHandler):
@@ -283,9 +287,11 @@ class MetricsPoller(threading.Thread):
         self.url, self.every = url, every
         self.latencies: list[float] = []
         self.failures = 0
+        self.longest_gap = 0.0    # seconds between two good answers (or the start and one)
         self.halt = threading.Event()
 
     def run(self) -> None:
+        last_answer = time.perf_counter()
         with requests.Session() as session:
             while not self.halt.wait(self.every):
                 began = time.perf_counter()
@@ -295,12 +301,18 @@ class MetricsPoller(threading.Thread):
                 except requests.RequestException:
                     self.failures += 1
                     continue
-                self.latencies.append(time.perf_counter() - began)
+                answered = time.perf_counter()
+                self.latencies.append(answered - began)
+                self.longest_gap = max(self.longest_gap, answered - last_answer)
+                last_answer = answered
 
-    def stop(self) -> tuple[list[float], int]:
+    def stop(self) -> Polled:
         self.halt.set()
         self.join()
-        return self.latencies, self.failures
+        return self.latencies, self.failures, self.longest_gap
+
+
+Polled = tuple[list[float], int, float]  # latencies, failed requests, longest gap
 
 
 def _outside_world(kinds: list[str], servers: int, seed: int, poll_every: float,
@@ -345,12 +357,12 @@ class _Outside:
         self._poller = MetricsPoller(url, self.plan.poll_every)
         self._poller.start()
 
-    def stop(self) -> tuple[list[float], int]:
+    def stop(self) -> Polled:
         if self._pipe is not None:
             self._pipe.send("stop")
-            latencies, failures = self._pipe.recv()
+            polled: Polled = self._pipe.recv()
             self._process.join(timeout=30)
-            return latencies, failures
+            return polled
         assert self._farm is not None and self._poller is not None
         result = self._poller.stop()
         self._farm.stop()
@@ -417,19 +429,23 @@ class RssSampler(threading.Thread):
         self.every = every
         self.samples: list[tuple[float, float]] = []
         self.halt = threading.Event()
+        self._began = time.monotonic()
 
     def run(self) -> None:
-        began = time.monotonic()
         while True:
-            self.samples.append((time.monotonic() - began, resident_megabytes()))
+            self._sample()
             if self.halt.wait(self.every):
                 return
 
     def stop(self) -> list[tuple[float, float]]:
-        """Stop sampling; the samples taken, as (seconds since the start, MB)."""
+        """Stop sampling, with one last sample; (seconds since the start, MB) each."""
         self.halt.set()
         self.join()
+        self._sample()
         return self.samples
+
+    def _sample(self) -> None:
+        self.samples.append((time.monotonic() - self._began, resident_megabytes()))
 
 
 def resident_megabytes() -> float:
@@ -482,7 +498,8 @@ def load_config(urls: Sequence[str], plan: LoadPlan, database: str) -> MonitorCo
         targets = tuple(Target(url=url, interval=plan.interval, timeout=plan.timeout)
                         for url in urls[first:first + TARGETS_PER_SERVICE])
         services[name] = ServicePolicy(
-            name=name, targets=targets, version_metric="build_info", signals=signals,
+            name=name, targets=targets, version_metric="build_info" if plan.releases else "",
+            signals=signals,
             evaluation_interval=plan.evaluation_interval, periods={"minor": 3600.0, "major": 7200.0},
         )
     return MonitorConfig(path="<load>", database=database, services=services)
@@ -532,13 +549,7 @@ def run_load(plan: LoadPlan, folder: Path | None = None) -> LoadResult:
         0
     """
     kinds = target_kinds(plan.targets, plan.hanging, plan.failing, plan.seed)
-    pool_full = _PoolFullCounter()
-    urllib3_log = logging.getLogger("urllib3.connectionpool")
-    urllib3_level = urllib3_log.level
-    urllib3_log.setLevel(logging.WARNING)
-    urllib3_log.addHandler(pool_full)
-    urllib3_log.propagate = False  # counted, not printed
-    with _scratch(folder) as where:
+    with _scratch(folder) as where, _counting_pool_full() as pool_full:
         outside = _Outside(plan, kinds)
         urls = outside.start()
         store = Store.open(where / "monitor.db")
@@ -556,15 +567,28 @@ def run_load(plan: LoadPlan, folder: Path | None = None) -> LoadResult:
             running.thread.join()
             rss = running.rss.stop()
         finally:
-            latencies, failures = outside.stop()
+            polled = outside.stop()
             if server is not None:
                 server.shutdown()
             store.close()
-            urllib3_log.removeHandler(pool_full)
-            urllib3_log.setLevel(urllib3_level)
-            urllib3_log.propagate = True
-    return _result(plan, seconds, kinds, urls, box, running, rss, latencies, failures,
-                   pool_full.count)
+    return _result(plan, seconds, kinds, urls, box, running, rss, polled, pool_full.count)
+
+
+@contextmanager
+def _counting_pool_full() -> Iterator[_PoolFullCounter]:
+    """Count urllib3's warnings about connections thrown away, without printing them."""
+    counter = _PoolFullCounter()
+    log = logging.getLogger("urllib3.connectionpool")
+    level, propagate = log.level, log.propagate
+    log.setLevel(logging.WARNING)
+    log.addHandler(counter)
+    log.propagate = False
+    try:
+        yield counter
+    finally:
+        log.removeHandler(counter)
+        log.setLevel(level)
+        log.propagate = propagate
 
 
 def _start_daemon(plan: LoadPlan, urls: Sequence[str], store: Store,
@@ -591,11 +615,12 @@ def _scratch(folder: Path | None) -> Iterator[Path]:
 
 
 def _result(plan: LoadPlan, seconds: float, kinds: list[str], urls: list[str], box: SnapshotBox,
-            running: _Running, rss: list[tuple[float, float]], latencies: list[float],
-            failures: int, pool_full: int) -> LoadResult:
+            running: _Running, rss: list[tuple[float, float]], polled: Polled,
+            pool_full: int) -> LoadResult:
     snapshot = box.get()
     starts = running.starts
     lateness = starts.lateness[: starts.count]
+    latencies, failures, longest_gap = polled
     served = np.asarray(latencies, dtype=float)
     kind_of = dict(zip(urls, kinds, strict=True))
     recorded = {t.target: t.scrapes_total for t in snapshot.targets}
@@ -608,6 +633,7 @@ def _result(plan: LoadPlan, seconds: float, kinds: list[str], urls: list[str], b
         metrics_p50_ms=_quantile_ms(served, 0.5),
         metrics_p99_ms=_quantile_ms(served, 0.99),
         metrics_max_ms=_quantile_ms(served, 1.0),
+        metrics_longest_gap_ms=longest_gap * 1e3,
         scrape_starts=starts.count + starts.dropped,
         lateness_p50_ms=_quantile_ms(lateness, 0.5),
         lateness_p99_ms=_quantile_ms(lateness, 0.99),
@@ -633,7 +659,8 @@ def report(result: LoadResult) -> str:
         f"{result.evaluations} evaluations, {result.store_errors} store errors",
         f"/metrics answer: p50 {result.metrics_p50_ms:.1f} ms, p99 {result.metrics_p99_ms:.1f} ms, "
         f"max {result.metrics_max_ms:.1f} ms over {result.metrics_requests} requests "
-        f"({result.metrics_failures} failed; target p99 < 100 ms)",
+        f"({result.metrics_failures} failed; target p99 < 100 ms); longest wait between "
+        f"answers {result.metrics_longest_gap_ms:.0f} ms",
         f"scrape start lateness: p50 {result.lateness_p50_ms:.1f} ms, p99 "
         f"{result.lateness_p99_ms:.1f} ms ({result.lateness_p99_of_interval:.1%} of the interval; "
         f"target < 10%), max {result.lateness_max_ms:.1f} ms",
@@ -661,11 +688,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=5.0, help="scrape timeout, seconds")
     parser.add_argument("--servers", type=int, default=4, help="loopback servers for the targets")
     parser.add_argument("--rss-every", type=float, default=60.0, help="VmRSS sampling period, s")
+    parser.add_argument("--no-releases", action="store_true",
+                        help="scrape only: no version label read, no release watched")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     plan = LoadPlan(targets=args.targets, interval=args.interval, timeout=args.timeout,
-                    seconds=args.minutes * 60.0, servers=args.servers, rss_every=args.rss_every)
+                    seconds=args.minutes * 60.0, servers=args.servers, rss_every=args.rss_every,
+                    releases=not args.no_releases)
     result = run_load(plan)
     print(json.dumps(result.as_json(), indent=2) if args.json else report(result))
 

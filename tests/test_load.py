@@ -1,0 +1,65 @@
+"""The live daemon under a small load on loopback: 60 targets every second, about 6 s.
+
+`benchmarks/load.py` at a small scale: a tenth of the targets hang, a twentieth answer
+500, the rest serve 59-195 series. This is the one test on the wall clock, since what it
+checks is the live daemon's own scheduling; it ends on an event (every target has begun
+its sixth scrape), never on a sleep.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.load import FAILING, HANGING, HEALTHY, LoadPlan, LoadResult, run_load, target_kinds
+
+ROUNDS = 6
+PLAN = LoadPlan(targets=60, interval=1.0, timeout=0.5, seconds=30.0, rounds=ROUNDS, servers=2,
+                poll_every=0.1, rss_every=1.0, evaluation_interval=2.0, separate_process=False)
+KIND_COUNTS = {HEALTHY: 51, HANGING: 6, FAILING: 3}
+
+
+@pytest.fixture(scope="module")
+def result() -> LoadResult:
+    return run_load(PLAN)
+
+
+def test_the_plan_has_the_kinds_asked_for() -> None:
+    kinds = target_kinds(PLAN.targets, PLAN.hanging, PLAN.failing, PLAN.seed)
+    assert {kind: kinds.count(kind) for kind in KIND_COUNTS} == KIND_COUNTS
+
+
+def test_the_run_ended_on_its_event(result: LoadResult) -> None:
+    # The sixth round begins 5 intervals after the first, give or take the spread of phases.
+    assert ROUNDS - 1 <= result.seconds < ROUNDS + 1
+    assert result.scrape_starts >= PLAN.targets * ROUNDS
+
+
+def test_each_kind_is_up_or_down_for_its_own_reason(result: LoadResult) -> None:
+    healthy, hanging, failing = (result.kinds[kind] for kind in (HEALTHY, HANGING, FAILING))
+    assert {k: f.targets for k, f in result.kinds.items()} == KIND_COUNTS
+    assert (healthy.up, healthy.errors, healthy.last_errors) == (51, 0, {})
+    assert healthy.scrapes >= 51 * (ROUNDS - 1)
+    assert (hanging.up, hanging.timeouts) == (0, 6)
+    assert hanging.errors == hanging.scrapes >= 6 * (ROUNDS - 2)  # the last may be in flight
+    assert list(hanging.last_errors) == ["timed out after 0.5 s"]
+    assert (failing.up, failing.http_500) == (0, 3)
+    assert failing.errors == failing.scrapes >= 3 * (ROUNDS - 1)
+    assert result.store_errors == 0
+
+
+def test_no_scrape_of_a_healthy_target_is_missed(result: LoadResult) -> None:
+    # Every healthy target's plans are one interval apart, and each begun scrape but the
+    # one in flight at the end was recorded.
+    assert result.healthy_missed == 0
+    assert result.healthy_short == 0
+
+
+def test_scrapes_begin_on_time(result: LoadResult) -> None:
+    assert result.lateness_p99_of_interval < 0.10
+
+
+def test_metrics_is_served_throughout(result: LoadResult) -> None:
+    assert result.metrics_failures == 0
+    assert result.metrics_requests >= 0.5 * result.seconds / PLAN.poll_every
+    assert result.metrics_p99_ms < 100.0
+    assert result.metrics_longest_gap_ms < 500.0
