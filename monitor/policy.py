@@ -313,12 +313,20 @@ def _as_table(root: _Reader, service: str, body: Any) -> Mapping[str, Any]:
 
 
 def _listen_address(reader: _Reader, listen: str) -> tuple[str, int]:
+    try:
+        return parse_listen(listen)
+    except ValueError as exc:
+        raise reader.fail("listen", str(exc)) from None
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """HOST:PORT (or [IPv6]:PORT) -> (host, port); ValueError naming what is wrong."""
     host, sep, port = listen.rpartition(":")
     host = host.strip("[]")
     # ASCII digits only: isdigit() also accepts "²", which int() refuses. An empty host
     # would listen on every interface.
     if not sep or not (port.isascii() and port.isdigit()) or not host or int(port) > 65535:
-        raise reader.fail("listen", f"expected HOST:PORT such as 127.0.0.1:9847, got {listen!r}")
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9847, got {listen!r}")
     return host, int(port)
 
 

@@ -203,8 +203,11 @@ class Releases:
         samples this monitor scraped itself."""
         if policy.prometheus is not None:
             return self._promql_frame(policy, service, start, end, version=version)
-        window = self.store.read_window(service, start, end, version=version)
         keys = self.store.series_keys(service)
+        # Only the series the rules read: a service exports many more than it is judged on.
+        wanted = judged_metric_names(policy)
+        series = [i for i, key in keys.items() if key.split("{", 1)[0] in wanted]
+        window = self.store.read_window(service, start, end, version=version, series=series)
         raw = RawSeries(
             keys=tuple(keys.get(int(i), "") for i in window.series_ids),
             times=window.times, targets=window.targets, values=window.values,
@@ -254,6 +257,17 @@ class Releases:
         later = [r.started_at for r in self.store.releases(release.service)
                  if r.started_at > release.started_at]
         return min(later) if later else self.clock.now()
+
+
+def judged_metric_names(policy: ServicePolicy) -> set[str]:
+    """Every metric name the policy's rules read (histograms by their bucket series)."""
+    names: set[str] = set()
+    for rule in judged_rules(policy):
+        for selector in (rule.metric, rule.numerator, rule.denominator):
+            if selector:
+                name = selector.split("{", 1)[0].strip()
+                names.update((name, f"{name}_bucket"))
+    return names
 
 
 def judged_rules(policy: ServicePolicy) -> list[SignalRule]:

@@ -23,7 +23,7 @@ from monitor.cli.common import (
     load_config,
     open_store,
 )
-from monitor.policy import CHANGE_CLASSES, default_service, load_policy
+from monitor.policy import CHANGE_CLASSES, default_service, load_policy, parse_listen
 from monitor.render import releases_table, verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE, document
 
@@ -80,10 +80,10 @@ def run(
         cfg = load_policy(config)
         host, port = cfg.listen_host, cfg.listen_port
         if listen is not None:
-            host, _, port_text = listen.rpartition(":")
-            if not port_text.isdigit() or not host:
-                raise fail(f"--listen: expected HOST:PORT, got {listen!r}", EXIT_USAGE)
-            port = int(port_text)
+            try:
+                host, port = parse_listen(listen)
+            except ValueError as exc:
+                raise fail(f"--listen: {exc}", EXIT_USAGE) from None
         store = open_store(db, cfg)
         box = SnapshotBox()
         daemon = Daemon(cfg, store, WallClock(), box=box, live=True)
