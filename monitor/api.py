@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from monitor.clock import Clock, WallClock
 from monitor.errors import AmbiguousRelease, MonitorError, UnknownRelease
 from monitor.exporter import RequestCounter, build_registry
-from monitor.findings import PASS, ROLLBACK
+from monitor.findings import PASS, ROLLBACK, json_safe
 from monitor.policy import CHANGE_CLASSES
 from monitor.snapshot import Registration, Snapshot, SnapshotBox
 
@@ -318,23 +318,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def _json(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
-    body = json.dumps(_json_safe(payload), allow_nan=False, default=str)
+    body = json.dumps(json_safe(payload), allow_nan=False, default=str)
     return Reply(status, body.encode("utf-8"), JSON_TYPE, headers)
 
 
 def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
     return _json(status, {"error": message}, headers)
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON types, with NaN and infinities as null (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _parse_query(query: str) -> dict[str, str]:

@@ -11,6 +11,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 import urllib3
@@ -48,17 +49,12 @@ def fetch(
     b'# HELP node_load1 1m load average.\\n...'
     """
     _check_limits(timeout, max_bytes)
-    # Sockets time out in real seconds, whatever clock drives the rest of the monitor.
-    attempt = _Attempt(f"GET {redact_url(url)}", timeout, time.monotonic() + timeout)
     http_session = session if session is not None else requests.Session()
+    request = requests.Request("GET", url, headers=_request_headers(headers))
     try:
-        response = _open(http_session, url, _request_headers(headers), attempt)
-        try:
-            body = _read_body(response, max_bytes, attempt)
-        except BaseException:
-            response.close()  # discards the connection: it may hold unread or cut data
-            raise
-        response.raw.release_conn()  # read to its end: fit for the session's next scrape
+        _, body = bounded_request(
+            http_session, request, where=f"GET {redact_url(url)}", timeout=timeout, max_bytes=max_bytes
+        )
         return body
     finally:
         if session is None:
@@ -90,9 +86,59 @@ def scrape(
         raise ScrapeError(f"{where}: {exc}") from None
 
 
+class TransientScrapeError(ScrapeError):
+    """A failure another attempt may cure: a timeout, a broken connection, or a server
+    asking to be retried, after `retry_after` seconds when it said so."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def bounded_request(
+    session: requests.Session,
+    request: requests.Request,
+    *,
+    where: str,
+    timeout: float,
+    max_bytes: int,
+    any_status: bool = False,
+) -> tuple[requests.Response, bytes]:
+    """Send `request` and read its raw body (decompressed) within `timeout` seconds in total.
+
+    The body is cut at `max_bytes` after decompression, as in `fetch`. A status outside
+    2xx fails at once unless `any_status`, when its body is read and returned like any
+    other (for servers that explain their errors in it). Every failure is a ScrapeError of
+    one line starting with `where`; a timeout or a connection that could not be made or
+    broke is a TransientScrapeError, worth another attempt, unlike an oversized or badly
+    encoded body or a refused status. The connection goes back to the session's pool only
+    when the body was read to its end.
+
+    >>> request = requests.Request("GET", "http://127.0.0.1:9090/api/v1/status/buildinfo")
+    >>> response, body = bounded_request(requests.Session(), request, where="Prometheus",
+    ...                                  timeout=5.0, max_bytes=1 << 20)  # doctest: +SKIP
+    >>> response.status_code, body[:20]  # doctest: +SKIP
+    (200, b'{"status":"success",')
+    """
+    # Sockets time out in real seconds, whatever clock drives the rest of the monitor.
+    attempt = _Attempt(where, timeout, time.monotonic() + timeout)
+    response = _open(session, request, attempt)
+    if not any_status and not 200 <= response.status_code < 300:
+        response.close()
+        reason = _printable(response.reason or "", limit=60)
+        raise attempt.failed(f"HTTP {response.status_code} {reason}".rstrip())
+    try:
+        body = _read_body(response, max_bytes, attempt)
+    except BaseException:
+        response.close()  # discards the connection: it may hold unread or cut data
+        raise
+    response.raw.release_conn()  # read to its end: fit for the session's next request
+    return response, body
+
+
 @dataclass(frozen=True)
 class _Attempt:
-    """One GET: how to name it in messages, and its deadline on the monotonic clock."""
+    """One request: how to name it in messages, and its deadline on the monotonic clock."""
 
     where: str
     timeout: float
@@ -104,8 +150,11 @@ class _Attempt:
     def failed(self, what: str) -> ScrapeError:
         return ScrapeError(f"{self.where}: {what}")
 
-    def timed_out(self) -> ScrapeError:
-        return self.failed(f"timed out after {self.timeout:g} s")
+    def transient(self, what: str) -> TransientScrapeError:
+        return TransientScrapeError(f"{self.where}: {what}")
+
+    def timed_out(self) -> TransientScrapeError:
+        return self.transient(f"timed out after {self.timeout:g} s")
 
 
 def _check_limits(timeout: float, max_bytes: int) -> None:
@@ -125,31 +174,24 @@ def _request_headers(extra: Mapping[str, str] | None) -> CaseInsensitiveDict[str
 
 
 def _open(
-    http_session: requests.Session,
-    url: str,
-    headers: CaseInsensitiveDict[str],
-    attempt: _Attempt,
+    http_session: requests.Session, request: requests.Request, attempt: _Attempt
 ) -> requests.Response:
-    """Send the request and wait for a 2xx status line and headers, within the deadline."""
+    """Send the request and wait for the status line and headers, within the deadline."""
     remaining = attempt.remaining()
     if remaining <= 0:
         raise attempt.timed_out()
     try:
-        response = http_session.get(
-            url, headers=headers, stream=True, timeout=(remaining, remaining)
-        )
+        # What Session.request does, with the body left unread (stream=True).
+        prepared = http_session.prepare_request(request)
+        settings = http_session.merge_environment_settings(prepared.url, {}, True, None, None)
+        return http_session.send(prepared, timeout=(remaining, remaining), allow_redirects=True, **settings)
     except requests.Timeout:
         raise attempt.timed_out() from None
     except requests.ConnectionError as exc:
-        raise attempt.failed(f"cannot connect ({_reason(exc)})") from None
+        raise attempt.transient(f"cannot connect ({_reason(exc)})") from None
     except requests.RequestException as exc:
-        # The exception's own text may repeat the URL with its credentials.
+        # The exception's own text may repeat the URL with its query and credentials.
         raise attempt.failed(f"request failed ({type(exc).__name__})") from None
-    if not 200 <= response.status_code < 300:
-        response.close()
-        reason = _printable(response.reason or "", limit=60)
-        raise attempt.failed(f"HTTP {response.status_code} {reason}".rstrip())
-    return response
 
 
 def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -> bytes:
@@ -157,13 +199,15 @@ def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     body = _BoundedBody(encoding, max_bytes, attempt)
     _check_declared_length(response, encoding, max_bytes, attempt)
-    sock = _socket_of(response)
-    watchdog = _Watchdog(sock, attempt.deadline)
+    watchdog = _Watchdog(response.raw, attempt.deadline)
     try:
         while True:
             remaining = attempt.remaining()
             if remaining <= 0:
                 raise attempt.timed_out()
+            # urllib3 hands the connection back to its pool inside the read that reaches the
+            # end; from then on its socket may be another request's.
+            sock = _owned_socket(response.raw)
             if sock is not None:
                 sock.settimeout(remaining)
             chunk = response.raw.read1(_READ_SIZE, decode_content=False)
@@ -173,11 +217,11 @@ def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -
     except _BODY_ERRORS as exc:
         if isinstance(exc, _TIMEOUTS) or watchdog.fired.is_set() or attempt.remaining() <= 0:
             raise attempt.timed_out() from None
-        raise attempt.failed(f"connection broken while reading ({_reason(exc)})") from None
+        raise attempt.transient(f"connection broken while reading ({_reason(exc)})") from None
     finally:
         watchdog.cancel()
     if watchdog.fired.is_set():
-        # The socket was shut down under the reader, so what arrived may be cut short.
+        # The socket may have been shut down under the reader, so what arrived may be cut short.
         raise attempt.timed_out()
     return body.finish()
 
@@ -250,14 +294,15 @@ class _Watchdog:
     """Shuts the socket down at the deadline, so no read can outlive it.
 
     Socket timeouts bound each system call, but a chunk header or trailer read
-    line by line takes several; this bounds them all.
+    line by line takes several; this bounds them all. A connection already back
+    in its pool is left alone: the body was read whole, and the socket may be in use.
     """
 
-    def __init__(self, sock: socket.socket | None, deadline: float) -> None:
+    def __init__(self, raw: Any, deadline: float) -> None:
         self.fired = threading.Event()
-        self._sock = sock
+        self._raw = raw
         self._timer: threading.Timer | None = None
-        if sock is not None:
+        if _owned_socket(raw) is not None:
             self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
             self._timer.daemon = True
             self._timer.start()
@@ -269,16 +314,21 @@ class _Watchdog:
 
     def _fire(self) -> None:
         self.fired.set()
-        assert self._sock is not None
+        sock = _owned_socket(self._raw)
+        if sock is None:
+            return
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass  # already closed: nothing left to interrupt
 
 
-def _socket_of(response: requests.Response) -> socket.socket | None:
-    """The response's socket, when urllib3 exposes it (it does with stream=True)."""
-    connection = getattr(response.raw, "connection", None)
+def _owned_socket(raw: Any) -> socket.socket | None:
+    """The socket of the response's connection while the response still holds it.
+
+    urllib3 exposes it with stream=True, and forgets it once the connection is released.
+    """
+    connection = getattr(raw, "connection", None)
     sock = getattr(connection, "sock", None)
     return sock if isinstance(sock, socket.socket) else None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -36,7 +37,7 @@ class Finding:
         return f"{self.signal}/{self.detector}"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: _json_number(v) for k, v in asdict(self).items()}
+        return {k: json_safe(v) for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Finding:
@@ -46,7 +47,16 @@ class Finding:
         return cls(**fields)
 
 
-def _json_number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+def json_safe(value: Any) -> Any:
+    """The same structure with NaN and infinities as None (JSON has neither), keys as strings.
+
+    >>> json_safe({"p95": float("nan"), "shift": [0.5, float("-inf")], 7: "seven"})
+    {'p95': None, 'shift': [0.5, None], '7': 'seven'}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
     return value

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import re
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,17 +26,7 @@ from requests.structures import CaseInsensitiveDict
 from baselines.frame import SignalFrame
 from monitor.clock import Clock, WallClock
 from monitor.errors import ConfigError, ScrapeError
-from monitor.fetch import (
-    _BODY_ERRORS,
-    _READ_SIZE,
-    _TIMEOUTS,
-    _Attempt,
-    _BoundedBody,
-    _check_declared_length,
-    _reason,
-    _socket_of,
-    _Watchdog,
-)
+from monitor.fetch import TransientScrapeError, bounded_request
 from monitor.policy import PromSource, SignalRule
 from monitor.redact import printable, redact_url
 
@@ -127,14 +116,6 @@ class RangeQuerier(Protocol):
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]: ...
 
 
-class _Transient(ScrapeError):
-    """A failure worth another attempt: connection, timeout, 429 or 5xx."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
 class _HeaderAuth(AuthBase):
     """Sets one Authorization header (and keeps requests from looking in ~/.netrc)."""
 
@@ -217,7 +198,7 @@ class PromClient:
         for attempt in range(attempts):
             try:
                 return send()
-            except _Transient as exc:
+            except TransientScrapeError as exc:
                 if attempt + 1 == attempts:
                     tried = f" (gave up after {attempts} attempts)" if attempts > 1 else ""
                     raise ScrapeError(f"{exc}{tried}") from None
@@ -225,39 +206,18 @@ class PromClient:
         raise AssertionError("unreachable")
 
     def _send(self, params: list[tuple[str, str]], auth: AuthBase | None) -> Any:
-        """One request: its answer's `data`, or a ScrapeError (_Transient when worth retrying)."""
-        timeout = self.source.timeout
-        attempt = _Attempt(self.where, timeout, time.monotonic() + timeout)
-        response = self._open(params, auth, attempt)
-        try:
-            body = _read_bounded(response, self._max_bytes, attempt)
-        except BaseException:
-            response.close()  # discards a connection that may hold unread data
-            raise
-        response.raw.release_conn()
-        return _answer(response, body, attempt)
-
-    def _open(
-        self, params: list[tuple[str, str]], auth: AuthBase | None, attempt: _Attempt
-    ) -> requests.Response:
-        remaining = attempt.remaining()
-        if remaining <= 0:
-            raise _Transient(str(attempt.timed_out()))
+        """One request: its answer's `data`, or a ScrapeError (TransientScrapeError when worth retrying)."""
         form = len(urlencode(params)) > POST_ABOVE_BYTES
-        headers = self._headers()
-        try:
-            return self._session.request(
-                "POST" if form else "GET", self._url,
-                params=None if form else params, data=params if form else None,
-                headers=headers, auth=auth, stream=True, timeout=(remaining, remaining),
-            )
-        except requests.Timeout:
-            raise _Transient(str(attempt.timed_out())) from None
-        except requests.ConnectionError as exc:
-            raise _Transient(str(attempt.failed(f"cannot connect ({_reason(exc)})"))) from None
-        except requests.RequestException as exc:
-            # The exception's own text may repeat the URL with its query and credentials.
-            raise attempt.failed(f"request failed ({type(exc).__name__})") from None
+        request = requests.Request(
+            "POST" if form else "GET", self._url,
+            params=None if form else params, data=params if form else None,
+            headers=self._headers(), auth=auth,
+        )
+        response, body = bounded_request(
+            self._session, request, where=self.where, timeout=self.source.timeout,
+            max_bytes=self._max_bytes, any_status=True,  # the server's error text is in the body
+        )
+        return _answer(response, body, self.where)
 
     def _headers(self) -> CaseInsensitiveDict[str]:
         headers: CaseInsensitiveDict[str] = CaseInsensitiveDict(
@@ -336,62 +296,33 @@ def _secret(env: str, file: str, what: str, where: str) -> str:
     return value
 
 
-def _read_bounded(response: requests.Response, max_bytes: int, attempt: _Attempt) -> bytes:
-    """The whole body within the deadline and size cap; transport failures are _Transient."""
-    encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    body = _BoundedBody(encoding, max_bytes, attempt)
-    _check_declared_length(response, encoding, max_bytes, attempt)
-    sock = _socket_of(response)
-    watchdog = _Watchdog(sock, attempt.deadline)
-    try:
-        while True:
-            remaining = attempt.remaining()
-            if remaining <= 0:
-                raise _Transient(str(attempt.timed_out()))
-            if sock is not None:
-                sock.settimeout(remaining)
-            chunk = response.raw.read1(_READ_SIZE, decode_content=False)
-            if not chunk:
-                break
-            body.feed(chunk)
-    except _BODY_ERRORS as exc:
-        if isinstance(exc, _TIMEOUTS) or watchdog.fired.is_set() or attempt.remaining() <= 0:
-            raise _Transient(str(attempt.timed_out())) from None
-        raise _Transient(str(attempt.failed(f"connection broken while reading ({_reason(exc)})"))) from None
-    finally:
-        watchdog.cancel()
-    if watchdog.fired.is_set():
-        raise _Transient(str(attempt.timed_out()))  # the socket was shut under the reader
-    return body.finish()
-
-
-def _answer(response: requests.Response, body: bytes, attempt: _Attempt) -> Any:
+def _answer(response: requests.Response, body: bytes, where: str) -> Any:
     """The `data` of a successful answer; the server's own error text otherwise."""
     payload = _json(body)
     status = response.status_code
     failed = not 200 <= status < 300 or (isinstance(payload, dict) and payload.get("status") == "error")
     if failed:
-        raise _error(status, response, payload, attempt)
+        raise _error(status, response, payload, where)
     if not isinstance(payload, dict) or payload.get("status") != "success":
-        raise attempt.failed("answer is not a Prometheus API response (JSON with status success)")
+        raise ScrapeError(f"{where}: answer is not a Prometheus API response (JSON with status success)")
     if payload.get("isPartial") is True:  # VictoriaMetrics cluster with a storage node down
-        raise attempt.failed("partial data: the server answered without some of its storage")
+        raise ScrapeError(f"{where}: partial data: the server answered without some of its storage")
     for warning in payload.get("warnings") or []:
         text = str(warning)
         if not _HARMLESS_WARNING.match(text):
-            raise attempt.failed(f"partial data: {_one_line(text)}")
+            raise ScrapeError(f"{where}: partial data: {_one_line(text)}")
     return payload.get("data")
 
 
-def _error(status: int, response: requests.Response, payload: Any, attempt: _Attempt) -> ScrapeError:
+def _error(status: int, response: requests.Response, payload: Any, where: str) -> ScrapeError:
     error_type = error = ""
     if isinstance(payload, dict):
         error_type, error = str(payload.get("errorType", "")), str(payload.get("error", ""))
     reason = printable(response.reason or "", limit=60)
     what = f"HTTP {status} {error_type}: {_one_line(error)}" if error else f"HTTP {status} {reason}".rstrip()
-    message = str(attempt.failed(what))
+    message = f"{where}: {what}"
     if (status == 429 or status >= 500) and error_type != "bad_data":
-        return _Transient(message, _retry_after(response))
+        return TransientScrapeError(message, _retry_after(response))
     return ScrapeError(message)
 
 

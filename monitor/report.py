@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.durations import format_duration
-from monitor.findings import VERDICTS
+from monitor.findings import VERDICTS, json_safe
 from monitor.render import after, figure, when
 
 Point = tuple[float, float]
@@ -69,22 +69,11 @@ def embed_json(data: Any) -> str:
     >>> embed_json({"signal": "</script>"})
     '{"signal": "\\\\u003c/script\\\\u003e"}'
     """
-    text = json.dumps(_finite(data), allow_nan=False)
+    text = json.dumps(json_safe(data), allow_nan=False)
     for char, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
                           ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
         text = text.replace(char, escaped)
     return text
-
-
-def _finite(value: Any) -> Any:
-    """The same structure with NaN and infinities as None (JSON has neither)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
 
 
 def _esc(value: Any) -> str:

@@ -11,12 +11,14 @@ import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import requests
 
 from monitor.errors import ScrapeError
-from monitor.fetch import ACCEPT, fetch, redact_url, scrape
+from monitor.fetch import ACCEPT, TransientScrapeError, bounded_request, fetch, redact_url, scrape
 
 GOOD_BODY = (
     b"# HELP http_requests_total Requests.\n"
@@ -360,6 +362,96 @@ def test_slow_targets_are_cut_at_the_deadline(target: Target, path: str) -> None
     elapsed = time.monotonic() - started
     assert str(caught.value) == f"GET {target.url(path)}: timed out after {DEADLINE:g} s"
     assert DEADLINE <= elapsed <= DEADLINE * 1.1
+
+
+# --- a connection back in its pool is no longer this request's to touch -----------------
+
+
+class SpySocket(socket.socket):
+    """Records each timeout and shutdown, with whether the response still held the connection."""
+
+    def __init__(self) -> None:
+        super().__init__(socket.AF_INET, socket.SOCK_STREAM)
+        self.owner: ReleasingRaw | None = None
+        self.timeouts_while_owned: list[bool] = []
+        self.shut_down = threading.Event()
+
+    def settimeout(self, value: float | None) -> None:
+        assert self.owner is not None
+        self.timeouts_while_owned.append(self.owner.connection is not None)
+        super().settimeout(value)
+
+    def shutdown(self, how: int) -> None:
+        self.shut_down.set()
+        super().shutdown(how)
+
+
+class ReleasingRaw:
+    """urllib3's side of a streamed body: the read that reaches the end puts the connection
+    back in the pool (and may then wait, as a busy reader thread would)."""
+
+    def __init__(self, chunks: list[bytes], sock: SpySocket, after_release: Callable[[], object]) -> None:
+        self.connection: SimpleNamespace | None = SimpleNamespace(sock=sock)
+        self._chunks = chunks
+        self._after_release = after_release
+        sock.owner = self
+
+    def read1(self, amt: int, decode_content: bool = False) -> bytes:
+        if not self._chunks:
+            return b""
+        chunk = self._chunks.pop(0)
+        if not self._chunks:
+            self.connection = None
+            self._after_release()
+        return chunk
+
+    def release_conn(self) -> None:
+        self.connection = None
+
+    def close(self) -> None:
+        self.connection = None
+
+
+class OneAnswer(requests.adapters.BaseAdapter):
+    """A transport that answers 200 with the given raw body."""
+
+    def __init__(self, raw: ReleasingRaw) -> None:
+        super().__init__()
+        self.raw = raw
+
+    def send(self, request: requests.PreparedRequest, *args: Any, **kwargs: Any) -> requests.Response:
+        response = requests.Response()
+        response.status_code, response.raw, response.url = 200, self.raw, request.url or ""
+        response.request = request
+        return response
+
+    def close(self) -> None:
+        pass
+
+
+def fake_session(raw: ReleasingRaw) -> requests.Session:
+    session = requests.Session()
+    session.mount("http://", OneAnswer(raw))
+    return session
+
+
+def test_the_socket_is_not_touched_after_the_connection_went_back_to_its_pool() -> None:
+    with SpySocket() as sock:
+        raw = ReleasingRaw([b"up ", b"1\n"], sock, after_release=lambda: None)
+        _, body = bounded_request(fake_session(raw), requests.Request("GET", "http://127.0.0.1:1/"),
+                                  where="GET test", timeout=5.0, max_bytes=LIMIT)
+    assert body == b"up 1\n"
+    assert sock.timeouts_while_owned == [True, True]
+
+
+def test_the_deadline_does_not_shut_a_socket_already_back_in_its_pool() -> None:
+    with SpySocket() as sock:
+        # The last read ends after the deadline; a shutdown would come within its wait.
+        raw = ReleasingRaw([b"up 1\n"], sock, after_release=lambda: sock.shut_down.wait(DEADLINE))
+        with pytest.raises(TransientScrapeError, match="timed out"):
+            bounded_request(fake_session(raw), requests.Request("GET", "http://127.0.0.1:1/"),
+                            where="GET test", timeout=DEADLINE / 10, max_bytes=LIMIT)
+    assert not sock.shut_down.is_set()
 
 
 # --- arguments and URLs --------------------------------------------------------------

@@ -18,9 +18,12 @@ from monitor.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
+    OnlyServiceOption,
+    ReleaseServiceOption,
     clear_errors,
     fail,
     load_config,
+    open_release,
     open_store,
 )
 from monitor.policy import CHANGE_CLASSES, default_service, load_policy, parse_listen
@@ -162,7 +165,7 @@ def release_start(
 
 @release_app.command("list")
 def release_list(
-    service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
+    service: OnlyServiceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -182,8 +185,7 @@ def release_list(
 @app.command()
 def verdict(
     release: Annotated[str, typer.Option(help="Release version, e.g. v2.3.")],
-    service: Annotated[str | None, typer.Option(
-        help="Service (may be left out when one service has that release).")] = None,
+    service: ReleaseServiceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -212,8 +214,7 @@ def verdict(
             doc = (wait_remote(url, release, service, WallClock(), timeout=seconds) if wait
                    else remote_document(url, release, service))
         else:
-            store = open_store(db, load_config(config))
-            found = store.find_release(release, service)
+            store, found = open_release(db, config, release, service)
             if wait:
                 found = wait_for_decision(store, found, WallClock(), timeout=seconds)
             doc = document(store, found)

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli.common import ConfigOption, DbOption, clear_errors, load_config, open_store
+from monitor.cli.common import (
+    ConfigOption,
+    DbOption,
+    OnlyServiceOption,
+    ReleaseServiceOption,
+    clear_errors,
+    load_config,
+    open_release,
+    open_store,
+)
 from monitor.render import figure, when
 
 app = typer.Typer(help="List, pin, unpin and invalidate baselines.", no_args_is_help=True)
@@ -16,7 +25,7 @@ ServiceOption = Annotated[str, typer.Option(help="Service.")]
 
 @app.command("list")
 def list_baselines(
-    service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
+    service: OnlyServiceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -44,14 +53,13 @@ def list_baselines(
 @app.command("pin")
 def pin(
     release: Annotated[str, typer.Argument(help="Release to compare new releases with.")],
-    service: Annotated[str | None, typer.Option(help="Service (if the release is ambiguous).")] = None,
+    service: ReleaseServiceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Compare new releases with this one until unpinned."""
     with clear_errors():
-        store = open_store(db, load_config(config))
-        found = store.find_release(release, service)
+        store, found = open_release(db, config, release, service)
         store.pin(found.service, found.version)
     typer.echo(f"{found.service}: new releases are compared with {found.version}")
 
@@ -68,13 +76,12 @@ def unpin(service: ServiceOption, db: DbOption = None, config: ConfigOption = No
 @app.command("invalidate")
 def invalidate(
     release: Annotated[str, typer.Argument(help="A release later found bad.")],
-    service: Annotated[str | None, typer.Option(help="Service (if the release is ambiguous).")] = None,
+    service: ReleaseServiceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
     """Never use this release as a baseline again."""
     with clear_errors():
-        store = open_store(db, load_config(config))
-        found = store.find_release(release, service)
+        store, found = open_release(db, config, release, service)
         store.invalidate(found.service, found.version)
     typer.echo(f"{found.service} {found.version}: invalidated; it is no longer a baseline")

@@ -19,7 +19,7 @@ from monitor.errors import (
     UnknownRelease,
 )
 from monitor.policy import MonitorConfig, load_policy
-from monitor.store import Store
+from monitor.store import Release, Store
 from monitor.verdicts import EXIT_INTERNAL, EXIT_STORE, EXIT_USAGE
 
 DEFAULT_DB = "release-monitor.db"
@@ -34,6 +34,11 @@ ConfigOption = Annotated[
     typer.Option("--config", "-c", envvar="RELEASE_MONITOR_CONFIG", help="Policy file (TOML)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object.")]
+ReleaseServiceOption = Annotated[
+    str | None,
+    typer.Option(help="Service (may be left out when one service has that release)."),
+]
+OnlyServiceOption = Annotated[str | None, typer.Option(help="Only this service.")]
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -66,6 +71,18 @@ def open_store(db: Path | None, config: MonitorConfig | None = None) -> Store:
         base = Path(config.path).parent
         return Store.open(base / config.database)
     return Store.open(DEFAULT_DB)
+
+
+def open_release(
+    db: Path | None, config: Path | None, release: str, service: str | None
+) -> tuple[Store, Release]:
+    """The store (as `open_store`, with the policy at `config`) and the release named in it."""
+    store = open_store(db, load_config(config))
+    try:
+        return store, store.find_release(release, service)
+    except BaseException:
+        store.close()
+        raise
 
 
 def is_terminal() -> bool:

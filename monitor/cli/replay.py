@@ -13,10 +13,10 @@ from monitor.cli.common import (
     ConfigOption,
     DbOption,
     JsonOption,
+    ReleaseServiceOption,
     clear_errors,
     fail,
-    load_config,
-    open_store,
+    open_release,
 )
 from monitor.durations import parse_duration
 from monitor.errors import ConfigError
@@ -90,7 +90,7 @@ def _one_service(services: Mapping[str, ServicePolicy], name: str | None, where:
 def record(
     release: Annotated[str, typer.Option(help="The release to record.")],
     out: Annotated[Path, typer.Option(help="CSV file to write.")],
-    service: Annotated[str | None, typer.Option(help="Service (if ambiguous).")] = None,
+    service: ReleaseServiceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -99,8 +99,7 @@ def record(
     from monitor.signals import RawSeries
 
     with clear_errors():
-        store = open_store(db, load_config(config))
-        found = store.find_release(release, service)
+        store, found = open_release(db, config, release, service)
         releases = store.releases(found.service)
         wanted = [found.version] + (found.baseline.split("+") if found.baseline else [])
         samples = {}

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli.common import ConfigOption, DbOption, clear_errors, fail, load_config, open_store
+from monitor.cli.common import ConfigOption, DbOption, ReleaseServiceOption, clear_errors, fail, open_release
 from monitor.verdicts import EXIT_USAGE, document
 
 
@@ -15,8 +15,7 @@ def report(
     release: Annotated[str, typer.Option(help="Release version, e.g. v2.3.")],
     out: Annotated[Path, typer.Option(
         "--out", "-o", help="HTML file to write (replaced if it exists).")],
-    service: Annotated[str | None, typer.Option(
-        help="Service (may be left out when one service has that release).")] = None,
+    service: ReleaseServiceOption = None,
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -27,9 +26,9 @@ def report(
     from monitor.report import render_report
 
     with clear_errors():
-        store = open_store(db, load_config(config))
+        store, found = open_release(db, config, release, service)
         try:
-            page = render_report(document(store, store.find_release(release, service)))
+            page = render_report(document(store, found))
         finally:
             store.close()
     try:
