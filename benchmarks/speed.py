@@ -500,7 +500,7 @@ def daemon_process(series: int, hours: float, marks: int, *, family: int = 100,
 
 
 def _payload_mb(db: Path) -> dict[str, float]:
-    """Bytes held by the samples and by the verdict history (which retention does not prune)."""
+    """Bytes held by the samples and by the verdict history (one row per change of verdict)."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         samples = conn.execute("SELECT COALESCE(SUM(length(ids) + length(vals)), 0) FROM batches")
@@ -568,7 +568,7 @@ def report(figures: dict[str, Any]) -> str:
             f"{f['rss_growth_week_pct']:+.1f}%; by hour {f['rss_week_by_hour']}",
             f"  database {f['week_db_mb']:.0f} MB: samples {f['week_db_samples_mb']:.0f} MB (retention "
             f"implies {f['week_db_retention_implied_mb']:.0f} MB), verdict history "
-            f"{f['week_db_verdicts_mb']:.0f} MB in {f['week_db_verdicts']} rows (not pruned); "
+            f"{f['week_db_verdicts_mb']:.0f} MB in {f['week_db_verdicts']} rows, one per change of verdict; "
             f"by hour {f['week_db_by_hour']}",
         ]
     lines.append("targets met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in f["met"].items()))

@@ -441,16 +441,8 @@ class Store:
     def prune(self, before: float) -> int:
         """Delete the scrapes taken before `before`; returns how many scrapes went.
 
-        The verdict history goes too, but for every change of verdict and each release's
-        latest entry: the pending evaluations in between only repeat themselves. Deletes
-        in small transactions so readers and the daemon's writes interleave.
+        Deletes in small transactions so readers and the daemon's writes interleave.
         """
-        with self._writing() as conn:
-            conn.execute(
-                "DELETE FROM verdicts WHERE at < ? AND verdict = 'pending' "
-                "AND id NOT IN (SELECT MAX(id) FROM verdicts GROUP BY release_id)",
-                (float(before),),
-            )
         removed = 0
         while True:
             with self._writing() as conn:
@@ -713,12 +705,23 @@ class Store:
                 (verdict, reason, _opt_float(first_alarm_at), _opt_float(decided_at), state,
                  judge_state, int(release_id)),
             )
-            conn.execute(
-                "INSERT INTO verdicts (release_id, at, verdict, reason, findings, signals) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (int(release_id), float(at), verdict, reason, findings_json,
-                 _to_json(signals or [])),
-            )
+            latest = conn.execute(
+                "SELECT id, verdict FROM verdicts WHERE release_id = ? ORDER BY at DESC, id DESC "
+                "LIMIT 1", (int(release_id),),
+            ).fetchone()
+            row = (float(at), verdict, reason, findings_json, _to_json(signals or []))
+            if latest is not None and latest[1] == verdict == "pending":
+                # Pending after pending only refreshes the evidence: the history holds every
+                # change of verdict, not every evaluation of a release still being watched.
+                conn.execute(
+                    "UPDATE verdicts SET at = ?, verdict = ?, reason = ?, findings = ?, "
+                    "signals = ? WHERE id = ?", (*row, latest[0]),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO verdicts (release_id, at, verdict, reason, findings, signals) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (int(release_id), *row),
+                )
             conn.executemany(
                 "INSERT OR IGNORE INTO actions "
                 "(release_id, verdict, hook, key, state, attempts, outcome, at) "

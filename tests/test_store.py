@@ -627,21 +627,14 @@ def test_the_module_examples_hold() -> None:
     assert result.attempted > 10 and result.failed == 0
 
 
-def test_prune_keeps_every_verdict_change_and_the_latest(tmp_path: Path) -> None:
-    store = Store.open(tmp_path / "m.db")
+def test_the_verdict_history_keeps_changes_not_every_pending_evaluation() -> None:
+    store = Store.memory()
     release = store.start_release("demo", "v9", at=0.0, change_class="minor", period=600.0,
                                   baseline=None)
-    for minute in range(10):
-        verdict = "pending" if minute < 8 else "hotfix"
-        store.add_verdict(release.id, at=60.0 * minute, verdict=verdict, reason="", findings=[],
-                          first_alarm_at=None, decided_at=None, state="watching", judge_state="{}")
-    store.prune(before=1000.0)
-    assert [(v.at, v.verdict) for v in store.verdicts(release.id)] == [(480.0, "hotfix"),
-                                                                       (540.0, "hotfix")]
-    other = store.start_release("demo", "v10", at=0.0, change_class="minor", period=600.0,
-                                baseline=None)
-    store.add_verdict(other.id, at=0.0, verdict="pending", reason="", findings=[],
-                      first_alarm_at=None, decided_at=None, state="watching", judge_state="{}")
-    store.prune(before=1000.0)
-    assert len(store.verdicts(other.id)) == 1          # a release's latest entry stays
-    store.close()
+    for minute, verdict in enumerate(["pending"] * 8 + ["hotfix", "hotfix", "rollback"]):
+        store.add_verdict(release.id, at=60.0 * minute, verdict=verdict, reason=str(minute),
+                          findings=[], first_alarm_at=None, decided_at=None, state="watching",
+                          judge_state="{}")
+    history = [(v.at, v.verdict, v.reason) for v in store.verdicts(release.id)]
+    assert history == [(420.0, "pending", "7"), (480.0, "hotfix", "8"), (540.0, "hotfix", "9"),
+                       (600.0, "rollback", "10")]
