@@ -396,6 +396,10 @@ def _leak_signals(
             continue
         if sigma[row] > 0 and slope[row] - base_slope <= Z_FINDING * sigma[row]:
             continue
+        if short_blocks and (base is None or not base.quantiles):
+            # No healthy history to say how far a garbage collector's saw-tooth climbs:
+            # only blocks at least one collection cycle long may call a rise a leak.
+            continue
         rise = slope[row] * window.span
         sawtooth = (base.quantiles.get("p95", 0.0) - base.quantiles.get("p05", 0.0)
                     if base is not None and base.quantiles else 0.0)

@@ -25,6 +25,7 @@ class ReplayResult:
     release: str
     baseline_release: str | None
     started_at: float
+    period: float
     evaluation: Evaluation
     evaluations: int
 
@@ -38,6 +39,7 @@ class ReplayResult:
             "verdict": e.verdict,
             "reason": e.reason,
             "started_at": self.started_at,
+            "period_seconds": self.period,
             "decided_at": e.decided_at,
             "first_alarm_at": e.first_alarm_at,
             "evaluations": self.evaluations,
@@ -103,4 +105,5 @@ def _run(path: str, policy: ServicePolicy, release: str, base_name: str | None,
         state = result.state
         if result.done:
             break
-    return ReplayResult(path, policy.name, release, base_name, started, result, evaluations)
+    return ReplayResult(path, policy.name, release, base_name, started, period, result,
+                        evaluations)

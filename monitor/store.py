@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -224,10 +225,26 @@ class Store:
         self.path: str | None = _file_of(self._conn)
         with self._failures("open"):
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
-            self._db.enable_wal()
+            self._enable_wal()
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL, waiting out others doing the same on a new file.
+
+        Changing the journal mode needs the file to itself and answers "locked" at once,
+        without SQLite's busy timeout, while another process opens the same new file.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.enable_wal()
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     @classmethod
     def open(cls, path: str | Path) -> Store:

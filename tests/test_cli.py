@@ -171,9 +171,21 @@ def test_release_start_refuses_an_unknown_change_class(tmp_path: Path) -> None:
 
 
 def test_release_list_of_an_empty_database(tmp_path: Path) -> None:
+    from monitor.store import Store
+
+    Store.open(tmp_path / "m.db").close()
     result = monitor("release", "list", "--db", tmp_path / "m.db")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == "no releases yet"
+
+
+def test_reading_commands_never_create_a_database(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    for args in (("verdict", "--release", "v1"), ("release", "list"), ("baselines", "list")):
+        result = monitor(*args, "--db", typo)
+        assert result.exit_code == 7, result.output
+        assert str(typo) in error_line(result)
+    assert not typo.exists()
 
 
 def test_verdict_of_an_unknown_release(tmp_path: Path) -> None:

@@ -161,3 +161,15 @@ def test_judge_state_survives_a_json_round_trip() -> None:
     state = history[-1].state
     assert state.hotfix_evidence
     assert JudgeState.from_json(state.to_json()).to_json() == state.to_json()
+
+
+def test_a_first_release_saw_tooth_is_not_a_leak_on_short_blocks() -> None:
+    # No baseline, minute-long evaluations: the envelope's blocks are shorter than a
+    # garbage-collection cycle for the first quarter hour and must not be read as a leak.
+    policy = ServicePolicy(name="svc", signals=(MEMORY,), evaluation_interval=10.0,
+                           persistence=2, leak_block=300.0, leak_horizon=7200.0)
+    history = _judge(policy, None, _frame(T0, 30, seed=17), period=1200.0, first_release=True)
+    assert history[-1].verdict == "pass"
+    fast = _judge(policy, None, _frame(T0, 30, seed=18, leak=1.5e6), period=1800.0,
+                  first_release=True)
+    assert fast[-1].verdict == "rollback"          # a real fast leak still is, once blocks are long

@@ -87,7 +87,7 @@ def run(
                 host, port = parse_listen(listen)
             except ValueError as exc:
                 raise fail(f"--listen: {exc}", EXIT_USAGE) from None
-        store = open_store(db, cfg)
+        store = open_store(db, cfg, create=True)
         box = SnapshotBox()
         daemon = Daemon(cfg, store, WallClock(), box=box, live=True)
         token = os.environ.get(cfg.api_token_env) if cfg.api_token_env else None
@@ -156,7 +156,7 @@ def release_start(
             services = dict(cfg.services) if cfg else {}
             services[service] = default_service(service, [])
             cfg = MonitorConfig(path=cfg.path if cfg else "<defaults>", services=services)
-        store = open_store(db, cfg if config else None)
+        store = open_store(db, cfg if config else None, create=True)
         release = Releases(cfg, store, WallClock()).start(service, version, change_class=change)
     typer.echo(f"registered {release.service} {release.version} ({release.change_class} "
                f"change, checking period {release.period:g}s, baseline "

@@ -63,14 +63,23 @@ def load_config(path: Path | None) -> MonitorConfig | None:
     return load_policy(path) if path is not None else None
 
 
-def open_store(db: Path | None, config: MonitorConfig | None = None) -> Store:
-    """The database named on the command line, else the policy's, else the default."""
+def open_store(db: Path | None, config: MonitorConfig | None = None, *,
+               create: bool = False) -> Store:
+    """The database named on the command line, else the policy's, else the default.
+
+    Only the commands that record something (`run`, `release start`) create it: a mistyped
+    --db for `verdict` is an error, not a new empty database.
+    """
     if db is not None:
-        return Store.open(db)
-    if config is not None:
-        base = Path(config.path).parent
-        return Store.open(base / config.database)
-    return Store.open(DEFAULT_DB)
+        path = db
+    elif config is not None:
+        path = Path(config.path).parent / config.database
+    else:
+        path = Path(DEFAULT_DB)
+    if not create and not path.exists():
+        raise StoreError(f"no database at {path}: give --db, or start with `monitor run` "
+                         "or `monitor release start`")
+    return Store.open(path)
 
 
 def open_release(

@@ -21,7 +21,7 @@ from monitor.cli.common import (
 from monitor.durations import parse_duration
 from monitor.errors import ConfigError
 from monitor.policy import ServicePolicy
-from monitor.render import after, verdict_text
+from monitor.render import verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE
 
 
@@ -60,10 +60,8 @@ def replay(
         if as_json:
             typer.echo(json.dumps(doc))
         else:
-            typer.echo(f"{doc['recording']}: first alarm {after(doc, 'first_alarm_at')}")
-            typer.echo(verdict_text({**doc, "change_class": "replayed", "state": "done",
-                                     "period_seconds": (doc['decided_at'] or doc['started_at'])
-                                     - doc['started_at']}))
+            typer.echo(f"{doc['recording']}:")
+            typer.echo(verdict_text({**doc, "change_class": "replayed", "state": "done"}))
     if len(results) == 1:
         raise typer.Exit(EXIT_CODES[results[0]["verdict"]])
 
