@@ -178,7 +178,10 @@ class Daemon:
         """Store the scrapes that finished since the last step (in the daemon thread)."""
         for state in self.targets:
             if state.in_flight is not None and state.in_flight.done():
-                fetched = state.in_flight.result()
+                try:
+                    fetched = state.in_flight.result()
+                except Exception as exc:  # noqa: BLE001 - a scraper bug is that target's failure
+                    fetched = (None, f"{state.health.target}: {type(exc).__name__}", 0.0)
                 state.in_flight = None
                 self._record(state, *fetched, state.started)
 
@@ -243,8 +246,14 @@ class Daemon:
         for key in parsed.keys:
             if key.startswith(policy.version_metric):
                 name, labels = split_key(key)
-                if name == policy.version_metric and labels.get(policy.version_label):
-                    return labels[policy.version_label]
+                version = labels.get(policy.version_label, "") if name == policy.version_metric else ""
+                if version:
+                    # It becomes a label, an environment value and a file name's neighbour:
+                    # as strict as a version given to the API.
+                    if len(version) > 200 or not version.isprintable():
+                        log.warning("ignored an unprintable or overlong version label")
+                        return None
+                    return version
         return None
 
     def _notice(self, policy: ServicePolicy, version: str, now: float) -> None:
@@ -283,20 +292,24 @@ class Daemon:
         # can be stored again rather than decide from what the store happens to hold.
         waiting = {state.service for state in self.targets if state.unstored}
         try:
-            for release in self.store.active_releases():
-                if release.service not in self.config.services or release.service in waiting:
-                    continue
-                # Counted only when the release was judged, not on every step it is watched.
-                before = self.releases.last_evaluation.get(release.id)
-                self.releases.advance(release)
-                evaluated |= self.releases.last_evaluation.get(release.id) != before
+            active = self.store.active_releases()
         except StoreError as exc:
             self.store_errors_total += 1
             log.error("store: %s", exc)
             return
-        except MonitorError as exc:
-            log.error("release: %s", exc)
-            return
+        for release in active:
+            if release.service not in self.config.services or release.service in waiting:
+                continue
+            # Counted only when the release was judged, not on every step it is watched.
+            before = self.releases.last_evaluation.get(release.id)
+            try:
+                self.releases.advance(release)
+            except StoreError as exc:
+                self.store_errors_total += 1
+                log.error("store: %s", exc)
+            except Exception:  # noqa: BLE001 - one broken release must not stop the others
+                log.exception("release %s %s", release.service, release.version)
+            evaluated |= self.releases.last_evaluation.get(release.id) != before
         if evaluated:
             self.evaluation_seconds = time.monotonic() - started
             self.evaluations_total += 1
@@ -314,8 +327,8 @@ class Daemon:
         now = self.clock.now()
         due = [state.due for state in self.targets if state.in_flight is None]
         intervals = [policy.evaluation_interval for policy in self.config.services.values()]
-        if self.store.active_releases():
-            due.append(now + min(intervals, default=60.0))
+        # Releases are judged every interval; with the store failing, look again then too.
+        due.append(now + min(intervals, default=60.0))
         return min(due, default=now + 60.0)
 
     # -- publishing -------------------------------------------------------------------------

@@ -183,6 +183,10 @@ def observe(
     if leaking:
         _leak_signals(policy, leaking, known, window, now, seen)
     _data_checks(rules, window, now=now, started=started, seen=seen)
+    if baseline is not None:
+        for rule in rules:
+            if (rule.critical or rule.must_have_data) and rule.name not in known:
+                seen.shortfalls.append(f"{rule.name}: the baseline has no data for it")
     return seen
 
 

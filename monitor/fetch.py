@@ -184,7 +184,7 @@ def _open(
         # What Session.request does, with the body left unread (stream=True).
         prepared = http_session.prepare_request(request)
         settings = http_session.merge_environment_settings(prepared.url, {}, True, None, None)
-        return http_session.send(prepared, timeout=(remaining, remaining), allow_redirects=True, **settings)
+        return http_session.send(prepared, timeout=(remaining, remaining), allow_redirects=False, **settings)
     except requests.Timeout:
         raise attempt.timed_out() from None
     except requests.ConnectionError as exc:

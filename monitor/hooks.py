@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import subprocess
 import threading
 import time
@@ -24,7 +23,7 @@ import requests
 
 from monitor.clock import Clock
 from monitor.policy import Hook
-from monitor.redact import redact_url
+from monitor.redact import command_environment, redact_url
 from monitor.stages import kill_group
 from monitor.store import Release, Store
 
@@ -220,7 +219,7 @@ logging.getLogger("urllib3.connectionpool").addFilter(_HideQueries())
 
 def _run(hook: Hook, body: dict[str, Any]) -> Outcome:
     """Run the command with the release in its environment and as JSON on stdin."""
-    env = {**os.environ, **hook_environment(body)}
+    env = command_environment(hook_environment(body))
     try:
         process = subprocess.Popen(
             list(hook.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -371,6 +371,9 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
             if not (rule.query or rule.numerator_query):
                 raise reader.fail(f"signals.{rule.name}.query",
                                   "signals of a service read by PromQL need a query")
+            if rule.limit_metric:
+                raise reader.fail(f"signals.{rule.name}.limit_metric",
+                                  "a service read by PromQL gives its memory limit as `limit`")
     reader.done()
     return policy
 
@@ -429,7 +432,8 @@ def _signal(reader: _Reader, name: str) -> SignalRule:
         numerator=_selector(reader, "numerator", needs_metric and kind == "ratio"),
         denominator=_selector(reader, "denominator", needs_metric and kind == "ratio"),
         quantile=_fraction(reader, "quantile", 0.95),
-        aggregate=reader.choice("aggregate", AGGREGATIONS, "sum" if kind != "gauge" else "mean"),
+        aggregate=reader.choice("aggregate", AGGREGATIONS,
+                            "mean" if kind in ("gauge", "quantile") else "sum"),
         query=query,
         numerator_query=numerator_query,
         denominator_query=denominator_query,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import parse_qsl, urlsplit
 
 
@@ -34,3 +35,14 @@ def printable(text: str, limit: int) -> str:
     """One line of printable characters, cut at `limit`."""
     cleaned = "".join(char if char.isprintable() else "?" for char in text)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+# What a command run by the monitor inherits: enough to find programs and speak a language,
+# never the monitor's own tokens and passwords.
+_INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "USER", "PYTHONPATH",
+              "VIRTUAL_ENV", "KUBECONFIG")
+
+
+def command_environment(extra: dict[str, str]) -> dict[str, str]:
+    """The environment for a verification or hook command: an allowlist plus `extra`."""
+    return {**{k: v for k, v in os.environ.items() if k in _INHERITED}, **extra}

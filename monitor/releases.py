@@ -140,12 +140,17 @@ class Releases:
                 judge_state=release.judge_state, claims=self._claims(release, INCONCLUSIVE),
             )
             return self._announce(release, decided)
+        if policy.prometheus is not None:
+            self.source_errors[release.service] = ""   # the query API answered this time
         reason = result.reason
         failing = self.source_errors.get(release.service, "")
         if failing and result.verdict in (PENDING, INCONCLUSIVE):
             reason = "; ".join(filter(None, (reason, f"data source failing: {failing}")))
+        # The judge's memory (streaks) must be kept even when the verdict stays: a hotfix
+        # has to be able to escalate to a rollback.
         changed = (result.verdict != release.verdict or result.done
-                   or result.verdict == PENDING and release.verdict == PENDING)
+                   or result.verdict == PENDING and release.verdict == PENDING
+                   or result.state.to_json() != release.judge_state)
         if not changed:
             return release
         stored = self.store.add_verdict(

@@ -98,7 +98,9 @@ def _run(path: str, policy: ServicePolicy, release: str, base_name: str | None,
     now = started
     evaluations = 0
     while True:
-        now = min(now + policy.evaluation_interval, started + period)
+        # As the daemon does: one evaluation per interval, past the period's end while
+        # findings seen at the end get their evaluations (never the same instant twice).
+        now += policy.evaluation_interval
         result = evaluate(policy, baseline, candidate, started=started, period=period, now=now,
                           state=state, first_release=base_name is None)
         evaluations += 1

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import requests
 
 from monitor.policy import Probe, VerifyCommand
-from monitor.redact import redact_url
+from monitor.redact import command_environment, redact_url
 
 _PROBE_BODY_LIMIT = 1024 * 1024
 _OUTPUT_LIMIT = 4096
@@ -78,7 +78,7 @@ def run_command(command: VerifyCommand, env: dict[str, str] | None = None) -> Ch
     try:
         process = subprocess.Popen(
             list(command.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})},
+            stderr=subprocess.STDOUT, start_new_session=True, env=command_environment(env or {}),
         )
     except OSError as exc:
         return CheckResult(command.name, False, f"cannot start {command.argv[0]!r}: {exc.strerror}")

@@ -727,8 +727,8 @@ class Store:
                 "LIMIT 1", (int(release_id),),
             ).fetchone()
             row = (float(at), verdict, reason, findings_json, _to_json(signals or []))
-            if latest is not None and latest[1] == verdict == "pending":
-                # Pending after pending only refreshes the evidence: the history holds every
+            if latest is not None and latest[1] == verdict:
+                # The same verdict again only refreshes the evidence: the history holds every
                 # change of verdict, not every evaluation of a release still being watched.
                 conn.execute(
                     "UPDATE verdicts SET at = ?, verdict = ?, reason = ?, findings = ?, "
