@@ -109,10 +109,11 @@ def test_command_hooks_get_hostile_values_literally(tmp_path: Path) -> None:
 
 def test_a_command_past_its_time_limit_is_killed_with_its_children(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"
-    script = ("import subprocess, sys, time\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+    # Both processes wait for a signal that only the process-group kill sends.
+    script = ("import signal, subprocess, sys\n"
+              "child = subprocess.Popen([sys.executable, '-c', 'import signal; signal.pause()'])\n"
               f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
-              "time.sleep(60)\n")
+              "signal.pause()\n")
     hook = Hook(name="slow", on=("rollback",), command=(sys.executable, "-c", script), timeout=1.0)
     outcome = deliver(hook, {"service": "s", "release": "r", "verdict": "rollback",
                              "baseline_release": None, "reason": "", "idempotency_key": "k"})
