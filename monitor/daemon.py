@@ -63,7 +63,8 @@ def _scrape(target: Target, session: requests.Session) -> ParsedScrape:
 
 
 class Daemon:
-    """Owns the store connection; everything here runs in the daemon's own thread."""
+    """The loop. The store is written from this thread only; scrapes (live) and hooks run
+    in pools beside it and hand their results back to it."""
 
     def __init__(self, config: MonitorConfig, store: Store, clock: Clock, *,
                  box: SnapshotBox | None = None, releases: Releases | None = None,

@@ -1,7 +1,7 @@
 """The one evaluation core: (policy, baseline, candidate samples, now) -> verdict.
 
-The daemon, `monitor verdict`, `monitor replay`, the demo and the benchmarks all call
-`evaluate`; nothing judges a release anywhere else.
+The daemon (and through it the demo), `monitor replay` and the benchmarks all call
+`evaluate`; `monitor verdict` reads what it decided. Nothing judges a release elsewhere.
 """
 
 from __future__ import annotations
