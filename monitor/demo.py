@@ -137,8 +137,14 @@ def _summary(step: Step, doc: dict[str, Any]) -> str:
              f"baseline {doc.get('baseline_release') or '-':<5}  ({step.story})"]
     if doc.get("reason"):
         lines.append(f"      reason: {doc['reason']}")
-    for f in doc.get("findings", []):
-        lines.append(f"      {f['severity']:<5} {f['signal']:<12} {f['detector']:<12} "
+    findings = doc.get("findings", [])
+    width = max((len(f["signal"]) for f in findings), default=0)
+    for f in findings:
+        if f["detector"] in ("smoke", "verification"):
+            lines.append(f"      {f['severity']:<5} {f['signal']:<{width}}  {f['detector']}: "
+                         f"{f.get('detail', '')}")
+            continue
+        lines.append(f"      {f['severity']:<5} {f['signal']:<{width}}  {f['detector']:<11} "
                      f"baseline {figure(f.get('baseline')):>8}  candidate "
                      f"{figure(f.get('candidate')):>8}  {f.get('detail', '')}")
     return "\n".join(lines)
