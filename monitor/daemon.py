@@ -76,7 +76,9 @@ class Daemon:
         self.live = live
         self._hook_pool = ThreadPoolExecutor(2, "hooks") if live else None
         hooks = HookRunner(store, clock, background=self._hook_pool)
-        self.releases = releases or Releases(config, store, clock, hooks=hooks)
+        self._stage_pool = ThreadPoolExecutor(4, "stages") if live else None
+        self.releases = releases or Releases(config, store, clock, hooks=hooks,
+                                             stage_pool=self._stage_pool)
         self.scraper = scraper
         # One session per scraping thread: a session shared between threads lets one thread
         # close or reuse a connection another is still reading (requests#1871).
@@ -151,6 +153,9 @@ class Daemon:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._stage_pool is not None:
+            # A stage cut short is run again after a restart: the release is still in it.
+            self._stage_pool.shutdown(wait=False, cancel_futures=True)
         if self._hook_pool is not None:
             self._hook_pool.shutdown(wait=True)
         with self._sessions_lock:

@@ -7,6 +7,7 @@ where it stopped.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +41,15 @@ class Releases:
     """Registers releases and moves each one through its stages."""
 
     def __init__(self, config: MonitorConfig, store: Store, clock: Clock,
-                 runners: StageRunners | None = None, hooks: HookRunner | None = None) -> None:
+                 runners: StageRunners | None = None, hooks: HookRunner | None = None,
+                 stage_pool: Executor | None = None) -> None:
         self.config, self.store, self.clock = config, store, clock
         self.runners = runners or StageRunners()
         self.hooks = hooks or HookRunner(store, clock)
+        # Live, probes and verification commands (minutes, some of them) run in this pool
+        # so the loop keeps scraping; their results are recorded back in the loop's thread.
+        self.stage_pool = stage_pool
+        self._stage_runs: dict[int, Future[list[CheckResult]]] = {}
         self.last_evaluation: dict[int, float] = {}
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
@@ -82,18 +88,41 @@ class Releases:
 
     def _smoke(self, release: Release) -> Release:
         policy = self.policy(release.service)
-        results = [self.runners.probe(probe) for probe in policy.smoke]
+        results = self._stage(release, lambda: [self.runners.probe(p) for p in policy.smoke])
+        if results is None:
+            return release
         return self._after_stage(release, SMOKE, results, VERIFICATION)
 
     def _verification(self, release: Release) -> Release:
         policy = self.policy(release.service)
         env = {"RELEASE_SERVICE": release.service, "RELEASE_VERSION": release.version}
-        results = []
-        for command in policy.verify:
-            results.append(self.runners.command(command, env))
-            if not results[-1].ok:
-                break
+
+        def run_all() -> list[CheckResult]:
+            results = []
+            for command in policy.verify:
+                results.append(self.runners.command(command, env))
+                if not results[-1].ok:
+                    break
+            return results
+
+        results = self._stage(release, run_all)
+        if results is None:
+            return release
         return self._after_stage(release, VERIFICATION, results, WATCHING)
+
+    def _stage(self, release: Release,
+               work: Callable[[], list[CheckResult]]) -> list[CheckResult] | None:
+        """The stage's results, or None while it still runs in the pool."""
+        if self.stage_pool is None:
+            return work()
+        running = self._stage_runs.get(release.id)
+        if running is None:
+            self._stage_runs[release.id] = self.stage_pool.submit(work)
+            return None
+        if not running.done():
+            return None
+        del self._stage_runs[release.id]
+        return running.result()
 
     def _after_stage(self, release: Release, stage: str, results: Sequence[CheckResult],
                      following: str) -> Release:

@@ -275,3 +275,43 @@ def test_release_start_over_the_api_needs_the_token(
     daemon.step()
     assert [r.version for r in store.releases("demo")] == ["v5"]
     daemon.close()
+
+
+def test_a_long_verification_does_not_stop_the_scrapes(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from monitor.policy import VerifyCommand
+    from monitor.releases import Releases, StageRunners
+    from monitor.stages import CheckResult
+
+    simulated, clock = service
+    release_gate = threading.Event()
+
+    def slow_command(command: VerifyCommand, env: dict[str, str]) -> CheckResult:
+        release_gate.wait(10)                     # a test suite that takes its time
+        return CheckResult(command.name, True, "exit 0")
+
+    policy = ServicePolicy(name="demo", targets=(Target(url=f"{simulated.url}/metrics"),),
+                           version_metric="demo_build_info",
+                           verify=(VerifyCommand("suite", ("true",)),))
+    config = MonitorConfig(path="<test>", services={"demo": policy})
+    store = Store.memory()
+    pool = ThreadPoolExecutor(1)
+    releases = Releases(config, store, clock, runners=StageRunners(command=slow_command),
+                        stage_pool=pool)
+    daemon = Daemon(config, store, clock, releases=releases)
+    daemon.run_until(clock.now() + 120)
+    [release] = store.releases("demo")
+    assert release.state == "verification"
+    before = store.sample_count("demo")
+    daemon.run_until(clock.now() + 120)           # the suite still runs; scraping goes on
+    assert store.sample_count("demo") > before
+    assert store.releases("demo")[0].state == "verification"
+    release_gate.set()
+    releases._stage_runs[release.id].result(timeout=10)
+    daemon.step()
+    assert store.releases("demo")[0].state == "watching"
+    pool.shutdown()
+    daemon.close()
