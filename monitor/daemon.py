@@ -6,6 +6,7 @@ and in the demo, replay and tests on a simulated one that never sleeps.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import threading
@@ -60,6 +61,27 @@ ScrapeStartHook = Callable[[str, float, float], None]
 
 def _scrape(target: Target, session: requests.Session) -> ParsedScrape:
     return scrape(target.url, timeout=target.timeout, max_bytes=target.max_bytes, session=session)
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def _return_free_memory() -> None:
+    """Hand freed heap pages back to the system after an evaluation.
+
+    Each evaluation allocates arrays as large as its releases' windows and frees them; the
+    C allocator keeps the pages, so a sidecar's resident memory would ratchet up with the
+    largest window it ever judged. glibc only; elsewhere a no-op.
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
 
 
 class Daemon:
@@ -320,6 +342,8 @@ class Daemon:
             self.evaluation_seconds = time.monotonic() - started
             self.evaluations_total += 1
             self.last_evaluation = self.clock.now()
+            if self.live:
+                _return_free_memory()
 
     def _prune(self, now: float) -> None:
         self.next_prune = now + PRUNE_EVERY
