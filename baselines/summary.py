@@ -29,7 +29,6 @@ class SignalBaseline:
     std: float
     quantiles: Mapping[str, float]
     noise: float
-    lag1: float
     slope: float
     events: float
     trials: float
@@ -83,7 +82,7 @@ SEASONAL_AGREEMENT = 0.6
 SEASONAL_HISTORY = 7 * 86400
 
 _SCALARS = (
-    "signal", "count", "mean", "std", "noise", "lag1", "slope", "events", "trials",
+    "signal", "count", "mean", "std", "noise", "slope", "events", "trials",
     "dispersion", "span",
 )
 
@@ -124,7 +123,6 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
         std = np.nanstd(values, axis=1)
         qs = np.nanquantile(values, list(QUANTILES.values()), axis=1) if values.shape[1] else None
     noise = robust_spread(values)
-    lag1 = lag1_autocorrelation(values)
     events = np.nansum(frame.events, axis=1)
     trials = np.nansum(frame.trials, axis=1)
     phi = count_dispersion(frame.events, frame.trials) if values.shape[1] > 2 else np.ones(len(count))
@@ -140,7 +138,6 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
             std=float(std[row]),
             quantiles={k: float(qs[i, row]) for i, k in enumerate(QUANTILES)} if qs is not None else {},
             noise=float(noise[row]),
-            lag1=float(lag1[row]),
             slope=float(slopes.get(name, np.nan)),
             events=float(events[row]),
             trials=float(trials[row]),
@@ -169,19 +166,6 @@ def thin(values: np.ndarray, size: int) -> np.ndarray:
         return valid.copy()
     picks = np.linspace(0, valid.size - 1, size).round().astype(np.int64)
     return valid[picks]
-
-
-def lag1_autocorrelation(values: np.ndarray) -> np.ndarray:
-    """Lag-1 autocorrelation per row over adjacent valid pairs (0 when undefined)."""
-    if values.shape[1] < 3:
-        return np.zeros(values.shape[0])
-    with _quiet():
-        centred = values - np.nanmean(values, axis=1, keepdims=True)
-        pairs = centred[:, 1:] * centred[:, :-1]
-        numerator = np.nanmean(pairs, axis=1)
-        denominator = np.nanmean(centred**2, axis=1)
-        rho = numerator / denominator
-    return np.clip(np.nan_to_num(rho), -0.99, 0.99)
 
 
 def _leak_slopes(frame: SignalFrame, leak_signals: Sequence[str], block: float) -> dict[str, float]:
@@ -298,7 +282,6 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             quantiles={k: float(np.quantile(pooled, q)) for k, q in QUANTILES.items()}
             if pooled.size else dict(parts[0].quantiles),
             noise=float(max(p.noise for p in parts)),
-            lag1=float(max(p.lag1 for p in parts)),
             slope=float(np.nanmedian([p.slope for p in parts])) if any(
                 not np.isnan(p.slope) for p in parts) else float("nan"),
             events=float(sum(p.events for p in parts)),

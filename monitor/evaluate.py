@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, cast
 
 import numpy as np
@@ -254,11 +254,11 @@ def _compare_group(
         if hit is None and detected[row] and starts[row] > 0:
             hit = late[row]
             if hit is not None:
-                hit = _with(hit, detector="changepoint", detail=hit.detail + began)
+                hit = replace(hit, detector="changepoint", detail=hit.detail + began)
         elif hit is not None:
-            hit = _with(hit, detail=hit.detail + began)
+            hit = replace(hit, detail=hit.detail + began)
         if hit is not None:
-            seen.findings.append(_with(hit, at=now, change_at=change_at))
+            seen.findings.append(replace(hit, at=now, change_at=change_at))
 
 
 def _stack_spreads(spreads: Sequence[tuple[float, ...]]) -> np.ndarray:
@@ -464,12 +464,6 @@ def _more_time(missing: float, per_second: float) -> str:
     if per_second <= 0:
         return " (no traffic: cannot tell how long)"
     return f" (about {format_duration(missing / per_second)} more at the current traffic)"
-
-
-def _with(finding: Finding, **changes: object) -> Finding:
-    from dataclasses import replace
-
-    return replace(finding, **changes)  # type: ignore[arg-type]
 
 
 def _fmt(value: float) -> str:
