@@ -215,7 +215,8 @@ def _profiles(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nda
     """
     rows = values.shape[0]
     out = np.full((rows, 24), np.nan)
-    if times.size < 2 or times[-1] - times[0] < SEASONAL_HISTORY:
+    # Each sample stands for one step of time: a week of hourly samples covers a week.
+    if times.size < 2 or times[-1] - times[0] + float(np.median(np.diff(times))) < SEASONAL_HISTORY:
         return out, values
     hours = ((times // 3600) % 24).astype(np.int64)
     days = ((times - times[0]) // 86400).astype(np.int64)

@@ -95,3 +95,14 @@ def test_less_than_a_week_is_not_enough_to_call_a_pattern_daily() -> None:
     times = np.arange(0, 6 * 86400, 300.0)
     values = np.sin(2 * np.pi * times / 86400)[None, :]
     assert np.isnan(hourly_offsets(times, values)).all()
+
+
+def test_a_week_of_hourly_samples_is_a_week() -> None:
+    from baselines.summary import hourly_offsets
+
+    # 168 hourly samples: the first and last are 167 h apart, but each covers its hour.
+    times = np.arange(0, 7 * 86400, 3600.0)
+    values = np.sin(2 * np.pi * times / 86400)[None, :]
+    offsets = hourly_offsets(times, values)
+    assert offsets[0] == pytest.approx(np.sin(2 * np.pi * np.arange(24) / 24), abs=1e-9)
+    assert np.isnan(hourly_offsets(times[1:], values[:, 1:])).all()
