@@ -75,6 +75,30 @@ def _window_medians(values: np.ndarray, length: int) -> np.ndarray:
     return np.nanmedian(values[:, index], axis=2)
 
 
+def step_spreads(values: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
+    """(series, widths): RMS of the step between adjacent windows of `w` samples, anywhere in
+    healthy history: how far a series already jumps at an ordinary moment.
+
+    NaN where the release holds fewer than 2 x MIN_WINDOWS windows of that width. Never
+    below what independent samples would give, with their noise taken from one sample to
+    the next (the spread of the levels would count a daily swing as noise).
+    """
+    rows, columns = values.shape
+    out = np.full((rows, len(widths)), np.nan)
+    for index, width in enumerate(widths):
+        if columns // width < 2 * MIN_WINDOWS:
+            break
+        with warnings.catch_warnings(), np.errstate(all="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            medians = _window_medians(values, width)
+            lag = width // max(1, width // 2)
+            steps = medians[:, lag:] - medians[:, :-lag]
+            out[:, index] = np.sqrt(np.nanmean(steps**2, axis=1))
+    noise = robust_spread(np.diff(values, axis=1)) / np.sqrt(2.0) if columns > 1 else np.zeros(rows)
+    floor = noise[:, None] * np.sqrt(2.0 / np.asarray(widths, dtype=float))[None, :]
+    return np.where(np.isnan(out), np.nan, np.fmax(out, floor))
+
+
 def slope_spreads(times: np.ndarray, values: np.ndarray, block: float,
                   lengths: tuple[int, ...] = LADDER) -> np.ndarray:
     """(series, lengths): robust spread of lower-envelope slopes of healthy windows."""

@@ -10,12 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from baselines.calibration import robust_spread, slope_spreads, window_spreads
+from baselines.calibration import robust_spread, slope_spreads, step_spreads, window_spreads
 from baselines.frame import SignalFrame
 from detectors import dispersion as count_dispersion
 from detectors import trend
+from detectors.step import WIDTHS as STEP_WIDTHS
 
 RESERVOIR_SIZE = 512
+# The release's last samples, kept for the step test at the next release's start.
+TAIL_SIZE = max(STEP_WIDTHS)
 QUANTILES = {"p01": 0.01, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
 
 
@@ -40,6 +43,12 @@ class SignalBaseline:
     # of their lower-envelope slopes for leak signals, per window length of the LADDER.
     aa_spread: tuple[float, ...] = ()
     aa_slope_spread: tuple[float, ...] = ()
+    # The last TAIL_SIZE samples (less the hour-of-day profile), when they ended and how far
+    # apart they were, and the A/A spread of steps between adjacent windows per STEP_WIDTHS.
+    tail: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    tail_end: float = float("nan")
+    tail_step: float = float("nan")
+    aa_step_spread: tuple[float, ...] = ()
 
     @property
     def median(self) -> float:
@@ -56,6 +65,8 @@ class SignalBaseline:
         summary["hourly"] = list(self.hourly) if self.hourly is not None else None
         summary["aa_spread"] = [_finite_or_none(v) for v in self.aa_spread]
         summary["aa_slope_spread"] = [_finite_or_none(v) for v in self.aa_slope_spread]
+        summary["aa_step_spread"] = [_finite_or_none(v) for v in self.aa_step_spread]
+        summary["tail"] = [_finite_or_none(v) for v in self.tail]
         return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
 
     @classmethod
@@ -71,6 +82,8 @@ class SignalBaseline:
             hourly=tuple(hourly) if hourly else None,
             aa_spread=_floats(summary.get("aa_spread", [])),
             aa_slope_spread=_floats(summary.get("aa_slope_spread", [])),
+            aa_step_spread=_floats(summary.get("aa_step_spread", [])),
+            tail=np.asarray(_floats(summary.get("tail", [])), dtype=float),
             reservoir=np.asarray(reservoir, dtype=float),
             **scalars,
         )
@@ -83,7 +96,7 @@ SEASONAL_HISTORY = 7 * 86400
 
 _SCALARS = (
     "signal", "count", "mean", "std", "noise", "slope", "events", "trials",
-    "dispersion", "span",
+    "dispersion", "span", "tail_end", "tail_step",
 )
 
 
@@ -127,6 +140,8 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     trials = np.nansum(frame.trials, axis=1)
     phi = count_dispersion(frame.events, frame.trials) if values.shape[1] > 2 else np.ones(len(count))
     spreads = window_spreads(held_out)
+    step_spread = step_spreads(held_out, STEP_WIDTHS)
+    tail_step = float(np.median(np.diff(frame.times[-TAIL_SIZE:]))) if frame.times.size > 1 else np.nan
     slopes = _leak_slopes(frame, leak_signals, leak_block)
     slope_spread = _leak_slope_spreads(frame, leak_signals, leak_block)
     out = {}
@@ -147,6 +162,10 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
             reservoir=thin(values[row], RESERVOIR_SIZE),
             aa_spread=tuple(float(v) for v in spreads[row]),
             aa_slope_spread=slope_spread.get(name, ()),
+            tail=values[row, -TAIL_SIZE:].copy(),
+            tail_end=float(frame.times[-1]) if frame.times.size else float("nan"),
+            tail_step=tail_step,
+            aa_step_spread=tuple(float(v) for v in step_spread[row]),
         )
     return out
 
@@ -292,5 +311,7 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             aa_slope_spread=_widest([p.aa_slope_spread for p in parts]),
             span=float(sum(p.span for p in parts)),
             reservoir=thin(pooled, RESERVOIR_SIZE),
+            # Several releases have no one moment that the candidate follows on from.
+            tail=np.zeros(0), aa_step_spread=(),
         )
     return Baseline(releases, merged)

@@ -18,6 +18,8 @@ from baselines.calibration import LADDER, spread_at
 from baselines.frame import SignalFrame
 from baselines.summary import Baseline, SignalBaseline, deseasonalize, leak_blocks
 from detectors import compare, cusum, rate_increase, time_to_exhaustion, trend
+from detectors.step import WIDTHS as STEP_WIDTHS
+from detectors.step import release_step
 from monitor.durations import format_duration
 from monitor.findings import (
     HOTFIX,
@@ -36,6 +38,10 @@ ALPHA = 0.01
 # interval's half-width in spreads.
 Z_FINDING = 3.5
 Z_INTERVAL = 2.0
+# The step at the release is the largest of up to five widths' steps, so it needs a higher
+# bar than one test; and it must still stand in the latest samples, so that a cold start's
+# brief jump (caches warming up) is not a regression.
+Z_STEP = 4.0
 CUSUM_THRESHOLD = 8.0
 CUSUM_SCALE_WINDOW = 16
 Alternative = Literal["two-sided", "greater", "less"]
@@ -126,17 +132,22 @@ def evaluate(
         # Corroborating major findings are named too, even before they have persisted.
         reason = _reason([f for f in seen.findings if f.severity == MAJOR])
         return Evaluation(ROLLBACK, reason, evidence, new_state, first_alarm, now, True)
-    hotfix_at, hotfix_evidence = state.hotfix_at, state.hotfix_evidence
-    if persistent and hotfix_at is None:
-        hotfix_at, hotfix_evidence = now, tuple(_ranked(persistent))
-    first_alarm = state.first_alarm_at if state.first_alarm_at is not None else hotfix_at
     over = now >= started + period
     over_at = state.over_at if state.over_at is not None else (now if over else None)
+    hotfix_at, hotfix_evidence = state.hotfix_at, state.hotfix_evidence
+    # A minor finding is not urgent: it makes a hotfix only if it still persists when the
+    # period is over, so a healthy series' passing excursion is not one.
+    if over and persistent and hotfix_at is None:
+        hotfix_at, hotfix_evidence = now, tuple(_ranked(persistent))
+    first_alarm = state.first_alarm_at if state.first_alarm_at is not None else hotfix_at
     new_state = JudgeState(streaks, first_alarm, hotfix_at, hotfix_evidence, over_at)
     evidence = _ranked(seen.findings) or hotfix_evidence
     if hotfix_at is not None:
         reason = _reason(list(hotfix_evidence))
-        return Evaluation(HOTFIX, reason, tuple(evidence), new_state, first_alarm, hotfix_at, over)
+        return Evaluation(HOTFIX, reason, tuple(evidence), new_state, first_alarm, hotfix_at, True)
+    if not over and persistent:
+        reason = "minor, a hotfix if it persists to the period's end: " + _reason(persistent)
+        return Evaluation(PENDING, reason, tuple(evidence), new_state, None, None, False)
     if not over:
         return Evaluation(PENDING, "", tuple(evidence), new_state, None, None, False)
     # Counted from the first evaluation past the end, so judging held up past the end (a
@@ -177,7 +188,7 @@ def observe(
     counted = [r for r in rules if r.kind == "ratio" and r.name in known]
     leaking = [r for r in rules if r.leak]
     if ranked:
-        _compare_signals(ranked, known, window, now, seen)
+        _compare_signals(ranked, known, window, now, started, seen)
     if counted:
         _rate_signals(counted, known, window, now, seen)
     if leaking:
@@ -200,17 +211,17 @@ def _stack_reservoirs(parts: Sequence[SignalBaseline]) -> np.ndarray:
 
 def _compare_signals(
     rules: Sequence[SignalRule], known: Mapping[str, SignalBaseline], window: SignalFrame,
-    now: float, seen: _Observations,
+    now: float, started: float, seen: _Observations,
 ) -> None:
     for direction in ("increase", "decrease", "both"):
         group = [r for r in rules if r.bad == direction]
         if group:
-            _compare_group(group, direction, known, window, now, seen)
+            _compare_group(group, direction, known, window, now, started, seen)
 
 
 def _compare_group(
     rules: Sequence[SignalRule], direction: str, known: Mapping[str, SignalBaseline],
-    window: SignalFrame, now: float, seen: _Observations,
+    window: SignalFrame, now: float, started: float, seen: _Observations,
 ) -> None:
     parts = [known[r.name] for r in rules]
     base = _stack_reservoirs(parts)
@@ -244,6 +255,7 @@ def _compare_group(
         found = _judge_shift([rules[r] for r in again], direction, [parts[r] for r in again],
                              base[again], after, scale[again], spreads[again])
         late = dict(zip(again, found, strict=True))
+    shifts: dict[int, Finding] = {}
     found_rows = [r for r, hit in enumerate(judged) if hit is not None]
     for row in sorted(found_rows + [r for r, hit in late.items() if hit is not None]):
         began, change_at = "", None
@@ -258,14 +270,27 @@ def _compare_group(
         elif hit is not None:
             hit = replace(hit, detail=hit.detail + began)
         if hit is not None:
-            seen.findings.append(replace(hit, at=now, change_at=change_at))
+            shifts[row] = replace(hit, at=now, change_at=change_at)
+    # The step at the release where nothing major was seen: its narrower interval may show
+    # a jump that the whole window, drowned in the daily swing, could not.
+    enough = values.shape[1] >= np.array([r.min_samples for r in rules])
+    open_rows = [row for row in range(len(rules))
+                 if enough[row] and (row not in shifts or shifts[row].severity != MAJOR)]
+    if open_rows:
+        stepped = _judge_step([rules[r] for r in open_rows], direction,
+                              [parts[r] for r in open_rows], values[open_rows], window.times,
+                              started, scale[open_rows])
+        for row, hit in zip(open_rows, stepped, strict=True):
+            if hit is not None and (row not in shifts or hit.severity == MAJOR):
+                shifts[row] = replace(hit, at=now, change_at=started)
+    seen.findings.extend(shifts[row] for row in sorted(shifts))
 
 
-def _stack_spreads(spreads: Sequence[tuple[float, ...]]) -> np.ndarray:
+def _stack_spreads(spreads: Sequence[tuple[float, ...]], width: int = len(LADDER)) -> np.ndarray:
     """The A/A spreads of several signals as one (signals, ladder) array, NaN-padded."""
-    out = np.full((len(spreads), len(LADDER)), np.nan)
+    out = np.full((len(spreads), width), np.nan)
     for row, spread in enumerate(spreads):
-        out[row, : len(spread)] = spread[: len(LADDER)]
+        out[row, : min(len(spread), width)] = spread[:width]
     return out
 
 
@@ -321,6 +346,71 @@ def _judge_shift(
             detail=(f"median {_fmt(median)} -> {_fmt(candidate)} "
                     f"({_pct(shift[row] / scale[row])}, {z[row]:.1f} A/A spreads, "
                     f"p={pvalue[row]:.2g})"),
+        )
+    return out
+
+
+def _judge_step(
+    rules: Sequence[SignalRule], direction: str, parts: Sequence[SignalBaseline],
+    values: np.ndarray, times: np.ndarray, started: float, scale: np.ndarray,
+) -> list[Finding | None]:
+    """A jump at the moment of release beyond the jumps healthy history makes anywhere.
+
+    Only where the baseline ran right up to the release (its last samples end within a
+    few steps of the start): a baseline from before a rolled-back release, or several
+    releases merged, has no moment the candidate follows on from. The step must stand
+    Z_STEP spreads of adjacent healthy windows' steps at its width, the latest samples
+    must still stand as far from the baseline's last ones, and the interval must clear
+    the signal's ignore_below, as for the whole-window comparison.
+    """
+    out: list[Finding | None] = [None] * len(rules)
+    if times.size == 0:
+        return out
+    adjacent = [row for row, p in enumerate(parts)
+                if p.tail.size and p.aa_step_spread and np.isfinite(p.tail_end)
+                and started - p.tail_end <= 3.0 * p.tail_step + 1e-6 and times[0] >= started - 1e-6]
+    if not adjacent:
+        return out
+    tails = np.full((len(adjacent), max(parts[r].tail.size for r in adjacent)), np.nan)
+    for index, row in enumerate(adjacent):
+        tail = parts[row].tail
+        tails[index, tails.shape[1] - tail.size :] = tail
+    found = release_step(tails, values[adjacent], STEP_WIDTHS)
+    latest = release_step(tails, values[adjacent][:, ::-1], STEP_WIDTHS)
+    sigma = _stack_spreads([parts[r].aa_step_spread for r in adjacent], len(STEP_WIDTHS))
+    sign = {"increase": 1.0, "decrease": -1.0, "both": 0.0}[direction]
+
+    def worse(step: np.ndarray) -> np.ndarray:
+        return np.abs(step) if sign == 0.0 else sign * step
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sigma > 0, worse(found.step) / sigma, np.nan)
+        z_now = np.where(sigma > 0, worse(latest.step) / sigma, np.nan)
+        # The step's direction must be the one judged at its width, now as at the start.
+        held = (z_now > Z_STEP) & (np.sign(latest.step) == np.sign(found.step))
+        z = np.where(held, z, np.nan)
+    for index, row in enumerate(adjacent):
+        if not np.any(z[index] > Z_STEP):
+            continue
+        width = int(np.nanargmax(z[index]))
+        rule, step = rules[row], float(found.step[index, width])
+        lower = (step - Z_INTERVAL * sigma[index, width]) / scale[row]
+        upper = (step + Z_INTERVAL * sigma[index, width]) / scale[row]
+        bound = {"increase": lower, "decrease": -upper, "both": max(lower, -upper)}[direction]
+        if not (bound > rule.ignore_below and abs(step) > rule.absolute):
+            continue
+        major = rule.critical and bound > rule.tolerance
+        before, after = float(found.before[index, width]), float(found.after[index, width])
+        count = STEP_WIDTHS[width]
+        out[row] = Finding(
+            signal=rule.name, detector="step", severity=MAJOR if major else MINOR,
+            baseline=before, candidate=after, effect=step / float(scale[row]),
+            lower=float(lower), upper=float(upper),
+            tolerance=rule.tolerance if major else rule.ignore_below,
+            n_baseline=count, n_candidate=count,
+            detail=(f"jumped at the release: median of the last {count} samples {_fmt(before)} -> "
+                    f"first {count} after {_fmt(after)} ({_pct(step / float(scale[row]))}, "
+                    f"{z[index, width]:.1f} A/A steps)"),
         )
     return out
 

@@ -10,6 +10,7 @@ from typing import Any
 PASS, HOTFIX, ROLLBACK, PENDING, INCONCLUSIVE = "pass", "hotfix", "rollback", "pending", "inconclusive"
 VERDICTS = (PASS, HOTFIX, ROLLBACK, PENDING, INCONCLUSIVE)
 MINOR, MAJOR = "minor", "major"
+SHIFT_DETECTORS = ("compare", "changepoint", "step")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,11 @@ class Finding:
 
     @property
     def key(self) -> str:
-        return f"{self.signal}/{self.detector}"
+        """What persistence counts consecutive sightings of: a signal's shift is one fact
+        whichever of the shift detectors (whole window, after a change point, at the
+        release's step) saw it this time; a leak or a rate rise is another."""
+        family = "shift" if self.detector in SHIFT_DETECTORS else self.detector
+        return f"{self.signal}/{family}"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: json_safe(v) for k, v in asdict(self).items()}

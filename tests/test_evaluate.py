@@ -89,15 +89,30 @@ def test_a_critical_regression_rolls_back_once_it_has_persisted() -> None:
     assert final.first_alarm_at == final.decided_at
 
 
-def test_a_non_critical_regression_asks_for_a_hotfix_and_stays_so() -> None:
+def test_a_non_critical_regression_makes_a_hotfix_when_the_period_ends() -> None:
     policy = _policy(LATENCY, QUEUE)
     history = _judge(policy, _baseline(policy), _frame(T0, 30, seed=4, queue=8.0))
     assert history[-1].verdict == "hotfix"
-    assert history[-1].done and history[-1].decided_at is not None
-    decided = history[-1].decided_at
-    assert all(h.verdict == "hotfix" for h in history if h.state.hotfix_at is not None)
-    assert history[-1].first_alarm_at == decided < T0 + 1800
+    assert history[-1].done and history[-1].first_alarm_at == history[-1].decided_at == T0 + 1800
     assert {f.signal for f in history[-1].findings} == {"queue"}
+    # Seen well before the end, and named while the verdict waits for it.
+    watched = [h for h in history[:-1] if h.reason.startswith("minor, a hotfix if it persists")]
+    assert watched and all(h.verdict == "pending" and "queue" in h.reason for h in watched)
+    assert history.index(watched[0]) < len(history) // 2
+
+
+def test_a_minor_finding_gone_by_the_end_of_the_period_is_no_hotfix() -> None:
+    policy = _policy(LATENCY, QUEUE)
+    # The queue is up for the first ten minutes only, then back to normal for twenty.
+    frame = _frame(T0, 30, seed=4, queue=8.0)
+    calm = _frame(T0, 30, seed=4)
+    values = frame.values.copy()
+    ten_minutes = int(600 / STEP)
+    values[:, ten_minutes:] = calm.values[:, ten_minutes:]
+    passing = SignalFrame(frame.names, frame.times, values, frame.events, frame.trials)
+    history = _judge(policy, _baseline(policy), passing)
+    assert any(h.reason.startswith("minor, a hotfix if it persists") for h in history)
+    assert history[-1].verdict == "pass"
 
 
 def test_errors_from_a_zero_baseline_are_still_seen() -> None:

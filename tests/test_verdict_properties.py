@@ -60,7 +60,11 @@ def _verdict(baseline_frame: SignalFrame, candidate: SignalFrame, period: float 
 @given(seed=st.integers(0, 10_000))
 def test_a_candidate_identical_to_its_baseline_passes(seed: int) -> None:
     base = _frame(seed, T0 - 120 * STEP, 120)
-    same = SignalFrame(base.names, base.times + 120 * STEP, base.values, base.events, base.trials)
+    # The very same samples, played back from the last: a candidate that also carries on
+    # from where the baseline ended (the same samples in their own order would jump back
+    # to where it began, which is a step at the release).
+    same = SignalFrame(base.names, base.times + 120 * STEP, base.values[:, ::-1],
+                       base.events[:, ::-1], base.trials[:, ::-1])
     assert _verdict(base, same.between(T0, T0 + 1800)) == "pass"
 
 
