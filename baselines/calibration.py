@@ -95,7 +95,8 @@ def step_spreads(values: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
             steps = medians[:, lag:] - medians[:, :-lag]
             out[:, index] = np.sqrt(np.nanmean(steps**2, axis=1))
     noise = robust_spread(np.diff(values, axis=1)) / np.sqrt(2.0) if columns > 1 else np.zeros(rows)
-    floor = noise[:, None] * np.sqrt(2.0 / np.asarray(widths, dtype=float))[None, :]
+    # Two medians of w independent samples differ by about noise x sqrt(pi/2) x sqrt(2/w).
+    floor = noise[:, None] * np.sqrt(np.pi / np.asarray(widths, dtype=float))[None, :]
     return np.where(np.isnan(out), np.nan, np.fmax(out, floor))
 
 

@@ -43,7 +43,7 @@ class SignalBaseline:
     # of their lower-envelope slopes for leak signals, per window length of the LADDER.
     aa_spread: tuple[float, ...] = ()
     aa_slope_spread: tuple[float, ...] = ()
-    # The last TAIL_SIZE samples (less the hour-of-day profile), when they ended and how far
+    # The last TAIL_SIZE samples (raw), when they ended and how far
     # apart they were, and the A/A spread of steps between adjacent windows per STEP_WIDTHS.
     tail: np.ndarray = field(default_factory=lambda: np.zeros(0))
     tail_end: float = float("nan")
@@ -140,7 +140,9 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     trials = np.nansum(frame.trials, axis=1)
     phi = count_dispersion(frame.events, frame.trials) if values.shape[1] > 2 else np.ones(len(count))
     spreads = window_spreads(held_out)
-    step_spread = step_spreads(held_out, STEP_WIDTHS)
+    # Raw values: an hourly profile is flat within each hour, so taking it out would leave a
+    # step at every hour boundary.
+    step_spread = step_spreads(frame.values, STEP_WIDTHS)
     tail_step = float(np.median(np.diff(frame.times[-TAIL_SIZE:]))) if frame.times.size > 1 else np.nan
     slopes = _leak_slopes(frame, leak_signals, leak_block)
     slope_spread = _leak_slope_spreads(frame, leak_signals, leak_block)
@@ -162,7 +164,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
             reservoir=thin(values[row], RESERVOIR_SIZE),
             aa_spread=tuple(float(v) for v in spreads[row]),
             aa_slope_spread=slope_spread.get(name, ()),
-            tail=values[row, -TAIL_SIZE:].copy(),
+            tail=frame.values[row, -TAIL_SIZE:].copy(),
             tail_end=float(frame.times[-1]) if frame.times.size else float("nan"),
             tail_step=tail_step,
             aa_step_spread=tuple(float(v) for v in step_spread[row]),

@@ -35,31 +35,25 @@ class StepResult:
 
 
 def release_step(before: np.ndarray, after: np.ndarray, widths: tuple[int, ...] = WIDTHS) -> StepResult:
-    """Median of the first w valid samples of `after` less that of the last w of `before`.
+    """Median of the first w samples of `after` less that of the last w of `before`.
 
     Both arrays are (series, time) with NaN for missing samples; `before` ends at the
-    release and `after` starts there. Medians make one wild sample on either side harmless.
+    release and `after` starts there. A side with fewer than half of its w samples is NaN:
+    a gap would stretch the window away from the release, and drift over the gap would
+    look like a jump. Medians make one wild sample on either side harmless.
     """
     before, after = np.atleast_2d(before), np.atleast_2d(after)
     rows = before.shape[0]
     behind_all = np.full((rows, len(widths)), np.nan)
     ahead_all = np.full((rows, len(widths)), np.nan)
-    # Valid samples packed to the release side: NaN gaps do not shorten a window.
-    last = _packed(before[:, ::-1])
-    first = _packed(after)
     for index, width in enumerate(widths):
-        if last.shape[1] < width or first.shape[1] < width:
+        if before.shape[1] < width or after.shape[1] < width:
             continue
-        # np.median gives NaN where a side has fewer than `width` valid samples.
+        last, first = before[:, -width:], after[:, :width]
+        enough = ((np.sum(~np.isnan(last), axis=1) * 2 >= width)
+                  & (np.sum(~np.isnan(first), axis=1) * 2 >= width))
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
-            ahead_all[:, index] = np.median(first[:, :width], axis=1)
-            behind_all[:, index] = np.median(last[:, :width], axis=1)
+            ahead_all[:, index] = np.where(enough, np.nanmedian(first, axis=1), np.nan)
+            behind_all[:, index] = np.where(enough, np.nanmedian(last, axis=1), np.nan)
     return StepResult(tuple(widths), behind_all, ahead_all)
-
-
-def _packed(values: np.ndarray) -> np.ndarray:
-    """Each row's valid values moved to the front, in order, NaN after them."""
-    valid = ~np.isnan(values)
-    order = np.argsort(~valid, axis=1, kind="stable")
-    return np.take_along_axis(values, order, axis=1)

@@ -29,6 +29,7 @@ from monitor.findings import (
     PASS,
     PENDING,
     ROLLBACK,
+    SHIFT_DETECTORS,
     Finding,
 )
 from monitor.policy import ServicePolicy, SignalRule
@@ -71,12 +72,23 @@ class JudgeState:
     def from_json(cls, text: str) -> JudgeState:
         data = json.loads(text or "{}")
         return cls(
-            streaks=data.get("streaks", {}),
+            streaks=_shift_streaks(data.get("streaks", {})),
             first_alarm_at=data.get("first_alarm_at"),
             hotfix_at=data.get("hotfix_at"),
             hotfix_evidence=tuple(Finding.from_dict(f) for f in data.get("hotfix_evidence", [])),
             over_at=data.get("over_at"),
         )
+
+
+def _shift_streaks(streaks: Mapping[str, int]) -> dict[str, int]:
+    """Streaks stored before a signal's shift was one finding whichever detector saw it
+    ("latency/compare") carry on under the shared key ("latency/shift")."""
+    out: dict[str, int] = {}
+    for key, count in streaks.items():
+        signal, _, detector = key.rpartition("/")
+        merged = f"{signal}/shift" if detector in SHIFT_DETECTORS else key
+        out[merged] = max(out.get(merged, 0), int(count))
+    return out
 
 
 @dataclass(frozen=True)
@@ -225,7 +237,7 @@ def _compare_group(
 ) -> None:
     parts = [known[r.name] for r in rules]
     base = _stack_reservoirs(parts)
-    values = window.values[[window.row(r.name) for r in rules]]
+    values = raw = window.values[[window.row(r.name) for r in rules]]
     if any(p.hourly is not None for p in parts):
         # Judged against the same hours of healthy history, as the baseline was summarized.
         offsets = np.array([p.hourly if p.hourly is not None else (np.nan,) * 24 for p in parts])
@@ -278,7 +290,7 @@ def _compare_group(
                  if enough[row] and (row not in shifts or shifts[row].severity != MAJOR)]
     if open_rows:
         stepped = _judge_step([rules[r] for r in open_rows], direction,
-                              [parts[r] for r in open_rows], values[open_rows], window.times,
+                              [parts[r] for r in open_rows], raw[open_rows], window.times,
                               started, scale[open_rows])
         for row, hit in zip(open_rows, stepped, strict=True):
             if hit is not None and (row not in shifts or hit.severity == MAJOR):
@@ -366,9 +378,12 @@ def _judge_step(
     out: list[Finding | None] = [None] * len(rules)
     if times.size == 0:
         return out
+    # Both sides must reach the release: the baseline's last samples and the candidate's
+    # first ones within a few steps of it (NaN gaps at either end are checked per width).
     adjacent = [row for row, p in enumerate(parts)
                 if p.tail.size and p.aa_step_spread and np.isfinite(p.tail_end)
-                and started - p.tail_end <= 3.0 * p.tail_step + 1e-6 and times[0] >= started - 1e-6]
+                and started - p.tail_end <= 3.0 * p.tail_step + 1e-6
+                and -1e-6 <= times[0] - started <= 3.0 * p.tail_step + 1e-6]
     if not adjacent:
         return out
     tails = np.full((len(adjacent), max(parts[r].tail.size for r in adjacent)), np.nan)
