@@ -4,7 +4,10 @@ The daemon runs as `monitor run` runs it (wall clock, live scraping pool, a real
 file, the HTTP server on 127.0.0.1) against a farm of targets served on loopback: 10% never
 answer until the run ends, 5% answer 500, the rest serve a /metrics body of 50-200 series.
 Ten services of a hundred targets each report a version, so a release of each is being
-watched (and evaluated every minute) while the load runs. Measured:
+watched (and evaluated every minute) while the load runs; with `--release-every M` every
+service releases a new version each M minutes (checking periods of three quarters of it),
+so releases start, are judged, become baselines and end, as a sidecar that runs for weeks
+sees. Measured:
 
 - the monitor's own `/metrics` answer time, asked every 100 ms by an outside client;
 - scrape start lateness against each target's planned time (the daemon plans each scrape
@@ -73,6 +76,7 @@ class LoadPlan:
     rounds: int | None = None     # stop once every target began this many scrapes (else `seconds`)
     evaluation_interval: float = 60.0
     releases: bool = True         # services report a version, so a release of each is watched
+    release_every: float | None = None   # a new version of every service this often (seconds)
     seed: int = 20240611
     separate_process: bool = True
 
@@ -152,7 +156,7 @@ def metrics_body(index: int, rng: np.random.Generator) -> str:
         f"process_start_time_seconds {1_767_225_600 + index}",
         "# HELP build_info Build of the running binary.",
         "# TYPE build_info gauge",
-        f'build_info{{version="v1.{index // TARGETS_PER_SERVICE}.0",revision="0f3a9c1"}} 1',
+        f'build_info{{version="v1.{index // TARGETS_PER_SERVICE}.{_RELEASE}",revision="0f3a9c1"}} 1',
         "# HELP work_queue_depth Jobs waiting.",
         "# TYPE work_queue_depth gauge",
         f"work_queue_depth {int(rng.integers(0, 50))}",
@@ -178,6 +182,10 @@ def metrics_body(index: int, rng: np.random.Generator) -> str:
         lines.append(f'http_request_duration_seconds_sum{{handler="{handler}"}} {total * 0.04:.3f}')
         lines.append(f'http_request_duration_seconds_count{{handler="{handler}"}} {total}')
     return "\n".join(lines) + "\n"
+
+
+# Stands for the release number in a body: the farm puts the current one in at each scrape.
+_RELEASE = "@release@"
 
 
 class _FarmServer(ThreadingHTTPServer):
@@ -229,8 +237,11 @@ class _FarmHandler(BaseHTTPRequestHandler):
 class TargetFarm:
     """Serves `len(kinds)` target URLs, `/t/<index>/metrics`, from a few loopback servers."""
 
-    def __init__(self, kinds: Sequence[str], *, servers: int = 4, seed: int = 1) -> None:
+    def __init__(self, kinds: Sequence[str], *, servers: int = 4, seed: int = 1,
+                 release_every: float | None = None) -> None:
         self.kinds = list(kinds)
+        self.release_every = release_every
+        self._began = time.monotonic()
         rng = np.random.default_rng(seed)
         self._bodies = [metrics_body(i, rng) if k == HEALTHY else "" for i, k in enumerate(kinds)]
         self._scrapes = [0] * len(self.kinds)
@@ -275,8 +286,9 @@ class TargetFarm:
         with self._lock:
             self._scrapes[index] += 1
             count = self._scrapes[index]
-        return (self._bodies[index] + f"# TYPE farm_scrapes_total counter\n"
-                f"farm_scrapes_total {count}\n").encode()
+        release = int((time.monotonic() - self._began) // self.release_every) if self.release_every else 0
+        body = self._bodies[index].replace(_RELEASE, str(release), 1)
+        return (body + f"# TYPE farm_scrapes_total counter\nfarm_scrapes_total {count}\n").encode()
 
 
 class MetricsPoller(threading.Thread):
@@ -316,9 +328,9 @@ Polled = tuple[list[float], int, float]  # latencies, failed requests, longest g
 
 
 def _outside_world(kinds: list[str], servers: int, seed: int, poll_every: float,
-                   pipe: Connection) -> None:
+                   release_every: float | None, pipe: Connection) -> None:
     """Child process: serve the farm, poll the monitor when told, report when told to stop."""
-    farm = TargetFarm(kinds, servers=servers, seed=seed)
+    farm = TargetFarm(kinds, servers=servers, seed=seed, release_every=release_every)
     pipe.send(farm.start())
     poller = MetricsPoller(pipe.recv(), poll_every)
     poller.start()
@@ -343,11 +355,13 @@ class _Outside:
             self._pipe, child = context.Pipe()
             self._process = context.Process(
                 target=_outside_world, name="load-targets", daemon=True,
-                args=(self.kinds, self.plan.servers, self.plan.seed, self.plan.poll_every, child))
+                args=(self.kinds, self.plan.servers, self.plan.seed, self.plan.poll_every,
+                      self.plan.release_every, child))
             self._process.start()
             urls: list[str] = self._pipe.recv()
             return urls
-        self._farm = TargetFarm(self.kinds, servers=self.plan.servers, seed=self.plan.seed)
+        self._farm = TargetFarm(self.kinds, servers=self.plan.servers, seed=self.plan.seed,
+                                release_every=self.plan.release_every)
         return self._farm.start()
 
     def poll(self, url: str) -> None:
@@ -460,6 +474,16 @@ def resident_megabytes() -> float:
     return math.nan
 
 
+def _settled(plan: LoadPlan, rss: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The samples the drift is fitted on: after the first, or after the first release cycle
+    (the first release has no baseline to build, so it is lighter than the rest)."""
+    if plan.release_every and rss:
+        later = [s for s in rss if s[0] - rss[0][0] >= plan.release_every]
+        if len(later) > 2:
+            return later
+    return rss[1:] if len(rss) > 2 else rss
+
+
 def drift_per_hour(samples: Sequence[tuple[float, float]]) -> float:
     """Least-squares slope of (seconds, MB) samples, in MB per hour (NaN under two samples)."""
     points = np.array([s for s in samples if math.isfinite(s[1])], dtype=float).reshape(-1, 2)
@@ -500,9 +524,16 @@ def load_config(urls: Sequence[str], plan: LoadPlan, database: str) -> MonitorCo
         services[name] = ServicePolicy(
             name=name, targets=targets, version_metric="build_info" if plan.releases else "",
             signals=signals,
-            evaluation_interval=plan.evaluation_interval, periods={"minor": 3600.0, "major": 7200.0},
+            evaluation_interval=plan.evaluation_interval, periods=_periods(plan),
         )
     return MonitorConfig(path="<load>", database=database, services=services)
+
+
+def _periods(plan: LoadPlan) -> dict[str, float]:
+    """Checking periods that end before the next release, when releases come in a cycle."""
+    if plan.release_every:
+        return {"minor": 0.75 * plan.release_every, "major": 0.75 * plan.release_every}
+    return {"minor": 3600.0, "major": 7200.0}
 
 
 def kind_figures(kinds: Sequence[str], urls: Sequence[str],
@@ -642,7 +673,7 @@ def _result(plan: LoadPlan, seconds: float, kinds: list[str], urls: list[str], b
         healthy_missed=sum(starts.missed[url] for url in healthy),
         healthy_short=sum(recorded.get(url, 0) < starts.starts[url] - 1 for url in healthy),
         rss_samples_mb=[round(mb, 1) for _, mb in rss],
-        rss_drift_mb_per_hour=drift_per_hour(rss[1:] if len(rss) > 2 else rss),
+        rss_drift_mb_per_hour=drift_per_hour(_settled(plan, rss)),
         kinds=kind_figures(kinds, urls, snapshot.targets),
         evaluations=snapshot.evaluations_total,
         store_errors=snapshot.store_errors_total,
@@ -667,7 +698,8 @@ def report(result: LoadResult) -> str:
         f"healthy scrapes missed: {result.healthy_missed}; healthy targets with scrapes "
         f"unrecorded: {result.healthy_short}",
         f"resident memory (MB, every {plan.rss_every:g} s): {result.rss_samples_mb}; drift "
-        f"{result.rss_drift_mb_per_hour:+.1f} MB/hour (fit after the first sample)",
+        f"{result.rss_drift_mb_per_hour:+.1f} MB/hour (fit after the "
+        f"{'first release cycle' if plan.release_every else 'first sample'})",
         f"urllib3 'pool is full' warnings: {result.pool_full_warnings}",
     ]
     for kind, figures in result.kinds.items():
@@ -690,12 +722,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rss-every", type=float, default=60.0, help="VmRSS sampling period, s")
     parser.add_argument("--no-releases", action="store_true",
                         help="scrape only: no version label read, no release watched")
+    parser.add_argument("--release-every", type=float, default=None, metavar="MINUTES",
+                        help="every service releases a new version this often (checking "
+                             "periods of three quarters of it), as a long-lived sidecar sees")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     plan = LoadPlan(targets=args.targets, interval=args.interval, timeout=args.timeout,
                     seconds=args.minutes * 60.0, servers=args.servers, rss_every=args.rss_every,
-                    releases=not args.no_releases)
+                    releases=not args.no_releases,
+                    release_every=args.release_every * 60.0 if args.release_every else None)
     result = run_load(plan)
     print(json.dumps(result.as_json(), indent=2) if args.json else report(result))
 

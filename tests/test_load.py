@@ -63,3 +63,21 @@ def test_metrics_is_served_throughout(result: LoadResult) -> None:
     assert result.metrics_requests >= 0.5 * result.seconds / PLAN.poll_every
     assert result.metrics_p99_ms < 100.0
     assert result.metrics_longest_gap_ms < 500.0
+
+
+def test_a_farm_releasing_in_cycles_names_the_current_release() -> None:
+    from benchmarks.load import TargetFarm
+
+    farm = TargetFarm([HEALTHY, HEALTHY], servers=1, release_every=600.0)
+    assert b'build_info{version="v1.0.0"' in farm.body(0)
+    farm._began -= 2.5 * 600.0              # two and a half cycles later
+    assert b'build_info{version="v1.0.2"' in farm.body(1)
+
+
+def test_drift_is_fitted_after_the_first_release_cycle() -> None:
+    from benchmarks.load import _settled
+
+    plan = LoadPlan(release_every=120.0)
+    rss = [(t, 100.0 + (50.0 if t < 120 else 0.0)) for t in range(0, 600, 60)]
+    assert [t for t, _ in _settled(plan, rss)] == [120, 180, 240, 300, 360, 420, 480, 540]
+    assert [t for t, _ in _settled(LoadPlan(), rss)] == list(range(60, 600, 60))
