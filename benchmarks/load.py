@@ -34,9 +34,10 @@ import socket
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -118,6 +119,7 @@ class LoadResult:
     evaluations: int
     store_errors: int
     pool_full_warnings: int
+    releases: dict[str, int] = field(default_factory=dict)   # verdict -> releases with it
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -288,7 +290,11 @@ class TargetFarm:
             count = self._scrapes[index]
         release = int((time.monotonic() - self._began) // self.release_every) if self.release_every else 0
         body = self._bodies[index].replace(_RELEASE, str(release), 1)
-        return (body + f"# TYPE farm_scrapes_total counter\nfarm_scrapes_total {count}\n").encode()
+        # Counters that move: fifty requests and half an error between two scrapes, so an
+        # error ratio of 1% is there to judge (the body's own counters stand still).
+        return (body + f"# TYPE farm_scrapes_total counter\nfarm_scrapes_total {count}\n"
+                f"# TYPE app_requests_total counter\napp_requests_total {50 * count}\n"
+                f"# TYPE app_errors_total counter\napp_errors_total {count // 2}\n").encode()
 
 
 class MetricsPoller(threading.Thread):
@@ -511,8 +517,8 @@ class _PoolFullCounter(logging.Handler):
 def load_config(urls: Sequence[str], plan: LoadPlan, database: str) -> MonitorConfig:
     """Services of a hundred targets, each watching a release through three signals."""
     signals = (
-        SignalRule("error_ratio", kind="ratio", numerator='http_requests_total{code="500"}',
-                   denominator="http_requests_total", bad="increase", critical=True),
+        SignalRule("error_ratio", kind="ratio", numerator="app_errors_total",
+                   denominator="app_requests_total", bad="increase", critical=True),
         SignalRule("queue", metric="work_queue_depth", bad="increase"),
         SignalRule("memory", metric="process_resident_memory_bytes", bad="increase", leak=True),
     )
@@ -597,12 +603,14 @@ def run_load(plan: LoadPlan, folder: Path | None = None) -> LoadResult:
             running.daemon.stop()
             running.thread.join()
             rss = running.rss.stop()
+            verdicts = dict(Counter(r.verdict or "none" for r in store.releases()))
         finally:
             polled = outside.stop()
             if server is not None:
                 server.shutdown()
             store.close()
-    return _result(plan, seconds, kinds, urls, box, running, rss, polled, pool_full.count)
+    result = _result(plan, seconds, kinds, urls, box, running, rss, polled, pool_full.count)
+    return replace(result, releases=verdicts)
 
 
 @contextmanager
@@ -687,7 +695,8 @@ def report(result: LoadResult) -> str:
     lines = [
         f"{plan.targets} targets every {plan.interval:g} s (timeout {plan.timeout:g} s) for "
         f"{result.seconds:.0f} s: {result.scrape_starts} scrapes begun, "
-        f"{result.evaluations} evaluations, {result.store_errors} store errors",
+        f"{result.evaluations} evaluations, {result.store_errors} store errors; releases by verdict "
+        f"{result.releases or 'none'}",
         f"/metrics answer: p50 {result.metrics_p50_ms:.1f} ms, p99 {result.metrics_p99_ms:.1f} ms, "
         f"max {result.metrics_max_ms:.1f} ms over {result.metrics_requests} requests "
         f"({result.metrics_failures} failed; target p99 < 100 ms); longest wait between "
