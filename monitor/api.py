@@ -40,6 +40,11 @@ from monitor.snapshot import Registration, Snapshot, SnapshotBox
 MAX_BODY_BYTES = 1 << 20
 MAX_NAME_CHARS = 200  # service and version in a registration
 SOCKET_TIMEOUT_SECONDS = 5.0
+# Connections served at once: each holds a thread until it ends or times out, so a flood
+# of idle or slow clients must not grow threads without end. Beyond this, 503 at once.
+MAX_CONNECTIONS = 64
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+         b"Connection: close\r\n\r\n")
 JSON_TYPE = "application/json"
 # Our names are all legacy-valid, so generate_latest's output is text format 0.0.4.
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -115,6 +120,10 @@ class MonitorServer:
     def registry(self) -> CollectorRegistry:
         return self._httpd.context.registry
 
+    def wait_for_connections(self, condition: Callable[[int], bool], timeout: float) -> bool:
+        """Wait until the number of open connections meets `condition` (False on timeout)."""
+        return self._httpd.wait_for_connections(condition, timeout)
+
     def shutdown(self) -> None:
         """Stop serving, close the listening socket and wait for the server thread."""
         if self._stopped:
@@ -139,10 +148,12 @@ def serve(
     version: str,
     token: str | None = None,
     clock: Clock | None = None,
+    max_connections: int = MAX_CONNECTIONS,
 ) -> MonitorServer:
     """Serve `/metrics` and the JSON API for `box` from a background thread.
 
-    Port 0 picks a free port; read it back from `.port`. Reading (every GET, and the POST
+    Port 0 picks a free port; read it back from `.port`. At most `max_connections` are
+    served at once; more get 503 at once. Reading (every GET, and the POST
     webhooks of `/api/v1/gate` and `/api/v1/rollback`) needs no token. Registering a
     deploy with `POST /api/v1/releases` needs `token` and an `Authorization: Bearer
     <token>` header; without a token it is refused with 403. Accepted registrations wait
@@ -162,7 +173,7 @@ def serve(
     context = _Context(box, registry, requests, version, clock or WallClock(), token)
     server_class = _HTTPServer6 if ":" in host else _HTTPServer
     try:
-        httpd = server_class((host, port), context)
+        httpd = server_class((host, port), context, max_connections)
     except OSError as error:
         raise MonitorError(f"cannot listen on {host}:{port}: {error.strerror}") from None
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
@@ -176,9 +187,56 @@ class _HTTPServer(ThreadingHTTPServer):
     # Shut down at once; a slow client's thread ends by itself within the socket timeout.
     block_on_close = False
 
-    def __init__(self, address: tuple[str, int], context: _Context) -> None:
+    def __init__(self, address: tuple[str, int], context: _Context,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
         self.context = context
+        self.max_connections = max_connections
+        self.open_connections = 0
+        self._connections = threading.Condition()
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._connections:
+            busy = self.open_connections >= self.max_connections
+            if not busy:
+                self.open_connections += 1
+        if busy:
+            self._refuse(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._closed()
+            raise
+        self._opened()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._closed()
+
+    def _closed(self) -> None:
+        with self._connections:
+            self.open_connections -= 1
+            self._connections.notify_all()
+
+    def _opened(self) -> None:
+        with self._connections:
+            self._connections.notify_all()
+
+    def _refuse(self, request: socket.socket) -> None:
+        """503 without a thread, and without waiting on a client that does not read."""
+        try:
+            request.setblocking(False)
+            request.send(_BUSY)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def wait_for_connections(self, condition: Callable[[int], bool], timeout: float) -> bool:
+        with self._connections:
+            return self._connections.wait_for(lambda: condition(self.open_connections), timeout)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind would resolve the host's FQDN, which can hang on bad DNS.

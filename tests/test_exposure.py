@@ -290,3 +290,25 @@ def test_a_body_over_one_mebibyte_is_refused_even_with_the_token(
                                       f"Content-Length: {MAX_BODY_BYTES + 1}\r\n\r\n")
     assert answer.startswith(b"HTTP/1.0 413 ")
     assert box.take_registrations() == []
+
+
+def test_connections_past_the_cap_get_503_at_once_and_the_server_recovers() -> None:
+    with serve(SnapshotBox(), version="t", max_connections=4) as server:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(4)]
+        try:
+            # Four clients that connect and say nothing hold every slot...
+            assert server.wait_for_connections(lambda n: n == 4, timeout=5)
+            connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+            connection.request("GET", "/healthz")
+            busy = connection.getresponse()
+            assert busy.status == 503 and busy.getheader("Retry-After") == "1"
+            connection.close()
+        finally:
+            for sock in idle:
+                sock.close()
+        # ...and once they hang up, the server answers again.
+        assert server.wait_for_connections(lambda n: n == 0, timeout=5)
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().status == 200
+        connection.close()
