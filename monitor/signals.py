@@ -82,14 +82,26 @@ class _Combine:
         self.count_seen = np.zeros(size)
 
     def add(self, slots: np.ndarray, v: np.ndarray, e: np.ndarray, t: np.ndarray) -> None:
+        """One target's samples. A late scrape and an early one can share a slot: the
+        target's values there are averaged first, so it counts once among the targets
+        (its counts are added: both intervals' errors and requests really happened)."""
         good = ~np.isnan(v)
-        np.add.at(self.sum, slots[good], v[good])
-        np.add.at(self.count, slots[good], 1.0)
-        np.fmax.at(self.max, slots[good], v[good])
+        where, which = np.unique(slots[good], return_inverse=True)
+        if where.size:
+            mean = (np.bincount(which, weights=v[good], minlength=where.size)
+                    / np.bincount(which, minlength=where.size))
+            # ...and a slot it skipped for that reason, between two it filled, keeps its
+            # last value (as a Prometheus instant query would), so a sum does not dip.
+            skipped = np.flatnonzero(np.diff(where) == 2)
+            where = np.concatenate([where, where[skipped] + 1])
+            mean = np.concatenate([mean, mean[skipped]])
+            self.sum[where] += mean
+            self.count[where] += 1.0
+            self.max[where] = np.fmax(self.max[where], mean)
         counted = ~np.isnan(e) & ~np.isnan(t)
         np.add.at(self.event_sum, slots[counted], e[counted])
         np.add.at(self.trial_sum, slots[counted], t[counted])
-        np.add.at(self.count_seen, slots[counted], 1.0)
+        self.count_seen[np.unique(slots[counted])] += 1.0
 
     def values(self, how: str) -> np.ndarray:
         seen = self.count > 0
@@ -118,8 +130,11 @@ def _grid(times: np.ndarray, per_target: Mapping[str, np.ndarray]) -> tuple[np.n
     if len(per_target) == 1:
         return times, np.arange(times.size)
     steps = [np.median(np.diff(times[c])) for c in per_target.values() if c.size > 1]
-    step = max(steps) if steps else 1.0
-    bucket = np.floor((times - times[0]) / step).astype(np.int64)
+    # The typical target's interval (one slow target must not stretch every slot), and
+    # slots centred on the grid times, so a target scraping in phase sits mid-slot.
+    step = float(np.median(steps)) if steps else 1.0
+    step = step if step > 0 else 1.0
+    bucket = np.floor((times - times[0]) / step + 0.5).astype(np.int64)
     unique, slot = np.unique(bucket, return_inverse=True)
     return times[0] + unique * step, slot
 

@@ -82,3 +82,16 @@ def test_missing_series_give_nan_not_errors() -> None:
              SignalRule("q", kind="quantile", metric="absent")]
     frame = derive(rules, raw)
     assert np.isnan(frame.values).all()
+
+
+def test_a_target_with_two_scrapes_in_one_slot_counts_once() -> None:
+    # Target a scrapes early, then late: 14 s and 21 s share the slot around 15 s, and it
+    # has nothing in the slot around 30 s.
+    times = np.array([0.0, 0.0, 14.0, 15.0, 21.0, 30.0, 45.0, 45.0, 60.0, 60.0, 75.0, 75.0])
+    targets = ("a", "b", "a", "b", "a", "b") + ("a", "b") * 3
+    gauge = np.array([[10, 20, 10, 20, 12, 20] + [10, 20] * 3], float)
+    frame = derive([SignalRule("queue", metric="queue", aggregate="sum")],
+                   RawSeries(("queue",), times, targets, gauge))
+    np.testing.assert_allclose(frame.times, [0.0, 15.0, 30.0, 45.0, 60.0, 75.0])
+    # Around 15 s: a's 10 and 12 averaged, plus b's 20; around 30 s a keeps its 11.
+    np.testing.assert_allclose(frame.values[0], [30.0, 31.0, 31.0, 30.0, 30.0, 30.0])
