@@ -22,6 +22,7 @@ import warnings
 import numpy as np
 
 from detectors import trend
+from detectors._arrays import nan_median
 
 LADDER = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 MIN_WINDOWS = 4
@@ -72,7 +73,7 @@ def _window_medians(values: np.ndarray, length: int) -> np.ndarray:
     stride = max(1, length // 2)
     starts = np.arange(0, values.shape[1] - length + 1, stride)
     index = starts[:, None] + np.arange(length)[None, :]
-    return np.nanmedian(values[:, index], axis=2)
+    return nan_median(values[:, index])
 
 
 def step_spreads(values: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from detectors._arrays import FloatArray
+from detectors._arrays import FloatArray, nan_median
 
 WIDTHS = (4, 8, 16, 32, 64)
 
@@ -51,19 +51,6 @@ def release_step(before: np.ndarray, after: np.ndarray, widths: tuple[int, ...] 
         last, first = before[:, -width:], after[:, :width]
         enough = ((np.sum(~np.isnan(last), axis=1) * 2 >= width)
                   & (np.sum(~np.isnan(first), axis=1) * 2 >= width))
-        ahead_all[:, index] = np.where(enough, _row_medians(first), np.nan)
-        behind_all[:, index] = np.where(enough, _row_medians(last), np.nan)
+        ahead_all[:, index] = np.where(enough, nan_median(first), np.nan)
+        behind_all[:, index] = np.where(enough, nan_median(last), np.nan)
     return StepResult(tuple(widths), behind_all, ahead_all)
-
-
-def _row_medians(block: np.ndarray) -> np.ndarray:
-    """Each row's median over its valid values (NaN for a row with none): one sort, as
-    np.sort puts NaN last, instead of numpy's masked-array path for NaN medians."""
-    ordered = np.sort(block, axis=1)
-    valid = np.sum(~np.isnan(block), axis=1)
-    low = np.maximum(valid - 1, 0) // 2
-    high = valid // 2 - (valid == 0)
-    rows = np.arange(block.shape[0])
-    with np.errstate(invalid="ignore"):
-        middle = (ordered[rows, low] + ordered[rows, np.maximum(high, 0)]) / 2.0
-    return np.where(valid > 0, middle, np.nan)

@@ -106,3 +106,19 @@ def test_a_week_of_hourly_samples_is_a_week() -> None:
     offsets = hourly_offsets(times, values)
     assert offsets[0] == pytest.approx(np.sin(2 * np.pi * np.arange(24) / 24), abs=1e-9)
     assert np.isnan(hourly_offsets(times[1:], values[:, 1:])).all()
+
+
+def test_nan_median_agrees_with_numpys_on_every_shape_and_gap() -> None:
+    import warnings
+
+    from detectors._arrays import nan_median
+
+    rng = np.random.default_rng(17)
+    for shape in [(40, 1), (40, 2), (40, 9), (12, 30, 4), (3, 5, 64)]:
+        values = rng.normal(size=shape)
+        values[rng.random(shape) < 0.35] = np.nan
+        values[0] = np.nan                                   # rows with nothing valid
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            expected = np.nanmedian(values, axis=-1)
+        np.testing.assert_allclose(nan_median(values), expected, equal_nan=True)
