@@ -34,6 +34,7 @@ import socket
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -78,6 +79,7 @@ class LoadPlan:
     evaluation_interval: float = 60.0
     releases: bool = True         # services report a version, so a release of each is watched
     release_every: float | None = None   # a new version of every service this often (seconds)
+    tracemalloc: bool = False     # also follow the live Python objects (slows the daemon)
     seed: int = 20240611
     separate_process: bool = True
 
@@ -120,6 +122,8 @@ class LoadResult:
     store_errors: int
     pool_full_warnings: int
     releases: dict[str, int] = field(default_factory=dict)   # verdict -> releases with it
+    traced_samples_mb: list[float] = field(default_factory=list)  # live Python objects (--tracemalloc)
+    traced_growth: list[str] = field(default_factory=list)   # where they grew after the first cycle
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -442,30 +446,51 @@ def _slots_skipped(previous: float, planned: float, interval: float) -> int:
 
 
 class RssSampler(threading.Thread):
-    """VmRSS of this process every `every` seconds, from /proc (Linux)."""
+    """VmRSS of this process every `every` seconds, from /proc (Linux); with `traced`, the
+    live Python objects too (tracemalloc), and where they grew between the sample at
+    `settle` seconds and the last."""
 
-    def __init__(self, every: float) -> None:
+    def __init__(self, every: float, *, traced: bool = False, settle: float = 0.0) -> None:
         super().__init__(name="rss-sampler", daemon=True)
         self.every = every
         self.samples: list[tuple[float, float]] = []
+        self.traced: list[float] = []
+        self.growth: list[str] = []
         self.halt = threading.Event()
         self._began = time.monotonic()
+        self._settle = settle
+        self._first: tracemalloc.Snapshot | None = None
+        if traced:
+            tracemalloc.start()
+
+    def start(self) -> None:
+        self._sample()          # the first sample is taken before start() returns
+        super().start()
 
     def run(self) -> None:
-        while True:
+        while not self.halt.wait(self.every):
             self._sample()
-            if self.halt.wait(self.every):
-                return
 
     def stop(self) -> list[tuple[float, float]]:
         """Stop sampling, with one last sample; (seconds since the start, MB) each."""
         self.halt.set()
         self.join()
         self._sample()
+        if tracemalloc.is_tracing():
+            if self._first is not None:
+                last = tracemalloc.take_snapshot()
+                self.growth = [f"{stat.size_diff / 1e3:+.0f} kB {stat.traceback[0]}"
+                               for stat in last.compare_to(self._first, "lineno")[:5]]
+            tracemalloc.stop()
         return self.samples
 
     def _sample(self) -> None:
-        self.samples.append((time.monotonic() - self._began, resident_megabytes()))
+        elapsed = time.monotonic() - self._began
+        self.samples.append((elapsed, resident_megabytes()))
+        if tracemalloc.is_tracing():
+            self.traced.append(round(tracemalloc.get_traced_memory()[0] / 1e6, 1))
+            if self._first is None and elapsed >= self._settle:
+                self._first = tracemalloc.take_snapshot()
 
 
 def resident_megabytes() -> float:
@@ -604,13 +629,14 @@ def run_load(plan: LoadPlan, folder: Path | None = None) -> LoadResult:
             running.thread.join()
             rss = running.rss.stop()
             verdicts = dict(Counter(r.verdict or "none" for r in store.releases()))
+            traced, growth = running.rss.traced, running.rss.growth
         finally:
             polled = outside.stop()
             if server is not None:
                 server.shutdown()
             store.close()
     result = _result(plan, seconds, kinds, urls, box, running, rss, polled, pool_full.count)
-    return replace(result, releases=verdicts)
+    return replace(result, releases=verdicts, traced_samples_mb=traced, traced_growth=growth)
 
 
 @contextmanager
@@ -637,7 +663,7 @@ def _start_daemon(plan: LoadPlan, urls: Sequence[str], store: Store,
     rounds_left = math.ceil(plan.seconds / plan.interval) + _LATENESS_SLOTS_SPARE
     starts = StartLog(urls, plan.interval, capacity=len(urls) * rounds_left, rounds=plan.rounds)
     daemon.on_scrape_start = starts
-    rss = RssSampler(plan.rss_every)
+    rss = RssSampler(plan.rss_every, traced=plan.tracemalloc, settle=plan.release_every or plan.rss_every)
     rss.start()
     thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
     thread.start()
@@ -711,6 +737,9 @@ def report(result: LoadResult) -> str:
         f"{'first release cycle' if plan.release_every else 'first sample'})",
         f"urllib3 'pool is full' warnings: {result.pool_full_warnings}",
     ]
+    if result.traced_samples_mb:
+        lines.append(f"live Python objects (MB, tracemalloc): {result.traced_samples_mb}; grew most "
+                     f"after the first cycle at: " + "; ".join(result.traced_growth))
     for kind, figures in result.kinds.items():
         lines.append(f"{kind:>8}: {figures.targets} targets, up {figures.up}, down {figures.down}, "
                      f"{figures.scrapes} scrapes, {figures.errors} errors, last error a timeout "
@@ -734,13 +763,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--release-every", type=float, default=None, metavar="MINUTES",
                         help="every service releases a new version this often (checking "
                              "periods of three quarters of it), as a long-lived sidecar sees")
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="also follow the daemon's live Python objects (slows it down)")
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.ERROR)
     plan = LoadPlan(targets=args.targets, interval=args.interval, timeout=args.timeout,
                     seconds=args.minutes * 60.0, servers=args.servers, rss_every=args.rss_every,
                     releases=not args.no_releases,
-                    release_every=args.release_every * 60.0 if args.release_every else None)
+                    release_every=args.release_every * 60.0 if args.release_every else None,
+                    tracemalloc=args.tracemalloc)
     result = run_load(plan)
     print(json.dumps(result.as_json(), indent=2) if args.json else report(result))
 

@@ -81,3 +81,16 @@ def test_drift_is_fitted_after_the_first_release_cycle() -> None:
     rss = [(t, 100.0 + (50.0 if t < 120 else 0.0)) for t in range(0, 600, 60)]
     assert [t for t, _ in _settled(plan, rss)] == [120, 180, 240, 300, 360, 420, 480, 540]
     assert [t for t, _ in _settled(LoadPlan(), rss)] == list(range(60, 600, 60))
+
+
+def test_the_sampler_follows_live_python_objects_when_asked() -> None:
+    from benchmarks.load import RssSampler
+
+    sampler = RssSampler(3600.0, traced=True, settle=0.0)
+    sampler.start()
+    kept = [bytearray(1000) for _ in range(2000)]          # 2 MB that stays alive
+    samples = sampler.stop()
+    assert len(samples) == 2 and len(sampler.traced) == 2
+    assert sampler.traced[1] - sampler.traced[0] >= 1.9
+    assert sampler.growth and "test_load.py" in sampler.growth[0]
+    del kept
