@@ -13,6 +13,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -99,40 +100,47 @@ class _PayloadHandler(BaseHTTPRequestHandler):
         pass
 
 
+@contextmanager
+def payload_server(text: str) -> Iterator[str]:
+    """Serve `text` as /metrics on a loopback port; yields the URL, stops on exit."""
+    handler = type("Payload", (_PayloadHandler,), {"body": text.encode()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def main() -> None:
     text = make_payload()
     samples = ours(text)
     assert samples == prometheus_clients(text) == SERIES
-    _PayloadHandler.body = text.encode()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _PayloadHandler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    session = requests.Session()
+    with payload_server(text) as url, requests.Session() as session:
+        _compare(text, samples, url, session)
 
+
+def _compare(text: str, samples: int, url: str, session: requests.Session) -> None:
     def our_scrape() -> int:
         return len(scrape(url, timeout=10.0, max_bytes=MAX_BYTES, session=session).keys)
 
     def their_scrape() -> int:
         return prometheus_clients(session.get(url, timeout=10.0).text)
 
-    try:
-        print(f"payload: {samples} samples, {len(text) / 1e6:.2f} MB; median of {RUNS} runs")
-        for label, mine, theirs in (
-            ("parse", lambda: ours(text), lambda: prometheus_clients(text)),
-            ("scrape", our_scrape, their_scrape),
-        ):
-            our_rate = samples / median_seconds(mine, samples)
-            their_rate = samples / median_seconds(theirs, samples)
-            print(
-                f"{label:7s} monitor.exposition {our_rate:>11,.0f} samples/s   "
-                f"prometheus_client {their_rate:>11,.0f} samples/s   "
-                f"ratio {our_rate / their_rate:.2f}"
-            )
-    finally:
-        server.shutdown()
-        server.server_close()
-        session.close()
+    print(f"payload: {samples} samples, {len(text) / 1e6:.2f} MB; median of {RUNS} runs")
+    for label, mine, theirs in (
+        ("parse", lambda: ours(text), lambda: prometheus_clients(text)),
+        ("scrape", our_scrape, their_scrape),
+    ):
+        our_rate = samples / median_seconds(mine, samples)
+        their_rate = samples / median_seconds(theirs, samples)
+        print(
+            f"{label:7s} monitor.exposition {our_rate:>11,.0f} samples/s   "
+            f"prometheus_client {their_rate:>11,.0f} samples/s   "
+            f"ratio {our_rate / their_rate:.2f}"
+        )
 
 
 if __name__ == "__main__":

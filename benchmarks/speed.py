@@ -37,11 +37,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -360,34 +358,24 @@ def scrape_figures(runs: int) -> dict[str, Any]:
     """A loopback target to committed samples, against prometheus_client's parser alone."""
     import requests
 
-    from benchmarks.parse_speed import _PayloadHandler, make_payload, prometheus_clients
+    from benchmarks.parse_speed import make_payload, payload_server, prometheus_clients
     from monitor.fetch import scrape
 
     text = make_payload()
     samples = prometheus_clients(text)
-    _PayloadHandler.body = text.encode()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _PayloadHandler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    session = requests.Session()
-    try:
-        with tempfile.TemporaryDirectory() as folder, Store.open(Path(folder) / "s.db") as store:
-            clock = iter(START + STEP * np.arange(10_000))
+    with (payload_server(text) as url, requests.Session() as session,
+          tempfile.TemporaryDirectory() as folder, Store.open(Path(folder) / "s.db") as store):
+        clock = iter(START + STEP * np.arange(10_000))
 
-            def end_to_end() -> None:
-                parsed = scrape(url, timeout=10.0, max_bytes=64 * 1024 * 1024, session=session)
-                ids = store.series_ids("bench", parsed.keys)
-                store.write_scrape("bench", "127.0.0.1", "v1", next(clock), ids, parsed.values)
+        def end_to_end() -> None:
+            parsed = scrape(url, timeout=10.0, max_bytes=64 * 1024 * 1024, session=session)
+            ids = store.series_ids("bench", parsed.keys)
+            store.write_scrape("bench", "127.0.0.1", "v1", next(clock), ids, parsed.values)
 
-            end_to_end()  # the series ids are created once, as a daemon's first scrape does
-            ours = timed(end_to_end, runs).wall
-            stored = store.sample_count("bench") // (runs + 1)
-        parser = timed(lambda: prometheus_clients(text), runs).wall
-    finally:
-        server.shutdown()
-        server.server_close()
-        session.close()
+        end_to_end()  # the series ids are created once, as a daemon's first scrape does
+        ours = timed(end_to_end, runs).wall
+        stored = store.sample_count("bench") // (runs + 1)
+    parser = timed(lambda: prometheus_clients(text), runs).wall
     assert stored == samples
     return {
         "scrape_payload_samples": samples,
