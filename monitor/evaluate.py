@@ -157,11 +157,10 @@ def evaluate(
     if hotfix_at is not None:
         reason = _reason(list(hotfix_evidence))
         return Evaluation(HOTFIX, reason, tuple(evidence), new_state, first_alarm, hotfix_at, True)
-    if not over and persistent:
-        reason = "minor, a hotfix if it persists to the period's end: " + _reason(persistent)
-        return Evaluation(PENDING, reason, tuple(evidence), new_state, None, None, False)
     if not over:
-        return Evaluation(PENDING, "", tuple(evidence), new_state, None, None, False)
+        reason = ("minor, a hotfix if it persists to the period's end: " + _reason(persistent)
+                  if persistent else "")
+        return Evaluation(PENDING, reason, tuple(evidence), new_state, None, None, False)
     # Counted from the first evaluation past the end, so judging held up past the end (a
     # disk outage, a daemon down) still gets its evaluations.
     grace_end = (over_at or now) + (policy.persistence - 1) * policy.evaluation_interval
@@ -331,7 +330,7 @@ def _judge_shift(
     lower = np.fmin(lower, shift - Z_INTERVAL * sigma)
     upper = np.fmax(upper, shift + Z_INTERVAL * sigma)
     with np.errstate(divide="ignore", invalid="ignore"):
-        worse = {"increase": shift, "decrease": -shift, "both": np.abs(shift)}[direction]
+        worse = _worse(shift, direction)
         z = np.where(sigma > 0, worse / sigma, np.where(worse > 0, np.inf, 0.0))
     calibrated_p = stats.norm.sf(z) * (2.0 if direction == "both" else 1.0)
     pvalue = np.fmax(np.nan_to_num(np.atleast_1d(result.pvalue), nan=1.0), calibrated_p)
@@ -393,14 +392,9 @@ def _judge_step(
     found = release_step(tails, values[adjacent], STEP_WIDTHS)
     latest = release_step(tails, values[adjacent][:, ::-1], STEP_WIDTHS)
     sigma = _stack_spreads([parts[r].aa_step_spread for r in adjacent], len(STEP_WIDTHS))
-    sign = {"increase": 1.0, "decrease": -1.0, "both": 0.0}[direction]
-
-    def worse(step: np.ndarray) -> np.ndarray:
-        return np.abs(step) if sign == 0.0 else sign * step
-
     with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(sigma > 0, worse(found.step) / sigma, np.nan)
-        z_now = np.where(sigma > 0, worse(latest.step) / sigma, np.nan)
+        z = np.where(sigma > 0, _worse(found.step, direction) / sigma, np.nan)
+        z_now = np.where(sigma > 0, _worse(latest.step, direction) / sigma, np.nan)
         # The step's direction must be the one judged at its width, now as at the start.
         held = (z_now > Z_STEP) & (np.sign(latest.step) == np.sign(found.step))
         z = np.where(held, z, np.nan)
@@ -428,6 +422,11 @@ def _judge_step(
                     f"{z[index, width]:.1f} A/A steps)"),
         )
     return out
+
+
+def _worse(change: np.ndarray, direction: str) -> np.ndarray:
+    """How much worse a change is, the way the rule counts it (positive = worse)."""
+    return {"increase": change, "decrease": -change, "both": np.abs(change)}[direction]
 
 
 def _rate_signals(
