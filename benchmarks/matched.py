@@ -115,8 +115,8 @@ def matched(product: Point, curve: Sequence[Point]) -> dict[str, Any]:
         "setting_at_product_false_alarms": best.setting if best else None,
         "false_alarms_for_product_majors": cheapest.false_alarms if cheapest else None,
         "setting_for_product_majors": cheapest.setting if cheapest else None,
-        "beaten": (best is None or best.majors < product.majors)
-        and (cheapest is None or cheapest.false_alarms > product.false_alarms),
+        # Catching fewer at no more false alarms also means needing more to catch as many.
+        "beaten": best is None or best.majors < product.majors,
     }
 
 
