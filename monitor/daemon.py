@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 import requests
 
+from monitor.allocator import cap_malloc_arenas
 from monitor.clock import Clock
 from monitor.errors import MonitorError, ScrapeError, StoreError
 from monitor.exposition import ParsedScrape, split_key
@@ -96,6 +97,8 @@ class Daemon:
         # Live, scrapes and hooks (which retry for minutes) run beside the loop so that
         # nothing slow delays it; on a simulated clock everything runs inline, in order.
         self.live = live
+        if live:
+            cap_malloc_arenas()  # before the pools make their threads
         self._hook_pool = ThreadPoolExecutor(2, "hooks") if live else None
         hooks = HookRunner(store, clock, background=self._hook_pool)
         self._stage_pool = ThreadPoolExecutor(4, "stages") if live else None
