@@ -29,6 +29,7 @@ import json
 import logging
 import math
 import multiprocessing
+import os
 import select
 import socket
 import tempfile
@@ -47,6 +48,7 @@ from typing import Any
 import numpy as np
 import requests
 
+from monitor.allocator import DAEMON_ARENAS
 from monitor.api import serve
 from monitor.clock import WallClock
 from monitor.daemon import Daemon
@@ -124,6 +126,7 @@ class LoadResult:
     releases: dict[str, int] = field(default_factory=dict)   # verdict -> releases with it
     traced_samples_mb: list[float] = field(default_factory=list)  # live Python objects (--tracemalloc)
     traced_growth: list[str] = field(default_factory=list)   # where they grew after the first cycle
+    malloc_arenas: str = ""       # how many heap arenas the C library may make
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -712,7 +715,16 @@ def _result(plan: LoadPlan, seconds: float, kinds: list[str], urls: list[str], b
         evaluations=snapshot.evaluations_total,
         store_errors=snapshot.store_errors_total,
         pool_full_warnings=pool_full,
+        malloc_arenas=malloc_arenas(running.daemon.arenas_capped),
     )
+
+
+def malloc_arenas(capped: bool) -> str:
+    """How many malloc arenas the run allowed: resident memory's drift depends on it."""
+    if capped:
+        return f"at most {DAEMON_ARENAS} (the daemon's cap)"
+    told = os.environ.get("MALLOC_ARENA_MAX")
+    return f"at most {told} (MALLOC_ARENA_MAX)" if told else "the C library's default"
 
 
 def report(result: LoadResult) -> str:
@@ -734,7 +746,8 @@ def report(result: LoadResult) -> str:
         f"unrecorded: {result.healthy_short}",
         f"resident memory (MB, every {plan.rss_every:g} s): {result.rss_samples_mb}; drift "
         f"{result.rss_drift_mb_per_hour:+.1f} MB/hour (fit after the "
-        f"{'first release cycle' if plan.release_every else 'first sample'})",
+        f"{'first release cycle' if plan.release_every else 'first sample'}); malloc arenas "
+        f"{result.malloc_arenas}",
         f"urllib3 'pool is full' warnings: {result.pool_full_warnings}",
     ]
     if result.traced_samples_mb:

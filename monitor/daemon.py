@@ -97,8 +97,8 @@ class Daemon:
         # Live, scrapes and hooks (which retry for minutes) run beside the loop so that
         # nothing slow delays it; on a simulated clock everything runs inline, in order.
         self.live = live
-        if live:
-            cap_malloc_arenas()  # before the pools make their threads
+        # Before the pools make their threads.
+        self.arenas_capped = cap_malloc_arenas() if live else False
         self._hook_pool = ThreadPoolExecutor(2, "hooks") if live else None
         hooks = HookRunner(store, clock, background=self._hook_pool)
         self._stage_pool = ThreadPoolExecutor(4, "stages") if live else None

@@ -8,9 +8,21 @@ its sixth scrape), never on a sleep.
 
 from __future__ import annotations
 
+import os
+import platform
+
 import pytest
 
-from benchmarks.load import FAILING, HANGING, HEALTHY, LoadPlan, LoadResult, run_load, target_kinds
+from benchmarks.load import (
+    FAILING,
+    HANGING,
+    HEALTHY,
+    LoadPlan,
+    LoadResult,
+    malloc_arenas,
+    run_load,
+    target_kinds,
+)
 
 ROUNDS = 6
 PLAN = LoadPlan(targets=60, interval=1.0, timeout=0.5, seconds=30.0, rounds=ROUNDS, servers=2,
@@ -63,6 +75,17 @@ def test_metrics_is_served_throughout(result: LoadResult) -> None:
     assert result.metrics_requests >= 0.5 * result.seconds / PLAN.poll_every
     assert result.metrics_p99_ms < 100.0
     assert result.metrics_longest_gap_ms < 500.0
+
+
+def test_the_run_names_the_malloc_arenas_it_allowed(result: LoadResult,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    capped = platform.libc_ver()[0] == "glibc" and not os.environ.get("MALLOC_ARENA_MAX")
+    assert result.malloc_arenas == malloc_arenas(capped)
+    assert malloc_arenas(True) == "at most 2 (the daemon's cap)"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "16")
+    assert malloc_arenas(False) == "at most 16 (MALLOC_ARENA_MAX)"
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    assert malloc_arenas(False) == "the C library's default"
 
 
 def test_a_farm_releasing_in_cycles_names_the_current_release() -> None:
