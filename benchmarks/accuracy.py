@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import shlex
 import sys
 import time
@@ -118,6 +119,7 @@ class CaseResult:
     step: float
     anomaly_start: float | None
     outcomes: dict[str, Outcome] = field(default_factory=dict)
+    contrast: float = float("nan")  # an injected change in the baseline's A/A spreads
 
 
 def judge_product(case: Case) -> Outcome:
@@ -144,7 +146,7 @@ def judge_case(case: Case) -> CaseResult:
         answer: PeerOutcome = peer(release)
         outcomes[name] = Outcome(answer.verdict, answer.first_alarm_at)
     return CaseResult(case.case_id, case.group, case.series, case.kind, case.label, case.major,
-                      case.injection, case.step, case.anomaly_start, outcomes)
+                      case.injection, case.step, case.anomaly_start, outcomes, case.contrast)
 
 
 def judge_all(cases: Sequence[Case], jobs: int) -> list[CaseResult]:
@@ -247,6 +249,27 @@ def by_recipe(results: Sequence[CaseResult]) -> dict[str, dict[str, Any]]:
     return out
 
 
+# Bands of contrast (an injected change in A/A spreads of its own series, see
+# `benchmarks.datasets.contrast`) that the major injections are counted in.
+CONTRAST_BANDS = ((0.0, 2.0), (2.0, 4.0), (4.0, 8.0), (8.0, math.inf))
+
+
+def by_contrast(results: Sequence[CaseResult]) -> dict[str, dict[str, Any]]:
+    """Injected majors by how far they stand out of their series' healthy wandering: how
+    many, and each method's detection rate in each band."""
+    majors = [r for r in results if r.group == "injected" and r.major]
+    out: dict[str, dict[str, Any]] = {}
+    for low, high in CONTRAST_BANDS:
+        # The top band is open: a change in a series that never wanders counts there.
+        rows = [r for r in majors if low <= r.contrast and (r.contrast < high or high == math.inf)]
+        if rows:
+            label = f"{low:g}-{high:g}" if math.isfinite(high) else f">= {low:g}"
+            row: dict[str, Any] = {"cases": len(rows)}
+            row.update({m: sum(detected(r, m) for r in rows) / len(rows) for m in METHODS})
+            out[label] = row
+    return out
+
+
 def diagnose(results: Sequence[CaseResult]) -> dict[str, Any]:
     """Where the product errs: false alarms by kind and detector, misses by injection."""
     false_alarms: Counter[str] = Counter()
@@ -290,7 +313,8 @@ NOTES = (
 
 
 def markdown(scores: dict[str, dict[str, dict[str, Any]]], diagnosis: dict[str, Any],
-             recipes: dict[str, dict[str, Any]] | None = None) -> str:
+             recipes: dict[str, dict[str, Any]] | None = None,
+             contrasts: dict[str, dict[str, Any]] | None = None) -> str:
     lines = [
         "| data set | method | null | false alarms | false rollbacks | bad | detected | major detected"
         " | median delay (samples) |",
@@ -311,6 +335,11 @@ def markdown(scores: dict[str, dict[str, dict[str, Any]]], diagnosis: dict[str, 
                   "|---|---:|---:|" + "---:|" * len(METHODS)]
         lines += [f"| {name} | {row['cases']} | {row['major']} | "
                   + " | ".join(_pct(row[m]) for m in METHODS) + " |" for name, row in recipes.items()]
+    if contrasts:
+        lines += ["", "| injected majors standing out of their series' A/A spread by | cases | "
+                  + " | ".join(METHODS) + " |", "|---|---:|" + "---:|" * len(METHODS)]
+        lines += [f"| {band} | {row['cases']} | " + " | ".join(_pct(row[m]) for m in METHODS) + " |"
+                  for band, row in contrasts.items()]
     lines += ["", "release-monitor's false alarms on null and A/A releases (group/kind verdict [detectors]):"]
     lines += [f"- {key}: {count}" for key, count in diagnosis["false_alarms"].items()] or ["- none"]
     lines += ["", "null releases per group/kind: " + ", ".join(
@@ -342,6 +371,7 @@ def run(data: Path, *, quick: bool, seed: int, jobs: int,
         "methods": list(METHODS),
         "groups": score(results),
         "injected_by_recipe": by_recipe(results),
+        "injected_majors_by_contrast": by_contrast(results),
         "diagnosis": diagnose(results),
         "results": [_result_dict(r) for r in results],
     }
@@ -349,6 +379,7 @@ def run(data: Path, *, quick: bool, seed: int, jobs: int,
 
 def _result_dict(result: CaseResult) -> dict[str, Any]:
     data = asdict(result)
+    data["contrast"] = result.contrast if math.isfinite(result.contrast) else None
     data["outcomes"] = {m: {"verdict": o.verdict, "first_alarm_at": o.first_alarm_at,
                             "detectors": list(o.detectors)} for m, o in result.outcomes.items()}
     return data
@@ -380,7 +411,8 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], Any] = print) -
         return 0
     out(f"`{report['command']}`: {report['cases']} releases from {report['series']} series, "
         f"seed {report['seed']}, {report['seconds']} s\n")
-    out(markdown(report["groups"], report["diagnosis"], report["injected_by_recipe"]))
+    out(markdown(report["groups"], report["diagnosis"], report["injected_by_recipe"],
+                 report["injected_majors_by_contrast"]))
     return 0
 
 

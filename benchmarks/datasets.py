@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from baselines.calibration import spread_at, window_spreads
+
 DATASETS = ("nab", "msft", "tcpd")
 # The kinds of signal a rule is written for (see `benchmarks.accuracy.rule_for`).
 KINDS = ("errors", "latency", "resource", "traffic", "level", "memory")
@@ -82,7 +84,8 @@ class Case:
 
     `label` is "bad" or "null"; for a bad case `anomaly_start` is when the regression
     began (detection delay is measured from it). `kind` chooses the signal's rule;
-    `limit` is the memory limit of a leak case.
+    `limit` is the memory limit of a leak case. `contrast` is an injected change's size in
+    the baseline's own A/A spreads (see `contrast`).
     """
 
     case_id: str
@@ -99,6 +102,7 @@ class Case:
     major: bool = False
     injection: str = ""
     limit: float | None = None
+    contrast: float = float("nan")
 
     @property
     def released(self) -> float:
@@ -450,7 +454,24 @@ def inject(case: Case, recipe: Recipe, *, start: int, sign: float, rng: np.rando
         case, case_id=f"{case.case_id}/{recipe.label(sign)}@{start}", group="injected",
         label="bad", kind=kind, values=values, anomaly_start=float(case.times[at]),
         major=major, injection=recipe.label(sign), limit=limit,
+        contrast=contrast(case.baseline, effect),
     )
+
+
+def contrast(baseline: np.ndarray, effect: np.ndarray) -> float:
+    """How far an injected change stands out of the series' own wandering: its mean over
+    the samples after its start, in RMS distances of the baseline's healthy windows of as
+    many samples from the baseline's median (raw values, no daily profile taken out).
+
+    Under about 2, healthy windows of that series stray as far as the change: no judge
+    that keeps false alarms rare can tell the two apart.
+    """
+    valid = effect[~np.isnan(effect)]
+    if valid.size == 0:
+        return float("nan")
+    spread = float(spread_at(window_spreads(baseline[None, :]), np.array([valid.size]))[0])
+    size = abs(float(np.mean(valid)))
+    return size / spread if spread > 0 else (float("inf") if size > 0 else 0.0)
 
 
 def _added(case: Case, recipe: Recipe, elapsed: np.ndarray, remaining: float, scale: float,

@@ -284,6 +284,28 @@ def test_score_counts_early_alarms_as_misses() -> None:
     assert summary["median_delay_samples"] == 4.0 and summary["inconclusive"] == 1
 
 
+def test_contrast_is_a_change_in_the_baselines_window_spreads() -> None:
+    # Windows of 16 over 0,0,0,0,4,4,4,4,... all have median 2: no wandering, so the spread
+    # is the floor, the MAD-based sd (2 x 1.4826) over sqrt(16).
+    baseline = np.tile([0.0, 0.0, 0.0, 0.0, 4.0, 4.0, 4.0, 4.0], 8)
+    effect = np.full(16, 6.0)
+    assert datasets.contrast(baseline, effect) == pytest.approx(6.0 / (2 * 1.4826 / 4.0))
+    assert datasets.contrast(baseline, np.zeros(16)) == 0.0
+    assert np.isnan(datasets.contrast(baseline, np.full(16, np.nan)))
+
+
+def test_majors_are_banded_by_contrast() -> None:
+    rows = []
+    for value, verdict in ((0.5, "pass"), (1.9, "hotfix"), (3.0, "rollback"), (20.0, "rollback"),
+                           (float("inf"), "rollback"), (float("nan"), "rollback")):
+        row = result("bad", verdict, 130.0 if verdict != "pass" else None, major=True)
+        rows.append(accuracy.CaseResult(row.case_id, "injected", row.series, row.kind, "bad", True,
+                                        "level+50%", 10.0, 100.0, row.outcomes, value))
+    bands = accuracy.by_contrast(rows)
+    assert {band: row["cases"] for band, row in bands.items()} == {"0-2": 2, "2-4": 1, ">= 8": 2}
+    assert bands["0-2"][accuracy.PRODUCT] == 0.5 and bands[">= 8"][accuracy.PRODUCT] == 1.0
+
+
 def test_quick_run_end_to_end(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert accuracy.main(["--data", str(data), "--quick", "--jobs", "1", "--datasets", "tcpd", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -291,6 +313,9 @@ def test_quick_run_end_to_end(data: Path, capsys: pytest.CaptureFixture[str]) ->
     assert set(report["groups"]) == {"tcpd", "injected", "aa"}
     assert set(report["groups"]["tcpd"]) == set(accuracy.METHODS)
     assert all(r["group"] in report["groups"] for r in report["results"])
+    bands = report["injected_majors_by_contrast"]
+    majors = report["groups"]["injected"][accuracy.PRODUCT]["major_cases"]
+    assert sum(b["cases"] for b in bands.values()) == majors
 
 
 def test_missing_data_folder_is_one_clear_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
