@@ -100,7 +100,8 @@ class Daemon:
         # Before the pools make their threads.
         self.arenas_capped = cap_malloc_arenas() if live else False
         self._hook_pool = ThreadPoolExecutor(2, "hooks") if live else None
-        hooks = HookRunner(store, clock, background=self._hook_pool)
+        self._stop = threading.Event()
+        hooks = HookRunner(store, clock, background=self._hook_pool, stopping=self._stop)
         self._stage_pool = ThreadPoolExecutor(4, "stages") if live else None
         self.releases = releases or Releases(config, store, clock, hooks=hooks,
                                              stage_pool=self._stage_pool)
@@ -123,7 +124,6 @@ class Daemon:
         self.next_prune = self.started_at + PRUNE_EVERY
         workers = min(_MAX_SCRAPE_WORKERS, len(self.targets))
         self._pool = ThreadPoolExecutor(workers, "scrape") if self.live and workers else None
-        self._stop = threading.Event()
         self._wake = threading.Event()
         # Load measurements set this to see how late each scrape begins against its plan.
         self.on_scrape_start: ScrapeStartHook | None = None
@@ -182,7 +182,9 @@ class Daemon:
             # A stage cut short is run again after a restart: the release is still in it.
             self._stage_pool.shutdown(wait=False, cancel_futures=True)
         if self._hook_pool is not None:
-            self._hook_pool.shutdown(wait=True)
+            # Retries stop at once (stop() set their event); an attempt under way runs to
+            # its time limit, and whatever is undelivered goes out after the next start.
+            self._hook_pool.shutdown(wait=True, cancel_futures=True)
         with self._sessions_lock:
             for session in self._sessions:
                 session.close()

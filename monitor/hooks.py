@@ -72,10 +72,14 @@ class HookRunner:
 
     def __init__(self, store: Store, clock: Clock, *,
                  send: Callable[[Hook, dict[str, Any]], Outcome] | None = None,
-                 background: Executor | None = None) -> None:
+                 background: Executor | None = None,
+                 stopping: threading.Event | None = None) -> None:
         self.store, self.clock = store, clock
         self.send = send or deliver
         self.background = background
+        # Set when the daemon shuts down: retries stop waiting and the delivery stays
+        # claimed, so the next start delivers it with the same key.
+        self.stopping = stopping or threading.Event()
         # Keys this process has begun to deliver: a claim left unfinished is delivered
         # once per process (again only after a crash), never twice by the same one.
         self._started: set[str] = set()
@@ -138,12 +142,17 @@ class HookRunner:
 
     def _fire(self, release: Release, hook: Hook, key: str) -> Outcome:
         body = payload(release, hook, key)
-        if hook.dry_run:
-            outcome, attempts = Outcome(True, "dry run: not sent"), 0
-        else:
+        outcome: Outcome | None = Outcome(True, "dry run: not sent")
+        attempts = 0
+        if not hook.dry_run:
             outcome, attempts = self._with_retries(hook, body)
-        log.info("hook %s for %s %s %s: %s", hook.name, release.service, release.version,
-                 release.verdict, outcome.detail)
+        if outcome is None:
+            log.warning("hook %s for %s %s %s: left for the next start (shutting down after "
+                        "%d attempts)", hook.name, release.service, release.version,
+                        release.verdict, attempts)
+            return Outcome(False, "left for the next start: shutting down")
+        log.log(logging.INFO if outcome.ok else logging.WARNING, "hook %s for %s %s %s: %s",
+                hook.name, release.service, release.version, release.verdict, outcome.detail)
         self.store.finish_action(
             release.id, verdict=release.verdict, hook=hook.name,
             state="done" if outcome.ok else "failed", attempts=attempts,
@@ -151,18 +160,24 @@ class HookRunner:
         )
         return outcome
 
-    def _with_retries(self, hook: Hook, body: dict[str, Any]) -> tuple[Outcome, int]:
-        """Retry with exponential backoff until it succeeds or the time budget is spent."""
+    def _with_retries(self, hook: Hook, body: dict[str, Any]) -> tuple[Outcome | None, int]:
+        """Retry with exponential backoff until it succeeds or the time budget is spent.
+
+        None when shutdown came first: no attempt is begun once it has, and a wait for the
+        next attempt ends at once (the attempt under way runs to its own time limit).
+        """
         deadline = self.clock.now() + hook.budget
         backoff = FIRST_BACKOFF
         attempts = 0
-        while True:
+        while not self.stopping.is_set():
             attempts += 1
             outcome = self.send(hook, body)
             if outcome.ok or self.clock.now() + backoff > deadline:
                 return outcome, attempts
-            self.clock.sleep_until(self.clock.now() + backoff)
+            if not self.clock.sleep_until(self.clock.now() + backoff, self.stopping):
+                break
             backoff = min(backoff * 2, MAX_BACKOFF)
+        return None, attempts
 
 
 def deliver(hook: Hook, body: dict[str, Any]) -> Outcome:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import sys
@@ -67,6 +68,46 @@ def test_retries_back_off_within_the_budget_on_the_simulated_clock() -> None:
     assert times[-1] - start <= 30.0
     [action] = store.actions(1)
     assert action.state == "failed" and action.attempts == 5
+
+
+def test_shutdown_stops_the_retries_and_leaves_the_delivery_for_the_next_start(
+        caplog: pytest.LogCaptureFixture) -> None:
+    store, clock, keys = Store.memory(), SimClock(), []
+    stopping = threading.Event()
+
+    def failing(hook: Hook, body: dict[str, Any]) -> Outcome:
+        keys.append(body["idempotency_key"])
+        if len(keys) == 2:
+            stopping.set()  # SIGTERM arrives while the second attempt is under way
+        return Outcome(False, "status 503")
+
+    hook = Hook(name="w", on=("rollback",), url="http://127.0.0.1:9/x", budget=300.0)
+    runner = HookRunner(store, clock, send=failing, stopping=stopping)
+    release, began = _release(store), clock.now()
+    with caplog.at_level(logging.WARNING, logger="release_monitor.hooks"):
+        [(_, outcome)] = runner.on_verdict(release, (hook,))
+    # One backoff (1 s) after the first attempt, none after the second.
+    assert len(keys) == 2 and clock.now() - began == 1.0
+    assert outcome == Outcome(False, "left for the next start: shutting down")
+    assert [a.state for a in store.actions(release.id)] == ["claimed"]
+    assert "left for the next start" in caplog.text
+    # The next start delivers it, with the same key.
+    again = HookRunner(store, SimClock(), send=lambda h, b: keys.append(b["idempotency_key"])
+                       or Outcome(True, "ok"))
+    [(_, action)] = store.unfinished_actions()
+    again.resume(release, hook, action.key)
+    assert len(set(keys)) == 1 and len(keys) == 3
+    assert store.unfinished_actions() == []
+
+
+def test_a_failed_delivery_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    store = Store.memory()
+    runner = HookRunner(store, SimClock(), send=lambda h, b: Outcome(False, "exit 1: no context"))
+    with caplog.at_level(logging.INFO, logger="release_monitor.hooks"):
+        runner.on_verdict(_release(store), (Hook(name="undo", on=("rollback",), command=("false",),
+                                                 budget=0.5),))
+    [record] = caplog.records
+    assert record.levelno == logging.WARNING and "exit 1: no context" in record.getMessage()
 
 
 def test_dry_run_records_without_sending() -> None:
