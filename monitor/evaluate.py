@@ -551,6 +551,12 @@ def _data_checks(
         if not (rule.critical or rule.must_have_data):
             continue
         row = window.row(rule.name)
+        counted = window.trials[row] if rule.kind == "ratio" else window.values[row]
+        if not np.any(np.isfinite(counted)):
+            # Nothing at all, rather than too little: most often a metric name that the
+            # target does not expose, which waiting will not fix.
+            seen.shortfalls.append(f"{rule.name}: no samples of {_sources(rule)}")
+            continue
         if rule.kind == "ratio":
             trials = float(np.nansum(window.trials[row]))
             if trials < rule.min_trials:
@@ -562,6 +568,15 @@ def _data_checks(
         if count < rule.min_samples:
             more = _more_time(rule.min_samples - count, count / elapsed)
             seen.shortfalls.append(f"{rule.name}: {count} samples, {rule.min_samples} needed{more}")
+
+
+def _sources(rule: SignalRule) -> str:
+    """What a rule reads, as its policy names it."""
+    if rule.kind == "ratio":
+        numerator = rule.numerator or rule.numerator_query
+        denominator = rule.denominator or rule.denominator_query
+        return f"{numerator} with {denominator}"
+    return rule.metric or rule.query or rule.name
 
 
 def _more_time(missing: float, per_second: float) -> str:

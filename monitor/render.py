@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,11 +56,12 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
     findings: Sequence[Mapping[str, Any]] = doc.get("findings", [])
     if findings:
         lines.append("  evidence:")
-        lines.append(f"    {'signal':<18} {'detector':<12} {'severity':<8} "
+        wide = _name_width(f["signal"] for f in findings)
+        lines.append(f"    {'signal':<{wide}} {'detector':<12} {'severity':<8} "
                      f"{'baseline':>10} {'candidate':>10}  detail")
         for f in findings:
             lines.append(
-                f"    {f['signal']:<18} {f['detector']:<12} {f['severity']:<8} "
+                f"    {f['signal']:<{wide}} {f['detector']:<12} {f['severity']:<8} "
                 f"{figure(f.get('baseline')):>10} {figure(f.get('candidate')):>10}  "
                 f"{f.get('detail', '')}"
             )
@@ -100,14 +101,20 @@ def _squeeze(values: Sequence[float]) -> list[float]:
 def signals_text(views: Sequence[Mapping[str, Any]]) -> list[str]:
     """One line per judged signal: baseline │ candidate sparkline and the two medians."""
     lines = ["  signals (baseline │ candidate):"]
+    wide = _name_width(view["signal"] for view in views)
     for view in views:
         base = (view.get("baseline") or {}).get("p50")
         spark = sparkline(view.get("baseline_series", []), view.get("values", []))
         lines.append(
-            f"    {view['signal']:<18} {spark:<33} "
+            f"    {view['signal']:<{wide}} {spark:<33} "
             f"baseline p50 {figure(base):>8}  candidate p50 {figure(view.get('candidate')):>8}"
         )
     return lines
+
+
+def _name_width(names: Iterable[str]) -> int:
+    """A column as wide as its longest signal name, and no narrower than 18."""
+    return max([18, *(len(name) for name in names)])
 
 
 def releases_table(docs: Sequence[Mapping[str, Any]]) -> str:

@@ -394,3 +394,18 @@ def test_sparkline_puts_both_on_one_scale() -> None:
     assert sparkline([1, 1, 1, 1], [2, 2]) == "▁▁▁▁│██"
     assert sparkline([0, 7], [3.5]) == "▁█│▅"
     assert sparkline([], []) == ""
+
+
+def test_evidence_columns_line_up_with_long_signal_names() -> None:
+    from monitor.render import verdict_text
+
+    finding = {"detector": "compare", "severity": "major", "baseline": 0.01, "candidate": 0.05,
+               "detail": "up"}
+    doc = {"service": "shop", "release": "v2.3", "baseline_release": "v2.2", "verdict": "rollback",
+           "started_at": 0.0, "period_seconds": 900.0, "state": "done", "change_class": "minor",
+           "findings": [finding | {"signal": "checkout_payment_authorization_errors"},
+                        finding | {"signal": "cpu"}]}
+    rows = verdict_text(doc).split("evidence:\n")[1].splitlines()
+    # Every row's detector column starts where the header's does.
+    assert len({row.index(word) for row, word in zip(rows, ("detector", "compare", "compare"),
+                                                     strict=True)}) == 1

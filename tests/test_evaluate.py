@@ -138,6 +138,19 @@ def test_no_traffic_is_inconclusive_with_the_reason() -> None:
     assert "no traffic" in history[-1].reason
 
 
+def test_a_signal_without_any_series_names_what_it_reads() -> None:
+    policy = _policy(ERRORS, LATENCY)
+    frame = _frame(T0, 30, seed=9)
+    gone = np.full_like(frame.times, np.nan)
+    # The error counter is missing (so no slot has both counts), and so is latency.
+    values, trials = frame.values.copy(), frame.trials.copy()
+    values[0], values[2], trials[2] = gone, gone, gone
+    missing = SignalFrame(frame.names, frame.times, values, frame.events, trials)
+    last = _judge(policy, _baseline(policy), missing)[-1]
+    assert last.verdict == "inconclusive"
+    assert last.reason == "errors: no samples of e_total with r_total; latency: no samples of latency"
+
+
 def test_thin_traffic_says_how_much_longer_it_needs() -> None:
     policy = _policy(ERRORS)
     history = _judge(policy, _baseline(policy), _frame(T0, 30, seed=10, requests=1.0))
