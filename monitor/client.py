@@ -27,7 +27,8 @@ def remote_document(url: str, release: str, service: str | None, *,
     except MonitorError as exc:
         if "HTTP 404" in str(exc):
             raise UnknownRelease(f"no release {release!r} at {url}") from None
-        raise
+        # The URL in the message has its query hidden (it might carry a token elsewhere).
+        raise MonitorError(f"{exc} (asking for release {release!r})") from None
     try:
         document = json.loads(body)
     except json.JSONDecodeError:

@@ -248,6 +248,10 @@ def test_verdict_over_the_api_matches_the_database(tmp_path: Path) -> None:
         assert missing.exit_code == 2 and "v9" in missing.output
     finally:
         server.shutdown()
+    # The monitor gone: one line that names the release asked for, exit 1.
+    gone = CliRunner().invoke(app, ["verdict", "--url", server.url, "--release", "v2.3"])
+    assert gone.exit_code == 1
+    assert "asking for release 'v2.3'" in gone.output and len(gone.output.strip().splitlines()) == 1
 
 
 def test_release_start_over_the_api_needs_the_token(
