@@ -6,7 +6,6 @@ and in the demo, replay and tests on a simulated one that never sleeps.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import logging
 import threading
@@ -18,7 +17,7 @@ from dataclasses import dataclass, replace
 
 import requests
 
-from monitor.allocator import cap_malloc_arenas
+from monitor.allocator import cap_malloc_arenas, return_free_memory
 from monitor.clock import Clock
 from monitor.errors import MonitorError, ScrapeError, StoreError
 from monitor.exposition import ParsedScrape, split_key
@@ -62,27 +61,6 @@ ScrapeStartHook = Callable[[str, float, float], None]
 
 def _scrape(target: Target, session: requests.Session) -> ParsedScrape:
     return scrape(target.url, timeout=target.timeout, max_bytes=target.max_bytes, session=session)
-
-
-def _libc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-_MALLOC_TRIM = _libc_trim()
-
-
-def _return_free_memory() -> None:
-    """Hand freed heap pages back to the system after an evaluation.
-
-    Each evaluation allocates arrays as large as its releases' windows and frees them; the
-    C allocator keeps the pages, so a sidecar's resident memory would ratchet up with the
-    largest window it ever judged. glibc only; elsewhere a no-op.
-    """
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
 
 
 class Daemon:
@@ -348,7 +326,7 @@ class Daemon:
             self.evaluations_total += 1
             self.last_evaluation = self.clock.now()
             if self.live:
-                _return_free_memory()
+                return_free_memory()
 
     def _prune(self, now: float) -> None:
         self.next_prune = now + PRUNE_EVERY

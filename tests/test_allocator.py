@@ -71,3 +71,37 @@ def test_an_operators_malloc_arena_max_wins() -> None:
 def test_a_cap_below_one_arena_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         cap_malloc_arenas(0)
+
+
+# 200 MB in blocks small enough for the heap (not mmap), all freed but the last, which pins
+# the heap's top so that only a trim can give the pages below it back.
+_FREE_AND_MEASURE = textwrap.dedent("""
+    import sys
+    from monitor.allocator import return_free_memory
+    def resident_mb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    blocks = [bytearray(1000) for _ in range(200_000)]
+    last = blocks[-1]
+    del blocks
+    before = resident_mb()
+    if sys.argv[1] == "trim":
+        return_free_memory()
+    print(before, resident_mb())
+""")
+
+
+def _resident_around(mode: str) -> tuple[float, float]:
+    out = subprocess.run([sys.executable, "-c", _FREE_AND_MEASURE, mode], capture_output=True,
+                         text=True, check=True, timeout=60).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+@glibc
+def test_freed_heap_pages_go_back_to_the_system() -> None:
+    before, after = _resident_around("trim")
+    kept_before, kept_after = _resident_around("plain")
+    assert before > 150 and after < before - 150
+    # Without the trim the same pages stay resident: the drop above is the trim's.
+    assert kept_after > kept_before - 20
