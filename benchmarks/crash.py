@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
@@ -60,8 +61,7 @@ class LoopbackTarget:
         self.version = version
         self.series = series
         self.scrapes = 0
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _TargetHandler)
-        self._server.daemon_threads = True
+        self._server = _TargetServer(("127.0.0.1", 0), _TargetHandler)
         self._server.target = self  # type: ignore[attr-defined]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
@@ -80,6 +80,13 @@ class LoopbackTarget:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+class _TargetServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A daemon killed mid-scrape hangs up on the target: that is the point here."""
 
 
 class _TargetHandler(BaseHTTPRequestHandler):
