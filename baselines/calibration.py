@@ -92,6 +92,7 @@ def step_spreads(values: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             medians = _window_medians(values, width)
+            # Windows half overlap, so the next window that does not overlap is `lag` on.
             lag = width // max(1, width // 2)
             steps = medians[:, lag:] - medians[:, :-lag]
             out[:, index] = np.sqrt(np.nanmean(steps**2, axis=1))

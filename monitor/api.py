@@ -200,6 +200,7 @@ class _HTTPServer(ThreadingHTTPServer):
             busy = self.open_connections >= self.max_connections
             if not busy:
                 self.open_connections += 1
+                self._connections.notify_all()
         if busy:
             self._refuse(request)
             return
@@ -208,7 +209,6 @@ class _HTTPServer(ThreadingHTTPServer):
         except BaseException:
             self._closed()
             raise
-        self._opened()
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:
@@ -219,10 +219,6 @@ class _HTTPServer(ThreadingHTTPServer):
     def _closed(self) -> None:
         with self._connections:
             self.open_connections -= 1
-            self._connections.notify_all()
-
-    def _opened(self) -> None:
-        with self._connections:
             self._connections.notify_all()
 
     def _refuse(self, request: socket.socket) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 import numpy as np
 from scipy import stats
@@ -334,9 +334,7 @@ def _judge_shift(
         z = np.where(sigma > 0, worse / sigma, np.where(worse > 0, np.inf, 0.0))
     calibrated_p = stats.norm.sf(z) * (2.0 if direction == "both" else 1.0)
     pvalue = np.fmax(np.nan_to_num(np.atleast_1d(result.pvalue), nan=1.0), calibrated_p)
-    rising = np.nan_to_num(lower / scale, nan=-np.inf)
-    falling = np.nan_to_num(-upper / scale, nan=-np.inf)
-    bound = {"increase": rising, "decrease": falling, "both": np.fmax(rising, falling)}[direction]
+    bound = np.nan_to_num(_bound(lower / scale, upper / scale, direction), nan=-np.inf)
     floors = np.array([r.ignore_below for r in rules])
     enough = n_cand >= np.array([r.min_samples for r in rules])
     beyond = (bound > floors) & (np.abs(shift) > np.array([r.absolute for r in rules]))
@@ -405,7 +403,7 @@ def _judge_step(
         rule, step = rules[row], float(found.step[index, width])
         lower = (step - Z_INTERVAL * sigma[index, width]) / scale[row]
         upper = (step + Z_INTERVAL * sigma[index, width]) / scale[row]
-        bound = {"increase": lower, "decrease": -upper, "both": max(lower, -upper)}[direction]
+        bound = float(_bound(lower, upper, direction))
         if not (bound > rule.ignore_below and abs(step) > rule.absolute):
             continue
         major = rule.critical and bound > rule.tolerance
@@ -427,6 +425,12 @@ def _judge_step(
 def _worse(change: np.ndarray, direction: str) -> np.ndarray:
     """How much worse a change is, the way the rule counts it (positive = worse)."""
     return {"increase": change, "decrease": -change, "both": np.abs(change)}[direction]
+
+
+def _bound(lower: np.ndarray | float, upper: np.ndarray | float, direction: str) -> Any:
+    """How far an interval's nearer end stands on the worse side of no change, the way
+    the rule counts it (positive: the whole interval is worse)."""
+    return {"increase": lower, "decrease": -upper, "both": np.fmax(lower, -upper)}[direction]
 
 
 def _rate_signals(

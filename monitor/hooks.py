@@ -142,9 +142,10 @@ class HookRunner:
 
     def _fire(self, release: Release, hook: Hook, key: str) -> Outcome:
         body = payload(release, hook, key)
-        outcome: Outcome | None = Outcome(True, "dry run: not sent")
-        attempts = 0
-        if not hook.dry_run:
+        outcome: Outcome | None
+        if hook.dry_run:
+            outcome, attempts = Outcome(True, "dry run: not sent"), 0
+        else:
             outcome, attempts = self._with_retries(hook, body)
         if outcome is None:
             log.warning("hook %s for %s %s %s: left for the next start (shutting down after "
