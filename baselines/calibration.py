@@ -13,6 +13,13 @@ slope of their lower envelope.
 
 The spread is never taken below what independent samples would give (the per-sample
 spread over the square root of the length): autocorrelation only ever widens it.
+
+A series that drifts (a random walk, a trend) strays further from the past than from its
+own median: a candidate window comes after the whole baseline, not inside it. So the
+release is also split as an A/A release of its own, its first half the baseline and its
+second half's windows the candidates; where those windows stray clearly further than
+stationary noise would take them (DRIFT_RATIO times the inside spread), the series drifts
+and the forward spread is used where it is the larger.
 """
 
 from __future__ import annotations
@@ -26,6 +33,9 @@ from detectors._arrays import nan_median
 
 LADDER = (2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 MIN_WINDOWS = 4
+# For stationary noise the forward spread is at most about 1.2 times the inside one (the
+# first half's median adds its own error); beyond half as far again, the series drifts.
+DRIFT_RATIO = 1.5
 _MAD_TO_SD = 1.4826
 
 
@@ -65,6 +75,41 @@ def window_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -> np.
             out[:, index] = np.sqrt(np.nanmean(distances**2, axis=1))
     floor = robust_spread(values)[:, None] / np.sqrt(np.asarray(lengths, dtype=float))[None, :]
     return np.where(np.isnan(out), np.nan, np.fmax(out, floor))
+
+
+def forward_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -> np.ndarray:
+    """(series, lengths): RMS distance of the second half's windows (half overlapping) from
+    the first half's median. NaN where the second half holds fewer than MIN_WINDOWS."""
+    rows, columns = values.shape
+    out = np.full((rows, len(lengths)), np.nan)
+    half = columns // 2
+    if half == 0:
+        return out
+    later = values[:, half:]
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        centre = np.nanmedian(values[:, :half], axis=1)
+        for index, length in enumerate(lengths):
+            stride = max(1, length // 2)
+            if later.shape[1] < length or (later.shape[1] - length) // stride + 1 < MIN_WINDOWS:
+                break
+            distances = _window_medians(later, length) - centre[:, None]
+            out[:, index] = np.sqrt(np.nanmean(distances**2, axis=1))
+    return out
+
+
+def drift_aware_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -> np.ndarray:
+    """`window_spreads`, or for a series that drifts the larger of it and `forward_spreads`.
+
+    Whether a series drifts is read at the shortest length, whose many windows make the
+    ratio of the two spreads precise: a random walk strays from its past at every length,
+    while at the long lengths a handful of windows make the ratio a matter of chance.
+    """
+    inside = window_spreads(values, lengths)
+    forward = forward_spreads(values, lengths)
+    with np.errstate(invalid="ignore"):
+        drifting = forward[:, :1] > DRIFT_RATIO * inside[:, :1]
+    return np.where(drifting, np.fmax(inside, forward), inside)
 
 
 def _window_medians(values: np.ndarray, length: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.calibration import robust_spread, slope_spreads, step_spreads, window_spreads
+from baselines.calibration import drift_aware_spreads, robust_spread, slope_spreads, step_spreads
 from baselines.frame import SignalFrame
 from detectors import dispersion as count_dispersion
 from detectors import trend
@@ -139,7 +139,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     events = np.nansum(frame.events, axis=1)
     trials = np.nansum(frame.trials, axis=1)
     phi = count_dispersion(frame.events, frame.trials) if values.shape[1] > 2 else np.ones(len(count))
-    spreads = window_spreads(held_out)
+    spreads = drift_aware_spreads(held_out)
     # Raw values: an hourly profile is flat within each hour, so taking it out would leave a
     # step at every hour boundary.
     step_spread = step_spreads(frame.values, STEP_WIDTHS)

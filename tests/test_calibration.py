@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from baselines.calibration import LADDER, robust_spread, slope_spreads, spread_at, window_spreads
+from baselines.calibration import (
+    DRIFT_RATIO,
+    LADDER,
+    drift_aware_spreads,
+    forward_spreads,
+    robust_spread,
+    slope_spreads,
+    spread_at,
+    window_spreads,
+)
 
 
 def test_independent_noise_gives_the_spread_of_a_median() -> None:
@@ -39,6 +48,39 @@ def test_short_releases_calibrate_only_the_lengths_they_can() -> None:
     spreads = window_spreads(np.random.default_rng(13).normal(size=(2, 40)))
     assert not np.isnan(spreads[:, LADDER.index(8)]).any()      # 5 windows of 8
     assert np.isnan(spreads[:, LADDER.index(16)]).all()         # only 2 windows of 16
+
+
+def test_forward_spread_is_the_second_halfs_distance_from_the_first_halfs_median() -> None:
+    values = np.array([[0.0] * 8 + [4.0] * 8, [1.0, 3.0] * 8])
+    forward = forward_spreads(values)
+    # Second half all 4 against a first-half median of 0; an alternating row's windows of 2
+    # have median 2, its first half's median is 2.
+    np.testing.assert_allclose(forward[:, LADDER.index(2)], [4.0, 0.0])
+    assert np.isnan(forward[:, LADDER.index(4)]).all()   # 3 windows of 4 in 8 samples
+
+
+def test_a_random_walk_drifts_and_noise_does_not() -> None:
+    rng = np.random.default_rng(21)
+    noise = rng.normal(size=(400, 256))
+    walks = np.cumsum(rng.normal(size=(400, 256)), axis=1)
+    short, length = LADDER.index(2), LADDER.index(16)
+    rms_z = {}
+    for name, values in (("noise", noise), ("walk", walks)):
+        release, after = values[:, :240], values[:, 240:]
+        ratio = forward_spreads(release)[:, short] / window_spreads(release)[:, short]
+        flagged = np.mean(ratio > DRIFT_RATIO)
+        # How far the next 16 samples' median strays, in each kind of spread.
+        distance = np.median(after, axis=1) - np.median(release, axis=1)
+        rms_z[name] = [float(np.sqrt(np.mean((distance / spreads[:, length]) ** 2)))
+                       for spreads in (window_spreads(release), drift_aware_spreads(release))]
+        if name == "noise":
+            # The first half's median adds a little error, rarely half again.
+            assert np.median(ratio) == pytest.approx(1.0, abs=0.1) and flagged <= 0.02
+        else:
+            assert flagged >= 0.3
+    # Noise keeps its spreads; a walk's next window is nearer what the drift-aware one says.
+    assert rms_z["noise"][1] == pytest.approx(rms_z["noise"][0], rel=0.02)
+    assert rms_z["walk"][1] < 0.92 * rms_z["walk"][0]
 
 
 def test_spread_at_interpolates_on_log_axes_and_clamps() -> None:
