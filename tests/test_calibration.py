@@ -9,12 +9,15 @@ from baselines.calibration import (
     DRIFT_RATIO,
     LADDER,
     drift_aware_spreads,
+    drift_bar,
     forward_spreads,
     robust_spread,
     slope_spreads,
     spread_at,
     window_spreads,
 )
+from baselines.frame import SignalFrame
+from baselines.summary import summarize
 
 
 def test_independent_noise_gives_the_spread_of_a_median() -> None:
@@ -81,6 +84,40 @@ def test_a_random_walk_drifts_and_noise_does_not() -> None:
     # Noise keeps its spreads; a walk's next window is nearer what the drift-aware one says.
     assert rms_z["noise"][1] == pytest.approx(rms_z["noise"][0], rel=0.02)
     assert rms_z["walk"][1] < 0.92 * rms_z["walk"][0]
+
+
+def test_the_drift_bar_rises_for_short_releases_so_noise_is_rarely_called_drift() -> None:
+    values = np.full((3, 100), 1.0)
+    values[1, 16:] = np.nan
+    values[2, :] = np.nan
+    np.testing.assert_allclose(drift_bar(values), [DRIFT_RATIO, 1.875, np.inf])
+    rng = np.random.default_rng(23)
+    for n in (10, 16, 24, 48):
+        noise = rng.normal(size=(2000, n))
+        ratio = forward_spreads(noise)[:, 0] / window_spreads(noise)[:, 0]
+        assert np.mean(ratio > drift_bar(noise)) <= 0.02
+
+
+def test_drift_never_calibrates_a_length_the_release_cannot() -> None:
+    walk = np.cumsum(np.random.default_rng(24).normal(size=(50, 11)), axis=1)
+    lengths = (2, 3)
+    inside = window_spreads(walk, lengths)
+    aware = drift_aware_spreads(walk, lengths)
+    assert np.isnan(inside[:, 1]).all() and np.isnan(aware[:, 1]).all()
+    assert np.all(aware[:, 0] >= inside[:, 0])
+
+
+def test_a_drifting_baseline_is_summarized_with_its_forward_spread() -> None:
+    rng = np.random.default_rng(25)
+    times = 1_000_000.0 + 60.0 * np.arange(240)
+    # A walk with a trend: a backlog that keeps growing.
+    values = np.vstack([rng.normal(size=240), np.cumsum(rng.normal(0.3, 1.0, size=240))])
+    nan = np.full_like(values, np.nan)
+    summary = summarize(SignalFrame(("noise", "walk"), times, values, nan, nan))
+    aware = drift_aware_spreads(values)
+    np.testing.assert_allclose(summary["walk"].aa_spread, aware[1])
+    np.testing.assert_allclose(summary["noise"].aa_spread, window_spreads(values)[0])
+    assert summary["walk"].aa_spread[0] > DRIFT_RATIO * window_spreads(values)[1, 0]
 
 
 def test_spread_at_interpolates_on_log_axes_and_clamps() -> None:
