@@ -43,7 +43,9 @@ Z_INTERVAL = 2.0
 # bar than one test; and it must still stand in the latest samples, so that a cold start's
 # brief jump (caches warming up) is not a regression.
 Z_STEP = 4.0
-CUSUM_THRESHOLD = 8.0
+# The textbook decision interval h = 5 for a reference value k = 0.5: the CUSUM only says
+# where a shift may have begun; the part after it must still pass the calibrated test.
+CUSUM_THRESHOLD = 5.0
 CUSUM_SCALE_WINDOW = 16
 Alternative = Literal["two-sided", "greater", "less"]
 _ALTERNATIVE: dict[str, Alternative] = {"increase": "greater", "decrease": "less", "both": "two-sided"}
