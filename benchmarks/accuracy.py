@@ -283,8 +283,8 @@ def by_contrast(results: Sequence[CaseResult]) -> dict[str, dict[str, Any]]:
 def _band(rows: Sequence[CaseResult]) -> dict[str, Any]:
     row: dict[str, Any] = {"cases": len(rows)}
     row.update({m: sum(detected(r, m) for r in rows) / len(rows) for m in METHODS})
-    powers = [reference_power(r.kind, r.contrast) for r in rows]
-    row["reference"] = float(np.nanmean(powers)) if not all(math.isnan(p) for p in powers) else None
+    powers = [p for p in (reference_power(r.kind, r.contrast) for r in rows) if not math.isnan(p)]
+    row["reference"] = sum(powers) / len(powers) if powers else None
     return row
 
 

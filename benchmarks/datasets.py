@@ -466,8 +466,8 @@ def contrast(baseline: np.ndarray, effect: np.ndarray) -> float:
     the samples after its start, in RMS distances of the baseline's healthy windows of as
     many samples from the baseline's median (raw values, no daily profile taken out).
 
-    Under about 2, healthy windows of that series stray as far as the change: no judge
-    that keeps false alarms rare can tell the two apart.
+    Under about 2, healthy windows of that series often stray as far as the change, so a
+    judge that keeps false alarms rare catches few such changes (see `reference_power`).
     """
     valid = effect[~np.isnan(effect)]
     if valid.size == 0:

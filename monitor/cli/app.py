@@ -200,7 +200,8 @@ def verdict(
 ) -> None:
     """Print a release's verdict and evidence; the exit code says the verdict.
 
-    Exit codes: 0 pass, 3 rollback, 4 hotfix, 5 pending, 6 inconclusive; 1 internal, 2 bad input, 7 no db.
+    Exit codes: 0 pass, 3 rollback, 4 hotfix, 5 pending, 6 inconclusive;
+    1 internal error, 2 bad input (unknown release, bad option), 7 database unavailable.
     """
     from monitor.client import remote_document, wait_remote
     from monitor.clock import WallClock
