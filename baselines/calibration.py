@@ -197,9 +197,11 @@ def spread_at(spreads: np.ndarray, length: np.ndarray,
     rows = spreads.shape[0]
     ladder = np.log(np.asarray(lengths, dtype=float))
     known = ~np.isnan(spreads)
+    first = np.argmax(known, axis=1)
     last = np.where(known.any(axis=1), known.shape[1] - 1 - np.argmax(known[:, ::-1], axis=1), -1)
     target = np.log(np.clip(np.asarray(length, dtype=float), lengths[0], None))
-    target = np.minimum(target, ladder[np.maximum(last, 0)])
+    # Within the row's calibrated lengths (slope spreads have none at the shortest).
+    target = np.clip(target, ladder[first], ladder[np.maximum(last, 0)])
     upper = np.clip(np.searchsorted(ladder, target), 1, len(lengths) - 1)
     lower = upper - 1
     row = np.arange(rows)
@@ -209,5 +211,6 @@ def spread_at(spreads: np.ndarray, length: np.ndarray,
         weight = np.clip((target - ladder[lower]) / (ladder[upper] - ladder[lower]), 0.0, 1.0)
         mixed = np.exp(log_low + weight * (log_high - log_low))
     result = np.where(np.isnan(spreads[row, upper]), spreads[row, lower], mixed)
+    result = np.where(np.isnan(spreads[row, lower]), spreads[row, upper], result)
     result = np.where(spreads[row, lower] == 0, 0.0, result)
     return np.where(last < 0, np.nan, result)

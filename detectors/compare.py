@@ -118,6 +118,8 @@ def compare(
             "baseline and candidate must have the same number of series, "
             f"got shapes {np.shape(baseline)} and {np.shape(candidate)}"
         )
+    # A side with no columns yet (judged before a release's first sample) is all missing.
+    base, cand = (np.full((len(x), 1), np.nan) if x.shape[1] == 0 else x for x in (base, cand))
     base, n = _sorted_rows(base)
     cand, m = _sorted_rows(cand)
     u, tie_term, tied = _u_statistic(base, cand, n, m)

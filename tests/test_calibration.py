@@ -130,6 +130,16 @@ def test_spread_at_interpolates_on_log_axes_and_clamps() -> None:
     assert np.isnan(spread_at(np.full((1, 3), np.nan), np.array([4]), ladder)).all()
 
 
+def test_spread_at_below_a_rows_shortest_calibrated_length_is_that_length() -> None:
+    # Slope spreads have no value at the shortest lengths: shorter windows take the first
+    # calibrated one, not an interpolation towards nothing.
+    spreads = np.array([[np.nan, np.nan, 8.0, 4.0], [8.0, 4.0, 2.0, 1.0]])
+    ladder = (2, 4, 8, 16)
+    assert spread_at(spreads, np.array([2, 2]), ladder) == pytest.approx([8.0, 8.0])
+    assert spread_at(spreads, np.array([5, 5]), ladder) == pytest.approx([8.0, 16 / 5])
+    assert spread_at(spreads, np.array([12, 12]), ladder) == pytest.approx([64 / 12, 16 / 12])
+
+
 def test_robust_spread_falls_back_for_mostly_constant_series() -> None:
     values = np.zeros((3, 1000))
     values[0] = np.random.default_rng(14).normal(size=1000)

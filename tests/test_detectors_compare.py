@@ -274,9 +274,10 @@ def test_common_scaling_scales_the_shift_only(base, cand, factor, alternative):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(1, 30), st.integers(1, 30), st.floats(0.0, 1.0)
+    st.integers(0, 2**32 - 1), st.integers(1, 4), st.integers(0, 30), st.integers(0, 30), st.floats(0.0, 1.0)
 )
 def test_nan_gaps_never_raise(seed, rows, n, m, gap):
+    # Zero columns on a side too: the daemon judges before a release's first sample.
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 5, (rows, n)).astype(float)
     cand = rng.normal(size=(rows, m))

@@ -138,6 +138,16 @@ def test_no_traffic_is_inconclusive_with_the_reason() -> None:
     assert "no traffic" in history[-1].reason
 
 
+def test_a_release_with_no_samples_yet_is_pending_then_inconclusive() -> None:
+    # The daemon judges from the release's start, before any scrape of it has landed.
+    policy = _policy(LATENCY, QUEUE, ERRORS, MEMORY)
+    empty = SignalFrame.empty(("latency", "queue", "errors", "memory"))
+    history = _judge(policy, _baseline(policy), empty)
+    assert [e.verdict for e in history[:-1]] == ["pending"] * (len(history) - 1)
+    assert history[-1].verdict == "inconclusive"
+    assert "latency: no samples" in history[-1].reason
+
+
 def test_a_signal_without_any_series_names_what_it_reads() -> None:
     policy = _policy(ERRORS, LATENCY)
     frame = _frame(T0, 30, seed=9)
