@@ -13,5 +13,8 @@ def choose_baselines(store: Store, service: str, *, before: float, count: int = 
     """
     pinned = store.pinned(service)
     if pinned is not None:
-        return [store.release(service, pinned)]
+        release = store.release(service, pinned)
+        # A pin made before its release was found bad no longer counts.
+        if release.verdict == "pass" and not release.invalidated:
+            return [release]
     return store.healthy_releases(service, before=before, limit=count)

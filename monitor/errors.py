@@ -19,6 +19,10 @@ class UnknownRelease(MonitorError):
     """No release matches what was asked for."""
 
 
+class NotABaseline(MonitorError):
+    """The release cannot be a baseline: it did not pass, or was invalidated since."""
+
+
 class AmbiguousRelease(MonitorError):
     """Several services have the release; `--service` must say which."""
 

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
-from monitor.errors import AmbiguousRelease, StoreError, UnknownRelease
+from monitor.errors import AmbiguousRelease, NotABaseline, StoreError, UnknownRelease
 
 CHANGE_CLASSES = ("minor", "major")
 STATES = ("smoke", "verification", "watching", "done")
@@ -607,19 +607,29 @@ class Store:
             return self._release_by_id(conn, release_id)
 
     def invalidate(self, service: str, version: str) -> Release:
-        """Mark a release as never to be used as a baseline (for example a bad pass)."""
+        """Mark a release as never to be used as a baseline (for example a bad pass); a pin
+        of it goes too."""
         with self._writing() as conn:
             changed = conn.execute(
                 "UPDATE releases SET invalidated = 1 WHERE service = ? AND version = ?",
                 (service, version),
             ).rowcount
+            conn.execute("DELETE FROM pins WHERE service = ? AND version = ?", (service, version))
         if not changed:
             raise UnknownRelease(f"no release {version} of service {service}")
         return self.release(service, version)
 
     def pin(self, service: str, version: str) -> None:
-        """Make `version` the baseline of every new release of `service` until unpinned."""
-        self.release(service, version)  # UnknownRelease for a typo rather than a silent pin
+        """Make `version` the baseline of every new release of `service` until unpinned.
+
+        Only a healthy release: one that passed and was not invalidated since.
+        """
+        release = self.release(service, version)  # UnknownRelease for a typo, not a silent pin
+        if release.invalidated or release.verdict != "pass":
+            why = "it was invalidated" if release.invalidated else (
+                f"its verdict is {release.verdict}" if release.verdict else "it has no verdict yet")
+            raise NotABaseline(f"{service} {version} cannot be pinned: {why}; only a release "
+                               "that passed can be a baseline")
         with self._writing() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO pins (service, version) VALUES (?, ?)", (service, version)

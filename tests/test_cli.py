@@ -351,6 +351,28 @@ def test_pin_of_an_unknown_release(demo_copy: Path) -> None:
     assert "v7" in error_line(result)
 
 
+@pytest.mark.parametrize(("version", "why"), [("v2.3", "its verdict is rollback"),
+                                              ("v2.4", "its verdict is hotfix")])
+def test_only_a_healthy_release_can_be_pinned(demo_copy: Path, version: str, why: str) -> None:
+    result = monitor("baselines", "pin", version, "--db", demo_copy)
+    assert result.exit_code == 2, result.output
+    assert f"demo {version} cannot be pinned: {why}" in error_line(result)
+    with Store.open(demo_copy) as store:
+        assert store.pinned("demo") is None
+
+
+def test_invalidating_the_pinned_release_unpins_it(demo_copy: Path) -> None:
+    assert monitor("baselines", "pin", "v2.2", "--db", demo_copy).exit_code == 0
+    result = monitor("baselines", "invalidate", "v2.2", "--db", demo_copy)
+    assert result.exit_code == 0, result.output
+    assert "unpinned" in result.stdout
+    again = monitor("baselines", "pin", "v2.2", "--db", demo_copy)
+    assert again.exit_code == 2 and "it was invalidated" in error_line(again)
+    started = monitor("release", "start", "--service", "demo", "--version", "v2.6", "--db", demo_copy)
+    assert started.exit_code == 0, started.output
+    assert baseline_of(demo_copy, "v2.6") == "v2.1"
+
+
 def test_invalidated_release_is_no_longer_a_baseline(demo_copy: Path) -> None:
     result = monitor("baselines", "invalidate", "v2.2", "--db", demo_copy)
     assert result.exit_code == 0, result.output

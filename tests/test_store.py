@@ -16,7 +16,7 @@ import pytest
 import sqlite_utils
 
 import monitor.store as store_module
-from monitor.errors import AmbiguousRelease, StoreError, UnknownRelease
+from monitor.errors import AmbiguousRelease, NotABaseline, StoreError, UnknownRelease
 from monitor.store import Action, Check, Release, Store
 
 NOBODY = 65534
@@ -240,6 +240,13 @@ def test_invalidate_pins_and_healthy_releases(store: Store) -> None:
     store.unpin("demo")
     store.unpin("demo")
     assert store.pinned("demo") is None
+    with pytest.raises(NotABaseline, match="demo v2 cannot be pinned: its verdict is rollback"):
+        store.pin("demo", "v2")
+    with pytest.raises(NotABaseline, match="demo v3 cannot be pinned: it was invalidated"):
+        store.pin("demo", "v3")
+    store.pin("demo", "v4")
+    store.invalidate("demo", "v4")
+    assert store.pinned("demo") is None
 
 
 # ------------------------------------------------------------------ checks, verdicts, baselines
@@ -368,6 +375,8 @@ def test_awkward_strings_round_trip_unchanged(store: Store, text: str) -> None:
     store.finish_action(release.id, verdict="hotfix", hook=text, state="failed", attempts=1,
                         outcome=text, at=T0)
     assert store.actions(release.id) == [Action("hotfix", text, text, "failed", 1, text, T0)]
+    store.add_verdict(release.id, at=T0, verdict="pass", reason=text, findings=[],
+                      first_alarm_at=None, decided_at=T0, state="done", judge_state=text)
     store.pin(text, text)
     assert store.pinned(text) == text
     assert store.services() == [text]  # every table is still there, nothing else appeared
@@ -388,13 +397,13 @@ def test_two_stores_on_one_file_see_each_other(tmp_path: Path) -> None:
         assert daemon.series_ids("demo", ["c"])[0] not in ids
         daemon.write_scrape("demo", "t", "v2", T0, ids, [1.0, 2.0])
         assert cli.read_window("demo", T0, T0 + 1).values.tolist() == [[1.0], [2.0]]
-        cli.pin("demo", "v2")
-        assert daemon.pinned("demo") == "v2"
         assert daemon.claim_action(release.id, verdict="pass", hook="h", key="k", at=T0)
         assert not cli.claim_action(release.id, verdict="pass", hook="h", key="k", at=T0)
         cli.add_verdict(release.id, at=T0, verdict="pass", reason="", findings=[],
                         first_alarm_at=None, decided_at=T0, state="done", judge_state="{}")
         assert daemon.active_releases() == []
+        cli.pin("demo", "v2")
+        assert daemon.pinned("demo") == "v2"
 
 
 def test_concurrent_writers_lose_nothing_and_claim_each_hook_once(tmp_path: Path) -> None:

@@ -83,5 +83,7 @@ def invalidate(
     """Never use this release as a baseline again."""
     with clear_errors():
         store, found = open_release(db, config, release, service)
+        was_pinned = store.pinned(found.service) == found.version
         store.invalidate(found.service, found.version)
-    typer.echo(f"{found.service} {found.version}: invalidated; it is no longer a baseline")
+    unpinned = "; unpinned, new releases are compared with the last healthy release" if was_pinned else ""
+    typer.echo(f"{found.service} {found.version}: invalidated; it is no longer a baseline{unpinned}")

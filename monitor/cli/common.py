@@ -14,6 +14,7 @@ from monitor.errors import (
     AmbiguousRelease,
     ConfigError,
     MonitorError,
+    NotABaseline,
     RecordingError,
     StoreError,
     UnknownRelease,
@@ -51,7 +52,8 @@ def clear_errors() -> Iterator[None]:
     """Turn the monitor's own errors into one line on stderr and a documented exit code."""
     try:
         yield
-    except (ConfigError, UnknownRelease, AmbiguousRelease, RecordingError, ValueError) as exc:
+    except (ConfigError, UnknownRelease, AmbiguousRelease, NotABaseline, RecordingError,
+            ValueError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except StoreError as exc:
         raise fail(str(exc), EXIT_STORE) from None
