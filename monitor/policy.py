@@ -151,6 +151,16 @@ class MonitorConfig:
     api_token_env: str = ""
     services: Mapping[str, ServicePolicy] = field(default_factory=dict)
 
+    def service(self, name: str) -> ServicePolicy:
+        """The policy of service `name`; a ConfigError naming the known ones if none."""
+        try:
+            return self.services[name]
+        except KeyError:
+            known = ", ".join(sorted(self.services)) or "none"
+            raise ConfigError(
+                f"{self.path}: services.{name}: not in the policy (services: {known})"
+            ) from None
+
 
 class _Reader:
     """Reads typed values from a TOML table, naming file and key in every error."""

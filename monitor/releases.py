@@ -15,7 +15,7 @@ from baselines.frame import SignalFrame
 from baselines.selection import choose_baselines
 from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from monitor.clock import Clock
-from monitor.errors import ConfigError, ScrapeError
+from monitor.errors import ScrapeError
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.findings import INCONCLUSIVE, PENDING, ROLLBACK
 from monitor.hooks import HookRunner, claims
@@ -56,13 +56,7 @@ class Releases:
         self.prom_clients: dict[str, PromClient] = {}
 
     def policy(self, service: str) -> ServicePolicy:
-        try:
-            return self.config.services[service]
-        except KeyError:
-            known = ", ".join(sorted(self.config.services)) or "none"
-            raise ConfigError(
-                f"{self.config.path}: services.{service}: not in the policy (services: {known})"
-            ) from None
+        return self.config.service(service)
 
     def start(self, service: str, version: str, *, change_class: str = "minor",
               at: float | None = None) -> Release:

@@ -160,7 +160,19 @@ def test_release_start_with_a_policy_uses_its_period(tmp_path: Path) -> None:
     result = monitor("release", "start", "--service", "shop", "--version", "v1",
                      "--config", policy, "--db", tmp_path / "m.db")
     assert result.exit_code == 0, result.output
-    assert "checking period 300s" in result.stdout
+    assert "checking period 5m" in result.stdout
+
+
+def test_release_start_refuses_a_service_the_policy_does_not_name(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.toml"
+    policy.write_text(POLICY, encoding="utf-8")
+    db = tmp_path / "m.db"
+    result = monitor("release", "start", "--service", "nosuch", "--version", "v1",
+                     "--config", policy, "--db", db)
+    assert result.exit_code == 2, result.output
+    assert error_line(result) == (f"error: {policy}: services.nosuch: not in the policy "
+                                  "(services: shop)")
+    assert not db.exists()
 
 
 def test_release_start_refuses_an_unknown_change_class(tmp_path: Path) -> None:

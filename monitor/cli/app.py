@@ -26,6 +26,7 @@ from monitor.cli.common import (
     open_release,
     open_store,
 )
+from monitor.durations import format_duration
 from monitor.policy import CHANGE_CLASSES, default_service, load_policy, parse_listen
 from monitor.render import releases_table, verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE, document
@@ -152,14 +153,15 @@ def release_start(
         return
     with clear_errors():
         cfg = load_config(config)
-        if cfg is None or service not in cfg.services:
-            services = dict(cfg.services) if cfg else {}
-            services[service] = default_service(service, [])
-            cfg = MonitorConfig(path=cfg.path if cfg else "<defaults>", services=services)
+        if cfg is None:
+            # Without a policy, the documented defaults (checking periods among them).
+            cfg = MonitorConfig(path="<defaults>",
+                                services={service: default_service(service, [])})
+        cfg.service(service)  # a service the policy names, before any database is made
         store = open_store(db, cfg if config else None, create=True)
         release = Releases(cfg, store, WallClock()).start(service, version, change_class=change)
     typer.echo(f"registered {release.service} {release.version} ({release.change_class} "
-               f"change, checking period {release.period:g}s, baseline "
+               f"change, checking period {format_duration(release.period)}, baseline "
                f"{release.baseline or 'none'})")
 
 
