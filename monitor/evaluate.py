@@ -47,6 +47,9 @@ Z_STEP = 4.0
 # where a shift may have begun; the part after it must still pass the calibrated test.
 CUSUM_THRESHOLD = 5.0
 CUSUM_SCALE_WINDOW = 16
+# A signal that matters and has had no samples for this share of the time watched leaves
+# the release unjudged (inconclusive), however good the earlier samples looked.
+STALE_FRACTION = 0.25
 Alternative = Literal["two-sided", "greater", "less"]
 _ALTERNATIVE: dict[str, Alternative] = {"increase": "greater", "decrease": "less", "both": "two-sided"}
 
@@ -562,6 +565,14 @@ def _data_checks(
             # Nothing at all, rather than too little: most often a metric name that the
             # target does not expose, which waiting will not fix.
             seen.shortfalls.append(f"{rule.name}: no samples of {_sources(rule)}")
+            continue
+        last = float(window.times[np.flatnonzero(np.isfinite(counted))[-1]])
+        if now - last > STALE_FRACTION * elapsed:
+            # The data stopped (a target gone, a recording shorter than the period): what
+            # came after was never watched.
+            seen.shortfalls.append(
+                f"{rule.name}: no samples since +{format_duration(last - started)}, "
+                f"{format_duration(now - last)} ago")
             continue
         if rule.kind == "ratio":
             trials = float(np.nansum(window.trials[row]))

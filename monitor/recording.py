@@ -21,6 +21,7 @@ from monitor.exposition import split_key
 from monitor.signals import RawSeries
 
 HEADER = ("timestamp", "release", "signal", "value")
+LATEST_TIME = 4102444800.0  # 2100-01-01T00:00:00Z
 # As strict as Prometheus: no digit separators, hex floats or non-ASCII digits.
 _NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|NaN|[Ii]nf)$")
 _SPECIAL = {"NaN": math.nan, "Inf": math.inf, "inf": math.inf}
@@ -47,7 +48,7 @@ def parse_number(text: str) -> float:
 
 
 def parse_timestamp(text: str) -> float:
-    """Unix seconds, or ISO 8601 (a time without a zone is taken as UTC)."""
+    """Unix seconds, or ISO 8601 (a time without a zone is taken as UTC), from 1970 to 2100."""
     text = text.strip()
     try:
         seconds = parse_number(text)
@@ -56,14 +57,22 @@ def parse_timestamp(text: str) -> float:
     else:
         if not math.isfinite(seconds):
             raise ValueError(f"not a finite time: {text!r}")
-        return seconds
+        return _in_range(seconds, text)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(f"not a unix time or ISO 8601 time: {text!r}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return _in_range(moment.timestamp(), text)
+
+
+def _in_range(seconds: float, text: str) -> float:
+    # A time outside these years is a unit mistake (milliseconds, say), not a sample.
+    if not 0.0 <= seconds < LATEST_TIME:
+        hint = " (milliseconds?)" if seconds >= LATEST_TIME * 100 else ""
+        raise ValueError(f"time {text!r} is not between 1970 and 2100 in unix seconds{hint}")
+    return seconds
 
 
 def load_recording(path: str | Path) -> Recording:

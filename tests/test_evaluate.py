@@ -148,6 +148,16 @@ def test_a_release_with_no_samples_yet_is_pending_then_inconclusive() -> None:
     assert "latency: no samples" in history[-1].reason
 
 
+def test_data_that_stops_early_leaves_the_release_inconclusive() -> None:
+    # Twelve good minutes of a 30-minute period, then nothing: the rest was never watched.
+    policy = _policy(LATENCY, QUEUE)
+    history = _judge(policy, _baseline(policy), _frame(T0, 12, seed=3))
+    assert history[-1].verdict == "inconclusive"
+    assert history[-1].reason == "latency: no samples since +11m45s, 18m15s ago"
+    # Data until three quarters of the period is enough to judge the rest by.
+    assert _judge(policy, _baseline(policy), _frame(T0, 23, seed=3))[-1].verdict == "pass"
+
+
 def test_a_signal_without_any_series_names_what_it_reads() -> None:
     policy = _policy(ERRORS, LATENCY)
     frame = _frame(T0, 30, seed=9)
