@@ -281,6 +281,22 @@ def test_replay_of_a_healthy_recorded_release_passes(demo_db: Path, tmp_path: Pa
     assert json.loads(replayed.stdout)["verdict"] == "pass"
 
 
+def test_replay_of_several_recordings_exits_with_the_gravest_verdict(
+    demo_db: Path, tmp_path: Path
+) -> None:
+    bad, good = tmp_path / "bad.csv", tmp_path / "good.csv"
+    assert monitor("record", "--db", demo_db, "--release", "v2.3", "--out", bad).exit_code == 0
+    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", good).exit_code == 0
+    # The healthy v2.1 -> v2.2 pair, renamed to the releases that the bad recording holds.
+    text = good.read_text(encoding="utf-8").replace(",v2.2,", ",v2.3,").replace(",v2.1,", ",v2.2,")
+    good.write_text(text, encoding="utf-8")
+
+    both = monitor("replay", good, bad, "--release", "v2.3", "--json")
+    assert [json.loads(line)["verdict"] for line in both.stdout.splitlines()] == ["pass", "rollback"]
+    assert both.exit_code == 3, both.output
+    assert monitor("replay", good, good, "--release", "v2.3").exit_code == 0
+
+
 def test_replay_of_a_bad_recording_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.csv"
     path.write_text("timestamp,release,signal,value\n1767225600,v1,up,1_0\n", encoding="utf-8")

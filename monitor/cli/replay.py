@@ -24,6 +24,9 @@ from monitor.policy import ServicePolicy
 from monitor.render import verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE
 
+# The verdict whose exit code a replay of several recordings ends with: the gravest.
+GRAVITY = ("pass", "pending", "inconclusive", "hotfix", "rollback")
+
 
 def replay(
     recordings: Annotated[list[Path], typer.Argument(help="Recording CSV files.")],
@@ -39,7 +42,8 @@ def replay(
 ) -> None:
     """Replay recorded releases through the evaluation core; one verdict per recording.
 
-    The exit code is the verdict's (as `monitor verdict`) when one recording is replayed.
+    The exit code is the verdict's (as `monitor verdict`); of several recordings, the
+    gravest verdict's (rollback, hotfix, inconclusive, pending, pass).
     """
     from monitor.policy import load_policy
     from monitor.recording import load_recording
@@ -62,8 +66,8 @@ def replay(
         else:
             typer.echo(f"{doc['recording']}:")
             typer.echo(verdict_text({**doc, "change_class": "replayed", "state": "done"}))
-    if len(results) == 1:
-        raise typer.Exit(EXIT_CODES[results[0]["verdict"]])
+    gravest = max((doc["verdict"] for doc in results), key=GRAVITY.index)
+    raise typer.Exit(EXIT_CODES[gravest])
 
 
 def _period_seconds(period: str | None) -> float | None:
