@@ -323,11 +323,15 @@ class _Handler(BaseHTTPRequestHandler):
             return _error(400, str(error))
 
     def _read_body(self) -> bytes | Reply:
-        """The body, at most MAX_BODY_BYTES; a large or unmeasured one is refused unread."""
+        """The body, at most MAX_BODY_BYTES; a large or unmeasured one is refused unread.
+
+        Without Content-Length or Transfer-Encoding a request has no body (RFC 9112 6.3).
+        """
         lengths = set(self.headers.get_all("Content-Length") or [])
-        if "Transfer-Encoding" in self.headers or (not lengths and self.command == "POST"):
+        if "Transfer-Encoding" in self.headers:
             self.close_connection = True
-            return _error(413, f"send a Content-Length of at most {MAX_BODY_BYTES} bytes")
+            return _error(411, f"send a Content-Length of at most {MAX_BODY_BYTES} bytes "
+                               "instead of Transfer-Encoding")
         if not lengths:
             return b""
         length = lengths.pop().strip()
