@@ -70,3 +70,29 @@ def test_demo_database_is_a_real_sqlite_file(tmp_path: Path) -> None:
     with Store.open(path) as store:
         assert [r.version for r in store.releases("demo")] == ["v2.5", "v2.4", "v2.3", "v2.2", "v2.1"]
         assert store.sample_count("demo") > 1000
+
+
+def test_demo_serve_stops_on_sigterm_and_removes_its_temporary_database() -> None:
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-m", "monitor", "demo", "--serve", "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        found = re.search(r"database (\S+demo\.db)", first)
+        assert found, first
+        database = Path(found.group(1))
+        for line in process.stdout:
+            if line.startswith("serving "):
+                break
+        assert database.exists()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert not database.parent.exists()
+    finally:
+        process.kill()
+        process.wait()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import tempfile
 import threading
 import time
@@ -45,8 +46,11 @@ def demo(
             server = start_server(box, host="127.0.0.1", port=port, version=__version__)
             typer.echo(f"serving {server.url}/metrics and "
                        f"{server.url}/api/v1/verdict?service=demo&release=v2.3 (Ctrl-C stops)")
+            # SIGTERM ends it as Ctrl-C does, so the temporary database goes too.
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_: stop.set())
             try:
-                threading.Event().wait()
+                stop.wait()
             except KeyboardInterrupt:
                 pass
             finally:
