@@ -112,8 +112,20 @@ def test_check_config_accepts_a_good_policy(tmp_path: Path) -> None:
     path.write_text(POLICY, encoding="utf-8")
     result = monitor("check-config", path)
     assert result.exit_code == 0, result.output
-    assert "shop: 1 targets" in result.stdout
+    assert result.stdout.splitlines()[0] == (
+        "shop: 1 target, 0 smoke probes, 0 verification commands, 1 signal, 0 hooks; "
+        "checking period minor 15m, major 2h00m")
+    assert "note:" not in result.stdout
     assert result.stdout.rstrip().endswith(f"{path}: ok")
+
+
+def test_check_config_notes_a_service_with_nothing_to_judge(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics"\n',
+                    encoding="utf-8")
+    result = monitor("check-config", path)
+    assert result.exit_code == 0, result.output
+    assert "shop: note: no signals, smoke probes or verification commands" in result.stdout
 
 
 def test_check_config_names_file_and_key_of_a_mistake(tmp_path: Path) -> None:

@@ -50,8 +50,11 @@ class _Refused(Exception):
 # -- listeners ---------------------------------------------------------------------------------
 
 
+SERVICE = '[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics"\n'
+
+
 def test_the_policy_listens_on_loopback_by_default() -> None:
-    config = parse_policy("")
+    config = parse_policy(SERVICE)
     assert (config.listen_host, config.listen_port) == ("127.0.0.1", 9847)
     assert MonitorConfig(path="x").listen_host == "127.0.0.1"
 
@@ -64,7 +67,7 @@ def test_a_listen_address_without_a_host_is_refused(listen: str) -> None:
 
 
 def test_a_configured_address_is_kept() -> None:
-    config = parse_policy('[monitor]\nlisten = "[::1]:9900"\n')
+    config = parse_policy('[monitor]\nlisten = "[::1]:9900"\n' + SERVICE)
     assert (config.listen_host, config.listen_port) == ("::1", 9900)
 
 

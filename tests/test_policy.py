@@ -223,11 +223,10 @@ def test_defaults_of_a_minimal_policy() -> None:
                                url="https://deploy.internal/rollback"),)
 
 
-def test_an_empty_policy_has_no_services() -> None:
-    assert parse_policy("", "empty.toml").services == {}
-
-
 MISTAKES = [
+    pytest.param("", "services", "nothing to monitor", id="empty-file"),
+    pytest.param('[monitor]\ndatabase = "m.db"\n', "services", "nothing to monitor",
+                 id="no-services"),
     pytest.param("colour = \"red\"\n" + MINIMAL, "colour", "unknown key", id="unknown-top-level"),
     pytest.param(with_line("[services.shop]", 'colour = "red"'), "services.shop.colour",
                  "unknown key", id="unknown-in-service"),

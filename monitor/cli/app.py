@@ -113,11 +113,20 @@ def check_config(
     with clear_errors():
         cfg = load_policy(config)
     for name, policy in cfg.services.items():
-        periods = ", ".join(f"{k} {v:g}s" for k, v in policy.periods.items())
-        typer.echo(f"{name}: {len(policy.targets)} targets, {len(policy.smoke)} smoke probes, "
-                   f"{len(policy.verify)} verification commands, {len(policy.signals)} signals, "
-                   f"{len(policy.hooks)} hooks; checking period {periods}")
+        periods = ", ".join(f"{k} {format_duration(v)}" for k, v in policy.periods.items())
+        parts = [counted(len(policy.targets), "target"), counted(len(policy.smoke), "smoke probe"),
+                 counted(len(policy.verify), "verification command"),
+                 counted(len(policy.signals), "signal"), counted(len(policy.hooks), "hook")]
+        typer.echo(f"{name}: {', '.join(parts)}; checking period {periods}")
+        if not (policy.signals or policy.smoke or policy.verify):
+            typer.echo(f"{name}: note: no signals, smoke probes or verification commands, so its "
+                       "releases are scraped but never judged")
     typer.echo(f"{config}: ok")
+
+
+def counted(count: int, noun: str) -> str:
+    """'1 target', '2 targets'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 @release_app.command("start")
