@@ -358,7 +358,7 @@ def _judge_shift(
             tolerance=rule.tolerance if major else floor,
             n_baseline=int(n_base[row]), n_candidate=int(n_cand[row]),
             detail=(f"median {_fmt(median)} -> {_fmt(candidate)} "
-                    f"({_pct(shift[row] / scale[row])}, {z[row]:.1f} A/A spreads, "
+                    f"({_relative(shift[row], median, scale[row])}{z[row]:.1f} A/A spreads, "
                     f"p={pvalue[row]:.2g})"),
         )
     return out
@@ -421,7 +421,8 @@ def _judge_step(
             tolerance=rule.tolerance if major else rule.ignore_below,
             n_baseline=count, n_candidate=count,
             detail=(f"jumped at the release: median of the last {count} samples {_fmt(before)} -> "
-                    f"first {count} after {_fmt(after)} ({_pct(step / float(scale[row]))}, "
+                    f"first {count} after {_fmt(after)} "
+                    f"({_relative(step, parts[row].median, float(scale[row]))}"
                     f"{z[index, width]:.1f} A/A steps)"),
         )
     return out
@@ -610,6 +611,15 @@ def _fmt(value: float) -> str:
         if magnitude >= size:
             return f"{value / size:.3g}{unit}"
     return f"{value:.3g}"
+
+
+def _relative(change: float, baseline: float, scale: float) -> str:
+    """'+12.5%, ': the change as a share of the baseline median, where that median is the
+    signal's yardstick; nothing where it is near zero against the noise (0 -> 0.4 is no
+    meaningful percentage)."""
+    if baseline == 0 or abs(baseline) < scale:
+        return ""
+    return f"{_pct(change / abs(baseline))}, "
 
 
 def _pct(value: float, signed: bool = True) -> str:

@@ -101,6 +101,16 @@ def test_a_non_critical_regression_makes_a_hotfix_when_the_period_ends() -> None
     assert history.index(watched[0]) < len(history) // 2
 
 
+def test_a_finding_gives_a_percentage_only_of_a_median_that_is_its_yardstick() -> None:
+    policy = _policy(QUEUE)
+    rise = _judge(policy, _baseline(policy), _frame(T0, 30, seed=4, queue=8.0))[-1]
+    assert "median 5.03 -> 7.99 (+59.0%, " in rise.reason, rise.reason
+    # A queue that is empty in the baseline: 0 -> 3 is no percentage at all.
+    empty = Baseline(("v1",), summarize(_frame(T0 - 7200, 120, seed=1, queue=0.0)))
+    found = _judge(policy, empty, _frame(T0, 30, seed=4, queue=3.0))[-1]
+    assert found.verdict == "hotfix" and "%" not in found.reason, found.reason
+
+
 def test_a_minor_finding_gone_by_the_end_of_the_period_is_no_hotfix() -> None:
     policy = _policy(LATENCY, QUEUE)
     # The queue is up for the first ten minutes only, then back to normal for twenty.
