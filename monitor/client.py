@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -21,7 +22,7 @@ def remote_document(url: str, release: str, service: str | None, *,
                     timeout: float = 10.0) -> dict[str, Any]:
     """GET /api/v1/verdict from the monitor at `url`; errors are one clear line."""
     params = {"release": release, **({"service": service} if service else {})}
-    query = requests.Request("GET", f"{url.rstrip('/')}/api/v1/verdict", params=params).prepare()
+    query = requests.Request("GET", f"{_base(url)}/api/v1/verdict", params=params).prepare()
     try:
         body = fetch(str(query.url), timeout=timeout, max_bytes=_LIMIT)
     except MonitorError as exc:
@@ -41,7 +42,7 @@ def remote_document(url: str, release: str, service: str | None, *,
 def register_remote(url: str, service: str, version: str, change_class: str, *,
                     token: str, timeout: float = 10.0) -> None:
     """POST /api/v1/releases: register a deploy with a running monitor."""
-    where = f"{url.rstrip('/')}/api/v1/releases"
+    where = f"{_base(url)}/api/v1/releases"
     try:
         answer = requests.post(
             where, json={"service": service, "version": version, "change": change_class},
@@ -58,6 +59,15 @@ def register_remote(url: str, service: str, version: str, change_class: str, *,
         except (ValueError, AttributeError):
             detail = ""
         raise MonitorError(f"{redact_url(where)}: HTTP {answer.status_code} {detail}".rstrip())
+
+
+def _base(url: str) -> str:
+    """The monitor's base URL; ValueError (bad input) unless it is http(s) with a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"--url: {redact_url(url)!r} is not an http(s) URL "
+                         "(e.g. http://127.0.0.1:9847)")
+    return url.rstrip("/")
 
 
 def wait_remote(url: str, release: str, service: str | None, clock: Clock, *,

@@ -385,6 +385,12 @@ def test_pinned_baseline_is_used_by_the_next_release(demo_copy: Path) -> None:
     assert baseline_of(demo_copy, "v2.7") == "v2.2"  # the last healthy release again
 
 
+def test_unpin_of_an_unknown_service(demo_copy: Path) -> None:
+    result = monitor("baselines", "unpin", "--service", "nosuch", "--db", demo_copy)
+    assert result.exit_code == 2, result.output
+    assert error_line(result) == "error: no releases of service 'nosuch' (services: demo)"
+
+
 def test_pin_of_an_unknown_release(demo_copy: Path) -> None:
     result = monitor("baselines", "pin", "v7", "--db", demo_copy)
     assert result.exit_code == 2, result.output
@@ -471,3 +477,14 @@ def test_evidence_columns_line_up_with_long_signal_names() -> None:
     # Every row's detector column starts where the header's does.
     assert len({row.index(word) for row, word in zip(rows, ("detector", "compare", "compare"),
                                                      strict=True)}) == 1
+
+
+@pytest.mark.parametrize("command", [("verdict", "--release", "v1"),
+                                     ("release", "start", "--service", "shop", "--version", "v1")])
+def test_a_url_without_a_scheme_is_bad_input(command: tuple[str, ...],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RELEASE_MONITOR_TOKEN", "t")
+    result = monitor(*command, "--url", "127.0.0.1:9847")
+    assert result.exit_code == 2, result.output
+    assert error_line(result) == ("error: --url: '127.0.0.1:9847' is not an http(s) URL "
+                                  "(e.g. http://127.0.0.1:9847)")

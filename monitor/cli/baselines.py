@@ -16,6 +16,7 @@ from monitor.cli.common import (
     open_release,
     open_store,
 )
+from monitor.errors import UnknownRelease
 from monitor.render import figure, when
 
 app = typer.Typer(help="List, pin, unpin and invalidate baselines.", no_args_is_help=True)
@@ -69,6 +70,9 @@ def unpin(service: ServiceOption, db: DbOption = None, config: ConfigOption = No
     """Go back to comparing with the last healthy release(s)."""
     with clear_errors():
         store = open_store(db, load_config(config))
+        if service not in store.services():
+            known = ", ".join(store.services()) or "none"
+            raise UnknownRelease(f"no releases of service {service!r} (services: {known})")
         store.unpin(service)
     typer.echo(f"{service}: new releases are compared with the last healthy release")
 
