@@ -11,8 +11,9 @@ candidate window of the same length must stand well outside that spread (its z a
 it) to count. Leak signals get the same for the
 slope of their lower envelope.
 
-The spread is never taken below what independent samples would give (the per-sample
-spread over the square root of the length): autocorrelation only ever widens it.
+The spread is never taken below that of a mean of as many independent samples (the
+per-sample spread over the square root of the length; a median's would be a quarter
+wider): autocorrelation only ever widens it.
 
 A series that drifts (a random walk, a trend) strays further from the past than from its
 own median: a candidate window comes after the whole baseline, not inside it. So the
@@ -46,7 +47,7 @@ def robust_spread(values: np.ndarray) -> np.ndarray:
     """Per-row spread that survives spikes and mostly-constant series.
 
     The MAD-based sd, else the interquartile range, else the 5-95% range, each scaled to a
-    normal's sd; 0 only for a row that is truly constant.
+    normal's sd; 0 only for a row that is truly constant (or has no values at all).
     """
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -150,8 +151,10 @@ def step_spreads(values: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             medians = _window_medians(values, width)
-            # Windows half overlap, so the next window that does not overlap is `lag` on.
-            lag = width // max(1, width // 2)
+            # Windows start every `stride` samples, so the first that does not overlap
+            # this one is `lag` windows on.
+            stride = max(1, width // 2)
+            lag = -(-width // stride)
             steps = medians[:, lag:] - medians[:, :-lag]
             out[:, index] = np.sqrt(np.nanmean(steps**2, axis=1))
     noise = robust_spread(np.diff(values, axis=1)) / np.sqrt(2.0) if columns > 1 else np.zeros(rows)

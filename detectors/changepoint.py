@@ -2,7 +2,10 @@
 
 The recursion S_t = max(0, S_{t-1} + y_t) (S_{-1} = 0) equals W_t - min(0, min_{s<=t} W_s)
 with W the running sum of y, so the whole (series, time) array is done with a cumulative
-sum and a running minimum instead of a loop over time.
+sum and a running minimum instead of a loop over time. In exact arithmetic the two agree
+to the last digit; in floating point they round differently, so where S comes back to
+exactly zero in exact arithmetic (decimal data such as 0.1 + 0.2 - 0.3) either may see a
+hair above or below zero, and the change start or the alarm can move by a few samples.
 """
 
 from __future__ import annotations

@@ -118,8 +118,9 @@ def trend(
 def time_to_exhaustion(level: npt.ArrayLike, slope: npt.ArrayLike, limit: npt.ArrayLike) -> FloatArray:
     """Seconds until `level` growing at `slope` per second reaches `limit`.
 
-    0 when already at or over the limit, inf when the slope is not positive, NaN when an
-    input is NaN. Inputs broadcast against each other.
+    0 when already at or over the limit (whatever the slope), inf when the slope is not
+    positive, NaN when the level or limit is NaN, or the slope is NaN below the limit.
+    Inputs broadcast against each other.
 
     >>> float(time_to_exhaustion(1e9, 1e3, 2e9))
     1000000.0

@@ -22,7 +22,7 @@ WIDTHS = (4, 8, 16, 32, 64)
 @dataclass(frozen=True)
 class StepResult:
     """(series, widths): the medians on each side and their difference at each width, NaN
-    where either side lacks `w` samples."""
+    where either side is shorter than `w` or has fewer than half of its `w` samples."""
 
     widths: tuple[int, ...]
     before: FloatArray

@@ -343,6 +343,22 @@ def test_large_rows_shift_and_interval_are_within_a_few_percent_of_the_width(nam
     assert errors.mean() < 0.015, errors
 
 
+@pytest.mark.parametrize(("draw", "grid"), [
+    (lambda rng, size: np.round(rng.lognormal(4.0, 0.5, size)), 1.0),
+    (lambda rng, size: np.round(rng.normal(1000.0, 300.0, size)), 1.0),
+    (lambda rng, size: np.round(rng.normal(10.0, 3.0, size), 1), 0.1),
+], ids=["rounded-lognormal", "rounded-wide-normal", "tenths"])
+def test_large_rows_on_a_grid_are_within_two_grid_steps(draw, grid):
+    # More distinct values than atoms, all on a grid: the exact ends are grid points.
+    rng = np.random.default_rng(5)
+    base, cand = draw(rng, (4, 512)), draw(rng, (4, 720)) + grid * np.array([[0], [3], [-2], [1]])
+    result = compare(base, cand)
+    for row in range(4):
+        exact = reference(base[row], cand[row], 0.95, "two-sided")
+        for field in ("shift", "lower", "upper"):
+            assert abs(getattr(result, field)[row] - exact[field]) <= 2 * grid + 1e-9, (row, field)
+
+
 @pytest.mark.parametrize("alternative", ALTERNATIVES)
 def test_large_rows_keep_the_exact_u_and_p_value(alternative):
     rng = np.random.default_rng(21)
