@@ -585,7 +585,8 @@ def _data_checks(
         count = int(np.sum(~np.isnan(window.values[row])))
         if count < rule.min_samples:
             more = _more_time(rule.min_samples - count, count / elapsed)
-            seen.shortfalls.append(f"{rule.name}: {count} samples, {rule.min_samples} needed{more}")
+            noun = "sample" if count == 1 else "samples"
+            seen.shortfalls.append(f"{rule.name}: {count} {noun}, {rule.min_samples} needed{more}")
 
 
 def _sources(rule: SignalRule) -> str:

@@ -488,3 +488,9 @@ def test_a_url_without_a_scheme_is_bad_input(command: tuple[str, ...],
     assert result.exit_code == 2, result.output
     assert error_line(result) == ("error: --url: '127.0.0.1:9847' is not an http(s) URL "
                                   "(e.g. http://127.0.0.1:9847)")
+
+
+def test_a_bad_timeout_names_the_option(demo_db: Path) -> None:
+    result = monitor("verdict", "--release", "v2.3", "--wait", "--timeout", "abc", "--db", demo_db)
+    assert result.exit_code == 2, result.output
+    assert error_line(result).startswith("error: --timeout: not a duration: 'abc'")

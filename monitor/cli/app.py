@@ -21,6 +21,7 @@ from monitor.cli.common import (
     OnlyServiceOption,
     ReleaseServiceOption,
     clear_errors,
+    duration_option,
     fail,
     load_config,
     open_release,
@@ -216,11 +217,10 @@ def verdict(
     """
     from monitor.client import remote_document, wait_remote
     from monitor.clock import WallClock
-    from monitor.durations import parse_duration
     from monitor.verdicts import wait_for_decision
 
+    seconds = duration_option("--timeout", timeout)
     with clear_errors():
-        seconds = parse_duration(timeout)
         if url is not None:
             doc = (wait_remote(url, release, service, WallClock(), timeout=seconds) if wait
                    else remote_document(url, release, service))

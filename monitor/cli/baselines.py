@@ -30,7 +30,7 @@ def list_baselines(
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Healthy releases usable as baselines, the pinned one, and their stored summaries."""
+    """Every release with whether it can be a baseline, the pinned one, and stored summaries."""
     with clear_errors():
         store = open_store(db, load_config(config))
         services = [service] if service else store.services()

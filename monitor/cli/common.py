@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from monitor.durations import parse_duration
 from monitor.errors import (
     AmbiguousRelease,
     ConfigError,
@@ -45,6 +46,14 @@ OnlyServiceOption = Annotated[str | None, typer.Option(help="Only this service."
 def fail(message: str, code: int) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code)
+
+
+def duration_option(option: str, text: str) -> float:
+    """Seconds in a duration given on the command line; bad input names the option."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise fail(f"{option}: {exc}", EXIT_USAGE) from None
 
 
 @contextmanager

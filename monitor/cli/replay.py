@@ -15,14 +15,13 @@ from monitor.cli.common import (
     JsonOption,
     ReleaseServiceOption,
     clear_errors,
-    fail,
+    duration_option,
     open_release,
 )
-from monitor.durations import parse_duration
 from monitor.errors import ConfigError
 from monitor.policy import ServicePolicy
 from monitor.render import verdict_text
-from monitor.verdicts import EXIT_CODES, EXIT_USAGE
+from monitor.verdicts import EXIT_CODES
 
 # The verdict whose exit code a replay of several recordings ends with: the gravest.
 GRAVITY = ("pass", "pending", "inconclusive", "hotfix", "rollback")
@@ -71,12 +70,7 @@ def replay(
 
 
 def _period_seconds(period: str | None) -> float | None:
-    if period is None:
-        return None
-    try:
-        return parse_duration(period)
-    except ValueError as exc:
-        raise fail(f"--period: {exc}", EXIT_USAGE) from None
+    return None if period is None else duration_option("--period", period)
 
 
 def _one_service(services: Mapping[str, ServicePolicy], name: str | None, where: str) -> ServicePolicy:
