@@ -47,8 +47,9 @@ Z_STEP = 4.0
 # where a shift may have begun; the part after it must still pass the calibrated test.
 CUSUM_THRESHOLD = 5.0
 CUSUM_SCALE_WINDOW = 16
-# A signal that matters and has had no samples for this share of the time watched leaves
-# the release unjudged (inconclusive), however good the earlier samples looked.
+# Samples that stopped this share of the checking period before the release's end (and
+# more than two sample intervals) leave it unjudged: inconclusive, however good the
+# earlier samples looked.
 STALE_FRACTION = 0.25
 Alternative = Literal["two-sided", "greater", "less"]
 _ALTERNATIVE: dict[str, Alternative] = {"increase": "greater", "decrease": "less", "both": "two-sided"}
@@ -123,13 +124,15 @@ def evaluate(
     now: float,
     state: JudgeState | None = None,
     first_release: bool = False,
+    until: float | None = None,
 ) -> Evaluation:
     """Judge a candidate release at `now` and carry the judge's memory forward.
 
     A finding sets the verdict only once it has been seen in `policy.persistence`
     consecutive evaluations; a major one means rollback, a minor one hotfix. When the
     checking period is over with nothing found the release passes, or is inconclusive
-    if a signal that matters had too little data.
+    if a signal that matters had too little data, or the samples stopped well before the
+    release did (`until`: when the next release replaced it, if one has).
     """
     state = state or JudgeState()
     end = now + 1e-6
@@ -177,8 +180,11 @@ def evaluate(
     if baseline is None and not first_release:
         reason = "no healthy earlier release to compare with"
         return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
-    if seen.shortfalls:
-        reason = "; ".join(seen.shortfalls)
+    ended = min(started + period, until if until is not None else np.inf)
+    stopped = _data_stopped(policy, window, started=started, ended=ended, period=period)
+    shortfalls = seen.shortfalls + ([stopped] if stopped else [])
+    if shortfalls:
+        reason = "; ".join(shortfalls)
         return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
     reason = "first release: judged on smoke, verification and leaks" if baseline is None else ""
     return Evaluation(PASS, reason, tuple(evidence), new_state, None, now, True)
@@ -358,7 +364,7 @@ def _judge_shift(
             tolerance=rule.tolerance if major else floor,
             n_baseline=int(n_base[row]), n_candidate=int(n_cand[row]),
             detail=(f"median {_fmt(median)} -> {_fmt(candidate)} "
-                    f"({_relative(shift[row], median, scale[row])}{z[row]:.1f} A/A spreads, "
+                    f"({_relative(shift[row], median, noise[row])}{z[row]:.1f} A/A spreads, "
                     f"p={pvalue[row]:.2g})"),
         )
     return out
@@ -422,7 +428,7 @@ def _judge_step(
             n_baseline=count, n_candidate=count,
             detail=(f"jumped at the release: median of the last {count} samples {_fmt(before)} -> "
                     f"first {count} after {_fmt(after)} "
-                    f"({_relative(step, parts[row].median, float(scale[row]))}"
+                    f"({_relative(step, before, parts[row].noise)}"
                     f"{z[index, width]:.1f} A/A steps)"),
         )
     return out
@@ -567,14 +573,6 @@ def _data_checks(
             # target does not expose, which waiting will not fix.
             seen.shortfalls.append(f"{rule.name}: no samples of {_sources(rule)}")
             continue
-        last = float(window.times[np.flatnonzero(np.isfinite(counted))[-1]])
-        if now - last > STALE_FRACTION * elapsed:
-            # The data stopped (a target gone, a recording shorter than the period): what
-            # came after was never watched.
-            seen.shortfalls.append(
-                f"{rule.name}: no samples since +{format_duration(last - started)}, "
-                f"{format_duration(now - last)} ago")
-            continue
         if rule.kind == "ratio":
             trials = float(np.nansum(window.trials[row]))
             if trials < rule.min_trials:
@@ -587,6 +585,27 @@ def _data_checks(
             more = _more_time(rule.min_samples - count, count / elapsed)
             noun = "sample" if count == 1 else "samples"
             seen.shortfalls.append(f"{rule.name}: {count} {noun}, {rule.min_samples} needed{more}")
+
+
+def _data_stopped(policy: ServicePolicy, window: SignalFrame, *, started: float, ended: float,
+                  period: float) -> str | None:
+    """Where every judged signal's samples stopped well before the release ended (a target
+    gone, a recording shorter than the period): the rest was never watched. One signal
+    without values while the others go on (a latency quantile with no traffic) is not that.
+    """
+    rules = [r for r in policy.signals if r.name in window.rows]
+    if not any(r.critical or r.must_have_data for r in rules):
+        return None
+    rows = [window.row(r.name) for r in rules]
+    sampled = (np.isfinite(window.values[rows]) | np.isfinite(window.trials[rows])).any(axis=0)
+    times = window.times[sampled]
+    if times.size < 2:
+        return None  # no samples, or one: the sample counts already say so
+    gap = ended - float(times[-1])
+    if gap <= max(STALE_FRACTION * period, 2.0 * float(np.median(np.diff(times)))):
+        return None
+    return (f"no samples since +{format_duration(float(times[-1]) - started)}: the last "
+            f"{format_duration(gap)} of the release were never watched")
 
 
 def _sources(rule: SignalRule) -> str:
@@ -614,11 +633,10 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}"
 
 
-def _relative(change: float, baseline: float, scale: float) -> str:
-    """'+12.5%, ': the change as a share of the baseline median, where that median is the
-    signal's yardstick; nothing where it is near zero against the noise (0 -> 0.4 is no
-    meaningful percentage)."""
-    if baseline == 0 or abs(baseline) < scale:
+def _relative(change: float, baseline: float, noise: float) -> str:
+    """'+12.5%, ': the change as a share of the level it is measured from; nothing where
+    that level is within the noise of zero (0 -> 0.4 is no meaningful percentage)."""
+    if baseline == 0 or abs(baseline) < noise:
         return ""
     return f"{_pct(change / abs(baseline))}, "
 

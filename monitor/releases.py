@@ -222,6 +222,7 @@ class Releases:
         result = evaluate(
             policy, baseline, frame, started=release.started_at, period=release.period, now=now,
             state=JudgeState.from_json(release.judge_state), first_release=first,
+            until=self._next_start(release),
         )
         return result, signal_views(policy.signals, baseline, frame, started=release.started_at)
 
@@ -282,9 +283,14 @@ class Releases:
 
     def _end_of(self, release: Release) -> float:
         """A release is running until the next release of its service starts."""
+        following = self._next_start(release)
+        return following if following is not None else self.clock.now()
+
+    def _next_start(self, release: Release) -> float | None:
+        """When the next release of the service started, if one has."""
         later = [r.started_at for r in self.store.releases(release.service)
                  if r.started_at > release.started_at]
-        return min(later) if later else self.clock.now()
+        return min(later) if later else None
 
 
 def judged_metric_names(policy: ServicePolicy) -> set[str]:

@@ -163,9 +163,36 @@ def test_data_that_stops_early_leaves_the_release_inconclusive() -> None:
     policy = _policy(LATENCY, QUEUE)
     history = _judge(policy, _baseline(policy), _frame(T0, 12, seed=3))
     assert history[-1].verdict == "inconclusive"
-    assert history[-1].reason == "latency: no samples since +11m45s, 18m15s ago"
+    assert history[-1].reason == ("no samples since +11m45s: the last 18m15s of the release "
+                                  "were never watched")
     # Data until three quarters of the period is enough to judge the rest by.
     assert _judge(policy, _baseline(policy), _frame(T0, 23, seed=3))[-1].verdict == "pass"
+
+
+def _final(policy: ServicePolicy, candidate: SignalFrame, *, until: float | None = None,
+           period: float = 1800.0) -> Evaluation:
+    return evaluate(policy, _baseline(policy), candidate, started=T0, period=period,
+                    now=T0 + period + 600, until=until)
+
+
+def test_samples_stopping_with_the_release_are_no_shortfall() -> None:
+    policy = _policy(LATENCY, QUEUE)
+    twelve = _frame(T0, 12, seed=3)
+    # Replaced by the next release at +12m: watched for as long as it ran.
+    assert _final(policy, twelve, until=T0 + 720).verdict == "pass"
+    assert _final(policy, twelve).verdict == "inconclusive"
+    # One signal without values (a latency quantile with no traffic) while the others go on.
+    quiet = _frame(T0, 30, seed=3)
+    quiet.values[0, quiet.times >= T0 + 720] = np.nan
+    assert _final(policy, quiet).verdict == "pass"
+    # Scraped every 5 minutes for a 15-minute period: the last sample lands at +10m.
+    rule = SignalRule("latency", bad="increase", critical=True, min_samples=2)
+    sparse = _frame(T0, 15, seed=3).between(T0, T0 + 901)
+    every_five = sparse.times % 300 == T0 % 300
+    coarse = SignalFrame(sparse.names, sparse.times[every_five], sparse.values[:, every_five],
+                         sparse.events[:, every_five], sparse.trials[:, every_five])
+    assert coarse.times.tolist() == [T0, T0 + 300, T0 + 600]
+    assert _final(_policy(rule), coarse, period=900.0).verdict == "pass"
 
 
 def test_a_signal_without_any_series_names_what_it_reads() -> None:
