@@ -296,8 +296,6 @@ def parse_policy(text: str, name: str = "<policy>") -> MonitorConfig:
     listen = monitor.get("listen", str, "127.0.0.1:9847")
     host, port = _listen_address(monitor, listen)
     services_table = root.get("services", dict, {})
-    if not services_table:
-        raise root.fail("services", "no [services.NAME] table: nothing to monitor")
     services = {
         service: _service(root.child(f"services.{service}", _as_table(root, service, body)), service)
         for service, body in services_table.items()
@@ -313,6 +311,9 @@ def parse_policy(text: str, name: str = "<policy>") -> MonitorConfig:
     )
     monitor.done()
     root.done()
+    # Last, so that a misspelt [service.shop] is named as the unknown key it is.
+    if not services:
+        raise root.fail("services", "no [services.NAME] table: nothing to monitor")
     return config
 
 

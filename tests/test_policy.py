@@ -227,6 +227,8 @@ MISTAKES = [
     pytest.param("", "services", "nothing to monitor", id="empty-file"),
     pytest.param('[monitor]\ndatabase = "m.db"\n', "services", "nothing to monitor",
                  id="no-services"),
+    pytest.param('[service.shop]\npersistence = 3\n', "service", "unknown key",
+                 id="services-misspelt"),
     pytest.param("colour = \"red\"\n" + MINIMAL, "colour", "unknown key", id="unknown-top-level"),
     pytest.param(with_line("[services.shop]", 'colour = "red"'), "services.shop.colour",
                  "unknown key", id="unknown-in-service"),
