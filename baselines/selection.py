@@ -6,15 +6,17 @@ from monitor.store import Release, Store
 
 
 def choose_baselines(store: Store, service: str, *, before: float, count: int = 1) -> list[Release]:
-    """The pinned release if one is pinned, else the last `count` healthy releases.
+    """The pinned release if one is pinned (and still may be), else the last `count`
+    healthy releases.
 
     Healthy means the verdict was pass and nobody invalidated it since: a release that
-    ended in rollback, hotfix or inconclusive never becomes a baseline.
+    ended in rollback, hotfix or inconclusive never becomes a baseline by itself (a person
+    may pin an inconclusive one).
     """
     pinned = store.pinned(service)
     if pinned is not None:
         release = store.release(service, pinned)
         # A pin made before its release was found bad no longer counts.
-        if release.verdict == "pass" and not release.invalidated:
+        if release.why_not_pinnable() is None:
             return [release]
     return store.healthy_releases(service, before=before, limit=count)

@@ -22,6 +22,8 @@ from monitor.signals import RawSeries
 
 HEADER = ("timestamp", "release", "signal", "value")
 LATEST_TIME = 4102444800.0  # 2100-01-01T00:00:00Z
+# Units that exports write times in by mistake; a hint names the first that fits.
+_FINER_UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))
 # As strict as Prometheus: no digit separators, hex floats or non-ASCII digits.
 _NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|NaN|[Ii]nf)$")
 _SPECIAL = {"NaN": math.nan, "Inf": math.inf, "inf": math.inf}
@@ -70,7 +72,8 @@ def parse_timestamp(text: str) -> float:
 def _in_range(seconds: float, text: str) -> float:
     # A time outside these years is a unit mistake (milliseconds, say), not a sample.
     if not 0.0 <= seconds < LATEST_TIME:
-        hint = " (milliseconds?)" if seconds >= LATEST_TIME * 100 else ""
+        units = [unit for unit, per_second in _FINER_UNITS if 0.0 < seconds / per_second < LATEST_TIME]
+        hint = f" ({units[0]}?)" if units else ""
         raise ValueError(f"time {text!r} is not between 1970 and 2100 in unix seconds{hint}")
     return seconds
 

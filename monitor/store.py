@@ -57,6 +57,19 @@ class Release:
     judge_state: str  # opaque JSON text owned by the judge, "{}" initially
     invalidated: bool
 
+    def why_not_pinnable(self) -> str | None:
+        """None when a person may pin this release as the baseline, else why not.
+
+        One that passed, or one too quiet to judge (inconclusive) that they vouch for;
+        never one that rolled back or needed a hotfix, one still pending, or one
+        invalidated since.
+        """
+        if self.invalidated:
+            return "it was invalidated"
+        if self.verdict in ("pass", "inconclusive"):
+            return None
+        return "it has no verdict yet" if self.verdict == "pending" else f"its verdict is {self.verdict}"
+
 
 # eq=False: comparing arrays element-wise inside a generated __eq__ would raise.
 @dataclass(frozen=True, eq=False)
@@ -620,16 +633,13 @@ class Store:
         return self.release(service, version)
 
     def pin(self, service: str, version: str) -> None:
-        """Make `version` the baseline of every new release of `service` until unpinned.
-
-        Only a healthy release: one that passed and was not invalidated since.
-        """
+        """Make `version` the baseline of every new release of `service` until unpinned
+        (see `Release.why_not_pinnable`)."""
         release = self.release(service, version)  # UnknownRelease for a typo, not a silent pin
-        if release.invalidated or release.verdict != "pass":
-            why = "it was invalidated" if release.invalidated else (
-                f"its verdict is {release.verdict}" if release.verdict else "it has no verdict yet")
+        why = release.why_not_pinnable()
+        if why is not None:
             raise NotABaseline(f"{service} {version} cannot be pinned: {why}; only a release "
-                               "that passed can be a baseline")
+                               "that passed (or was inconclusive) can be a baseline")
         with self._writing() as conn:
             conn.execute(
                 "INSERT OR REPLACE INTO pins (service, version) VALUES (?, ?)", (service, version)

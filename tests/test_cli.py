@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +127,8 @@ def test_check_config_notes_a_service_with_nothing_to_judge(tmp_path: Path) -> N
                     encoding="utf-8")
     result = monitor("check-config", path)
     assert result.exit_code == 0, result.output
-    assert "shop: note: no signals, smoke probes or verification commands" in result.stdout
+    assert ("shop: note: no signals, smoke probes or verification commands, so its releases "
+            "pass unjudged") in result.stdout
 
 
 def test_check_config_names_file_and_key_of_a_mistake(tmp_path: Path) -> None:
@@ -405,6 +408,29 @@ def test_only_a_healthy_release_can_be_pinned(demo_copy: Path, version: str, why
     assert f"demo {version} cannot be pinned: {why}" in error_line(result)
     with Store.open(demo_copy) as store:
         assert store.pinned("demo") is None
+
+
+def test_a_pin_whose_release_became_unpinnable_is_ignored(demo_copy: Path) -> None:
+    # A pin stored before pins were checked, of the rolled-back v2.3.
+    with closing(sqlite3.connect(demo_copy)) as conn, conn:
+        conn.execute("INSERT INTO pins (service, version) VALUES ('demo', 'v2.3')")
+    listed = monitor("baselines", "list", "--db", demo_copy)
+    assert listed.stdout.splitlines()[0] == "demo: pinned v2.3 (ignored: its verdict is rollback)"
+    started = monitor("release", "start", "--service", "demo", "--version", "v2.6", "--db", demo_copy)
+    assert started.exit_code == 0, started.output
+    assert baseline_of(demo_copy, "v2.6") == "v2.2"
+
+
+def test_an_inconclusive_release_can_be_pinned(demo_copy: Path) -> None:
+    with Store.open(demo_copy) as store:
+        release = store.release("demo", "v2.4")
+        store.add_verdict(release.id, at=release.started_at + 1, verdict="inconclusive",
+                          reason="too quiet", findings=[], first_alarm_at=None,
+                          decided_at=release.started_at + 1, state="done", judge_state="{}")
+    assert monitor("baselines", "pin", "v2.4", "--db", demo_copy).exit_code == 0
+    started = monitor("release", "start", "--service", "demo", "--version", "v2.6", "--db", demo_copy)
+    assert started.exit_code == 0, started.output
+    assert baseline_of(demo_copy, "v2.6") == "v2.4"
 
 
 def test_invalidating_the_pinned_release_unpins_it(demo_copy: Path) -> None:

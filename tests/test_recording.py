@@ -95,6 +95,8 @@ def test_releases_are_ordered_by_their_first_sample(tmp_path: Path) -> None:
         pytest.param(HEADER, f"{T0},v1,up,1\n-5,v1,up,2\n", 3, "not between 1970 and 2100",
                      id="before-1970"),
         pytest.param(HEADER, f"{T0 * 1000:.0f},v1,up,1\n", 2, "(milliseconds?)", id="milliseconds"),
+        pytest.param(HEADER, f"{T0 * 1e6:.0f},v1,up,1\n", 2, "(microseconds?)", id="microseconds"),
+        pytest.param(HEADER, f"{T0 * 1e9:.0f},v1,up,1\n", 2, "(nanoseconds?)", id="nanoseconds"),
         pytest.param(HEADER, f"{T0},v1,up,1\n1969-12-31T23:00:00Z,v1,up,2\n", 3,
                      "not between 1970 and 2100", id="iso-before-1970"),
         pytest.param(HEADER, f"{T0},v1,up,1\n{T0 + 60},,up,2\n", 3, "empty release", id="empty-release"),

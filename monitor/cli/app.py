@@ -121,7 +121,7 @@ def check_config(
         typer.echo(f"{name}: {', '.join(parts)}; checking period {periods}")
         if not (policy.signals or policy.smoke or policy.verify):
             typer.echo(f"{name}: note: no signals, smoke probes or verification commands, so its "
-                       "releases are scraped but never judged")
+                       "releases pass unjudged (and become baselines)")
     typer.echo(f"{config}: ok")
 
 

@@ -36,7 +36,9 @@ def list_baselines(
         services = [service] if service else store.services()
         for name in services:
             pinned = store.pinned(name)
-            typer.echo(f"{name}: pinned {pinned or '-'}")
+            why = store.release(name, pinned).why_not_pinnable() if pinned else None
+            ignored = f" (ignored: {why})" if why else ""
+            typer.echo(f"{name}: pinned {pinned or '-'}{ignored}")
             for release in store.releases(name):
                 healthy = release.verdict == "pass" and not release.invalidated
                 mark = "healthy" if healthy else ("invalidated" if release.invalidated
