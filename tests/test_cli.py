@@ -213,6 +213,20 @@ def test_reading_commands_never_create_a_database(tmp_path: Path) -> None:
         assert result.exit_code == 7, result.output
         assert str(typo) in error_line(result)
     assert not typo.exists()
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    for args in (("verdict", "--release", "v1"), ("release", "list"), ("baselines", "list")):
+        result = monitor(*args, "--db", empty)
+        assert result.exit_code == 7, result.output
+        assert error_line(result).startswith(f"error: no database at {empty}")
+    assert empty.stat().st_size == 0
+
+
+def test_baselines_list_of_an_empty_database(tmp_path: Path) -> None:
+    Store.open(tmp_path / "m.db").close()
+    result = monitor("baselines", "list", "--db", tmp_path / "m.db")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "no releases yet"
 
 
 def test_verdict_of_an_unknown_release(tmp_path: Path) -> None:

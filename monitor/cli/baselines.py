@@ -34,6 +34,8 @@ def list_baselines(
     with clear_errors():
         store = open_store(db, load_config(config))
         services = [service] if service else store.services()
+        if not services:
+            typer.echo("no releases yet")
         for name in services:
             pinned = store.pinned(name)
             why = store.release(name, pinned).why_not_pinnable() if pinned else None

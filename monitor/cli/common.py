@@ -87,7 +87,9 @@ def open_store(db: Path | None, config: MonitorConfig | None = None, *,
         path = Path(config.path).parent / config.database
     else:
         path = Path(DEFAULT_DB)
-    if not create and not path.exists():
+    # An empty file (a `touch`, a mount placeholder) is no database either: opening it
+    # would write one.
+    if not create and (not path.exists() or (path.is_file() and path.stat().st_size == 0)):
         raise StoreError(f"no database at {path}: give --db, or start with `monitor run` "
                          "or `monitor release start`")
     return Store.open(path)
