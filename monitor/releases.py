@@ -218,7 +218,9 @@ class Releases:
         baseline = self.baseline(release, policy)
         frame = self.frame(policy, release.service, release.started_at, now + 1e-6,
                            version=release.version)
-        first = release.baseline is None and not self.store.releases(release.service, limit=2)[1:]
+        starts = [r.started_at for r in self.store.releases(release.service) if r.id != release.id]
+        # The service's first release, even once a later one has replaced it.
+        first = release.baseline is None and not any(t <= release.started_at for t in starts)
         result = evaluate(
             policy, baseline, frame, started=release.started_at, period=release.period, now=now,
             state=JudgeState.from_json(release.judge_state), first_release=first,

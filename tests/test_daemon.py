@@ -229,6 +229,21 @@ def test_a_source_down_for_half_an_hour_is_inconclusive_not_a_rollback(
     store.close()
 
 
+def test_a_release_replaced_early_is_judged_on_the_time_it_ran(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    simulated, clock = service
+    store = Store.open(tmp_path / "m.db")
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
+                    store, clock)
+    daemon.run_until(clock.now() + 600)           # v2.2 runs for 10 minutes of its 30
+    simulated.deploy("v2.1")                      # and is replaced: its samples stop there
+    daemon.run_until(clock.now() + 2400)
+    replaced = store.release("demo", "v2.2")
+    assert (replaced.state, replaced.verdict) == ("done", "pass"), replaced.reason
+    store.close()
+
+
 def test_verdict_over_the_api_matches_the_database(tmp_path: Path) -> None:
     from monitor.demo import run_demo
 
