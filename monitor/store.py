@@ -238,10 +238,21 @@ class Store:
         self.path: str | None = _file_of(self._conn)
         with self._failures("open"):
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
+            self._refuse_foreign()
             self._enable_wal()
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+
+    def _refuse_foreign(self) -> None:
+        """Never write into another program's database: one that has tables but none of
+        our schema versions is refused before anything (WAL mode included) is changed."""
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = self._conn.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        if version == 0 and tables:
+            raise StoreError(f"{self.path or ':memory:'} is not a release-monitor database "
+                             "(another program's tables are in it): give another --db")
 
     def _enable_wal(self) -> None:
         """Switch to WAL, waiting out others doing the same on a new file.

@@ -222,6 +222,22 @@ def test_reading_commands_never_create_a_database(tmp_path: Path) -> None:
     assert empty.stat().st_size == 0
 
 
+@pytest.mark.parametrize("args", [("verdict", "--release", "v1"), ("release", "list"),
+                                  ("baselines", "list"),
+                                  ("release", "start", "--service", "shop", "--version", "v1")])
+def test_another_programs_database_is_left_alone(tmp_path: Path, args: tuple[str, ...]) -> None:
+    foreign = tmp_path / "app.db"
+    with closing(sqlite3.connect(foreign)) as conn, conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+    before = foreign.read_bytes()
+    result = monitor(*args, "--db", foreign)
+    assert result.exit_code == 7, result.output
+    assert error_line(result) == (f"error: {foreign} is not a release-monitor database "
+                                  "(another program's tables are in it): give another --db")
+    assert foreign.read_bytes() == before
+    assert not (tmp_path / "app.db-wal").exists()
+
+
 def test_baselines_list_of_an_empty_database(tmp_path: Path) -> None:
     Store.open(tmp_path / "m.db").close()
     result = monitor("baselines", "list", "--db", tmp_path / "m.db")
