@@ -47,9 +47,9 @@ Z_STEP = 4.0
 # where a shift may have begun; the part after it must still pass the calibrated test.
 CUSUM_THRESHOLD = 5.0
 CUSUM_SCALE_WINDOW = 16
-# Samples that stopped this share of the checking period before the release's end (and
-# more than two sample intervals) leave it unjudged: inconclusive, however good the
-# earlier samples looked.
+# A stretch of the release this share of the checking period long (and more than two
+# sample intervals) without samples leaves it unjudged: inconclusive, however good the
+# samples around it looked.
 STALE_FRACTION = 0.25
 Alternative = Literal["two-sided", "greater", "less"]
 _ALTERNATIVE: dict[str, Alternative] = {"increase": "greater", "decrease": "less", "both": "two-sided"}
@@ -589,23 +589,29 @@ def _data_checks(
 
 def _data_stopped(policy: ServicePolicy, window: SignalFrame, *, started: float, ended: float,
                   period: float) -> str | None:
-    """Where every judged signal's samples stopped well before the release ended (a target
-    gone, a recording shorter than the period): the rest was never watched. One signal
-    without values while the others go on (a latency quantile with no traffic) is not that.
+    """The longest stretch of the release (from its start to its end) without a sample of
+    any judged signal, when it is too long to call the release watched: a target gone, a
+    recording shorter than the period. One signal without values while the others go on
+    (a latency quantile with no traffic) is not that.
     """
     rules = [r for r in policy.signals if r.name in window.rows]
-    if not any(r.critical or r.must_have_data for r in rules):
+    if not rules:
         return None
     rows = [window.row(r.name) for r in rules]
     sampled = (np.isfinite(window.values[rows]) | np.isfinite(window.trials[rows])).any(axis=0)
-    times = window.times[sampled]
-    if times.size < 2:
-        return None  # no samples, or one: the sample counts already say so
-    gap = ended - float(times[-1])
-    if gap <= max(STALE_FRACTION * period, 2.0 * float(np.median(np.diff(times)))):
+    times = window.times[sampled & (window.times <= ended)]
+    if times.size == 0:
+        # Signals that matter already say so, each by name.
+        return None if any(r.critical or r.must_have_data for r in rules) else (
+            "no samples of any judged signal")
+    edges = np.concatenate([[started], times, [ended]])
+    gaps = np.diff(edges)
+    interval = float(np.median(np.diff(times))) if times.size > 1 else 0.0
+    worst = int(np.argmax(gaps))
+    if gaps[worst] <= max(STALE_FRACTION * period, 2.0 * interval):
         return None
-    return (f"no samples since +{format_duration(float(times[-1]) - started)}: the last "
-            f"{format_duration(gap)} of the release were never watched")
+    return (f"no samples from +{format_duration(edges[worst] - started)} to "
+            f"+{format_duration(edges[worst + 1] - started)}: that stretch was never watched")
 
 
 def _sources(rule: SignalRule) -> str:

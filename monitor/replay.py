@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -75,7 +76,14 @@ def replay(
     checking = period if period is not None else policy.period("minor")
     reference = _baseline(policy, recording, base_name, rules) if base_name else None
     return _run(recording.path, policy, release, base_name, reference, candidate, started,
-                checking)
+                checking, _next_start(recording, release))
+
+
+def _next_start(recording: Recording, release: str) -> float | None:
+    """When the release after `release` in the recording began: the end of its running."""
+    order = recording.releases
+    index = order.index(release)
+    return recording.first_sample(order[index + 1]) if index + 1 < len(order) else None
 
 
 def _previous(recording: Recording, release: str) -> str | None:
@@ -93,19 +101,27 @@ def _baseline(policy: ServicePolicy, recording: Recording, name: str,
 
 def _run(path: str, policy: ServicePolicy, release: str, base_name: str | None,
          baseline: Baseline | None, candidate: SignalFrame, started: float,
-         period: float) -> ReplayResult:
+         period: float, until: float | None) -> ReplayResult:
     state = JudgeState()
     now = started
     evaluations = 0
+    interval = policy.evaluation_interval
+    # From here on every evaluation sees the same samples, and findings have had their
+    # evaluations to persist: nothing changes until the period's end.
+    settled = (float(candidate.times[-1]) if candidate.times.size else started) + (
+        policy.persistence * interval)
     while True:
         # As the daemon does: one evaluation per interval, past the period's end while
         # findings seen at the end get their evaluations (never the same instant twice).
-        now += policy.evaluation_interval
+        now += interval
         result = evaluate(policy, baseline, candidate, started=started, period=period, now=now,
-                          state=state, first_release=base_name is None)
+                          state=state, first_release=base_name is None, until=until)
         evaluations += 1
         state = result.state
         if result.done:
             break
+        if now >= settled:
+            # Straight to the last evaluation before the end, on the same grid.
+            now += max(0, math.ceil((started + period - now) / interval) - 1) * interval
     return ReplayResult(path, policy.name, release, base_name, started, period, result,
                         evaluations)

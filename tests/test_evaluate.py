@@ -163,8 +163,7 @@ def test_data_that_stops_early_leaves_the_release_inconclusive() -> None:
     policy = _policy(LATENCY, QUEUE)
     history = _judge(policy, _baseline(policy), _frame(T0, 12, seed=3))
     assert history[-1].verdict == "inconclusive"
-    assert history[-1].reason == ("no samples since +11m45s: the last 18m15s of the release "
-                                  "were never watched")
+    assert history[-1].reason == "no samples from +11m45s to +30m: that stretch was never watched"
     # Data until three quarters of the period is enough to judge the rest by.
     assert _judge(policy, _baseline(policy), _frame(T0, 23, seed=3))[-1].verdict == "pass"
 
@@ -193,6 +192,19 @@ def test_samples_stopping_with_the_release_are_no_shortfall() -> None:
                          sparse.events[:, every_five], sparse.trials[:, every_five])
     assert coarse.times.tolist() == [T0, T0 + 300, T0 + 600]
     assert _final(_policy(rule), coarse, period=900.0).verdict == "pass"
+
+
+def test_a_long_gap_or_no_samples_leave_even_minor_signals_unjudged() -> None:
+    policy = _policy(QUEUE)   # nothing critical: too few samples alone would pass
+    gap = _frame(T0, 30, seed=3)
+    middle = (gap.times >= T0 + 600) & (gap.times < T0 + 1200)
+    gapped = SignalFrame(gap.names, gap.times[~middle], gap.values[:, ~middle],
+                         gap.events[:, ~middle], gap.trials[:, ~middle])
+    assert _final(policy, gapped).reason == (
+        "no samples from +9m45s to +20m: that stretch was never watched")
+    assert _final(policy, gap).verdict == "pass"
+    empty = SignalFrame.empty(gap.names)
+    assert _final(policy, empty).reason == "no samples of any judged signal"
 
 
 def test_a_signal_without_any_series_names_what_it_reads() -> None:
