@@ -49,6 +49,8 @@ def robust_spread(values: np.ndarray) -> np.ndarray:
     The MAD-based sd, else the interquartile range, else the 5-95% range, each scaled to a
     normal's sd; 0 only for a row that is truly constant (or has no values at all).
     """
+    if values.size == 0:
+        return np.zeros(values.shape[0])
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         median = np.nanmedian(values, axis=1)

@@ -211,3 +211,8 @@ def test_nan_median_agrees_with_numpys_on_every_shape_and_gap() -> None:
             warnings.simplefilter("ignore", RuntimeWarning)
             expected = np.nanmedian(values, axis=-1)
         np.testing.assert_allclose(nan_median(values), expected, equal_nan=True)
+
+
+def test_robust_spread_of_no_samples_is_zero_per_row() -> None:
+    assert robust_spread(np.zeros((3, 0))).tolist() == [0.0, 0.0, 0.0]
+    assert robust_spread(np.zeros((0, 0))).shape == (0,)
