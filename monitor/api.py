@@ -34,11 +34,11 @@ from monitor.clock import Clock, WallClock
 from monitor.errors import AmbiguousRelease, MonitorError, UnknownRelease
 from monitor.exporter import RequestCounter, build_registry
 from monitor.findings import PASS, ROLLBACK, json_safe
+from monitor.names import name_problem
 from monitor.policy import CHANGE_CLASSES
 from monitor.snapshot import Registration, Snapshot, SnapshotBox
 
 MAX_BODY_BYTES = 1 << 20
-MAX_NAME_CHARS = 200  # service and version in a registration
 SOCKET_TIMEOUT_SECONDS = 5.0
 # Connections served at once: each holds a thread until it ends or times out, so a flood
 # of idle or slow clients must not grow threads without end. Beyond this, 503 at once.
@@ -533,11 +533,9 @@ def _name_field(fields: Mapping[str, Any], name: str) -> str:
         raise BadRequest(f"{name} is required")
     if not isinstance(value, str):
         raise BadRequest(f"{name} must be a string")
-    if not 0 < len(value) <= MAX_NAME_CHARS:
-        raise BadRequest(f"{name} must have 1 to {MAX_NAME_CHARS} characters")
-    # Printable only: these names reach logs, metrics labels and terminals.
-    if not value.isprintable() or value != value.strip():
-        raise BadRequest(f"{name} must be printable, without leading or trailing spaces")
+    problem = name_problem(value)
+    if problem is not None:
+        raise BadRequest(f"{name} {problem}")
     return value
 
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 import requests
 
 from monitor.clock import Clock
-from monitor.errors import MonitorError, UnknownRelease
+from monitor.errors import MonitorError, Refused, UnknownRelease
 from monitor.fetch import fetch
 from monitor.findings import HOTFIX, ROLLBACK
 from monitor.redact import redact_url
@@ -58,15 +58,22 @@ def register_remote(url: str, service: str, version: str, change_class: str, *,
             detail = str(json.loads(body).get("error", ""))
         except (ValueError, AttributeError):
             detail = ""
-        raise MonitorError(f"{redact_url(where)}: HTTP {answer.status_code} {detail}".rstrip())
+        refused = Refused if 400 <= answer.status_code < 500 else MonitorError
+        raise refused(f"{redact_url(where)}: HTTP {answer.status_code} {detail}".rstrip())
 
 
 def _base(url: str) -> str:
     """The monitor's base URL; ValueError (bad input) unless it is http(s) with a host."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"--url: {redact_url(url)!r} is not an http(s) URL "
-                         "(e.g. http://127.0.0.1:9847)")
+        # Credentials or a query may hold secrets: those are hidden, the rest shown as given.
+        shown = redact_url(url) if "@" in url or "?" in url else url[:80]
+        raise ValueError(f"--url: {shown!r} is not an http(s) URL with a host and a valid "
+                         "port (e.g. http://127.0.0.1:9847)")
     return url.rstrip("/")
 
 

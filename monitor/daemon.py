@@ -23,6 +23,7 @@ from monitor.errors import MonitorError, ScrapeError, StoreError
 from monitor.exposition import ParsedScrape, split_key
 from monitor.fetch import scrape
 from monitor.hooks import HookRunner
+from monitor.names import name_problem
 from monitor.policy import MonitorConfig, ServicePolicy, Target
 from monitor.redact import redact_url
 from monitor.releases import Releases
@@ -261,7 +262,7 @@ class Daemon:
                 if version:
                     # It becomes a label, an environment value and a file name's neighbour:
                     # as strict as a version given to the API.
-                    if len(version) > 200 or not version.isprintable():
+                    if name_problem(version) is not None:
                         log.warning("ignored an unprintable or overlong version label")
                         return None
                     return version

@@ -27,6 +27,11 @@ class AmbiguousRelease(MonitorError):
     """Several services have the release; `--service` must say which."""
 
 
+class Refused(MonitorError):
+    """A running monitor's API refused a request as bad (HTTP 4xx): wrong token, unknown
+    service, a malformed version."""
+
+
 class ScrapeError(MonitorError):
     """A target's answer could not be fetched or parsed; nothing from it is stored."""
 

@@ -127,8 +127,8 @@ def test_check_config_notes_a_service_with_nothing_to_judge(tmp_path: Path) -> N
                     encoding="utf-8")
     result = monitor("check-config", path)
     assert result.exit_code == 0, result.output
-    assert ("shop: note: no signals, smoke probes or verification commands, so its releases "
-            "pass unjudged") in result.stdout
+    assert ("shop: note: no signals, smoke probes or verification commands: nothing judges its "
+            "releases") in result.stdout
 
 
 def test_check_config_names_file_and_key_of_a_mistake(tmp_path: Path) -> None:
@@ -187,6 +187,22 @@ def test_release_start_refuses_a_service_the_policy_does_not_name(tmp_path: Path
     assert result.exit_code == 2, result.output
     assert error_line(result) == (f"error: {policy}: services.nosuch: not in the policy "
                                   "(services: shop)")
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(("option", "value", "problem"), [
+    ("--version", "", "must have 1 to 200 characters"),
+    ("--version", "v" * 201, "must have 1 to 200 characters"),
+    ("--version", "v\x1b[31mred", "must be printable"),
+    ("--service", " shop", "must be printable"),
+])
+def test_release_start_refuses_names_the_api_would(tmp_path: Path, option: str, value: str,
+                                                   problem: str) -> None:
+    names = {"--service": "shop", "--version": "v1", option: value}
+    db = tmp_path / "m.db"
+    result = monitor("release", "start", *[x for pair in names.items() for x in pair], "--db", db)
+    assert result.exit_code == 2, result.output
+    assert error_line(result).startswith(f"error: {option}: {problem}")
     assert not db.exists()
 
 
@@ -356,6 +372,25 @@ def test_replay_names_a_bad_period(demo_db: Path, tmp_path: Path) -> None:
     result = monitor("replay", out, "--release", "v2.2", "--period", "15 minutes")
     assert result.exit_code == 2, result.output
     assert error_line(result).startswith("error: --period: not a duration: '15 minutes'")
+    zero = monitor("replay", out, "--release", "v2.2", "--period", "0")
+    assert zero.exit_code == 2, zero.output
+    assert error_line(zero) == ("error: --period: must be a finite duration longer than zero, "
+                                "got '0'")
+
+
+def test_replay_of_a_recording_shorter_than_its_period(demo_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v2.2.csv"
+    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", out).exit_code == 0
+    # Thirty minutes of v2.2 judged over 100 days: inconclusive, and at once, not a
+    # hundred days of evaluations on the same samples.
+    result = monitor("replay", out, "--release", "v2.2", "--period", "100d", "--json")
+    assert result.exit_code == 6, result.output
+    doc = json.loads(result.stdout)
+    assert doc["reason"].startswith("no samples from +30m to +2400h00m"), doc["reason"]
+    assert doc["evaluations"] < 200, doc["evaluations"]
+    # v2.1, replaced by v2.2 in the recording, is judged on the time it ran.
+    earlier = monitor("replay", out, "--release", "v2.1", "--period", "1d", "--json")
+    assert json.loads(earlier.stdout)["verdict"] == "pass", earlier.output
 
 
 def test_record_to_a_missing_directory_names_the_file(demo_db: Path, tmp_path: Path) -> None:
@@ -540,13 +575,28 @@ def test_evidence_columns_line_up_with_long_signal_names() -> None:
 def test_a_url_without_a_scheme_is_bad_input(command: tuple[str, ...],
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RELEASE_MONITOR_TOKEN", "t")
-    result = monitor(*command, "--url", "127.0.0.1:9847")
-    assert result.exit_code == 2, result.output
-    assert error_line(result) == ("error: --url: '127.0.0.1:9847' is not an http(s) URL "
-                                  "(e.g. http://127.0.0.1:9847)")
+    for url in ("127.0.0.1:9847", "localhost:9847", "http://127.0.0.1:99999"):
+        result = monitor(*command, "--url", url)
+        assert result.exit_code == 2, result.output
+        assert error_line(result) == (f"error: --url: {url!r} is not an http(s) URL with a host "
+                                      "and a valid port (e.g. http://127.0.0.1:9847)")
 
 
 def test_a_bad_timeout_names_the_option(demo_db: Path) -> None:
     result = monitor("verdict", "--release", "v2.3", "--wait", "--timeout", "abc", "--db", demo_db)
     assert result.exit_code == 2, result.output
     assert error_line(result).startswith("error: --timeout: not a duration: 'abc'")
+
+
+def test_demo_serve_on_a_port_in_use_says_so_before_running() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = monitor("demo", "--serve", "--port", port)
+    assert result.exit_code == 2, result.output
+    assert error_line(result).startswith(f"error: --port: cannot listen on 127.0.0.1:{port}: ")
+    assert "done in" not in result.stdout
+    assert monitor("demo", "--serve", "--port", 99999).exit_code == 2

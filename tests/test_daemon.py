@@ -285,7 +285,8 @@ def test_release_start_over_the_api_needs_the_token(
         assert CliRunner().invoke(app, args).exit_code == 2
         monkeypatch.setenv("RELEASE_MONITOR_TOKEN", "wrong")
         refused = CliRunner().invoke(app, args)
-        assert refused.exit_code == 1 and "401" in refused.output and "wrong" not in refused.output
+        # A refusal is bad input (exit 2), not a crash; the token never shows.
+        assert refused.exit_code == 2 and "401" in refused.output and "wrong" not in refused.output
         monkeypatch.setenv("RELEASE_MONITOR_TOKEN", "s3cret")
         accepted = CliRunner().invoke(app, args)
         assert accepted.exit_code == 0, accepted.output

@@ -28,6 +28,7 @@ from monitor.cli.common import (
     open_store,
 )
 from monitor.durations import format_duration
+from monitor.names import name_problem
 from monitor.policy import CHANGE_CLASSES, default_service, load_policy, parse_listen
 from monitor.render import releases_table, verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE, document
@@ -120,8 +121,8 @@ def check_config(
                  counted(len(policy.signals), "signal"), counted(len(policy.hooks), "hook")]
         typer.echo(f"{name}: {', '.join(parts)}; checking period {periods}")
         if not (policy.signals or policy.smoke or policy.verify):
-            typer.echo(f"{name}: note: no signals, smoke probes or verification commands, so its "
-                       "releases pass unjudged (and become baselines)")
+            typer.echo(f"{name}: note: no signals, smoke probes or verification commands: "
+                       "nothing judges its releases")
     typer.echo(f"{config}: ok")
 
 
@@ -151,6 +152,10 @@ def release_start(
     if change not in CHANGE_CLASSES:
         raise fail(f"--change: must be one of {', '.join(CHANGE_CLASSES)}, got {change!r}",
                    EXIT_USAGE)
+    for option, name in (("--service", service), ("--version", version)):
+        problem = name_problem(name)
+        if problem is not None:
+            raise fail(f"{option}: {problem}, got {name[:40]!r}", EXIT_USAGE)
     if url is not None:
         from monitor.client import register_remote
 

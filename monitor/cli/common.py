@@ -17,6 +17,7 @@ from monitor.errors import (
     MonitorError,
     NotABaseline,
     RecordingError,
+    Refused,
     StoreError,
     UnknownRelease,
 )
@@ -62,7 +63,7 @@ def clear_errors() -> Iterator[None]:
     try:
         yield
     except (ConfigError, UnknownRelease, AmbiguousRelease, NotABaseline, RecordingError,
-            ValueError) as exc:
+            Refused, ValueError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except StoreError as exc:
         raise fail(str(exc), EXIT_STORE) from None

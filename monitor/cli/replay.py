@@ -16,12 +16,13 @@ from monitor.cli.common import (
     ReleaseServiceOption,
     clear_errors,
     duration_option,
+    fail,
     open_release,
 )
 from monitor.errors import ConfigError
 from monitor.policy import ServicePolicy
 from monitor.render import verdict_text
-from monitor.verdicts import EXIT_CODES
+from monitor.verdicts import EXIT_CODES, EXIT_USAGE
 
 # The verdict whose exit code a replay of several recordings ends with: the gravest.
 GRAVITY = ("pass", "pending", "inconclusive", "hotfix", "rollback")
@@ -70,7 +71,13 @@ def replay(
 
 
 def _period_seconds(period: str | None) -> float | None:
-    return None if period is None else duration_option("--period", period)
+    if period is None:
+        return None
+    seconds = duration_option("--period", period)
+    if not 0 < seconds < float("inf"):
+        raise fail(f"--period: must be a finite duration longer than zero, got {period!r}",
+                   EXIT_USAGE)
+    return seconds
 
 
 def _one_service(services: Mapping[str, ServicePolicy], name: str | None, where: str) -> ServicePolicy:
