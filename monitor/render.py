@@ -46,6 +46,8 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
     ]
     if doc.get("reason"):
         lines.append(f"  reason: {doc['reason']}")
+    if doc.get("invalidated"):
+        lines.append("  invalidated since: found bad later, never a baseline")
     if doc.get("first_alarm_at"):
         lines.append(f"  first alarm {after(doc, 'first_alarm_at')}")
     for check in doc.get("checks", []):

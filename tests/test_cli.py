@@ -378,6 +378,17 @@ def test_replay_names_a_bad_period(demo_db: Path, tmp_path: Path) -> None:
                                 "got '0'")
 
 
+def test_replay_options_that_cannot_work_are_bad_input(demo_db: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v2.2.csv"
+    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", out).exit_code == 0
+    itself = monitor("replay", out, "--release", "v2.2", "--baseline", "v2.2")
+    assert itself.exit_code == 2, itself.output
+    assert error_line(itself).startswith("error: --baseline: 'v2.2' is the release being judged")
+    service = monitor("replay", out, "--release", "v2.2", "--service", "shop")
+    assert service.exit_code == 2, service.output
+    assert error_line(service) == "error: --service: picks a service of --policy; give --policy too"
+
+
 def test_replay_of_a_recording_shorter_than_its_period(demo_db: Path, tmp_path: Path) -> None:
     out = tmp_path / "v2.2.csv"
     assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", out).exit_code == 0
@@ -527,6 +538,8 @@ def test_invalidated_release_is_no_longer_a_baseline(demo_copy: Path) -> None:
 
     as_json = monitor("verdict", "--release", "v2.2", "--db", demo_copy, "--json")
     assert json.loads(as_json.stdout)["invalidated"] is True
+    text = monitor("verdict", "--release", "v2.2", "--db", demo_copy)
+    assert "  invalidated since: found bad later, never a baseline" in text.stdout.splitlines()
 
 
 def test_demo_refuses_an_existing_database(tmp_path: Path) -> None:

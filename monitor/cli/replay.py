@@ -12,7 +12,6 @@ import typer
 from monitor.cli.common import (
     ConfigOption,
     DbOption,
-    JsonOption,
     ReleaseServiceOption,
     clear_errors,
     duration_option,
@@ -38,7 +37,8 @@ def replay(
         help="Which service of the policy (default: its only one).")] = None,
     period: Annotated[str | None, typer.Option(
         help="Checking period, e.g. 30m (default: the policy's for a minor change).")] = None,
-    as_json: JsonOption = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON object per recording, one per line.")] = False,
 ) -> None:
     """Replay recorded releases through the evaluation core; one verdict per recording.
 
@@ -49,6 +49,11 @@ def replay(
     from monitor.recording import load_recording
     from monitor.replay import replay as run_replay
 
+    if service is not None and policy is None:
+        raise fail("--service: picks a service of --policy; give --policy too", EXIT_USAGE)
+    if baseline is not None and baseline == release:
+        raise fail(f"--baseline: {baseline!r} is the release being judged; name an earlier one",
+                   EXIT_USAGE)
     with clear_errors():
         chosen = None
         if policy is not None:
