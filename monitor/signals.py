@@ -4,6 +4,7 @@ histograms as quantiles, each rule aggregated across the series its selector mat
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -167,7 +168,9 @@ def _aggregate(block: np.ndarray, how: str) -> np.ndarray:
     if block.shape[0] == 0:
         return np.full(block.shape[1], np.nan)
     all_missing = np.all(np.isnan(block), axis=0)
-    with np.errstate(all="ignore"):
+    # Columns missing in every row are NaN by design (set below), not a warning.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         if how == "max":
             combined = np.nanmax(np.where(np.isnan(block), -np.inf, block), axis=0)
         elif how == "mean":
