@@ -66,7 +66,8 @@ def _base(url: str) -> str:
     """The monitor's base URL; ValueError (bad input) unless it is http(s) with a host."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        if parts.port == 0:  # raises ValueError for a port out of range
+            raise ValueError("port 0")
     except ValueError:
         parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:

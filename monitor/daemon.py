@@ -263,7 +263,7 @@ class Daemon:
                     # It becomes a label, an environment value and a file name's neighbour:
                     # as strict as a version given to the API.
                     if name_problem(version) is not None:
-                        log.warning("ignored an unprintable or overlong version label")
+                        log.warning("ignored a version label that is no valid release name")
                         return None
                     return version
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -400,6 +401,11 @@ class SimulatedService:
 class _DemoHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     service: SimulatedService
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client gone mid-answer (the demo stopped by a signal) is no traceback.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -131,8 +131,9 @@ def evaluate(
     A finding sets the verdict only once it has been seen in `policy.persistence`
     consecutive evaluations; a major one means rollback, a minor one hotfix. When the
     checking period is over with nothing found the release passes, or is inconclusive
-    if a signal that matters had too little data, or the samples stopped well before the
-    release did (`until`: when the next release replaced it, if one has).
+    if a signal that matters had too little data, or a long stretch of the release had no
+    samples at all (up to its end: the period's, or `until`, when the next release
+    replaced it).
     """
     state = state or JudgeState()
     end = now + 1e-6
@@ -601,6 +602,9 @@ def _data_stopped(policy: ServicePolicy, window: SignalFrame, *, started: float,
     sampled = (np.isfinite(window.values[rows]) | np.isfinite(window.trials[rows])).any(axis=0)
     times = window.times[sampled & (window.times <= ended)]
     if times.size == 0:
+        if sampled.any():
+            # Only samples from after it ended (when the next release was already running).
+            return f"no samples before the release ended at +{format_duration(ended - started)}"
         # Signals that matter already say so, each by name.
         return None if any(r.critical or r.must_have_data for r in rules) else (
             "no samples of any judged signal")

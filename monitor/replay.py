@@ -103,7 +103,7 @@ def _run(path: str, policy: ServicePolicy, release: str, base_name: str | None,
          baseline: Baseline | None, candidate: SignalFrame, started: float,
          period: float, until: float | None) -> ReplayResult:
     state = JudgeState()
-    now = started
+    step = 0   # evaluations fall on started + step x interval, never on a summed drift
     evaluations = 0
     interval = policy.evaluation_interval
     # From here on every evaluation sees the same samples, and findings have had their
@@ -113,7 +113,8 @@ def _run(path: str, policy: ServicePolicy, release: str, base_name: str | None,
     while True:
         # As the daemon does: one evaluation per interval, past the period's end while
         # findings seen at the end get their evaluations (never the same instant twice).
-        now += interval
+        step += 1
+        now = started + step * interval
         result = evaluate(policy, baseline, candidate, started=started, period=period, now=now,
                           state=state, first_release=base_name is None, until=until)
         evaluations += 1
@@ -121,7 +122,8 @@ def _run(path: str, policy: ServicePolicy, release: str, base_name: str | None,
         if result.done:
             break
         if now >= settled:
-            # Straight to the last evaluation before the end, on the same grid.
-            now += max(0, math.ceil((started + period - now) / interval) - 1) * interval
+            # Straight to just before the end, on the same grid (one step early, so that
+            # rounding in period / interval can never skip the first evaluation past it).
+            step = max(step, math.ceil(period / interval) - 2)
     return ReplayResult(path, policy.name, release, base_name, started, period, result,
                         evaluations)

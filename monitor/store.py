@@ -245,12 +245,12 @@ class Store:
         self._migrate()
 
     def _refuse_foreign(self) -> None:
-        """Never write into another program's database: one that has tables but none of
-        our schema versions is refused before anything (WAL mode included) is changed."""
-        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = self._conn.execute(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
-        if version == 0 and tables:
+        """Never write into another program's database: one with tables but not ours is
+        refused before anything (WAL mode included) is changed. Ours always has `releases`:
+        the first migration makes it with the rest, in one transaction."""
+        tables = {row[0] for row in self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "releases" not in tables:
             raise StoreError(f"{self.path or ':memory:'} is not a release-monitor database "
                              "(another program's tables are in it): give another --db")
 

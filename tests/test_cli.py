@@ -241,10 +241,13 @@ def test_reading_commands_never_create_a_database(tmp_path: Path) -> None:
 @pytest.mark.parametrize("args", [("verdict", "--release", "v1"), ("release", "list"),
                                   ("baselines", "list"),
                                   ("release", "start", "--service", "shop", "--version", "v1")])
-def test_another_programs_database_is_left_alone(tmp_path: Path, args: tuple[str, ...]) -> None:
+@pytest.mark.parametrize("user_version", [0, 2, 99])
+def test_another_programs_database_is_left_alone(tmp_path: Path, args: tuple[str, ...],
+                                                 user_version: int) -> None:
     foreign = tmp_path / "app.db"
     with closing(sqlite3.connect(foreign)) as conn, conn:
         conn.execute("CREATE TABLE users (name TEXT)")
+        conn.execute(f"PRAGMA user_version = {user_version}")
     before = foreign.read_bytes()
     result = monitor(*args, "--db", foreign)
     assert result.exit_code == 7, result.output
@@ -602,8 +605,10 @@ def test_a_bad_timeout_names_the_option(demo_db: Path) -> None:
 
 
 def test_demo_serve_on_a_port_in_use_says_so_before_running() -> None:
+    import signal
     import socket
 
+    handler = signal.getsignal(signal.SIGTERM)
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -612,4 +617,5 @@ def test_demo_serve_on_a_port_in_use_says_so_before_running() -> None:
     assert result.exit_code == 2, result.output
     assert error_line(result).startswith(f"error: --port: cannot listen on 127.0.0.1:{port}: ")
     assert "done in" not in result.stdout
+    assert signal.getsignal(signal.SIGTERM) is handler  # put back as it was
     assert monitor("demo", "--serve", "--port", 99999).exit_code == 2

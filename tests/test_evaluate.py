@@ -205,6 +205,10 @@ def test_a_long_gap_or_no_samples_leave_even_minor_signals_unjudged() -> None:
     assert _final(policy, gap).verdict == "pass"
     empty = SignalFrame.empty(gap.names)
     assert _final(policy, empty).reason == "no samples of any judged signal"
+    # Samples only from after the next release replaced it do not judge it.
+    late = _frame(T0 + 900, 15, seed=3)
+    assert _final(_policy(LATENCY), late, until=T0 + 600).reason == (
+        "no samples before the release ended at +10m")
 
 
 def test_a_signal_without_any_series_names_what_it_reads() -> None:

@@ -30,11 +30,18 @@ def demo(
                                       min=0, max=65535)] = 9847,
 ) -> None:
     """Run the whole pipeline on an embedded simulated service (five releases, seconds)."""
-    from monitor.demo import run_demo
-
     box = SnapshotBox()
     # SIGTERM ends the demo as Ctrl-C does, so its temporary database goes too.
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _run(box, db, serve, port)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run(box: SnapshotBox, db: Path | None, serve: bool, port: int) -> None:
+    from monitor.demo import run_demo
+
     with tempfile.TemporaryDirectory(prefix="release-monitor-demo-") as scratch:
         path = db if db is not None else Path(scratch) / "demo.db"
         if db is not None and db.exists():
