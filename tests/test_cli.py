@@ -619,3 +619,22 @@ def test_demo_serve_on_a_port_in_use_says_so_before_running() -> None:
     assert "done in" not in result.stdout
     assert signal.getsignal(signal.SIGTERM) is handler  # put back as it was
     assert monitor("demo", "--serve", "--port", 99999).exit_code == 2
+
+
+def test_monitor_run_on_a_port_in_use_is_bad_input_naming_where_it_was_set(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        policy = tmp_path / "policy.toml"
+        policy.write_text(f'[monitor]\nlisten = "127.0.0.1:{port}"\n\n' + POLICY, encoding="utf-8")
+        from_policy = monitor("run", "--config", policy, "--db", tmp_path / "m.db")
+        flag = monitor("run", "--config", policy, "--db", tmp_path / "m.db",
+                       "--listen", f"127.0.0.1:{port}")
+    assert from_policy.exit_code == 2, from_policy.output
+    assert error_line(from_policy) == (f"error: {policy}: monitor.listen: cannot listen on "
+                                       f"127.0.0.1:{port}: Address already in use")
+    assert flag.exit_code == 2, flag.output
+    assert error_line(flag).startswith("error: --listen: cannot listen on ")

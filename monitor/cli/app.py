@@ -28,6 +28,7 @@ from monitor.cli.common import (
     open_store,
 )
 from monitor.durations import format_duration
+from monitor.errors import MonitorError
 from monitor.names import name_problem
 from monitor.policy import CHANGE_CLASSES, default_service, load_policy, parse_listen
 from monitor.render import releases_table, verdict_text
@@ -92,9 +93,14 @@ def run(
                 raise fail(f"--listen: {exc}", EXIT_USAGE) from None
         store = open_store(db, cfg, create=True)
         box = SnapshotBox()
-        daemon = Daemon(cfg, store, WallClock(), box=box, live=True)
         token = os.environ.get(cfg.api_token_env) if cfg.api_token_env else None
-        server = serve(box, host=host, port=port, version=__version__, token=token or None)
+        try:
+            server = serve(box, host=host, port=port, version=__version__, token=token or None)
+        except MonitorError as exc:  # the address is taken or not ours: the user's to change
+            store.close()
+            where = "--listen" if listen is not None else f"{cfg.path}: monitor.listen"
+            raise fail(f"{where}: {exc}", EXIT_USAGE) from None
+        daemon = Daemon(cfg, store, WallClock(), box=box, live=True)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: daemon.stop())
     typer.echo(f"release-monitor {__version__}: metrics {server.url}/metrics, "
