@@ -34,12 +34,12 @@ def demo(
     # SIGTERM ends the demo as Ctrl-C does, so its temporary database goes too.
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _run(box, db, serve, port)
+        _play(box, db, serve, port)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run(box: SnapshotBox, db: Path | None, serve: bool, port: int) -> None:
+def _play(box: SnapshotBox, db: Path | None, serve: bool, port: int) -> None:
     from monitor.demo import run_demo
 
     with tempfile.TemporaryDirectory(prefix="release-monitor-demo-") as scratch:
