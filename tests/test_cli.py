@@ -75,6 +75,14 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def healthy_csv(demo_db: Path, tmp_path: Path) -> Path:
+    """The demo's healthy v2.2 (after v2.1), recorded for replay."""
+    out = tmp_path / "v2.2.csv"
+    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", out).exit_code == 0
+    return out
+
+
+@pytest.fixture
 def demo_copy(demo_db: Path, tmp_path: Path) -> Path:
     copy = tmp_path / "demo.db"
     for suffix in ("", "-wal", "-shm"):
@@ -337,20 +345,17 @@ def test_record_then_replay_reproduces_the_rollback(demo_db: Path, tmp_path: Pat
     assert str(out) in text.stdout and "ROLLBACK" in text.stdout
 
 
-def test_replay_of_a_healthy_recorded_release_passes(demo_db: Path, tmp_path: Path) -> None:
-    out = tmp_path / "v2.2.csv"
-    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", out).exit_code == 0
-    replayed = monitor("replay", out, "--release", "v2.2", "--json")
+def test_replay_of_a_healthy_recorded_release_passes(healthy_csv: Path) -> None:
+    replayed = monitor("replay", healthy_csv, "--release", "v2.2", "--json")
     assert replayed.exit_code == 0, replayed.output
     assert json.loads(replayed.stdout)["verdict"] == "pass"
 
 
 def test_replay_of_several_recordings_exits_with_the_gravest_verdict(
-    demo_db: Path, tmp_path: Path
+    demo_db: Path, tmp_path: Path, healthy_csv: Path
 ) -> None:
-    bad, good = tmp_path / "bad.csv", tmp_path / "good.csv"
+    bad, good = tmp_path / "bad.csv", healthy_csv
     assert monitor("record", "--db", demo_db, "--release", "v2.3", "--out", bad).exit_code == 0
-    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", good).exit_code == 0
     # The healthy v2.1 -> v2.2 pair, renamed to the releases that the bad recording holds.
     text = good.read_text(encoding="utf-8").replace(",v2.2,", ",v2.3,").replace(",v2.1,", ",v2.2,")
     good.write_text(text, encoding="utf-8")
@@ -369,41 +374,35 @@ def test_replay_of_a_bad_recording_names_file_and_line(tmp_path: Path) -> None:
     assert error_line(result).startswith(f"error: {path}: line 2: ")
 
 
-def test_replay_names_a_bad_period(demo_db: Path, tmp_path: Path) -> None:
-    out = tmp_path / "v2.2.csv"
-    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", out).exit_code == 0
-    result = monitor("replay", out, "--release", "v2.2", "--period", "15 minutes")
+def test_replay_names_a_bad_period(healthy_csv: Path) -> None:
+    result = monitor("replay", healthy_csv, "--release", "v2.2", "--period", "15 minutes")
     assert result.exit_code == 2, result.output
     assert error_line(result).startswith("error: --period: not a duration: '15 minutes'")
-    zero = monitor("replay", out, "--release", "v2.2", "--period", "0")
+    zero = monitor("replay", healthy_csv, "--release", "v2.2", "--period", "0")
     assert zero.exit_code == 2, zero.output
     assert error_line(zero) == ("error: --period: must be a finite duration longer than zero, "
                                 "got '0'")
 
 
-def test_replay_options_that_cannot_work_are_bad_input(demo_db: Path, tmp_path: Path) -> None:
-    out = tmp_path / "v2.2.csv"
-    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", out).exit_code == 0
-    itself = monitor("replay", out, "--release", "v2.2", "--baseline", "v2.2")
+def test_replay_options_that_cannot_work_are_bad_input(healthy_csv: Path) -> None:
+    itself = monitor("replay", healthy_csv, "--release", "v2.2", "--baseline", "v2.2")
     assert itself.exit_code == 2, itself.output
     assert error_line(itself).startswith("error: --baseline: 'v2.2' is the release being judged")
-    service = monitor("replay", out, "--release", "v2.2", "--service", "shop")
+    service = monitor("replay", healthy_csv, "--release", "v2.2", "--service", "shop")
     assert service.exit_code == 2, service.output
     assert error_line(service) == "error: --service: picks a service of --policy; give --policy too"
 
 
-def test_replay_of_a_recording_shorter_than_its_period(demo_db: Path, tmp_path: Path) -> None:
-    out = tmp_path / "v2.2.csv"
-    assert monitor("record", "--db", demo_db, "--release", "v2.2", "--out", out).exit_code == 0
+def test_replay_of_a_recording_shorter_than_its_period(healthy_csv: Path) -> None:
     # Thirty minutes of v2.2 judged over 100 days: inconclusive, and at once, not a
     # hundred days of evaluations on the same samples.
-    result = monitor("replay", out, "--release", "v2.2", "--period", "100d", "--json")
+    result = monitor("replay", healthy_csv, "--release", "v2.2", "--period", "100d", "--json")
     assert result.exit_code == 6, result.output
     doc = json.loads(result.stdout)
     assert doc["reason"].startswith("no samples from +30m to +2400h00m"), doc["reason"]
     assert doc["evaluations"] < 200, doc["evaluations"]
     # v2.1, replaced by v2.2 in the recording, is judged on the time it ran.
-    earlier = monitor("replay", out, "--release", "v2.1", "--period", "1d", "--json")
+    earlier = monitor("replay", healthy_csv, "--release", "v2.1", "--period", "1d", "--json")
     assert json.loads(earlier.stdout)["verdict"] == "pass", earlier.output
 
 
