@@ -218,13 +218,13 @@ class Releases:
         baseline = self.baseline(release, policy)
         frame = self.frame(policy, release.service, release.started_at, now + 1e-6,
                            version=release.version)
-        starts = [r.started_at for r in self.store.releases(release.service) if r.id != release.id]
+        earlier, following = self._neighbours(release)
         # The service's first release, even once a later one has replaced it.
-        first = release.baseline is None and not any(t <= release.started_at for t in starts)
+        first = release.baseline is None and not earlier
         result = evaluate(
             policy, baseline, frame, started=release.started_at, period=release.period, now=now,
             state=JudgeState.from_json(release.judge_state), first_release=first,
-            until=self._next_start(release),
+            until=following,
         )
         return result, signal_views(policy.signals, baseline, frame, started=release.started_at)
 
@@ -285,14 +285,15 @@ class Releases:
 
     def _end_of(self, release: Release) -> float:
         """A release is running until the next release of its service starts."""
-        following = self._next_start(release)
+        following = self._neighbours(release)[1]
         return following if following is not None else self.clock.now()
 
-    def _next_start(self, release: Release) -> float | None:
-        """When the next release of the service started, if one has."""
-        later = [r.started_at for r in self.store.releases(release.service)
-                 if r.started_at > release.started_at]
-        return min(later) if later else None
+    def _neighbours(self, release: Release) -> tuple[bool, float | None]:
+        """Whether another release of the service started no later than this one, and when
+        the next one started (if one has): one read of the service's releases."""
+        others = [r.started_at for r in self.store.releases(release.service) if r.id != release.id]
+        later = [t for t in others if t > release.started_at]
+        return len(later) < len(others), (min(later) if later else None)
 
 
 def judged_metric_names(policy: ServicePolicy) -> set[str]:
