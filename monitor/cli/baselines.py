@@ -74,8 +74,9 @@ def unpin(service: ServiceOption, db: DbOption = None, config: ConfigOption = No
     """Go back to comparing with the last healthy release(s)."""
     with clear_errors():
         store = open_store(db, load_config(config))
-        if service not in store.services():
-            known = ", ".join(store.services()) or "none"
+        services = store.services()
+        if service not in services:
+            known = ", ".join(services) or "none"
             raise UnknownRelease(f"no releases of service {service!r} (services: {known})")
         store.unpin(service)
     typer.echo(f"{service}: new releases are compared with the last healthy release")

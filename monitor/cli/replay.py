@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +18,7 @@ from monitor.cli.common import (
     open_release,
 )
 from monitor.errors import ConfigError
-from monitor.policy import ServicePolicy
+from monitor.policy import MonitorConfig, ServicePolicy
 from monitor.render import verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE
 
@@ -58,7 +57,7 @@ def replay(
         chosen = None
         if policy is not None:
             config = load_policy(policy)
-            chosen = _one_service(config.services, service, str(policy))
+            chosen = _one_service(config, service)
         seconds = _period_seconds(period)
         results = []
         for path in recordings:
@@ -85,14 +84,13 @@ def _period_seconds(period: str | None) -> float | None:
     return seconds
 
 
-def _one_service(services: Mapping[str, ServicePolicy], name: str | None, where: str) -> ServicePolicy:
+def _one_service(config: MonitorConfig, name: str | None) -> ServicePolicy:
     if name is not None:
-        if name not in services:
-            raise ConfigError(f"{where}: services.{name}: not in the policy")
-        return services[name]
-    if len(services) != 1:
-        raise ConfigError(f"{where}: services: {len(services)} services; pick one with --service")
-    return next(iter(services.values()))
+        return config.service(name)
+    if len(config.services) != 1:
+        raise ConfigError(f"{config.path}: services: {len(config.services)} services; "
+                          "pick one with --service")
+    return next(iter(config.services.values()))
 
 
 def record(
