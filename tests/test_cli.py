@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from monitor.cli.app import app
+from monitor.cli.app import app, main
 from monitor.demo import run_demo
 from monitor.store import Store
 
@@ -115,6 +115,38 @@ def test_version() -> None:
     result = monitor("--version")
     assert result.exit_code == 0, result.output
     assert result.output.startswith("release-monitor ")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["verdict"], "error: monitor verdict: Missing option '--release'. (see 'monitor verdict -h')"),
+    (["verdict", "--release", "v1", "--bogus"],
+     "error: monitor verdict: No such option: --bogus (see 'monitor verdict -h')"),
+    (["nosuch"], "error: monitor: No such command 'nosuch'. (see 'monitor -h')"),
+    (["baselines", "pin"],
+     "error: monitor baselines pin: Missing argument 'release'. (see 'monitor baselines pin -h')"),
+])
+def test_a_usage_error_is_one_line_and_exits_2(
+        args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.splitlines() == [expected]
+
+
+def test_the_entry_point_passes_on_exit_codes_and_prints_help_without_arguments(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["verdict", "--release", "v1", "--db", str(tmp_path / "none.db")])
+    assert exited.value.code == 7
+    assert capsys.readouterr().err.startswith("error: no database at ")
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert "Usage: monitor" in out and err == ""
 
 
 def test_check_config_accepts_a_good_policy(tmp_path: Path) -> None:

@@ -244,12 +244,37 @@ def verdict(
     raise typer.Exit(EXIT_CODES[doc["verdict"]])
 
 
-def main() -> None:
-    """Console entry point: a crash exits 1, never a code that reads as a verdict."""
+# Click's usage errors, whether Typer uses click or a copy of it of its own.
+UsageError = typer.BadParameter.__mro__[1]
+ClickException = UsageError.__mro__[1]
+
+
+def main(args: list[str] | None = None) -> None:
+    """Console entry point: a usage error is one line and exits 2; a crash exits 1, never a
+    code that reads as a verdict."""
     try:
-        app()
+        code = app(args=args, prog_name="monitor", standalone_mode=False)
+    except UsageError as exc:
+        if type(exc).__name__ != "NoArgsIsHelpError":   # that one has printed the help
+            typer.echo(usage_line(exc), err=True)
+        sys.exit(EXIT_USAGE)
+    except ClickException as exc:
+        typer.echo(f"error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        sys.exit(1)
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence for exit codes
         typer.echo(f"error: internal: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_line(exc: UsageError) -> str:
+    """`error: monitor verdict: Missing option '--release'. (see 'monitor verdict -h')`:
+    what is wrong and where to read more, on one line as every other bad input."""
+    where = exc.ctx.command_path if exc.ctx is not None else "monitor"
+    message = " ".join(exc.format_message().split())
+    return f"error: {where}: {message} (see '{where} -h')"
