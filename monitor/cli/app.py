@@ -245,8 +245,8 @@ def verdict(
 
 
 # Click's usage errors, whether Typer uses click or a copy of it of its own.
-UsageError = typer.BadParameter.__mro__[1]
-ClickException = UsageError.__mro__[1]
+UsageError: type[Exception] = typer.BadParameter.__mro__[1]
+ClickException: type[Exception] = UsageError.__mro__[1]
 
 
 def main(args: list[str] | None = None) -> None:
@@ -259,8 +259,8 @@ def main(args: list[str] | None = None) -> None:
             typer.echo(usage_line(exc), err=True)
         sys.exit(EXIT_USAGE)
     except ClickException as exc:
-        typer.echo(f"error: {exc.format_message()}", err=True)
-        sys.exit(exc.exit_code)
+        typer.echo(f"error: {click_message(exc)}", err=True)
+        sys.exit(getattr(exc, "exit_code", 1))
     except typer.Abort:
         typer.echo("error: aborted", err=True)
         sys.exit(1)
@@ -272,9 +272,15 @@ def main(args: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def usage_line(exc: UsageError) -> str:
+def usage_line(exc: Exception) -> str:
     """`error: monitor verdict: Missing option '--release'. (see 'monitor verdict -h')`:
     what is wrong and where to read more, on one line as every other bad input."""
-    where = exc.ctx.command_path if exc.ctx is not None else "monitor"
-    message = " ".join(exc.format_message().split())
-    return f"error: {where}: {message} (see '{where} -h')"
+    ctx = getattr(exc, "ctx", None)
+    where = ctx.command_path if ctx is not None else "monitor"
+    return f"error: {where}: {click_message(exc)} (see '{where} -h')"
+
+
+def click_message(exc: Exception) -> str:
+    """The message click would show, on one line."""
+    format_message = getattr(exc, "format_message", None)
+    return " ".join((format_message() if callable(format_message) else str(exc)).split())
