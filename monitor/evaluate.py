@@ -47,6 +47,8 @@ Z_STEP = 4.0
 # where a shift may have begun; the part after it must still pass the calibrated test.
 CUSUM_THRESHOLD = 5.0
 CUSUM_SCALE_WINDOW = 16
+# A yardstick no smaller than this, so a baseline that is exactly zero divides nothing by zero.
+SCALE_FLOOR = 1e-12
 # A stretch of the release this share of the checking period long (and more than two
 # sample intervals) without samples leaves it unjudged: inconclusive, however good the
 # samples around it looked.
@@ -255,7 +257,7 @@ def _compare_group(
         values = deseasonalize(window.times, values, offsets)
     median = np.array([p.median for p in parts])
     noise = np.array([p.noise for p in parts])
-    scale = np.fmax(np.fmax(np.abs(np.nan_to_num(median)), np.nan_to_num(noise)), 1e-12)
+    scale = np.fmax(np.fmax(np.abs(np.nan_to_num(median)), np.nan_to_num(noise)), SCALE_FLOOR)
     spreads = _stack_spreads([p.aa_spread for p in parts])
     judged = _judge_shift(rules, direction, parts, base, values, scale, spreads)
     # The CUSUM's scale is the long-run one (a window's spread times the square root of its
@@ -263,7 +265,7 @@ def _compare_group(
     long_run = spread_at(spreads, np.full(len(parts), CUSUM_SCALE_WINDOW)) * np.sqrt(CUSUM_SCALE_WINDOW)
     change = cusum(
         values, reference_mean=median,
-        reference_scale=np.fmax(np.where(np.isnan(long_run), noise, np.fmax(long_run, noise)), 1e-12),
+        reference_scale=np.fmax(np.where(np.isnan(long_run), noise, np.fmax(long_run, noise)), SCALE_FLOOR),
         threshold=CUSUM_THRESHOLD,
         direction=cast(Literal["increase", "decrease", "both"], direction),
     )
@@ -360,8 +362,8 @@ def _judge_shift(
         candidate = median + shift[row]
         out[row] = Finding(
             signal=rule.name, detector="compare", severity=MAJOR if major else MINOR,
-            baseline=median, candidate=candidate, effect=float(shift[row] / scale[row]),
-            lower=float(lower[row] / scale[row]), upper=float(upper[row] / scale[row]),
+            baseline=median, candidate=candidate, effect=_share(shift[row], scale[row]),
+            lower=_share(lower[row], scale[row]), upper=_share(upper[row], scale[row]),
             tolerance=rule.tolerance if major else floor,
             n_baseline=int(n_base[row]), n_candidate=int(n_cand[row]),
             detail=(f"median {_fmt(median)} -> {_fmt(candidate)} "
@@ -413,9 +415,8 @@ def _judge_step(
             continue
         width = int(np.nanargmax(z[index]))
         rule, step = rules[row], float(found.step[index, width])
-        lower = (step - Z_INTERVAL * sigma[index, width]) / scale[row]
-        upper = (step + Z_INTERVAL * sigma[index, width]) / scale[row]
-        bound = float(_bound(lower, upper, direction))
+        low, high = step - Z_INTERVAL * sigma[index, width], step + Z_INTERVAL * sigma[index, width]
+        bound = float(_bound(low / scale[row], high / scale[row], direction))
         if not (bound > rule.ignore_below and abs(step) > rule.absolute):
             continue
         major = rule.critical and bound > rule.tolerance
@@ -423,8 +424,8 @@ def _judge_step(
         count = STEP_WIDTHS[width]
         out[row] = Finding(
             signal=rule.name, detector="step", severity=MAJOR if major else MINOR,
-            baseline=before, candidate=after, effect=step / float(scale[row]),
-            lower=float(lower), upper=float(upper),
+            baseline=before, candidate=after, effect=_share(step, scale[row]),
+            lower=_share(low, scale[row]), upper=_share(high, scale[row]),
             tolerance=rule.tolerance if major else rule.ignore_below,
             n_baseline=count, n_candidate=count,
             detail=(f"jumped at the release: median of the last {count} samples {_fmt(before)} -> "
@@ -641,6 +642,13 @@ def _fmt(value: float) -> str:
         if magnitude >= size:
             return f"{value / size:.3g}{unit}"
     return f"{value:.3g}"
+
+
+def _share(change: float, scale: float) -> float:
+    """A finding's effect or bound as a share of its yardstick (the baseline's level, or its
+    noise where that is larger); NaN (null in JSON) against a baseline that is exactly zero
+    and never moved, where no share means anything."""
+    return float(change / scale) if scale > SCALE_FLOOR else float("nan")
 
 
 def _relative(change: float, baseline: float, noise: float) -> str:

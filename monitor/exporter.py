@@ -31,7 +31,8 @@ CODE_CLASSES = ("2xx", "4xx", "5xx")
 _RELEASE = ("service", "release")
 _FINDING = ("service", "release", "signal", "detector", "severity")
 _FINDING_FIGURES = (
-    ("effect", "finding_effect_ratio", "Relative change of the candidate against the baseline."),
+    ("effect", "finding_effect_ratio",
+     "Relative change of the candidate against the baseline (none against a constant zero)."),
     ("lower", "finding_lower_ratio", "Lower bound of the effect's confidence interval."),
     ("upper", "finding_upper_ratio", "Upper bound of the effect's confidence interval."),
     ("tolerance", "finding_tolerance_ratio", "Effect the policy tolerates for this signal."),

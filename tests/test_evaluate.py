@@ -111,6 +111,22 @@ def test_a_finding_gives_a_percentage_only_of_a_median_that_is_its_yardstick() -
     assert found.verdict == "hotfix" and "%" not in found.reason, found.reason
 
 
+def test_a_baseline_exactly_zero_gives_no_relative_effect() -> None:
+    policy = _policy(QUEUE)
+    frame = _frame(T0 - 7200, 120, seed=1)
+    values = frame.values.copy()
+    values[1] = 0.0   # a queue that never held anything
+    never = Baseline(("v1",), summarize(
+        SignalFrame(frame.names, frame.times, values, frame.events, frame.trials)))
+    final = _judge(policy, never, _frame(T0, 30, seed=4, queue=3.0))[-1]
+    finding = next(f for f in final.findings if f.signal == "queue")
+    assert final.verdict == "hotfix" and finding.baseline == 0.0
+    assert finding.candidate == pytest.approx(3.0, abs=0.3)
+    # No share of zero means anything: null in JSON, not 3e12.
+    assert np.isnan(finding.effect) and np.isnan(finding.lower) and np.isnan(finding.upper)
+    assert finding.to_dict()["effect"] is None
+
+
 def test_a_minor_finding_gone_by_the_end_of_the_period_is_no_hotfix() -> None:
     policy = _policy(LATENCY, QUEUE)
     # The queue is up for the first ten minutes only, then back to normal for twenty.
