@@ -43,6 +43,9 @@ class SignalBaseline:
     # of their lower-envelope slopes for leak signals, per window length of the LADDER.
     aa_spread: tuple[float, ...] = ()
     aa_slope_spread: tuple[float, ...] = ()
+    # Measured not to drift (calibration.drift_aware_spreads): its spreads hold for a window
+    # after the release too, so the period's final look may use a lower bar.
+    steady: bool = False
     # The last TAIL_SIZE samples (raw), when they ended and how far
     # apart they were, and the A/A spread of steps between adjacent windows per STEP_WIDTHS.
     tail: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -63,6 +66,7 @@ class SignalBaseline:
         summary = {name: getattr(self, name) for name in _SCALARS}
         summary["quantiles"] = dict(self.quantiles)
         summary["hourly"] = list(self.hourly) if self.hourly is not None else None
+        summary["steady"] = self.steady
         summary["aa_spread"] = [_finite_or_none(v) for v in self.aa_spread]
         summary["aa_slope_spread"] = [_finite_or_none(v) for v in self.aa_slope_spread]
         summary["aa_step_spread"] = [_finite_or_none(v) for v in self.aa_step_spread]
@@ -80,6 +84,8 @@ class SignalBaseline:
         return cls(
             quantiles=dict(summary.get("quantiles", {})),
             hourly=tuple(hourly) if hourly else None,
+            # Baselines stored before drift was recorded are not known to be steady.
+            steady=bool(summary.get("steady", False)),
             aa_spread=_floats(summary.get("aa_spread", [])),
             aa_slope_spread=_floats(summary.get("aa_slope_spread", [])),
             aa_step_spread=_floats(summary.get("aa_step_spread", [])),
@@ -139,7 +145,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     events = np.nansum(frame.events, axis=1)
     trials = np.nansum(frame.trials, axis=1)
     phi = count_dispersion(frame.events, frame.trials) if values.shape[1] > 2 else np.ones(len(count))
-    spreads = drift_aware_spreads(held_out)
+    spreads, steady = drift_aware_spreads(held_out)
     # Raw values: an hourly profile is flat within each hour, so taking it out would leave a
     # step at every hour boundary.
     step_spread = step_spreads(frame.values, STEP_WIDTHS)
@@ -163,6 +169,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
             hourly=None if np.isnan(offsets[row]).all() else tuple(float(v) for v in offsets[row]),
             reservoir=thin(values[row], RESERVOIR_SIZE),
             aa_spread=tuple(float(v) for v in spreads[row]),
+            steady=bool(steady[row]),
             aa_slope_spread=slope_spread.get(name, ()),
             tail=frame.values[row, -TAIL_SIZE:].copy(),
             tail_end=float(frame.times[-1]) if frame.times.size else float("nan"),
@@ -310,6 +317,7 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             trials=float(sum(p.trials for p in parts)),
             dispersion=float(max(p.dispersion for p in parts)),
             aa_spread=_widest([p.aa_spread for p in parts]),
+            steady=all(p.steady for p in parts),
             aa_slope_spread=_widest([p.aa_slope_spread for p in parts]),
             span=float(sum(p.span for p in parts)),
             reservoir=thin(pooled, RESERVOIR_SIZE),

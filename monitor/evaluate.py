@@ -39,6 +39,11 @@ ALPHA = 0.01
 # interval's half-width in spreads.
 Z_FINDING = 3.5
 Z_INTERVAL = 2.0
+# Once the checking period is over, the whole window is looked at once more at this lower
+# bar, for signals whose baseline was measured not to drift: one look (no longer one of
+# many) at spreads that hold after the release too. What only this look sees is minor, a
+# hotfix at most: a rollback still needs the sequential bar.
+Z_FINAL = 2.75
 # The step at the release is the largest of up to five widths' steps, so it needs a higher
 # bar than one test; and it must still stand in the latest samples, so that a cold start's
 # brief jump (caches warming up) is not a regression.
@@ -143,7 +148,8 @@ def evaluate(
     # than judging a tenth of them.
     inside = bool(np.all((candidate.times >= started) & (candidate.times < end)))
     window = candidate if inside else candidate.between(started, end)
-    seen = observe(policy, baseline, window, now=now, started=started)
+    over = now >= started + period
+    seen = observe(policy, baseline, window, now=now, started=started, final=over)
     streaks = {f.key: state.streaks.get(f.key, 0) + 1 for f in seen.findings}
     persistent = [f for f in seen.findings if streaks[f.key] >= policy.persistence]
     majors = [f for f in persistent if f.severity == MAJOR]
@@ -155,7 +161,6 @@ def evaluate(
         # Corroborating major findings are named too, even before they have persisted.
         reason = _reason([f for f in seen.findings if f.severity == MAJOR])
         return Evaluation(ROLLBACK, reason, evidence, new_state, first_alarm, now, True)
-    over = now >= started + period
     over_at = state.over_at if state.over_at is not None else (now if over else None)
     hotfix_at, hotfix_evidence = state.hotfix_at, state.hotfix_evidence
     # A minor finding is not urgent: it makes a hotfix only if it still persists when the
@@ -203,9 +208,10 @@ def _reason(findings: Sequence[Finding]) -> str:
 
 def observe(
     policy: ServicePolicy, baseline: Baseline | None, window: SignalFrame, *, now: float,
-    started: float,
+    started: float, final: bool = False,
 ) -> _Observations:
-    """Every finding in the window, and every signal that matters but lacks data."""
+    """Every finding in the window, and every signal that matters but lacks data; `final`
+    once the checking period is over (the whole window's last look, see Z_FINAL)."""
     seen = _Observations()
     rules = [r for r in policy.signals if r.name in window.rows]
     known = baseline.signals if baseline is not None else {}
@@ -213,7 +219,7 @@ def observe(
     counted = [r for r in rules if r.kind == "ratio" and r.name in known]
     leaking = [r for r in rules if r.leak]
     if ranked:
-        _compare_signals(ranked, known, window, now, started, seen)
+        _compare_signals(ranked, known, window, now, started, final, seen)
     if counted:
         _rate_signals(counted, known, window, now, seen)
     if leaking:
@@ -236,17 +242,17 @@ def _stack_reservoirs(parts: Sequence[SignalBaseline]) -> np.ndarray:
 
 def _compare_signals(
     rules: Sequence[SignalRule], known: Mapping[str, SignalBaseline], window: SignalFrame,
-    now: float, started: float, seen: _Observations,
+    now: float, started: float, final: bool, seen: _Observations,
 ) -> None:
     for direction in ("increase", "decrease", "both"):
         group = [r for r in rules if r.bad == direction]
         if group:
-            _compare_group(group, direction, known, window, now, started, seen)
+            _compare_group(group, direction, known, window, now, started, final, seen)
 
 
 def _compare_group(
     rules: Sequence[SignalRule], direction: str, known: Mapping[str, SignalBaseline],
-    window: SignalFrame, now: float, started: float, seen: _Observations,
+    window: SignalFrame, now: float, started: float, final: bool, seen: _Observations,
 ) -> None:
     parts = [known[r.name] for r in rules]
     base = _stack_reservoirs(parts)
@@ -281,19 +287,24 @@ def _compare_group(
                              base[again], after, scale[again], spreads[again])
         late = dict(zip(again, found, strict=True))
     shifts: dict[int, Finding] = {}
+
+    def began(row: int) -> tuple[str, float | None]:
+        """Where the CUSUM saw the shift begin: the words for the detail, and the time."""
+        if starts[row] < 0 or not values.shape[1]:
+            return "", None
+        at = float(window.times[starts[row]])
+        return f", shift began at +{format_duration(at - window.times[0])}", at
+
     found_rows = [r for r, hit in enumerate(judged) if hit is not None]
     for row in sorted(found_rows + [r for r, hit in late.items() if hit is not None]):
-        began, change_at = "", None
-        if starts[row] >= 0 and values.shape[1]:
-            change_at = float(window.times[starts[row]])
-            began = f", shift began at +{format_duration(change_at - window.times[0])}"
+        words, change_at = began(row)
         hit = judged[row]
         if hit is None and detected[row] and starts[row] > 0:
             hit = late[row]
             if hit is not None:
-                hit = replace(hit, detector="changepoint", detail=hit.detail + began)
+                hit = replace(hit, detector="changepoint", detail=hit.detail + words)
         elif hit is not None:
-            hit = replace(hit, detail=hit.detail + began)
+            hit = replace(hit, detail=hit.detail + words)
         if hit is not None:
             shifts[row] = replace(hit, at=now, change_at=change_at)
     # The step at the release where nothing major was seen: its narrower interval may show
@@ -308,6 +319,16 @@ def _compare_group(
         for row, hit in zip(open_rows, stepped, strict=True):
             if hit is not None and (row not in shifts or hit.severity == MAJOR):
                 shifts[row] = replace(hit, at=now, change_at=started)
+    # The final look (see Z_FINAL), at steady signals where nothing else saw a shift.
+    quiet = [row for row in range(len(rules)) if final and parts[row].steady and row not in shifts]
+    if quiet:
+        looked = _judge_shift([rules[r] for r in quiet], direction, [parts[r] for r in quiet],
+                              base[quiet], values[quiet], scale[quiet], spreads[quiet],
+                              bar=Z_FINAL)
+        for row, hit in zip(quiet, looked, strict=True):
+            if hit is not None:
+                words, change_at = began(row)
+                shifts[row] = replace(hit, detail=hit.detail + words, at=now, change_at=change_at)
     seen.findings.extend(shifts[row] for row in sorted(shifts))
 
 
@@ -322,14 +343,16 @@ def _stack_spreads(spreads: Sequence[tuple[float, ...]], width: int = len(LADDER
 def _judge_shift(
     rules: Sequence[SignalRule], direction: str, parts: Sequence[SignalBaseline],
     base: np.ndarray, values: np.ndarray, scale: np.ndarray, spreads: np.ndarray,
+    bar: float = Z_FINDING,
 ) -> list[Finding | None]:
     """Rank test with the Hodges-Lehmann shift, calibrated against healthy history.
 
-    A finding needs all of: the rank test (p < ALPHA); the shift standing Z_FINDING spreads
-    outside what healthy baseline windows of the same length show (A/A calibration, which
-    carries autocorrelation, drift and bursts that the rank test knows nothing of); and the
-    whole interval (the wider of the rank test's and the calibrated one) beyond the
-    signal's ignore_below. Beyond the tolerance on a critical signal it is major.
+    A finding needs all of: the rank test (p < ALPHA); the shift standing `bar` spreads
+    (Z_FINDING, or Z_FINAL at the final look) outside what healthy baseline windows of the
+    same length show (A/A calibration, which carries autocorrelation, drift and bursts that
+    the rank test knows nothing of); and the whole interval (the wider of the rank test's
+    and the calibrated one) beyond the signal's ignore_below. Beyond the tolerance on a
+    critical signal it is major, except at the final look.
     """
     result = compare(base, values, confidence=0.95, alternative=_ALTERNATIVE[direction])
     shift, lower, upper = (np.atleast_1d(np.asarray(a, dtype=float)) for a in
@@ -354,10 +377,10 @@ def _judge_shift(
     beyond = (bound > floors) & (np.abs(shift) > np.array([r.absolute for r in rules]))
     out: list[Finding | None] = [None] * len(rules)
     # Python work only for the rows that make a finding.
-    for row in np.flatnonzero(enough & beyond & (z > Z_FINDING) & (pvalue < ALPHA)).tolist():
+    for row in np.flatnonzero(enough & beyond & (z > bar) & (pvalue < ALPHA)).tolist():
         rule = rules[row]
         floor = float(floors[row])
-        major = rule.critical and bound[row] > rule.tolerance
+        major = rule.critical and bound[row] > rule.tolerance and bar >= Z_FINDING
         median = parts[row].median
         candidate = median + shift[row]
         out[row] = Finding(
@@ -368,7 +391,7 @@ def _judge_shift(
             n_baseline=int(n_base[row]), n_candidate=int(n_cand[row]),
             detail=(f"median {_fmt(median)} -> {_fmt(candidate)} "
                     f"({_relative(shift[row], median, noise[row])}{z[row]:.1f} A/A spreads, "
-                    f"p={pvalue[row]:.2g})"),
+                    f"p={pvalue[row]:.2g}{', final look' if bar < Z_FINDING else ''})"),
         )
     return out
 

@@ -17,7 +17,7 @@ from baselines.calibration import (
     window_spreads,
 )
 from baselines.frame import SignalFrame
-from baselines.summary import summarize
+from baselines.summary import Baseline, SignalBaseline, merge, summarize
 
 
 def test_independent_noise_gives_the_spread_of_a_median() -> None:
@@ -75,7 +75,7 @@ def test_a_random_walk_drifts_and_noise_does_not() -> None:
         # How far the next 16 samples' median strays, in each kind of spread.
         distance = np.median(after, axis=1) - np.median(release, axis=1)
         rms_z[name] = [float(np.sqrt(np.mean((distance / spreads[:, length]) ** 2)))
-                       for spreads in (window_spreads(release), drift_aware_spreads(release))]
+                       for spreads in (window_spreads(release), drift_aware_spreads(release).spreads)]
         if name == "noise":
             # The first half's median adds a little error, rarely half again.
             assert np.median(ratio) == pytest.approx(1.0, abs=0.1) and flagged <= 0.02
@@ -102,7 +102,7 @@ def test_drift_never_calibrates_a_length_the_release_cannot() -> None:
     walk = np.cumsum(np.random.default_rng(24).normal(size=(50, 11)), axis=1)
     lengths = (2, 3)
     inside = window_spreads(walk, lengths)
-    aware = drift_aware_spreads(walk, lengths)
+    aware = drift_aware_spreads(walk, lengths).spreads
     assert np.isnan(inside[:, 1]).all() and np.isnan(aware[:, 1]).all()
     assert np.all(aware[:, 0] >= inside[:, 0])
 
@@ -114,10 +114,43 @@ def test_a_drifting_baseline_is_summarized_with_its_forward_spread() -> None:
     values = np.vstack([rng.normal(size=240), np.cumsum(rng.normal(0.3, 1.0, size=240))])
     nan = np.full_like(values, np.nan)
     summary = summarize(SignalFrame(("noise", "walk"), times, values, nan, nan))
-    aware = drift_aware_spreads(values)
+    aware = drift_aware_spreads(values).spreads
     np.testing.assert_allclose(summary["walk"].aa_spread, aware[1])
     np.testing.assert_allclose(summary["noise"].aa_spread, window_spreads(values)[0])
     assert summary["walk"].aa_spread[0] > DRIFT_RATIO * window_spreads(values)[1, 0]
+
+
+def test_white_noise_is_steady_and_a_walk_or_a_short_release_is_not() -> None:
+    rng = np.random.default_rng(26)
+    noise = rng.normal(size=(500, 96))
+    walks = np.cumsum(rng.normal(size=(500, 96)), axis=1)
+    # STEADY_NOISE's figures: 98% of white noise and 27% of walks (one that comes back
+    # looks steady) at 96 samples.
+    assert np.mean(drift_aware_spreads(noise).steady) >= 0.96
+    assert np.mean(drift_aware_spreads(walks).steady) <= 0.35
+    # Too short for a forward spread (4 windows of 2 after its first half), or empty:
+    # not measured, so not known to be steady.
+    assert not drift_aware_spreads(noise[:, :8]).steady.any()
+    assert not drift_aware_spreads(np.full((3, 96), np.nan)).steady.any()
+
+
+def test_steadiness_is_stored_with_the_baseline_and_merged_as_all() -> None:
+    rng = np.random.default_rng(27)
+    times = 1_000_000.0 + 60.0 * np.arange(240)
+    values = np.vstack([rng.normal(size=240), np.cumsum(rng.normal(0.3, 1.0, size=240))])
+    nan = np.full_like(values, np.nan)
+    summary = summarize(SignalFrame(("noise", "walk"), times, values, nan, nan))
+    assert summary["noise"].steady and not summary["walk"].steady
+    stored = summary["noise"].to_summary()
+    assert stored["steady"] is True
+    assert SignalBaseline.from_summary(stored, summary["noise"].reservoir).steady
+    # Stored before steadiness was recorded: not known to be steady.
+    del stored["steady"]
+    assert not SignalBaseline.from_summary(stored, summary["noise"].reservoir).steady
+    walk_named_noise = {"noise": summary["walk"]}
+    merged = merge([Baseline(("v1",), summary), Baseline(("v2",), walk_named_noise)])
+    assert not merged.signals["noise"].steady
+    assert merge([Baseline(("v1",), summary), Baseline(("v2",), summary)]).signals["noise"].steady
 
 
 def test_spread_at_interpolates_on_log_axes_and_clamps() -> None:

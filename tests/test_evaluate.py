@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from baselines.calibration import spread_at
 from baselines.frame import SignalFrame
 from baselines.summary import Baseline, summarize
 from monitor.evaluate import Evaluation, JudgeState, evaluate
@@ -125,6 +128,40 @@ def test_a_baseline_exactly_zero_gives_no_relative_effect() -> None:
     # No share of zero means anything: null in JSON, not 3e12.
     assert np.isnan(finding.effect) and np.isnan(finding.lower) and np.isnan(finding.upper)
     assert finding.to_dict()["effect"] is None
+
+
+@pytest.mark.parametrize(("spreads", "steady", "verdict"), [
+    (2.5, True, "pass"),        # under the final look's bar
+    (3.1, True, "hotfix"),      # between the final bar and the sequential one
+    (3.1, False, "pass"),       # the same, on a baseline that drifts: no final look
+    (4.0, True, "rollback"),    # beyond the sequential bar: major as ever
+    (4.0, False, "rollback"),
+])
+def test_the_final_look_at_a_steady_baseline_finds_a_hotfix_never_a_rollback(
+        spreads: float, steady: bool, verdict: str) -> None:
+    # A critical signal whose every finding would be major: the final look may only find minor.
+    queue = SignalRule("queue", bad="increase", critical=True, tolerance=0.001, ignore_below=0.0)
+    policy = _policy(queue)
+    part = summarize(_frame(T0 - 7200, 120, seed=1))["queue"]
+    assert part.steady
+    n = int(1800 / STEP)
+    sigma = float(spread_at(np.array([part.aa_spread]), np.array([n]))[0])
+    # The baseline's quantiles in a golden-ratio order, so that every stretch of the
+    # candidate looks like the whole: its shift is known, and no change point splits it.
+    typical = np.quantile(part.reservoir, (np.arange(n) * 0.6180339887 + 0.5) % 1.0)
+    frame = _frame(T0, 30, seed=2)
+    values = frame.values.copy()
+    values[1] = typical + spreads * sigma
+    candidate = SignalFrame(frame.names, frame.times, values, frame.events, frame.trials)
+    baseline = Baseline(("v1",), {"queue": replace(part, steady=steady)})
+    history = _judge(policy, baseline, candidate)
+    final = history[-1]
+    assert final.verdict == verdict, final.reason
+    if verdict == "hotfix":
+        assert all(not h.findings for h in history if h.decided_at is None and h.reason == "")
+        assert [f.severity for f in final.findings] == ["minor"]
+        assert "final look" in final.reason and final.decided_at >= T0 + 1800
+        assert f"{spreads:.1f} A/A spreads" in final.reason
 
 
 def test_a_minor_finding_gone_by_the_end_of_the_period_is_no_hotfix() -> None:
