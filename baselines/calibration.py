@@ -44,8 +44,8 @@ MIN_WINDOWS = 4
 DRIFT_RATIO = 1.5
 DRIFT_NOISE = 3.5
 # A series is steady (measured not to drift) when the ratio is at most 1 + STEADY_NOISE /
-# sqrt(n): white noise is, in 94% of releases at n = 24 and 98% at 96 and 480; a random walk
-# in 41%, 27% and 20% (a walk that happens to come back looks steady).
+# sqrt(n): white noise is, in 94% of releases at n = 24, 97% at 96 and 99% at 480; a random
+# walk in 42%, 26% and 18% (a walk that happens to come back looks steady).
 STEADY_NOISE = 2.0
 _MAD_TO_SD = 1.4826
 

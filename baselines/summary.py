@@ -317,7 +317,9 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             trials=float(sum(p.trials for p in parts)),
             dispersion=float(max(p.dispersion for p in parts)),
             aa_spread=_widest([p.aa_spread for p in parts]),
-            steady=all(p.steady for p in parts),
+            # Each part's steadiness is its own: how far the releases' levels lie apart
+            # was never measured, so the merge is not known to be steady.
+            steady=False,
             aa_slope_spread=_widest([p.aa_slope_spread for p in parts]),
             span=float(sum(p.span for p in parts)),
             reservoir=thin(pooled, RESERVOIR_SIZE),

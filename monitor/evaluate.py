@@ -22,6 +22,7 @@ from detectors.step import WIDTHS as STEP_WIDTHS
 from detectors.step import release_step
 from monitor.durations import format_duration
 from monitor.findings import (
+    FINAL,
     HOTFIX,
     INCONCLUSIVE,
     MAJOR,
@@ -39,10 +40,11 @@ ALPHA = 0.01
 # interval's half-width in spreads.
 Z_FINDING = 3.5
 Z_INTERVAL = 2.0
-# Once the checking period is over, the whole window is looked at once more at this lower
-# bar, for signals whose baseline was measured not to drift: one look (no longer one of
-# many) at spreads that hold after the release too. What only this look sees is minor, a
-# hotfix at most: a rollback still needs the sequential bar.
+# Once the checking period is over, the whole window of a compared signal whose baseline was
+# measured not to drift, and where nothing else saw a shift, is looked at once more at this
+# lower bar: one look (repeated only while its finding persists), no longer one of many, at
+# spreads that hold after the release too. What only this look sees is minor, a hotfix at
+# most, and its streak is its own (detector FINAL): a rollback still needs the sequential bar.
 Z_FINAL = 2.75
 # The step at the release is the largest of up to five widths' steps, so it needs a higher
 # bar than one test; and it must still stand in the latest samples, so that a cold start's
@@ -287,17 +289,9 @@ def _compare_group(
                              base[again], after, scale[again], spreads[again])
         late = dict(zip(again, found, strict=True))
     shifts: dict[int, Finding] = {}
-
-    def began(row: int) -> tuple[str, float | None]:
-        """Where the CUSUM saw the shift begin: the words for the detail, and the time."""
-        if starts[row] < 0 or not values.shape[1]:
-            return "", None
-        at = float(window.times[starts[row]])
-        return f", shift began at +{format_duration(at - window.times[0])}", at
-
     found_rows = [r for r, hit in enumerate(judged) if hit is not None]
     for row in sorted(found_rows + [r for r, hit in late.items() if hit is not None]):
-        words, change_at = began(row)
+        words, change_at = _began(starts[row], window.times)
         hit = judged[row]
         if hit is None and detected[row] and starts[row] > 0:
             hit = late[row]
@@ -323,13 +317,21 @@ def _compare_group(
     quiet = [row for row in range(len(rules)) if final and parts[row].steady and row not in shifts]
     if quiet:
         looked = _judge_shift([rules[r] for r in quiet], direction, [parts[r] for r in quiet],
-                              base[quiet], values[quiet], scale[quiet], spreads[quiet],
-                              bar=Z_FINAL)
+                              base[quiet], values[quiet], scale[quiet], spreads[quiet], final=True)
         for row, hit in zip(quiet, looked, strict=True):
             if hit is not None:
-                words, change_at = began(row)
+                words, change_at = _began(starts[row], window.times)
                 shifts[row] = replace(hit, detail=hit.detail + words, at=now, change_at=change_at)
     seen.findings.extend(shifts[row] for row in sorted(shifts))
+
+
+def _began(start: int, times: np.ndarray) -> tuple[str, float | None]:
+    """Where the CUSUM saw a shift begin (index `start`, -1 for nowhere): the words for a
+    finding's detail, and the time."""
+    if start < 0 or not times.size:
+        return "", None
+    at = float(times[start])
+    return f", shift began at +{format_duration(at - times[0])}", at
 
 
 def _stack_spreads(spreads: Sequence[tuple[float, ...]], width: int = len(LADDER)) -> np.ndarray:
@@ -343,16 +345,16 @@ def _stack_spreads(spreads: Sequence[tuple[float, ...]], width: int = len(LADDER
 def _judge_shift(
     rules: Sequence[SignalRule], direction: str, parts: Sequence[SignalBaseline],
     base: np.ndarray, values: np.ndarray, scale: np.ndarray, spreads: np.ndarray,
-    bar: float = Z_FINDING,
+    final: bool = False,
 ) -> list[Finding | None]:
     """Rank test with the Hodges-Lehmann shift, calibrated against healthy history.
 
-    A finding needs all of: the rank test (p < ALPHA); the shift standing `bar` spreads
-    (Z_FINDING, or Z_FINAL at the final look) outside what healthy baseline windows of the
-    same length show (A/A calibration, which carries autocorrelation, drift and bursts that
-    the rank test knows nothing of); and the whole interval (the wider of the rank test's
-    and the calibrated one) beyond the signal's ignore_below. Beyond the tolerance on a
-    critical signal it is major, except at the final look.
+    A finding needs all of: the rank test (p < ALPHA); the shift standing Z_FINDING spreads
+    outside what healthy baseline windows of the same length show (A/A calibration, which
+    carries autocorrelation, drift and bursts that the rank test knows nothing of); and the
+    whole interval (the wider of the rank test's and the calibrated one) beyond the
+    signal's ignore_below. Beyond the tolerance on a critical signal it is major. At the
+    `final` look the bar is Z_FINAL and every finding minor, its detector FINAL.
     """
     result = compare(base, values, confidence=0.95, alternative=_ALTERNATIVE[direction])
     shift, lower, upper = (np.atleast_1d(np.asarray(a, dtype=float)) for a in
@@ -377,21 +379,23 @@ def _judge_shift(
     beyond = (bound > floors) & (np.abs(shift) > np.array([r.absolute for r in rules]))
     out: list[Finding | None] = [None] * len(rules)
     # Python work only for the rows that make a finding.
+    bar = Z_FINAL if final else Z_FINDING
     for row in np.flatnonzero(enough & beyond & (z > bar) & (pvalue < ALPHA)).tolist():
         rule = rules[row]
         floor = float(floors[row])
-        major = rule.critical and bound[row] > rule.tolerance and bar >= Z_FINDING
+        major = rule.critical and bound[row] > rule.tolerance and not final
         median = parts[row].median
         candidate = median + shift[row]
         out[row] = Finding(
-            signal=rule.name, detector="compare", severity=MAJOR if major else MINOR,
+            signal=rule.name, detector=FINAL if final else "compare",
+            severity=MAJOR if major else MINOR,
             baseline=median, candidate=candidate, effect=_share(shift[row], scale[row]),
             lower=_share(lower[row], scale[row]), upper=_share(upper[row], scale[row]),
             tolerance=rule.tolerance if major else floor,
             n_baseline=int(n_base[row]), n_candidate=int(n_cand[row]),
             detail=(f"median {_fmt(median)} -> {_fmt(candidate)} "
                     f"({_relative(shift[row], median, noise[row])}{z[row]:.1f} A/A spreads, "
-                    f"p={pvalue[row]:.2g}{', final look' if bar < Z_FINDING else ''})"),
+                    f"p={pvalue[row]:.2g}{', final look' if final else ''})"),
         )
     return out
 

@@ -11,6 +11,9 @@ PASS, HOTFIX, ROLLBACK, PENDING, INCONCLUSIVE = "pass", "hotfix", "rollback", "p
 VERDICTS = (PASS, HOTFIX, ROLLBACK, PENDING, INCONCLUSIVE)
 MINOR, MAJOR = "minor", "major"
 SHIFT_DETECTORS = ("compare", "changepoint", "step")
+# The whole window's last look at the period's end (monitor.evaluate.Z_FINAL): a shift, but
+# one that only a lower bar saw, so its streak is its own and never feeds a rollback's.
+FINAL = "final"
 
 
 @dataclass(frozen=True)

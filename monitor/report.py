@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from monitor.durations import format_duration
-from monitor.findings import VERDICTS, json_safe
+from monitor.findings import FINAL, SHIFT_DETECTORS, VERDICTS, json_safe
 from monitor.render import after, figure, when
 
 Point = tuple[float, float]
@@ -27,7 +27,8 @@ PROJECTION_MIN_SECONDS = 300.0
 TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
               43200, 86400, 172800, 604800)
 VALUE_TICKS = 5
-RELATIVE_DETECTORS = ("compare", "changepoint", "rate")
+# Their effects, bounds and tolerances are shares of the baseline.
+RELATIVE_DETECTORS = (*SHIFT_DETECTORS, FINAL, "rate")
 
 
 def render_report(doc: Mapping[str, Any]) -> str:

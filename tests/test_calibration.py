@@ -124,7 +124,7 @@ def test_white_noise_is_steady_and_a_walk_or_a_short_release_is_not() -> None:
     rng = np.random.default_rng(26)
     noise = rng.normal(size=(500, 96))
     walks = np.cumsum(rng.normal(size=(500, 96)), axis=1)
-    # STEADY_NOISE's figures: 98% of white noise and 27% of walks (one that comes back
+    # STEADY_NOISE's figures: 97% of white noise and 26% of walks (one that comes back
     # looks steady) at 96 samples.
     assert np.mean(drift_aware_spreads(noise).steady) >= 0.96
     assert np.mean(drift_aware_spreads(walks).steady) <= 0.35
@@ -134,7 +134,7 @@ def test_white_noise_is_steady_and_a_walk_or_a_short_release_is_not() -> None:
     assert not drift_aware_spreads(np.full((3, 96), np.nan)).steady.any()
 
 
-def test_steadiness_is_stored_with_the_baseline_and_merged_as_all() -> None:
+def test_steadiness_is_stored_with_the_baseline_and_not_known_of_a_merge() -> None:
     rng = np.random.default_rng(27)
     times = 1_000_000.0 + 60.0 * np.arange(240)
     values = np.vstack([rng.normal(size=240), np.cumsum(rng.normal(0.3, 1.0, size=240))])
@@ -147,10 +147,9 @@ def test_steadiness_is_stored_with_the_baseline_and_merged_as_all() -> None:
     # Stored before steadiness was recorded: not known to be steady.
     del stored["steady"]
     assert not SignalBaseline.from_summary(stored, summary["noise"].reservoir).steady
-    walk_named_noise = {"noise": summary["walk"]}
-    merged = merge([Baseline(("v1",), summary), Baseline(("v2",), walk_named_noise)])
+    # Two steady releases may still sit at different levels, which nothing measured.
+    merged = merge([Baseline(("v1",), summary), Baseline(("v2",), summary)])
     assert not merged.signals["noise"].steady
-    assert merge([Baseline(("v1",), summary), Baseline(("v2",), summary)]).signals["noise"].steady
 
 
 def test_spread_at_interpolates_on_log_axes_and_clamps() -> None:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -124,6 +127,12 @@ def test_version() -> None:
     (["nosuch"], "error: monitor: No such command 'nosuch'. (see 'monitor -h')"),
     (["baselines", "pin"],
      "error: monitor baselines pin: Missing argument 'release'. (see 'monitor baselines pin -h')"),
+    # Raised before click knows the command: named from the arguments.
+    (["verdict", "--release"],
+     "error: monitor verdict: Option '--release' requires an argument. (see 'monitor verdict -h')"),
+    (["baselines", "pin", "--db"],
+     "error: monitor baselines pin: Option '--db' requires an argument. "
+     "(see 'monitor baselines pin -h')"),
 ])
 def test_a_usage_error_is_one_line_and_exits_2(
         args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -147,6 +156,25 @@ def test_the_entry_point_passes_on_exit_codes_and_prints_help_without_arguments(
     assert exited.value.code == 2
     out, err = capsys.readouterr()
     assert "Usage: monitor" in out and err == ""
+
+
+def test_a_value_of_the_wrong_type_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["demo", "--port", "abc"])
+    assert exited.value.code == 2
+    [line] = capsys.readouterr().err.splitlines()
+    # The reason's wording is Typer's and varies between its versions.
+    assert line.startswith("error: monitor demo: Invalid value for '--port': "), line
+    assert line.endswith(" (see 'monitor demo -h')"), line
+
+
+def test_without_rich_the_help_without_arguments_is_still_printed() -> None:
+    env = {**os.environ, "TYPER_USE_RICH": "0"}
+    result = subprocess.run([sys.executable, "-m", "monitor", "release"], env=env,
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith("Usage: monitor release [OPTIONS] COMMAND"), result.stderr
+    assert "Register deploys" in result.stderr
 
 
 def test_check_config_accepts_a_good_policy(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from baselines.calibration import spread_at
 from baselines.frame import SignalFrame
-from baselines.summary import Baseline, summarize
+from baselines.summary import Baseline, SignalBaseline, summarize
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.policy import ServicePolicy, SignalRule
 
@@ -130,6 +130,19 @@ def test_a_baseline_exactly_zero_gives_no_relative_effect() -> None:
     assert finding.to_dict()["effect"] is None
 
 
+def _shifted(part: SignalBaseline, spreads: np.ndarray) -> SignalFrame:
+    """A candidate whose queue is the baseline's quantiles in a golden-ratio order (every
+    stretch looks like the whole: no change point splits it) shifted by `spreads` A/A
+    spreads of the checking period's length, sample by sample."""
+    n = int(1800 / STEP)
+    sigma = float(spread_at(np.array([part.aa_spread]), np.array([n]))[0])
+    frame = _frame(T0, spreads.size * STEP / 60, seed=2)
+    typical = np.quantile(part.reservoir, (np.arange(spreads.size) * 0.6180339887 + 0.5) % 1.0)
+    values = frame.values.copy()
+    values[1] = typical + spreads * sigma
+    return SignalFrame(frame.names, frame.times, values, frame.events, frame.trials)
+
+
 @pytest.mark.parametrize(("spreads", "steady", "verdict"), [
     (2.5, True, "pass"),        # under the final look's bar
     (3.1, True, "hotfix"),      # between the final bar and the sequential one
@@ -144,26 +157,41 @@ def test_the_final_look_at_a_steady_baseline_finds_a_hotfix_never_a_rollback(
     policy = _policy(queue)
     part = summarize(_frame(T0 - 7200, 120, seed=1))["queue"]
     assert part.steady
-    n = int(1800 / STEP)
-    sigma = float(spread_at(np.array([part.aa_spread]), np.array([n]))[0])
-    # The baseline's quantiles in a golden-ratio order, so that every stretch of the
-    # candidate looks like the whole: its shift is known, and no change point splits it.
-    typical = np.quantile(part.reservoir, (np.arange(n) * 0.6180339887 + 0.5) % 1.0)
-    frame = _frame(T0, 30, seed=2)
-    values = frame.values.copy()
-    values[1] = typical + spreads * sigma
-    candidate = SignalFrame(frame.names, frame.times, values, frame.events, frame.trials)
     baseline = Baseline(("v1",), {"queue": replace(part, steady=steady)})
-    history = _judge(policy, baseline, candidate)
+    history = _judge(policy, baseline, _shifted(part, np.full(120, spreads)))
     final = history[-1]
     assert final.verdict == verdict, final.reason
     if verdict == "hotfix":
         # Below the sequential bar all period: nothing seen until the period is over.
         before_end = int(1800 / policy.evaluation_interval) - 1
         assert not any(h.findings for h in history[:before_end])
-        assert [f.severity for f in final.findings] == ["minor"]
+        assert [(f.severity, f.detector) for f in final.findings] == [("minor", "final")]
         assert "final look" in final.reason and final.decided_at >= T0 + 1800
         assert f"{spreads:.1f} A/A spreads" in final.reason
+
+
+def test_the_final_look_keeps_a_streak_of_its_own() -> None:
+    # Seen by the final look only, then far beyond the sequential bar after the period:
+    # the major's streak starts at its own first sighting, so it is no rollback yet.
+    queue = SignalRule("queue", bad="increase", critical=True, tolerance=0.001, ignore_below=0.0)
+    policy = _policy(queue, persistence=3)
+    part = summarize(_frame(T0 - 7200, 120, seed=1))["queue"]
+    history = _judge(policy, Baseline(("v1",), {"queue": part}),
+                     _shifted(part, np.where(np.arange(180) < 120, 3.1, 10.0)))
+    assert history[-1].verdict != "rollback", history[-1].reason
+    sightings = [[f.detector for f in h.findings] for h in history[-2:]]
+    assert sightings == [["final"], ["compare"]]
+    assert history[-1].state.streaks == {"queue/shift": 1}
+
+
+def test_the_final_look_leaves_a_finding_the_sequential_bar_made() -> None:
+    queue = SignalRule("queue", bad="increase", ignore_below=0.0)   # minor: a hotfix at the end
+    policy = _policy(queue)
+    part = summarize(_frame(T0 - 7200, 120, seed=1))["queue"]
+    history = _judge(policy, Baseline(("v1",), {"queue": part}), _shifted(part, np.full(120, 6.0)))
+    final = history[-1]
+    assert final.verdict == "hotfix" and final.decided_at == T0 + 1800
+    assert [f.detector for f in final.findings] == ["compare"]
 
 
 def test_a_minor_finding_gone_by_the_end_of_the_period_is_no_hotfix() -> None:

@@ -247,6 +247,10 @@ def test_finding_figures_for_shift_and_leak() -> None:
     shift = {"detector": "compare", "baseline": 0.35, "candidate": 0.413, "effect": 0.179,
              "lower": 0.1507, "upper": None, "tolerance": 0.05}
     assert finding_figures(shift, "rate") == ("0.35/s", "0.413/s", "+17.9% (≥ +15.1%)", "5%")
+    # Every shift detector's effect is a share of the baseline, the step's and final look's too.
+    for detector in ("step", "final"):
+        assert finding_figures({**shift, "detector": detector}, "rate")[2:] == (
+            "+17.9% (≥ +15.1%)", "5%")
     leak = {"detector": "leak", "baseline": 1.0, "candidate": 1024.0, "effect": 1023.0,
             "lower": 512.0, "upper": 2048.0, "tolerance": 10.0}
     assert finding_figures(leak, "bytes") == (

@@ -245,18 +245,25 @@ def verdict(
 
 
 # Click's usage errors, whether Typer uses click or a copy of it of its own.
-UsageError: type[Exception] = typer.BadParameter.__mro__[1]
-ClickException: type[Exception] = UsageError.__mro__[1]
+UsageError: type[Exception] = next(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+ClickException: type[Exception] = next(
+    c for c in UsageError.__mro__ if c.__name__ == "ClickException")
 
 
 def main(args: list[str] | None = None) -> None:
     """Console entry point: a usage error is one line and exits 2; a crash exits 1, never a
     code that reads as a verdict."""
+    args = sys.argv[1:] if args is None else args
     try:
         code = app(args=args, prog_name="monitor", standalone_mode=False)
     except UsageError as exc:
-        if type(exc).__name__ != "NoArgsIsHelpError":   # that one has printed the help
-            typer.echo(usage_line(exc), err=True)
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # Its message is the help, unless Typer printed that already, with rich.
+            if str(exc).strip():
+                typer.echo(str(exc), err=True)
+        else:
+            typer.echo(usage_line(exc, args), err=True)
         sys.exit(EXIT_USAGE)
     except ClickException as exc:
         typer.echo(f"error: {click_message(exc)}", err=True)
@@ -272,12 +279,25 @@ def main(args: list[str] | None = None) -> None:
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def usage_line(exc: Exception) -> str:
+def usage_line(exc: Exception, args: list[str]) -> str:
     """`error: monitor verdict: Missing option '--release'. (see 'monitor verdict -h')`:
     what is wrong and where to read more, on one line as every other bad input."""
     ctx = getattr(exc, "ctx", None)
-    where = ctx.command_path if ctx is not None else "monitor"
+    where = ctx.command_path if ctx is not None else command_path(args)
     return f"error: {where}: {click_message(exc)} (see '{where} -h')"
+
+
+def command_path(args: list[str]) -> str:
+    """`monitor baselines pin` for the arguments `baselines pin --db`: the (sub)commands
+    named, as click says them, for the errors it raises before it knows the command."""
+    command, path = typer.main.get_command(app), ["monitor"]
+    for arg in args:
+        sub = getattr(command, "commands", {}).get(arg)
+        if sub is None:
+            break
+        command = sub
+        path.append(arg)
+    return " ".join(path)
 
 
 def click_message(exc: Exception) -> str:
