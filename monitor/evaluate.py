@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 from scipy import stats
@@ -267,7 +267,8 @@ def _compare_group(
     noise = np.array([p.noise for p in parts])
     scale = np.fmax(np.fmax(np.abs(np.nan_to_num(median)), np.nan_to_num(noise)), SCALE_FLOOR)
     spreads = _stack_spreads([p.aa_spread for p in parts])
-    judged = _judge_shift(rules, direction, parts, base, values, scale, spreads)
+    evidence = _shift_evidence(rules, direction, parts, base, values, scale, spreads)
+    judged = _shift_findings(evidence, rules, parts, scale)
     # The CUSUM's scale is the long-run one (a window's spread times the square root of its
     # length): with the per-sample spread, autocorrelated healthy series alarm all the time.
     long_run = spread_at(spreads, np.full(len(parts), CUSUM_SCALE_WINDOW)) * np.sqrt(CUSUM_SCALE_WINDOW)
@@ -285,8 +286,10 @@ def _compare_group(
     if again:
         column = np.arange(values.shape[1])
         after = np.where(column[None, :] >= starts[again][:, None], values[again], np.nan)
-        found = _judge_shift([rules[r] for r in again], direction, [parts[r] for r in again],
-                             base[again], after, scale[again], spreads[again])
+        again_rules, again_parts = [rules[r] for r in again], [parts[r] for r in again]
+        after_evidence = _shift_evidence(again_rules, direction, again_parts, base[again], after,
+                                         scale[again], spreads[again])
+        found = _shift_findings(after_evidence, again_rules, again_parts, scale[again])
         late = dict(zip(again, found, strict=True))
     shifts: dict[int, Finding] = {}
     found_rows = [r for r, hit in enumerate(judged) if hit is not None]
@@ -316,9 +319,10 @@ def _compare_group(
     # The final look (see Z_FINAL), at steady signals where nothing else saw a shift.
     quiet = [row for row in range(len(rules)) if final and parts[row].steady and row not in shifts]
     if quiet:
-        looked = _judge_shift([rules[r] for r in quiet], direction, [parts[r] for r in quiet],
-                              base[quiet], values[quiet], scale[quiet], spreads[quiet], final=True)
-        for row, hit in zip(quiet, looked, strict=True):
+        # The same evidence as the whole-window test's, against a lower bar.
+        looked = _shift_findings(evidence, rules, parts, scale, final=True, rows=quiet)
+        for row in quiet:
+            hit = looked[row]
             if hit is not None:
                 words, change_at = _began(starts[row], window.times)
                 shifts[row] = replace(hit, detail=hit.detail + words, at=now, change_at=change_at)
@@ -342,19 +346,31 @@ def _stack_spreads(spreads: Sequence[tuple[float, ...]], width: int = len(LADDER
     return out
 
 
-def _judge_shift(
+class _ShiftEvidence(NamedTuple):
+    """The whole-window rank test of several signals, calibrated, before any bar."""
+
+    shift: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    z: np.ndarray          # the shift in A/A spreads of its length
+    pvalue: np.ndarray
+    bound: np.ndarray      # the interval's end nearest no change, a share of the yardstick
+    n_baseline: np.ndarray
+    n_candidate: np.ndarray
+    eligible: np.ndarray   # enough samples, the rank test, beyond ignore_below and absolute
+
+
+def _shift_evidence(
     rules: Sequence[SignalRule], direction: str, parts: Sequence[SignalBaseline],
     base: np.ndarray, values: np.ndarray, scale: np.ndarray, spreads: np.ndarray,
-    final: bool = False,
-) -> list[Finding | None]:
+) -> _ShiftEvidence:
     """Rank test with the Hodges-Lehmann shift, calibrated against healthy history.
 
-    A finding needs all of: the rank test (p < ALPHA); the shift standing Z_FINDING spreads
-    outside what healthy baseline windows of the same length show (A/A calibration, which
-    carries autocorrelation, drift and bursts that the rank test knows nothing of); and the
-    whole interval (the wider of the rank test's and the calibrated one) beyond the
-    signal's ignore_below. Beyond the tolerance on a critical signal it is major. At the
-    `final` look the bar is Z_FINAL and every finding minor, its detector FINAL.
+    A finding needs all of: the rank test (p < ALPHA); the shift standing a bar of spreads
+    (`_shift_findings`) outside what healthy baseline windows of the same length show (A/A
+    calibration, which carries autocorrelation, drift and bursts that the rank test knows
+    nothing of); and the whole interval (the wider of the rank test's and the calibrated
+    one) beyond the signal's ignore_below.
     """
     result = compare(base, values, confidence=0.95, alternative=_ALTERNATIVE[direction])
     shift, lower, upper = (np.atleast_1d(np.asarray(a, dtype=float)) for a in
@@ -374,28 +390,41 @@ def _judge_shift(
     calibrated_p = stats.norm.sf(z) * (2.0 if direction == "both" else 1.0)
     pvalue = np.fmax(np.nan_to_num(np.atleast_1d(result.pvalue), nan=1.0), calibrated_p)
     bound = np.nan_to_num(_bound(lower / scale, upper / scale, direction), nan=-np.inf)
-    floors = np.array([r.ignore_below for r in rules])
     enough = n_cand >= np.array([r.min_samples for r in rules])
-    beyond = (bound > floors) & (np.abs(shift) > np.array([r.absolute for r in rules]))
+    beyond = ((bound > np.array([r.ignore_below for r in rules]))
+              & (np.abs(shift) > np.array([r.absolute for r in rules])))
+    return _ShiftEvidence(shift, lower, upper, z, pvalue, bound, n_base, n_cand,
+                          enough & beyond & (pvalue < ALPHA))
+
+
+def _shift_findings(
+    evidence: _ShiftEvidence, rules: Sequence[SignalRule], parts: Sequence[SignalBaseline],
+    scale: np.ndarray, *, final: bool = False, rows: Sequence[int] | None = None,
+) -> list[Finding | None]:
+    """The findings the evidence makes beyond Z_FINDING spreads (of `rows`, or all), major
+    beyond the tolerance on a critical signal. At the `final` look the bar is Z_FINAL and
+    every finding minor, its detector FINAL."""
     out: list[Finding | None] = [None] * len(rules)
+    passing = evidence.eligible & (evidence.z > (Z_FINAL if final else Z_FINDING))
+    if rows is not None:
+        passing &= np.isin(np.arange(len(rules)), rows)
     # Python work only for the rows that make a finding.
-    bar = Z_FINAL if final else Z_FINDING
-    for row in np.flatnonzero(enough & beyond & (z > bar) & (pvalue < ALPHA)).tolist():
-        rule = rules[row]
-        floor = float(floors[row])
-        major = rule.critical and bound[row] > rule.tolerance and not final
-        median = parts[row].median
-        candidate = median + shift[row]
+    for row in np.flatnonzero(passing).tolist():
+        rule, part = rules[row], parts[row]
+        major = rule.critical and evidence.bound[row] > rule.tolerance and not final
+        shift = evidence.shift[row]
+        candidate = part.median + shift
         out[row] = Finding(
             signal=rule.name, detector=FINAL if final else "compare",
             severity=MAJOR if major else MINOR,
-            baseline=median, candidate=candidate, effect=_share(shift[row], scale[row]),
-            lower=_share(lower[row], scale[row]), upper=_share(upper[row], scale[row]),
-            tolerance=rule.tolerance if major else floor,
-            n_baseline=int(n_base[row]), n_candidate=int(n_cand[row]),
-            detail=(f"median {_fmt(median)} -> {_fmt(candidate)} "
-                    f"({_relative(shift[row], median, noise[row])}{z[row]:.1f} A/A spreads, "
-                    f"p={pvalue[row]:.2g}{', final look' if final else ''})"),
+            baseline=part.median, candidate=candidate, effect=_share(shift, scale[row]),
+            lower=_share(evidence.lower[row], scale[row]),
+            upper=_share(evidence.upper[row], scale[row]),
+            tolerance=rule.tolerance if major else rule.ignore_below,
+            n_baseline=int(evidence.n_baseline[row]), n_candidate=int(evidence.n_candidate[row]),
+            detail=(f"median {_fmt(part.median)} -> {_fmt(candidate)} "
+                    f"({_relative(shift, part.median, part.noise)}{evidence.z[row]:.1f} A/A "
+                    f"spreads, p={evidence.pvalue[row]:.2g}{', final look' if final else ''})"),
         )
     return out
 
