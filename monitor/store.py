@@ -545,7 +545,7 @@ class Store:
                 _SELECT_RELEASES + "WHERE service = ? AND version = ?", (service, version)
             ).fetchone()
         if row is None:
-            raise UnknownRelease(f"no release {version} of service {service}")
+            raise UnknownRelease(f"no release {version!r} of service {service!r}")
         return _release(row)
 
     def find_release(self, version: str, service: str | None = None) -> Release:
@@ -574,7 +574,7 @@ class Store:
                 f"release {version} exists for several services ({having}): name the service"
             )
         known = ", ".join(self.services()) or "none"
-        raise UnknownRelease(f"no release {version} (services: {known})")
+        raise UnknownRelease(f"no release {version!r} (services: {known})")
 
     def releases(self, service: str | None = None, *, limit: int | None = None) -> list[Release]:
         """Releases, newest first, of one service or all."""
@@ -640,7 +640,7 @@ class Store:
             ).rowcount
             conn.execute("DELETE FROM pins WHERE service = ? AND version = ?", (service, version))
         if not changed:
-            raise UnknownRelease(f"no release {version} of service {service}")
+            raise UnknownRelease(f"no release {version!r} of service {service!r}")
         return self.release(service, version)
 
     def pin(self, service: str, version: str) -> None:
@@ -1018,6 +1018,8 @@ def _explain(path: Path, exc: sqlite3.Error) -> str:
     """Why a database could not be opened, in words an operator can act on."""
     if not path.parent.is_dir():
         return f"directory {path.parent} does not exist"
+    if path.is_dir():
+        return "it is a directory; give a file in it, e.g. " + str(path / "release-monitor.db")
     # The extended code (SQLITE_READONLY_DIRECTORY, ...) carries the primary one in its low byte.
     primary = (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF
     hint = _OPEN_FAILURES.get(primary)

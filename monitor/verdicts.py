@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from typing import Any
 
 from monitor.clock import Clock
-from monitor.findings import HOTFIX, INCONCLUSIVE, PASS, PENDING, ROLLBACK
+from monitor.findings import HOTFIX, INCONCLUSIVE, PASS, PENDING, ROLLBACK, Finding
 from monitor.store import Release, Store
 
 EXIT_PASS = 0
@@ -65,6 +66,11 @@ def document(store: Store, release: Release) -> dict[str, Any]:
     }
 
 
+# Every key a finding has; a failed smoke or verification check has no figures (null).
+_FINDING_KEYS = tuple(f.name for f in fields(Finding))
+
+
 def _clean(finding: dict[str, Any]) -> dict[str, Any]:
+    full = dict.fromkeys(_FINDING_KEYS) | finding
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-            for k, v in finding.items()}
+            for k, v in full.items()}

@@ -40,7 +40,10 @@ denominator = "http_requests_total"
 
 DOCUMENT_KEYS = {"service", "release", "baseline_release", "verdict", "decided_at",
                  "first_alarm_at", "findings"}
-FINDING_KEYS = {"signal", "detector", "severity", "baseline", "candidate", "effect", "detail"}
+# The README's list of a finding's keys.
+FINDING_KEYS = {"signal", "detector", "severity", "baseline", "candidate", "effect", "lower",
+                "upper", "tolerance", "n_baseline", "n_candidate", "detail", "exhaustion", "at",
+                "change_at"}
 
 
 def monitor(*args: object) -> Result:
@@ -382,9 +385,19 @@ def test_verdict_json_document(demo_db: Path) -> None:
     assert doc["started_at"] < doc["first_alarm_at"] <= doc["decided_at"]
     assert doc["findings"], doc
     for finding in doc["findings"]:
-        assert FINDING_KEYS <= finding.keys(), finding.keys()
+        assert finding.keys() == FINDING_KEYS, finding.keys()
     major = {f["signal"] for f in doc["findings"] if f["severity"] == "major"}
     assert {"error_ratio", "memory"} <= major, doc["findings"]
+
+
+def test_a_failed_smoke_check_is_a_finding_with_every_key(demo_db: Path) -> None:
+    result = monitor("verdict", "--db", demo_db, "--release", "v2.5", "--json")
+    assert result.exit_code == 3, result.output
+    findings = json.loads(result.stdout)["findings"]
+    assert findings and all(f["detector"] == "smoke" for f in findings)
+    for finding in findings:
+        assert finding.keys() == FINDING_KEYS, finding.keys()
+        assert finding["effect"] is None and finding["detail"]
 
 
 def test_record_then_replay_reproduces_the_rollback(demo_db: Path, tmp_path: Path) -> None:
@@ -661,6 +674,13 @@ def test_a_bad_timeout_names_the_option(demo_db: Path) -> None:
     result = monitor("verdict", "--release", "v2.3", "--wait", "--timeout", "abc", "--db", demo_db)
     assert result.exit_code == 2, result.output
     assert error_line(result).startswith("error: --timeout: not a duration: 'abc'")
+
+
+def test_a_timeout_without_wait_is_bad_input(demo_db: Path) -> None:
+    result = monitor("verdict", "--release", "v2.3", "--timeout", "1h", "--db", demo_db)
+    assert result.exit_code == 2, result.output
+    assert error_line(result) == (
+        "error: --timeout: only with --wait (without it the verdict is read at once)")
 
 
 def test_demo_serve_on_a_port_in_use_says_so_before_running() -> None:

@@ -348,8 +348,8 @@ def test_command_writes_the_page_and_prints_its_path(demo_db: Path, tmp_path: Pa
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--release", "v9.9"], "no release v9.9"),
-    (["--release", "v2.3", "--service", "other"], "no release v2.3 of service other"),
+    (["--release", "v9.9"], "no release 'v9.9'"),
+    (["--release", "v2.3", "--service", "other"], "no release 'v2.3' of service 'other'"),
 ])
 def test_command_unknown_release_exits_2(demo_db: Path, tmp_path: Path, args: list[str],
                                          message: str) -> None:

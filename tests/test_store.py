@@ -166,21 +166,21 @@ def test_start_release_is_idempotent_and_reads_back(store: Store) -> None:
 
 
 def test_release_lookups_name_what_was_missing(store: Store) -> None:
-    with pytest.raises(UnknownRelease, match="^no release v9 of service demo$"):
+    with pytest.raises(UnknownRelease, match="^no release 'v9' of service 'demo'$"):
         store.release("demo", "v9")
-    with pytest.raises(UnknownRelease, match=r"^no release v9 \(services: none\)$"):
+    with pytest.raises(UnknownRelease, match=r"^no release 'v9' \(services: none\)$"):
         store.find_release("v9")
     _release(store, "a", "v1")
     _release(store, "b", "v1")
     store.series_ids("c", ["up"])
-    with pytest.raises(UnknownRelease, match=r"^no release v9 \(services: a, b, c\)$"):
+    with pytest.raises(UnknownRelease, match=r"^no release 'v9' \(services: a, b, c\)$"):
         store.find_release("v9")
     with pytest.raises(AmbiguousRelease, match=r"several services \(a, b\)"):
         store.find_release("v1")
     assert store.find_release("v1", "b").service == "b"
     _release(store, "a", "v2")
     assert store.find_release("v2").service == "a"
-    with pytest.raises(UnknownRelease, match="^no release v2 of service b$"):
+    with pytest.raises(UnknownRelease, match="^no release 'v2' of service 'b'$"):
         store.find_release("v2", "b")
 
 
@@ -584,6 +584,12 @@ def test_open_in_a_missing_directory_fails_naming_the_path(tmp_path: Path) -> No
     message = _one_line_naming(str(pytest.raises(StoreError, Store.open, path).value), path)
     assert "does not exist" in message
     assert not path.parent.exists()
+
+
+def test_open_on_a_directory_says_so(tmp_path: Path) -> None:
+    message = _one_line_naming(str(pytest.raises(StoreError, Store.open, tmp_path).value), tmp_path)
+    assert f"it is a directory; give a file in it, e.g. {tmp_path / 'release-monitor.db'}" in message
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_open_on_a_garbage_file_fails_and_leaves_it_alone(tmp_path: Path) -> None:

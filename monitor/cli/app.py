@@ -205,6 +205,9 @@ def release_list(
         typer.echo("no releases yet")
 
 
+WAIT_TIMEOUT = "2h"
+
+
 @app.command()
 def verdict(
     release: Annotated[str, typer.Option(help="Release version, e.g. v2.3.")],
@@ -214,8 +217,9 @@ def verdict(
     as_json: JsonOption = False,
     wait: Annotated[bool, typer.Option(
         "--wait", help="Block until the verdict is decided (for CI pipelines).")] = False,
-    timeout: Annotated[str, typer.Option(
-        help="With --wait: give up after this long and report pending, e.g. 45m.")] = "2h",
+    timeout: Annotated[str | None, typer.Option(
+        help="With --wait: give up after this long and report pending, e.g. 45m "
+        "[default: 2h].")] = None,
     url: Annotated[str | None, typer.Option(
         "--url", envvar="RELEASE_MONITOR_URL",
         help="Ask a running monitor's JSON API (e.g. http://127.0.0.1:9847) instead of "
@@ -230,7 +234,9 @@ def verdict(
     from monitor.clock import WallClock
     from monitor.verdicts import wait_for_decision
 
-    seconds = duration_option("--timeout", timeout)
+    if timeout is not None and not wait:
+        raise fail("--timeout: only with --wait (without it the verdict is read at once)", EXIT_USAGE)
+    seconds = duration_option("--timeout", timeout if timeout is not None else WAIT_TIMEOUT)
     with clear_errors():
         if url is not None:
             doc = (wait_remote(url, release, service, WallClock(), timeout=seconds) if wait
