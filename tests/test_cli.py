@@ -486,6 +486,17 @@ def test_record_to_a_missing_directory_names_the_file(demo_db: Path, tmp_path: P
     assert error_line(result).startswith(f"error: {out}: cannot write")
 
 
+def test_record_of_a_release_without_samples_writes_nothing(tmp_path: Path) -> None:
+    db, out = tmp_path / "m.db", tmp_path / "v1.csv"
+    registered = monitor("release", "start", "--service", "shop", "--version", "v1", "--db", db)
+    assert registered.exit_code == 0, registered.output
+    result = monitor("record", "--db", db, "--release", "v1", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert error_line(result) == (
+        "error: no samples of v1 of service shop are stored: nothing to record")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "command",
     [

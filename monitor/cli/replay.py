@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from monitor.cli.common import (
@@ -101,6 +102,7 @@ def record(
     config: ConfigOption = None,
 ) -> None:
     """Write a release's raw samples, and its baseline's, as a recording for replay."""
+    from monitor.errors import RecordingError
     from monitor.recording import write_recording
     from monitor.signals import RawSeries
 
@@ -117,5 +119,9 @@ def record(
             window = store.read_window(found.service, this.started_at, end, version=version)
             samples[version] = RawSeries(tuple(keys[int(i)] for i in window.series_ids),
                                          window.times, window.targets, window.values)
+        if not np.any(~np.isnan(samples[found.version].values)):
+            # A recording of nothing would only fail later, at replay.
+            raise RecordingError(f"no samples of {found.version} of service {found.service} "
+                                 "are stored: nothing to record")
         rows = write_recording(out, samples)
     typer.echo(f"wrote {rows} samples of {', '.join(samples)} to {out}")
