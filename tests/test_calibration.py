@@ -107,13 +107,18 @@ def test_drift_never_calibrates_a_length_the_release_cannot() -> None:
     assert np.all(aware[:, 0] >= inside[:, 0])
 
 
-def test_a_drifting_baseline_is_summarized_with_its_forward_spread() -> None:
-    rng = np.random.default_rng(25)
+def _noise_and_walk(seed: int) -> tuple[np.ndarray, dict[str, SignalBaseline]]:
+    """Four hours of white noise and of a walk with a trend (a backlog that keeps growing),
+    one a minute, and their summaries."""
+    rng = np.random.default_rng(seed)
     times = 1_000_000.0 + 60.0 * np.arange(240)
-    # A walk with a trend: a backlog that keeps growing.
     values = np.vstack([rng.normal(size=240), np.cumsum(rng.normal(0.3, 1.0, size=240))])
     nan = np.full_like(values, np.nan)
-    summary = summarize(SignalFrame(("noise", "walk"), times, values, nan, nan))
+    return values, summarize(SignalFrame(("noise", "walk"), times, values, nan, nan))
+
+
+def test_a_drifting_baseline_is_summarized_with_its_forward_spread() -> None:
+    values, summary = _noise_and_walk(25)
     aware = drift_aware_spreads(values).spreads
     np.testing.assert_allclose(summary["walk"].aa_spread, aware[1])
     np.testing.assert_allclose(summary["noise"].aa_spread, window_spreads(values)[0])
@@ -135,11 +140,7 @@ def test_white_noise_is_steady_and_a_walk_or_a_short_release_is_not() -> None:
 
 
 def test_steadiness_is_stored_with_the_baseline_and_not_known_of_a_merge() -> None:
-    rng = np.random.default_rng(27)
-    times = 1_000_000.0 + 60.0 * np.arange(240)
-    values = np.vstack([rng.normal(size=240), np.cumsum(rng.normal(0.3, 1.0, size=240))])
-    nan = np.full_like(values, np.nan)
-    summary = summarize(SignalFrame(("noise", "walk"), times, values, nan, nan))
+    _, summary = _noise_and_walk(27)
     assert summary["noise"].steady and not summary["walk"].steady
     stored = summary["noise"].to_summary()
     assert stored["steady"] is True
