@@ -637,6 +637,13 @@ def test_demo_refuses_an_existing_database(tmp_path: Path) -> None:
     assert existing.read_bytes() == b"precious"
 
 
+def test_demo_database_in_a_missing_directory_fails_before_the_demo(tmp_path: Path) -> None:
+    result = monitor("demo", "--db", tmp_path / "nowhere" / "demo.db")
+    assert result.exit_code == 7, result.output
+    assert result.stdout == ""
+    assert "directory" in result.stderr and "does not exist" in result.stderr
+
+
 def test_the_readme_documents_every_command() -> None:
     readme = REPO / "README.md"
     if not readme.exists():

@@ -15,6 +15,7 @@ from monitor import __version__
 from monitor.cli.common import clear_errors, fail
 from monitor.errors import MonitorError
 from monitor.snapshot import SnapshotBox
+from monitor.store import Store
 from monitor.verdicts import EXIT_USAGE
 
 if TYPE_CHECKING:
@@ -47,7 +48,9 @@ def _play(box: SnapshotBox, db: Path | None, serve: bool, port: int) -> None:
         if db is not None and db.exists():
             raise typer.BadParameter(f"{db} already exists; the demo writes a new database",
                                      param_hint="--db")
-        # Listening first: a port in use is said before the demo runs, not after.
+        # The database and the port first: either one's error comes before the demo's banner.
+        with clear_errors():
+            Store.open(path).close()
         server = _listen(box, port) if serve else None
         try:
             typer.echo(f"release-monitor {__version__} demo: service 'demo', releases "
