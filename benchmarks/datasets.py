@@ -477,6 +477,22 @@ def contrast(baseline: np.ndarray, effect: np.ndarray) -> float:
     return size / spread if spread > 0 else (float("inf") if size > 0 else 0.0)
 
 
+def one_look_z(case: Case) -> float:
+    """A plain test's statistic at the period's end: the candidate's median less the
+    baseline's, in the A/A spreads that `contrast` uses (at the candidate's count of valid
+    samples), upwards, or either way (its size) for a kind judged both ways. Null and bad
+    cases alike; NaN where the candidate has no samples or the baseline no spread."""
+    candidate = case.candidate[~np.isnan(case.candidate)]
+    baseline = case.baseline[~np.isnan(case.baseline)]
+    if candidate.size == 0 or baseline.size == 0:
+        return float("nan")
+    spread = float(spread_at(window_spreads(case.baseline[None, :]), np.array([candidate.size]))[0])
+    change = float(np.median(candidate) - np.median(baseline))
+    if case.kind in EITHER_WAY_KINDS:
+        change = abs(change)
+    return change / spread if spread > 0 else float("nan")
+
+
 def reference_power(kind: str, contrast: float, false_alarms: float = 0.05) -> float:
     """How often a reference test catches a change of this contrast: one look at the end,
     Gaussian noise whose sd is the contrast's spread, held to `false_alarms` (both tails

@@ -294,6 +294,46 @@ def test_contrast_is_a_change_in_the_baselines_window_spreads() -> None:
     assert np.isnan(datasets.contrast(baseline, np.full(16, np.nan)))
 
 
+def test_one_look_is_the_candidates_median_change_in_window_spreads() -> None:
+    # The baseline of the contrast test above: median 2, spread at 16 samples 2 x 1.4826 / 4.
+    baseline = np.tile([0.0, 0.0, 0.0, 0.0, 4.0, 4.0, 4.0, 4.0], 8)
+    spread = 2 * 1.4826 / 4.0
+
+    def case(kind: str, candidate: np.ndarray) -> datasets.Case:
+        values = np.concatenate([baseline, candidate])
+        return datasets.Case("c", "g", "s", kind, "null", np.arange(values.size, dtype=float),
+                             values, baseline.size, 16.0, 1.0)
+
+    up, down = np.full(16, 8.0), np.full(16, -4.0)
+    assert datasets.one_look_z(case("latency", up)) == pytest.approx(6.0 / spread)
+    assert datasets.one_look_z(case("latency", down)) == pytest.approx(-6.0 / spread)
+    assert datasets.one_look_z(case("traffic", down)) == pytest.approx(6.0 / spread)  # either way
+    # Gaps do not count as samples: 16 valid of 20 are judged at the spread of 16.
+    gappy = np.concatenate([up, np.full(4, np.nan)])
+    assert datasets.one_look_z(case("latency", gappy)) == pytest.approx(6.0 / spread)
+    assert np.isnan(datasets.one_look_z(case("latency", np.full(16, np.nan))))
+
+
+def test_hindsight_bars_pass_five_percent_of_each_kinds_nulls() -> None:
+    def row(kind: str, label: str, one_look: float, major: bool = False) -> accuracy.CaseResult:
+        group = "injected" if label == "bad" else "g"
+        outcomes = {m: accuracy.Outcome("pass", None) for m in accuracy.METHODS}
+        return accuracy.CaseResult("id", group, "s", kind, label, major, "level+50%", 1.0,
+                                   0.0 if label == "bad" else None, outcomes, 1.0, one_look)
+
+    nulls = [row("latency", "null", float(k)) for k in range(40)]
+    nulls += [row("traffic", "null", 100.0 + k) for k in range(10)]  # too few: the pooled bar
+    nulls.append(row("latency", "null", float("nan")))  # no statistic: passes no bar
+    bars = accuracy.hindsight_bars(nulls)
+    assert bars == {"latency": 37.0, "traffic": 107.0}  # 2 of 41 and 2 of 51 pass
+    passed = [r for r in nulls if r.kind == "latency" and r.one_look > bars["latency"]]
+    assert len(passed) / 41 <= accuracy.HINDSIGHT_FALSE_ALARMS
+    majors = [row("latency", "bad", 37.5, True), row("latency", "bad", 37.0, True),
+              row("traffic", "bad", 108.0, True), row("traffic", "bad", float("nan"), True)]
+    band = accuracy._band(majors, bars)
+    assert band["hindsight"] == 0.5 and band[accuracy.PRODUCT] == 0.0
+
+
 def test_majors_are_banded_by_contrast() -> None:
     rows = []
     for value, verdict in ((0.5, "pass"), (1.9, "hotfix"), (3.0, "rollback"), (20.0, "rollback"),
