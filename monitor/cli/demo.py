@@ -62,9 +62,10 @@ def _play(box: SnapshotBox, db: Path | None, serve: bool, port: int) -> None:
             if db is not None:
                 typer.echo(f"Try: monitor verdict --db {db} --release v2.3")
             if server is not None:
-                typer.echo(f"serving {server.url}/metrics and {server.url}/api/v1/verdict"
-                           "?service=demo&release=v2.3 (Ctrl-C stops)")
+                # Inside the try: Ctrl-C or SIGTERM right after the line is a clean stop too.
                 try:
+                    typer.echo(f"serving {server.url}/metrics and {server.url}/api/v1/verdict"
+                               "?service=demo&release=v2.3 (Ctrl-C stops)")
                     threading.Event().wait()
                 except KeyboardInterrupt:
                     pass
