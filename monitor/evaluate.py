@@ -216,7 +216,11 @@ def observe(
     once the checking period is over (the whole window's last look, see Z_FINAL)."""
     seen = _Observations()
     rules = [r for r in policy.signals if r.name in window.rows]
-    known = baseline.signals if baseline is not None else {}
+    # An entry without a sample (a signal the baseline release never reported) is no
+    # baseline: judged against it, a critical signal would pass whatever it does.
+    known = {r.name: baseline.signals[r.name] for r in rules
+             if baseline is not None and r.name in baseline.signals
+             and _has_data(r, baseline.signals[r.name])}
     ranked = [r for r in rules if r.kind != "ratio" and r.name in known]
     counted = [r for r in rules if r.kind == "ratio" and r.name in known]
     leaking = [r for r in rules if r.leak]
@@ -232,6 +236,10 @@ def observe(
             if (rule.critical or rule.must_have_data) and rule.name not in known:
                 seen.shortfalls.append(f"{rule.name}: the baseline has no data for it")
     return seen
+
+
+def _has_data(rule: SignalRule, part: SignalBaseline) -> bool:
+    return part.count > 0 and (rule.kind != "ratio" or part.trials > 0)
 
 
 def _stack_reservoirs(parts: Sequence[SignalBaseline]) -> np.ndarray:
@@ -507,15 +515,25 @@ def _rate_signals(
     rules: Sequence[SignalRule], known: Mapping[str, SignalBaseline], window: SignalFrame,
     now: float, seen: _Observations,
 ) -> None:
+    """Ratios judged as counts. A ratio that is worse when lower (a hit or success ratio)
+    is judged as its complement rising (misses out of the same trials), and one worse
+    either way in the direction it moved."""
     parts = [known[r.name] for r in rules]
     rows = [window.row(r.name) for r in rules]
+    base_events = np.array([p.events for p in parts])
+    base_trials = np.array([p.trials for p in parts])
     cand_events = np.nansum(window.events[rows], axis=1)
     cand_trials = np.nansum(window.trials[rows], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fell = cand_events / cand_trials < base_events / base_trials
+    down = np.array([r.bad == "decrease" or (r.bad == "both" and bool(f))
+                     for r, f in zip(rules, fell, strict=True)])
     result = rate_increase(
-        np.array([p.events for p in parts]), np.array([p.trials for p in parts]),
-        cand_events, cand_trials, dispersion=np.array([max(p.dispersion, 1.0) for p in parts]),
+        np.where(down, base_trials - base_events, base_events), base_trials,
+        np.where(down, cand_trials - cand_events, cand_events), cand_trials,
+        dispersion=np.array([max(p.dispersion, 1.0) for p in parts]),
     )
-    # Calibrated as the rank test is: how far healthy windows' error ratios stray.
+    # Calibrated as the rank test is: how far healthy windows' ratios stray.
     intervals = np.sum(np.nan_to_num(window.trials[rows]) > 0, axis=1)
     sigma = spread_at(_stack_spreads([p.aa_spread for p in parts]), intervals)
     excess_rate = np.atleast_1d(result.cand_rate) - np.atleast_1d(result.base_rate)
@@ -528,22 +546,29 @@ def _rate_signals(
         ratio_lower = float(np.atleast_1d(result.ratio_lower)[row])
         excess = float(np.atleast_1d(result.excess)[row])
         pvalue = float(np.atleast_1d(result.pvalue)[row])
+        if down[row]:
+            # The rise of the complement as a fall of the ratio itself, relative to its level.
+            rise, base_rate, cand_rate = ratio_lower - 1.0, 1.0 - base_rate, 1.0 - cand_rate
+            bound = rise * (1.0 - base_rate) / base_rate if base_rate > 0 else float("nan")
+            effect, lower, upper = cand_rate / base_rate - 1.0, float("nan"), -bound
+        else:
+            bound = ratio_lower - 1.0
+            effect, lower, upper = float(np.atleast_1d(result.ratio)[row]) - 1.0, bound, float("nan")
         floor = rule.ignore_below
         if not (cand_trials[row] >= rule.min_trials and excess >= rule.min_events
-                and pvalue < ALPHA and z[row] > Z_FINDING and ratio_lower - 1.0 > floor
-                and cand_rate - base_rate > rule.absolute):
+                and pvalue < ALPHA and z[row] > Z_FINDING and bound > floor
+                and abs(cand_rate - base_rate) > rule.absolute):
             continue
-        major = rule.critical and ratio_lower - 1.0 > rule.tolerance
-        ratio = float(np.atleast_1d(result.ratio)[row])
+        major = rule.critical and bound > rule.tolerance
         seen.findings.append(Finding(
             signal=rule.name, detector="rate", severity=MAJOR if major else MINOR,
-            baseline=base_rate, candidate=cand_rate, effect=ratio - 1.0,
-            lower=ratio_lower - 1.0, upper=float("nan"),
+            baseline=base_rate, candidate=cand_rate, effect=effect, lower=lower, upper=upper,
             tolerance=rule.tolerance if major else floor,
             n_baseline=int(parts[row].trials), n_candidate=int(cand_trials[row]),
             detail=(f"{_pct(base_rate, signed=False)} -> {_pct(cand_rate, signed=False)} "
                     f"({int(cand_events[row])} in {int(cand_trials[row])}, "
-                    f"{excess:.0f} more than expected, p={pvalue:.2g})"),
+                    f"{excess:.0f} {'fewer' if down[row] else 'more'} than expected, "
+                    f"p={pvalue:.2g})"),
             at=now,
         ))
 

@@ -357,3 +357,48 @@ def test_a_first_release_saw_tooth_is_not_a_leak_on_short_blocks() -> None:
     fast = _judge(policy, None, _frame(T0, 30, seed=18, leak=1.5e6), period=1800.0,
                   first_release=True)
     assert fast[-1].verdict == "rollback"          # a real fast leak still is, once blocks are long
+
+
+HITS = SignalRule("hits", kind="ratio", bad="decrease", critical=True, tolerance=0.5,
+                  numerator="h_total", denominator="r_total")
+
+
+def _hit_ratio(rule: SignalRule, baseline: float, candidate: float) -> Evaluation:
+    # The helper's error ratio row stands for the hit ratio here: hits out of requests.
+    renamed = replace(rule, name="errors")
+    base = Baseline(("v1",), summarize(_frame(T0 - 7200, 120, seed=1, error_ratio=baseline)))
+    return _judge(_policy(renamed), base, _frame(T0, 30, seed=2, error_ratio=candidate))[-1]
+
+
+def test_a_ratio_worse_when_lower_is_judged_by_its_fall() -> None:
+    fell = _hit_ratio(HITS, 0.5, 0.2)
+    assert fell.verdict == "rollback"
+    (finding,) = fell.findings
+    assert finding.detector == "rate" and finding.severity == "major"
+    assert finding.baseline == pytest.approx(0.5, abs=0.01)
+    assert finding.candidate == pytest.approx(0.2, abs=0.01)
+    assert finding.effect == pytest.approx(finding.candidate / finding.baseline - 1.0)
+    # The interval's end nearest no change: a fall of at least the tolerance, short of the estimate.
+    assert finding.effect < finding.upper < -HITS.tolerance
+    assert "fewer than expected" in finding.detail
+    assert _hit_ratio(HITS, 0.5, 0.8).verdict == "pass"
+    assert _hit_ratio(HITS, 0.5, 0.5).verdict == "pass"
+
+
+def test_a_ratio_worse_either_way_is_judged_in_the_direction_it_moved() -> None:
+    either = replace(HITS, bad="both")
+    assert _hit_ratio(either, 0.5, 0.2).verdict == "rollback"
+    assert _hit_ratio(either, 0.5, 0.8).verdict == "rollback"
+    assert _hit_ratio(either, 0.5, 0.5).verdict == "pass"
+
+
+def test_a_baseline_entry_without_samples_is_no_baseline() -> None:
+    frame = _frame(T0 - 7200, 120, seed=1)
+    values = frame.values.copy()
+    values[frame.row("latency")] = np.nan  # the baseline release never reported latency
+    blind = SignalFrame(frame.names, frame.times, values, frame.events, frame.trials)
+    base = Baseline(("v1",), summarize(blind))
+    assert base.signals["latency"].count == 0
+    last = _judge(_policy(LATENCY), base, _frame(T0, 30, seed=3, latency=0.5))[-1]
+    assert last.verdict == "inconclusive"
+    assert "latency: the baseline has no data for it" in last.reason
