@@ -237,5 +237,6 @@ def spread_at(spreads: np.ndarray, length: np.ndarray,
         mixed = np.exp(log_low + weight * (log_high - log_low))
     result = np.where(np.isnan(spreads[row, upper]), spreads[row, lower], mixed)
     result = np.where(np.isnan(spreads[row, lower]), spreads[row, upper], result)
-    result = np.where(spreads[row, lower] == 0, 0.0, result)
+    # Between a zero spread and the next, no log-log line: zero, except at the next length itself.
+    result = np.where((spreads[row, lower] == 0) & (weight < 1.0), 0.0, result)
     return np.where(last < 0, np.nan, result)

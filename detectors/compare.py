@@ -4,6 +4,10 @@ Small samples (n * m <= EXACT_PAIRS) follow R's `wilcox.test(candidate, baseline
 conf.int=TRUE)` to the last digit: an exact null distribution when both samples have fewer
 than 50 values and no ties, the normal approximation with tie and continuity corrections
 otherwise, and the shift and interval as order statistics of all n * m differences.
+One difference: with ties, R recomputes the tie correction at each trial shift while
+searching for the interval's ends; here the ranks of the ends come from the test's own
+sigma. On tied data the interval can then be narrower than R's (measured: 1 of 900 random
+tied cases); the p-value, the shift and untied intervals agree.
 
 Large samples (a 512-value baseline reservoir against 720 candidate points is 368,640
 differences per series) take a path that is fast and still honest:
@@ -29,6 +33,9 @@ differences per series) take a path that is fast and still honest:
   most 1.7 steps, typically 0.1-0.6), which can be more than 3% of a narrow interval.
 - A series whose samples each take at most K distinct values (counts, levels, coarse
   buckets) is exact again: its atoms are the distinct values weighted by multiplicity.
+
+A series whose samples are half one exact value (a point mass) and half spread is the
+approximation's worst case: its ends can stray further than 3% of a narrow interval.
 
 The cost per series is then two sorts of n + m values and one of K^2 = 4,096 (as float32),
 instead of a selection among n m = 368,640 differences: about 20 microseconds of CPU
@@ -584,11 +591,17 @@ def _equal_mass_atoms(
     atoms_base = _quantile_atoms(rows.base[chunk], rows.n[chunk], k_base)
     atoms_cand = _quantile_atoms(rows.cand[chunk], rows.m[chunk], k_cand)
     # In float32 about each sample's middle atom: twice as fast to sort, and the rounding
-    # (2^-24 of an atom's distance from its middle) is far below the atoms' own error.
+    # (2^-24 of an atom's distance from its middle) is far below the atoms' own error. In
+    # units of a power of two near the widest distance (dividing by it is exact), so that
+    # values of any size stay inside float32's range.
     middle_base, middle_cand = atoms_base[:, k_base // 2], atoms_cand[:, k_cand // 2]
     centre = middle_cand - middle_base
-    near_base = (atoms_base - middle_base[:, None]).astype(np.float32)
-    near_cand = (atoms_cand - middle_cand[:, None]).astype(np.float32)
+    near_base = atoms_base - middle_base[:, None]
+    near_cand = atoms_cand - middle_cand[:, None]
+    span = np.fmax(np.max(np.abs(near_base), axis=-1), np.max(np.abs(near_cand), axis=-1))
+    unit = np.exp2(np.ceil(np.log2(np.where(np.isfinite(span) & (span > 0), span, 1.0))))
+    near_base = (near_base / unit[:, None]).astype(np.float32)
+    near_cand = (near_cand / unit[:, None]).astype(np.float32)
     width = k_cand * k_base
     small = scratch.array("small", (len(chunk), width), np.float32)
     np.subtract(near_cand[:, :, None], near_base[:, None, :], out=small.reshape(len(chunk), k_cand, k_base))
@@ -600,7 +613,8 @@ def _equal_mass_atoms(
     above = np.minimum(below + 1, width - 1)
     low = np.take_along_axis(small, below, axis=-1).astype(np.float64)
     high = np.take_along_axis(small, above, axis=-1).astype(np.float64)
-    value = np.where(low == high, low, low + (position - below) * (high - low)) + centre[:, None]
+    value = np.where(low == high, low, low + (position - below) * (high - low))
+    value = value * unit[:, None] + centre[:, None]
     rows.put(chunk, *value.T)
 
 

@@ -173,6 +173,15 @@ def test_spread_at_below_a_rows_shortest_calibrated_length_is_that_length() -> N
     assert spread_at(spreads, np.array([12, 12]), ladder) == pytest.approx([64 / 12, 16 / 12])
 
 
+def test_spread_at_a_calibrated_length_next_to_a_zero_spread_is_its_own() -> None:
+    # A constant stretch gives the shortest windows no spread; the next length has one.
+    spreads = np.array([[0.0, 0.2, 0.1]])
+    ladder = (2, 4, 8)
+    assert spread_at(spreads, np.array([4]), ladder) == pytest.approx([0.2])
+    assert spread_at(spreads, np.array([3]), ladder) == pytest.approx([0.0])
+    assert spread_at(spreads, np.array([2]), ladder) == pytest.approx([0.0])
+
+
 def test_robust_spread_falls_back_for_mostly_constant_series() -> None:
     values = np.zeros((3, 1000))
     values[0] = np.random.default_rng(14).normal(size=1000)

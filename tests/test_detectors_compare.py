@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from fractions import Fraction
 from functools import cache
 
@@ -390,6 +391,20 @@ def test_large_rows_with_both_signs_keep_the_exact_u(scale):
         expected = stats.mannwhitneyu(cand[row], base[row], method="asymptotic")
         assert result.statistic[row] == expected.statistic
         assert result.pvalue[row] == pytest.approx(expected.pvalue, rel=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-44, 1e40, 1e300])
+def test_large_rows_at_any_scale_are_the_unit_scales_results_scaled(scale):
+    # The atoms' differences are sorted in float32: values beyond its range must neither
+    # overflow to inf nor vanish below its smallest numbers.
+    rng = np.random.default_rng(5)
+    base, cand = rng.normal(0.0, 1.0, 512), rng.normal(0.3, 1.0, 720)
+    unit = compare(base, cand)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scaled = compare(base * scale, cand * scale)
+    for field in ("shift", "lower", "upper"):
+        assert float(getattr(scaled, field)) / scale == pytest.approx(float(getattr(unit, field)), rel=1e-6)
 
 
 def test_large_rows_of_few_distinct_values_are_exact():
