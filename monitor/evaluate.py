@@ -188,7 +188,8 @@ def evaluate(
         reason = "watching past the period while findings persist: " + _reason(seen.findings)
         return Evaluation(PENDING, reason, tuple(evidence), new_state, None, None, False)
     if baseline is None and not first_release:
-        reason = "no healthy earlier release to compare with"
+        reason = ("no healthy earlier release to compare with (`monitor baselines pin` "
+                  "one for the releases after this)")
         return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
     ended = min(started + period, until if until is not None else np.inf)
     stopped = _data_stopped(policy, window, started=started, ended=ended, period=period)

@@ -219,7 +219,9 @@ class Releases:
         frame = self.frame(policy, release.service, release.started_at, now + 1e-6,
                            version=release.version)
         earlier, following = self._neighbours(release)
-        # The service's first release, even once a later one has replaced it.
+        # The service's first release, even once a later one has replaced it; or the first
+        # after releases that all rolled back or were found bad, which no baseline can
+        # ever come from.
         first = release.baseline is None and not earlier
         result = evaluate(
             policy, baseline, frame, started=release.started_at, period=release.period, now=now,
@@ -289,11 +291,14 @@ class Releases:
         return following if following is not None else self.clock.now()
 
     def _neighbours(self, release: Release) -> tuple[bool, float | None]:
-        """Whether another release of the service started no later than this one, and when
-        the next one started (if one has): one read of the service's releases."""
-        others = [r.started_at for r in self.store.releases(release.service) if r.id != release.id]
-        later = [t for t in others if t > release.started_at]
-        return len(later) < len(others), (min(later) if later else None)
+        """Whether another release of the service that could be a baseline (not rolled
+        back, not invalidated) started no later than this one, and when the next one
+        started (if one has): one read of the service's releases."""
+        others = [r for r in self.store.releases(release.service) if r.id != release.id]
+        later = [r.started_at for r in others if r.started_at > release.started_at]
+        earlier = any(r.started_at <= release.started_at and r.verdict != ROLLBACK
+                      and not r.invalidated for r in others)
+        return earlier, (min(later) if later else None)
 
 
 def judged_metric_names(policy: ServicePolicy) -> set[str]:

@@ -77,6 +77,27 @@ def test_version_change_is_noticed_judged_and_served(
     store.close()
 
 
+def test_after_a_first_release_that_rolled_back_the_next_is_a_first_release(tmp_path: Path) -> None:
+    # Nothing healthy ever ran under the monitor: no release could ever be a baseline, so
+    # the next one is judged as a first release would be, not inconclusive for ever.
+    clock = SimClock(start=1_000_000.0)
+    simulated = SimulatedService(clock, seed=3, version="v2.5")   # its smoke test fails
+    simulated.start()
+    store = Store.open(tmp_path / "monitor.db")
+    try:
+        daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
+                        store, clock)
+        daemon.run_until(clock.now() + 600)
+        simulated.deploy("v2.2")
+        daemon.run_until(clock.now() + 2400)
+        verdicts = {r.version: (r.verdict, r.reason) for r in store.releases("demo")}
+    finally:
+        store.close()
+        simulated.stop()
+    assert verdicts["v2.5"][0] == "rollback"
+    assert verdicts["v2.2"] == ("pass", "first release: judged on smoke, verification and leaks")
+
+
 def test_a_release_registered_from_the_cli_is_picked_up(
     service: tuple[SimulatedService, SimClock], tmp_path: Path
 ) -> None:

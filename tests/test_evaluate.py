@@ -336,7 +336,10 @@ def test_a_slow_leak_is_minor_and_a_sawtooth_alone_is_nothing() -> None:
 def test_without_a_baseline_only_a_first_release_can_pass() -> None:
     policy = _policy(LATENCY)
     assert _judge(policy, None, _frame(T0, 30, seed=14), first_release=True)[-1].verdict == "pass"
-    assert _judge(policy, None, _frame(T0, 30, seed=14))[-1].verdict == "inconclusive"
+    without = _judge(policy, None, _frame(T0, 30, seed=14))[-1]
+    assert without.verdict == "inconclusive"
+    assert without.reason.startswith("no healthy earlier release to compare with")
+    assert "monitor baselines pin" in without.reason
 
 
 def test_judge_state_survives_a_json_round_trip() -> None:
