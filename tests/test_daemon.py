@@ -173,8 +173,9 @@ def test_bad_targets_are_recorded_and_the_daemon_goes_on(
     daemon.close()
 
 
-def test_monitor_run_serves_and_stops_cleanly_on_sigterm(
-    service: tuple[SimulatedService, SimClock], tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_monitor_run_serves_refuses_a_second_daemon_and_stops_cleanly(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path, stop: signal.Signals
 ) -> None:
     simulated, _ = service
     policy = tmp_path / "policy.toml"
@@ -195,7 +196,13 @@ def test_monitor_run_serves_and_stops_cleanly_on_sigterm(
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
         health = requests.get(f"{url}/healthz", timeout=5)
         assert health.status_code == 200
-        process.send_signal(signal.SIGTERM)
+        # A second daemon on the same database would store every sample twice.
+        second = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(policy)],
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 7, second.stderr
+        assert second.stderr == (f"error: database {tmp_path / 'm.db'} is in use by another "
+                                 f"`monitor run` (pid {process.pid}); one daemon per database\n")
+        process.send_signal(stop)
         out, _ = process.communicate(timeout=20)
     finally:
         if process.poll() is None:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +30,7 @@ from monitor.cli.common import (
 )
 from monitor.durations import format_duration
 from monitor.errors import MonitorError
+from monitor.lock import DaemonLock
 from monitor.names import name_problem
 from monitor.policy import CHANGE_CLASSES, default_service, load_policy, parse_listen
 from monitor.render import releases_table, verdict_text
@@ -92,16 +94,25 @@ def run(
             except ValueError as exc:
                 raise fail(f"--listen: {exc}", EXIT_USAGE) from None
         store = open_store(db, cfg, create=True)
-        box = SnapshotBox()
-        token = os.environ.get(cfg.api_token_env) if cfg.api_token_env else None
+        held = ExitStack()
+        held.callback(store.close)
         try:
-            server = serve(box, host=host, port=port, version=__version__, token=token or None)
-        except MonitorError as exc:  # the address is taken or not ours: the user's to change
-            store.close()
-            where = "--listen" if listen is not None else f"{cfg.path}: monitor.listen"
-            raise fail(f"{where}: {exc}", EXIT_USAGE) from None
-        daemon = Daemon(cfg, store, WallClock(), box=box, live=True)
-    for signum in (signal.SIGTERM, signal.SIGINT):
+            if store.path:
+                held.enter_context(DaemonLock(store.path))
+            box = SnapshotBox()
+            token = os.environ.get(cfg.api_token_env) if cfg.api_token_env else None
+            try:
+                server = serve(box, host=host, port=port, version=__version__,
+                               token=token or None)
+            except MonitorError as exc:  # the address is taken or not ours: the user's to change
+                where = "--listen" if listen is not None else f"{cfg.path}: monitor.listen"
+                raise fail(f"{where}: {exc}", EXIT_USAGE) from None
+            daemon = Daemon(cfg, store, WallClock(), box=box, live=True)
+        except BaseException:
+            held.close()
+            raise
+    # A hang-up (the terminal went away) stops it as cleanly as SIGTERM and Ctrl-C.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: daemon.stop())
     typer.echo(f"release-monitor {__version__}: metrics {server.url}/metrics, "
                f"verdicts {server.url}/api/v1/verdict, database {store.path}")
@@ -109,7 +120,7 @@ def run(
         daemon.run()
     finally:
         server.shutdown()
-        store.close()
+        held.close()
     typer.echo("stopped")
 
 

@@ -1,0 +1,49 @@
+"""One daemon per database.
+
+Two `monitor run` on one database would both scrape and store every sample, so each
+release would count twice the samples it has and look far surer than it is. The daemon
+holds an advisory lock on a file beside the database for as long as it runs; the kernel
+drops it when the process ends, however it ends. The CLI's other commands (`release
+start`, `verdict`, ...) take no lock: they are meant to run beside the daemon.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+
+from monitor.errors import StoreError
+
+
+class DaemonLock:
+    """The lock of the daemon of the database at `database` (a file `<database>.lock`)."""
+
+    def __init__(self, database: str | Path) -> None:
+        self.path = Path(f"{database}.lock")
+        self._fd: int | None = None
+
+    def __enter__(self) -> DaemonLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot create the daemon's lock file {self.path}: "
+                             f"{exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreError(f"database {str(self.path)[:-5]} is in use by another `monitor run` "
+                             f"(pid {holder}); one daemon per database") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+        self._fd = fd
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the lock
+            self._fd = None
