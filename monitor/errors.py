@@ -27,6 +27,10 @@ class AmbiguousRelease(MonitorError):
     """Several services have the release; `--service` must say which."""
 
 
+class AlreadyJudged(MonitorError):
+    """A deploy was registered under a version whose release has its verdict already."""
+
+
 class Refused(MonitorError):
     """A running monitor's API refused a request as bad (HTTP 4xx): wrong token, unknown
     service, a malformed version."""

@@ -15,7 +15,7 @@ from baselines.frame import SignalFrame
 from baselines.selection import choose_baselines
 from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from monitor.clock import Clock
-from monitor.errors import ScrapeError
+from monitor.errors import AlreadyJudged, ScrapeError, UnknownRelease
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.findings import INCONCLUSIVE, PENDING, ROLLBACK
 from monitor.hooks import HookRunner, claims
@@ -61,14 +61,40 @@ class Releases:
     def start(self, service: str, version: str, *, change_class: str = "minor",
               at: float | None = None) -> Release:
         """Register a deploy; the baseline is chosen now and kept with the release."""
+        return self.register(service, version, change_class=change_class, at=at)[0]
+
+    def register(self, service: str, version: str, *, change_class: str = "minor",
+                 at: float | None = None) -> tuple[Release, bool]:
+        """Register a deploy: the release, and whether it is new.
+
+        A version registered before keeps its start and baseline (a pipeline's retry, or
+        the daemon saw its version label first). While it is being judged, the change
+        class asked for now replaces the one it had, with its checking period: the daemon
+        can only guess "minor", the pipeline knows. Once judged, it is AlreadyJudged: a
+        verdict is never taken back, and a new deploy needs a new version.
+        """
         policy = self.policy(service)
+        try:
+            known = self.store.release(service, version)
+        except UnknownRelease:
+            known = None
+        if known is not None:
+            if known.state == DONE:
+                raise AlreadyJudged(
+                    f"{service} {version} was registered before and judged already "
+                    f"({known.verdict}); a new deploy needs a new version")
+            if known.change_class != change_class:
+                known = self.store.reclassify(known.id, change_class=change_class,
+                                              period=policy.period(change_class))
+            return known, False
         when = self.clock.now() if at is None else at
         chosen = choose_baselines(self.store, service, before=when, count=policy.baselines)
-        return self.store.start_release(
+        release = self.store.start_release(
             service, version, at=when, change_class=change_class,
             period=policy.period(change_class),
             baseline="+".join(r.version for r in chosen) or None,
         )
+        return release, True
 
     def advance(self, release: Release) -> Release:
         """Do whatever is due for one release now."""

@@ -538,6 +538,15 @@ class Store:
             )
         return self.release(service, version)
 
+    def reclassify(self, release_id: int, *, change_class: str, period: float) -> Release:
+        """Give a release still being judged another change class and checking period."""
+        _check_choice("change_class", change_class, CHANGE_CLASSES)
+        with self._writing() as conn:
+            conn.execute("UPDATE releases SET change_class = ?, period = ? "
+                         "WHERE id = ? AND state != 'done'",
+                         (change_class, float(period), int(release_id)))
+            return self._release_by_id(conn, release_id)
+
     def release(self, service: str, version: str) -> Release:
         """The release `version` of `service`; UnknownRelease when there is none."""
         with self._reading() as conn:

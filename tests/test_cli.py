@@ -240,6 +240,35 @@ def test_release_start_then_list(tmp_path: Path) -> None:
     assert releases[0]["period_seconds"] == 7200.0
 
 
+def test_release_start_again_says_so_and_takes_the_change_class_while_judging(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    first = monitor("release", "start", "--service", "shop", "--version", "v1", "--db", db)
+    assert first.stdout.startswith("registered shop v1 (minor change, checking period 15m")
+    with closing(Store.open(db)) as store:
+        started = store.release("shop", "v1").started_at
+    # The daemon saw the version label first and guessed minor; the pipeline knows better.
+    again = monitor("release", "start", "--service", "shop", "--version", "v1", "--change", "major",
+                    "--db", db)
+    assert again.exit_code == 0, again.output
+    assert again.stdout == ("already registered: shop v1 (major change, checking period 2h00m, "
+                            "baseline none, smoke)\n")
+    with closing(Store.open(db)) as store:
+        [release] = store.releases("shop")
+    assert (release.change_class, release.period, release.started_at) == ("major", 7200.0, started)
+
+
+def test_release_start_of_a_judged_version_is_an_error_that_changes_nothing(demo_copy: Path) -> None:
+    with closing(Store.open(demo_copy)) as store:
+        before = store.release("demo", "v2.3")
+    result = monitor("release", "start", "--service", "demo", "--version", "v2.3", "--change", "major",
+                     "--db", demo_copy)
+    assert result.exit_code == 2, result.output
+    assert error_line(result) == ("error: demo v2.3 was registered before and judged already "
+                                  "(rollback); a new deploy needs a new version")
+    with closing(Store.open(demo_copy)) as store:
+        assert store.release("demo", "v2.3") == before
+
+
 def test_release_start_with_a_policy_uses_its_period(tmp_path: Path) -> None:
     policy = tmp_path / "policy.toml"
     policy.write_text(POLICY + '[services.shop.period]\nminor = "5m"\n', encoding="utf-8")

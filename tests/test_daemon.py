@@ -23,7 +23,9 @@ from monitor.clock import SimClock
 from monitor.daemon import Daemon
 from monitor.demo import demo_policy
 from monitor.demo_service import SimulatedService
+from monitor.errors import AlreadyJudged
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule, Target
+from monitor.releases import Releases
 from monitor.snapshot import SnapshotBox
 from monitor.store import Store
 
@@ -96,6 +98,24 @@ def test_after_a_first_release_that_rolled_back_the_next_is_a_first_release(tmp_
         simulated.stop()
     assert verdicts["v2.5"][0] == "rollback"
     assert verdicts["v2.2"] == ("pass", "first release: judged on smoke, verification and leaks")
+
+
+def test_a_version_registered_again_keeps_its_release_and_a_judged_one_is_refused() -> None:
+    clock = SimClock(start=1_000_000.0)
+    policy = ServicePolicy(name="demo", periods={"minor": 600.0, "major": 7200.0})
+    store = Store.memory()
+    releases = Releases(MonitorConfig(path="<test>", services={"demo": policy}), store, clock)
+    seen, new = releases.register("demo", "v8", at=clock.now())   # the version label, say
+    assert new and (seen.change_class, seen.period) == ("minor", 600.0)
+    clock.advance(30.0)
+    again, new = releases.register("demo", "v8", change_class="major")   # the pipeline
+    assert not new
+    assert (again.id, again.started_at) == (seen.id, seen.started_at)
+    assert (again.change_class, again.period) == ("major", 7200.0)
+    store.update_release(seen.id, state="done", verdict="pass", decided_at=clock.now())
+    with pytest.raises(AlreadyJudged, match=r"demo v8 was registered before and judged already \(pass\)"):
+        releases.register("demo", "v8", change_class="minor")
+    assert store.release("demo", "v8").change_class == "major"
 
 
 def test_a_release_registered_from_the_cli_is_picked_up(

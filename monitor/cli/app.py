@@ -191,10 +191,12 @@ def release_start(
                                 services={service: default_service(service, [])})
         cfg.service(service)  # a service the policy names, before any database is made
         store = open_store(db, cfg if config else None, create=True)
-        release = Releases(cfg, store, WallClock()).start(service, version, change_class=change)
-    typer.echo(f"registered {release.service} {release.version} ({release.change_class} "
-               f"change, checking period {format_duration(release.period)}, baseline "
-               f"{release.baseline or 'none'})")
+        release, new = Releases(cfg, store, WallClock()).register(service, version,
+                                                                  change_class=change)
+    typer.echo(f"{'registered' if new else 'already registered:'} {release.service} "
+               f"{release.version} ({release.change_class} change, checking period "
+               f"{format_duration(release.period)}, baseline {release.baseline or 'none'}"
+               f"{'' if new else ', ' + release.state})")
 
 
 @release_app.command("list")

@@ -12,6 +12,7 @@ import typer
 
 from monitor.durations import parse_duration
 from monitor.errors import (
+    AlreadyJudged,
     AmbiguousRelease,
     ConfigError,
     MonitorError,
@@ -63,7 +64,7 @@ def clear_errors() -> Iterator[None]:
     try:
         yield
     except (ConfigError, UnknownRelease, AmbiguousRelease, NotABaseline, RecordingError,
-            Refused, ValueError) as exc:
+            Refused, AlreadyJudged, ValueError) as exc:
         raise fail(str(exc), EXIT_USAGE) from None
     except StoreError as exc:
         raise fail(str(exc), EXIT_STORE) from None
