@@ -410,7 +410,7 @@ def find_document(snapshot: Snapshot, query: Mapping[str, str]) -> Mapping[str, 
     if not release and service:
         return _latest(snapshot, service)
     if not release:
-        raise BadRequest("the release parameter is required")
+        raise BadRequest("give release=, service= or both")
     if not service:
         services = snapshot.services_with(release)
         if len(services) > 1:

@@ -200,7 +200,7 @@ class _Reader:
         if not _is_finite(value):
             raise self.fail(key, f"must be a finite number, got {_brief(value)}")
         if not value >= low:
-            raise self.fail(key, f"must be at least {low}, got {value!r}")
+            raise self.fail(key, f"must be at least {low:g}, got {value!r}")
         return float(value)
 
     def duration(self, key: str, default: float) -> float:

@@ -179,6 +179,10 @@ def test_gate_unknown_release_is_404(server: MonitorServer) -> None:
     assert call_json(server, "GET", "/api/v1/rollback?release=v2.3")[0] == 400
 
 
+def test_gate_without_release_or_service_names_both(server: MonitorServer) -> None:
+    assert call_json(server, "GET", "/api/v1/gate") == (400, {"error": "give release=, service= or both"})
+
+
 def test_health(server: MonitorServer) -> None:
     assert call_json(server, "GET", "/healthz") == (
         200, {"status": "ok", "last_evaluation": 4_500.0, "version": "9.9.9"})

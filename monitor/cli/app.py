@@ -232,7 +232,7 @@ def verdict(
         "--wait", help="Block until the verdict is decided (for CI pipelines).")] = False,
     timeout: Annotated[str | None, typer.Option(
         help="With --wait: give up after this long and report pending, e.g. 45m "
-        "[default: 2h].")] = None,
+        "(default 2h).")] = None,
     url: Annotated[str | None, typer.Option(
         "--url", envvar="RELEASE_MONITOR_URL",
         help="Ask a running monitor's JSON API (e.g. http://127.0.0.1:9847) instead of "
