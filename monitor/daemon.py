@@ -227,8 +227,11 @@ class Daemon:
                 self.store_errors_total += 1
                 state.unstored = True
                 error = str(exc)
-        if error:
+        # Said when it starts, changes or ends, not at every interval of a long outage.
+        if error and error != health.last_error:
             log.warning("scrape failed: %s", error)
+        elif not error and health.last_error:
+            log.info("scrape of %s works again", health.target)
         state.health = replace(
             health, up=not error, last_scrape=now, duration=seconds,
             scrapes_total=health.scrapes_total + 1,
@@ -361,7 +364,17 @@ class Daemon:
             evaluation_seconds=self.evaluation_seconds, evaluations_total=self.evaluations_total,
             last_evaluation=self.last_evaluation, store_errors_total=self.store_errors_total,
             started_at=self.started_at, services=tuple(self.config.services),
+            hook_failures=self._hook_failures(),
         ))
+
+    def _hook_failures(self) -> dict[tuple[str, ...], int]:
+        """Every configured hook's failures, at zero until its first: a counter must exist
+        before it rises for `increase()` to see the rise."""
+        counts: dict[tuple[str, ...], int] = {
+            (service, hook.name): 0
+            for service, policy in self.config.services.items() for hook in policy.hooks}
+        counts.update(self.releases.hooks.failures())
+        return counts
 
     def _recent(self) -> list[Release]:
         recent: list[Release] = []

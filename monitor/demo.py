@@ -17,7 +17,15 @@ from monitor.clock import SimClock
 from monitor.daemon import Daemon
 from monitor.demo_service import SimulatedService
 from monitor.durations import format_duration
-from monitor.policy import MonitorConfig, Probe, ServicePolicy, SignalRule, Target, VerifyCommand
+from monitor.policy import (
+    Hook,
+    MonitorConfig,
+    Probe,
+    ServicePolicy,
+    SignalRule,
+    Target,
+    VerifyCommand,
+)
 from monitor.render import after, figure
 from monitor.snapshot import SnapshotBox
 from monitor.store import Store
@@ -85,6 +93,9 @@ def demo_policy(url: str) -> ServicePolicy:
                        bad="increase"),
             SignalRule("queue_depth", kind="gauge", metric="work_queue_depth", bad="increase"),
         ),
+        # Recorded with its idempotency key, never run: the demo has no deployment to undo.
+        hooks=(Hook(name="rollback", on=("rollback",),
+                    command=("kubectl", "rollout", "undo", "deployment/demo"), dry_run=True),),
     )
 
 

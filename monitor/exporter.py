@@ -264,6 +264,8 @@ def _evaluation_families(snapshot: Snapshot) -> Iterator[Any]:
                 {(): snapshot.store_errors_total})
     yield _fill(_gauge("start_time_seconds", "When the monitor started.", ()),
                 {(): snapshot.started_at})
+    yield _fill(_counter("hook_failures_total", "Hook deliveries that failed after all their "
+                         "retries.", ("service", "hook")), snapshot.hook_failures)
 
 
 def _requests_family(requests: RequestCounter) -> CounterMetricFamily:

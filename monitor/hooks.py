@@ -13,6 +13,7 @@ import logging
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -84,6 +85,14 @@ class HookRunner:
         # once per process (again only after a crash), never twice by the same one.
         self._started: set[str] = set()
         self._started_lock = threading.Lock()
+        # Deliveries that failed after all their retries, per (service, hook): exported, so
+        # that a rollback hook that never reached its target can page someone.
+        self._failures: Counter[tuple[str, ...]] = Counter()
+
+    def failures(self) -> dict[tuple[str, ...], int]:
+        """Failed deliveries since this process started, per (service, hook)."""
+        with self._started_lock:
+            return dict(self._failures)
 
     def dispatch(self, release: Release, hooks: tuple[Hook, ...]) -> None:
         """on_verdict, in the background when the runner has an executor (live daemon)."""
@@ -154,6 +163,9 @@ class HookRunner:
             return Outcome(False, "left for the next start: shutting down")
         log.log(logging.INFO if outcome.ok else logging.WARNING, "hook %s for %s %s %s: %s",
                 hook.name, release.service, release.version, release.verdict, outcome.detail)
+        if not outcome.ok:
+            with self._started_lock:
+                self._failures[(release.service, hook.name)] += 1
         self.store.finish_action(
             release.id, verdict=release.verdict, hook=hook.name,
             state="done" if outcome.ok else "failed", attempts=attempts,

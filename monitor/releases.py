@@ -6,6 +6,7 @@ where it stopped.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from monitor.store import Release, Store
 from monitor.views import signal_views
 
 SMOKE, VERIFICATION, WATCHING, DONE = "smoke", "verification", "watching", "done"
+
+log = logging.getLogger("release_monitor")
 
 
 @dataclass(frozen=True)
@@ -220,6 +223,8 @@ class Releases:
     def _announce(self, before: Release, after: Release) -> Release:
         """Fire the hooks when a verdict is reached or changes (never for pending)."""
         if after.verdict != before.verdict and after.verdict != PENDING:
+            log.info("%s %s: %s%s", after.service, after.version, after.verdict.upper(),
+                     f": {after.reason}" if after.reason else "")
             self.hooks.dispatch(after, self.policy(after.service).hooks)
         return after
 

@@ -40,6 +40,7 @@ class Snapshot:
     store_errors_total: int = 0
     started_at: float = 0.0
     services: tuple[str, ...] = ()  # configured services: the ones a deploy may be registered for
+    hook_failures: Mapping[tuple[str, ...], int] = field(default_factory=dict)  # (service, hook)
 
     def verdict(self, service: str, release: str) -> Mapping[str, Any] | None:
         return self.verdicts.get((service, release))

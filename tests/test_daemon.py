@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -71,6 +72,10 @@ def test_version_change_is_noticed_judged_and_served(
     up = metrics[("release_monitor_target_up", frozenset(
         {("service", "demo"), ("target", f"{simulated.url}/metrics")}))]
     assert up == 1
+    # The demo's rollback hook is a dry run: recorded, never failed, exported at zero from
+    # the start so that a first failure is a rise `increase()` can see.
+    assert metrics[("release_monitor_hook_failures_total", frozenset(
+        {("service", "demo"), ("hook", "rollback")}))] == 0
     result = CliRunner().invoke(app, ["verdict", "--db", str(db), "--release", "v2.3"])
     assert result.exit_code == 3, result.output
     assert "error_ratio" in result.output
@@ -79,7 +84,9 @@ def test_version_change_is_noticed_judged_and_served(
     store.close()
 
 
-def test_after_a_first_release_that_rolled_back_the_next_is_a_first_release(tmp_path: Path) -> None:
+def test_after_a_first_release_that_rolled_back_the_next_is_a_first_release(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # Nothing healthy ever ran under the monitor: no release could ever be a baseline, so
     # the next one is judged as a first release would be, not inconclusive for ever.
     clock = SimClock(start=1_000_000.0)
@@ -89,15 +96,19 @@ def test_after_a_first_release_that_rolled_back_the_next_is_a_first_release(tmp_
     try:
         daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
                         store, clock)
-        daemon.run_until(clock.now() + 600)
-        simulated.deploy("v2.2")
-        daemon.run_until(clock.now() + 2400)
+        with caplog.at_level(logging.INFO, logger="release_monitor"):
+            daemon.run_until(clock.now() + 600)
+            simulated.deploy("v2.2")
+            daemon.run_until(clock.now() + 2400)
         verdicts = {r.version: (r.verdict, r.reason) for r in store.releases("demo")}
     finally:
         store.close()
         simulated.stop()
     assert verdicts["v2.5"][0] == "rollback"
     assert verdicts["v2.2"] == ("pass", "first release: judged on smoke, verification and leaks")
+    decided = [r.getMessage() for r in caplog.records if r.getMessage().startswith("demo v2.")]
+    assert decided[0].startswith("demo v2.5: ROLLBACK: smoke failed: ")
+    assert decided[1:] == ["demo v2.2: PASS: first release: judged on smoke, verification and leaks"]
 
 
 def test_a_version_registered_again_keeps_its_release_and_a_judged_one_is_refused() -> None:
@@ -171,7 +182,7 @@ def bad_target() -> Iterator[str]:
 
 
 def test_bad_targets_are_recorded_and_the_daemon_goes_on(
-    service: tuple[SimulatedService, SimClock], bad_target: str
+    service: tuple[SimulatedService, SimClock], bad_target: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     simulated, clock = service
     targets = (Target(url=f"{simulated.url}/metrics"),
@@ -180,7 +191,8 @@ def test_bad_targets_are_recorded_and_the_daemon_goes_on(
     policy = ServicePolicy(name="demo", targets=targets)
     store = Store.memory()
     daemon = Daemon(MonitorConfig(path="<test>", services={"demo": policy}), store, clock)
-    daemon.run_until(clock.now() + 45)
+    with caplog.at_level(logging.INFO, logger="release_monitor"):
+        daemon.run_until(clock.now() + 45)
     health = {h.target: h for h in daemon.box.get().targets}
     good = health[f"{simulated.url}/metrics"]
     assert good.up and good.errors_total == 0 and good.scrapes_total == 4
@@ -190,6 +202,10 @@ def test_bad_targets_are_recorded_and_the_daemon_goes_on(
     assert not hung.up and hung.errors_total == 4
     window = store.read_window("demo", 0, clock.now() + 1)
     assert set(window.targets) == {f"{simulated.url}/metrics"}   # nothing from the bad ones
+    # Four failures of each, one warning each: a long outage does not flood the log.
+    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scrape failed")]
+    assert len(warned) == 2, warned
+    assert any("garbage" in w for w in warned) and any("hang" in w for w in warned)
     daemon.close()
 
 

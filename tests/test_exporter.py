@@ -76,6 +76,7 @@ def full_snapshot() -> Snapshot:
         verdicts={(d["service"], d["release"]): d for d in docs},
         targets=TARGETS, evaluation_seconds=0.35, evaluations_total=41,
         last_evaluation=1_700_003_000.0, store_errors_total=2, started_at=1_699_980_000.0,
+        hook_failures={("shop", "rollback"): 3},
     )
 
 
@@ -200,6 +201,7 @@ def test_evaluation_and_self_metrics(samples: Samples) -> None:
     assert value(samples, "release_monitor_last_evaluation_timestamp_seconds") == 1_700_003_000.0
     assert value(samples, "release_monitor_store_errors_total") == 2
     assert value(samples, "release_monitor_start_time_seconds") == 1_699_980_000.0
+    assert value(samples, "release_monitor_hook_failures_total", service="shop", hook="rollback") == 3
 
 
 def test_request_counter_series_exist_at_zero_and_count_by_class() -> None:

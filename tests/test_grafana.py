@@ -32,6 +32,7 @@ RUNBOOK_URL = "https://github.com/release-monitor/release-monitor/blob/main/graf
 EXPECTED_ALERTS = {
     "ReleaseRollbackRequired", "ReleaseHotfixNeeded", "ReleaseVerdictInconclusive",
     "ReleaseMonitorDown", "ReleaseMonitorScrapeFailing", "ReleaseMonitorStale",
+    "ReleaseMonitorHookFailed",
 }
 VERDICT_ALERTS = {"ReleaseRollbackRequired", "ReleaseHotfixNeeded", "ReleaseVerdictInconclusive"}
 # Grafana's CUE model types these `_` (any value); the JSON-schema export made them objects,
@@ -271,7 +272,8 @@ def test_monitor_health_covers_every_self_health_metric() -> None:
                    "release_monitor_scrapes_total", "release_monitor_scrape_errors_total",
                    "release_monitor_scrape_samples", "release_monitor_evaluation_duration_seconds",
                    "release_monitor_evaluations_total", "release_monitor_last_evaluation_timestamp_seconds",
-                   "release_monitor_store_errors_total", "release_monitor_http_requests_total"):
+                   "release_monitor_store_errors_total", "release_monitor_http_requests_total",
+                   "release_monitor_hook_failures_total"):
         assert metric in queries, metric
 
 

@@ -103,11 +103,14 @@ def test_shutdown_stops_the_retries_and_leaves_the_delivery_for_the_next_start(
 def test_a_failed_delivery_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     store = Store.memory()
     runner = HookRunner(store, SimClock(), send=lambda h, b: Outcome(False, "exit 1: no context"))
+    release = _release(store)
+    assert runner.failures() == {}
     with caplog.at_level(logging.INFO, logger="release_monitor.hooks"):
-        runner.on_verdict(_release(store), (Hook(name="undo", on=("rollback",), command=("false",),
-                                                 budget=0.5),))
+        runner.on_verdict(release, (Hook(name="undo", on=("rollback",), command=("false",),
+                                         budget=0.5),))
     [record] = caplog.records
     assert record.levelno == logging.WARNING and "exit 1: no context" in record.getMessage()
+    assert runner.failures() == {(release.service, "undo"): 1}  # exported, for alerting
 
 
 def test_dry_run_records_without_sending() -> None:
