@@ -186,6 +186,10 @@ class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     # Shut down at once; a slow client's thread ends by itself within the socket timeout.
     block_on_close = False
+    # The kernel's queue of connections not yet accepted (socketserver's default is 5): a
+    # burst of pipeline polls must reach process_request, which answers the excess with
+    # 503, rather than be dropped unanswered.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], context: _Context,
                  max_connections: int = MAX_CONNECTIONS) -> None:
