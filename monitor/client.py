@@ -16,6 +16,7 @@ from monitor.redact import redact_url
 
 _LIMIT = 8 * 1024 * 1024
 POLL_SECONDS = 5.0
+UNREACHABLE_GRACE = 60.0
 
 
 def remote_document(url: str, release: str, service: str | None, *,
@@ -80,12 +81,32 @@ def _base(url: str) -> str:
 
 def wait_remote(url: str, release: str, service: str | None, clock: Clock, *,
                 timeout: float, poll: float = POLL_SECONDS) -> dict[str, Any]:
-    """Poll the API until the release is done or has a rollback or hotfix verdict."""
+    """Poll the API until the release is done or has a rollback or hotfix verdict.
+
+    A monitor that restarts (an upgrade, a reschedule) is away for seconds, so polling goes
+    on through failed requests, and through a release unknown to a monitor that has just
+    started, for up to UNREACHABLE_GRACE; an answer that refuses the request (a bad
+    token, say) ends the wait at once, as does a failure when the wait is over.
+    """
     deadline = clock.now() + timeout
-    document = remote_document(url, release, service)
-    while document.get("state") != "done" and document["verdict"] not in (ROLLBACK, HOTFIX):
+    document: dict[str, Any] | None = None
+    away_since: float | None = None
+    while True:
+        try:
+            document = remote_document(url, release, service)
+            away_since = None
+            if document.get("state") == "done" or document["verdict"] in (ROLLBACK, HOTFIX):
+                return document
+        except Refused:
+            raise
+        except MonitorError as exc:
+            if isinstance(exc, UnknownRelease) and document is None:
+                raise  # never seen: a wrong name, not a restart
+            away_since = clock.now() if away_since is None else away_since
+            away = clock.now() - away_since
+            if away >= UNREACHABLE_GRACE or clock.now() >= deadline:
+                raise MonitorError(f"{exc} (no answer for {away:.0f}s)") from None
         if clock.now() >= deadline:
-            break
+            assert document is not None
+            return document
         clock.sleep_until(min(clock.now() + poll, deadline))
-        document = remote_document(url, release, service)
-    return document

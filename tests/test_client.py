@@ -1,0 +1,59 @@
+"""Waiting on a running monitor's verdict over its API, through a restart."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+
+from monitor.api import MonitorServer, serve
+from monitor.client import UNREACHABLE_GRACE, wait_remote
+from monitor.clock import SimClock
+from monitor.errors import MonitorError
+from monitor.snapshot import Snapshot, SnapshotBox
+
+
+def _box(verdict: str, state: str) -> SnapshotBox:
+    doc = {"service": "shop", "release": "v2", "verdict": verdict, "state": state}
+    return SnapshotBox(Snapshot(verdicts={("shop", "v2"): doc}, services=("shop",)))
+
+
+class _ScriptedClock(SimClock):
+    """Simulated time that runs `at(now)` after every sleep: the world changing meanwhile."""
+
+    def __init__(self, at: Callable[[float], None]) -> None:
+        super().__init__(start=0.0)
+        self.at = at
+
+    def sleep_until(self, deadline: float, stop: threading.Event | None = None) -> bool:
+        super().sleep_until(deadline, stop)
+        self.at(self.now())
+        return True
+
+
+def test_a_wait_goes_on_through_a_restart_of_the_monitor() -> None:
+    servers: list[MonitorServer] = [serve(_box("pending", "watching"), version="t")]
+    port = servers[0].port
+
+    def world(now: float) -> None:
+        if now == 5.0:                     # the monitor stops for an upgrade...
+            servers[-1].shutdown()
+        if now == 20.0:                    # ...and is back, on the same port, decided
+            servers.append(serve(_box("pass", "done"), port=port, version="t"))
+
+    try:
+        document = wait_remote(f"http://127.0.0.1:{port}", "v2", None, _ScriptedClock(world),
+                               timeout=3600.0, poll=5.0)
+    finally:
+        servers[-1].shutdown()
+    assert (document["verdict"], document["state"]) == ("pass", "done")
+
+
+def test_a_wait_gives_up_on_a_monitor_away_longer_than_the_grace() -> None:
+    server = serve(_box("pending", "watching"), version="t")
+    clock = _ScriptedClock(lambda now: server.shutdown() if now == 5.0 else None)
+    with pytest.raises(MonitorError, match=rf"asking for release 'v2'\) \(no answer for "
+                       rf"{UNREACHABLE_GRACE:.0f}s\)"):
+        wait_remote(f"http://127.0.0.1:{server.port}", "v2", None, clock, timeout=3600.0, poll=5.0)
+    assert clock.now() == 5.0 + UNREACHABLE_GRACE
