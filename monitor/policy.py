@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from monitor.durations import parse_duration
+from monitor.durations import format_duration, parse_duration
 from monitor.errors import ConfigError
 from monitor.redact import redact_url
 
@@ -309,6 +309,12 @@ def parse_policy(text: str, name: str = "<policy>") -> MonitorConfig:
         api_token_env=monitor.get("api_token_env", str, ""),
         services=services,
     )
+    longest = max((max(s.periods.values()), name) for name, s in services.items()) if services else None
+    if longest is not None and config.retention < longest[0]:
+        raise monitor.fail("retention", f"shorter than services.{longest[1]}'s longest checking "
+                                        f"period ({format_duration(config.retention)} < "
+                                        f"{format_duration(longest[0])}): its samples would be "
+                                        "pruned before it is judged")
     monitor.done()
     root.done()
     # Last, so that a misspelt [service.shop] is named as the unknown key it is.
@@ -379,6 +385,11 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
         hooks=tuple(_hook(reader.child(k, t)) for k, t in reader.tables("hooks")),
         prometheus=_prometheus(reader),
     )
+    shortest = min(policy.periods.values())
+    if policy.evaluation_interval > shortest:
+        raise reader.fail("evaluation_interval", f"longer than the shortest checking period "
+                                                 f"({format_duration(policy.evaluation_interval)} > "
+                                                 f"{format_duration(shortest)})")
     if policy.prometheus is not None:
         for rule in policy.signals:
             if not (rule.query or rule.numerator_query):
@@ -484,11 +495,23 @@ def _url(reader: _Reader, key: str, *, required: bool = True) -> str:
     return url
 
 
+# A scrape more often than this would be load on the target, not monitoring.
+MIN_SCRAPE_INTERVAL = 1.0
+
+
 def _target(reader: _Reader) -> Target:
+    interval = reader.duration("interval", 15.0)
+    if interval < MIN_SCRAPE_INTERVAL:
+        raise reader.fail("interval", f"must be at least {MIN_SCRAPE_INTERVAL:g}s, got "
+                                      f"{interval:g}s")
+    # As Prometheus's scrape_timeout: no longer than the interval, by default at most 5 s.
+    timeout = reader.duration("timeout", min(5.0, interval))
+    if timeout > interval:
+        raise reader.fail("timeout", f"longer than the interval ({format_duration(timeout)} > "
+                                     f"{format_duration(interval)}): the next scrape would be due "
+                                     "before this one gives up")
     target = Target(
-        url=_url(reader, "url"),
-        interval=reader.duration("interval", 15.0),
-        timeout=reader.duration("timeout", 5.0),
+        url=_url(reader, "url"), interval=interval, timeout=timeout,
         max_bytes=int(reader.number("max_bytes", 10 * 1024 * 1024, low=1024)),
     )
     reader.done()
@@ -499,12 +522,19 @@ def _probe(reader: _Reader) -> Probe:
     probe = Probe(
         name=reader.require("name", str),
         url=_url(reader, "url"),
-        expect_status=reader.get("expect_status", int, 200),
+        expect_status=_http_status(reader, "expect_status", 200),
         expect_body=reader.get("expect_body", str, ""),
         max_latency=reader.duration("max_latency", 2.0),
     )
     reader.done()
     return probe
+
+
+def _http_status(reader: _Reader, key: str, default: int) -> int:
+    status = int(reader.get(key, int, default))
+    if not 100 <= status <= 599:
+        raise reader.fail(key, f"must be an HTTP status (100 to 599), got {status}")
+    return status
 
 
 def _verify(reader: _Reader) -> VerifyCommand:
