@@ -121,6 +121,7 @@ class Evaluation:
 class _Observations:
     findings: list[Finding] = field(default_factory=list)
     shortfalls: list[str] = field(default_factory=list)
+    unjudged: list[str] = field(default_factory=list)  # signals without a sample, not needed
 
 
 def evaluate(
@@ -198,6 +199,8 @@ def evaluate(
         reason = "; ".join(shortfalls)
         return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
     reason = "first release: judged on smoke, verification and leaks" if baseline is None else ""
+    if seen.unjudged:
+        reason = "; ".join(filter(None, (reason, "not judged: " + "; ".join(seen.unjudged))))
     return Evaluation(PASS, reason, tuple(evidence), new_state, None, now, True)
 
 
@@ -648,14 +651,17 @@ def _data_checks(
     """Signals that matter but have too little data, with how much longer it would take."""
     elapsed = max(now - started, 1.0)
     for rule in rules:
-        if not (rule.critical or rule.must_have_data):
-            continue
         row = window.row(rule.name)
         counted = window.trials[row] if rule.kind == "ratio" else window.values[row]
         if not np.any(np.isfinite(counted)):
             # Nothing at all, rather than too little: most often a metric name that the
-            # target does not expose, which waiting will not fix.
-            seen.shortfalls.append(f"{rule.name}: no samples of {_sources(rule)}")
+            # target does not expose, which waiting will not fix. A signal that need not
+            # have data does not hold the verdict up, but a pass says it was not judged.
+            missing = f"{rule.name}: no samples of {_sources(rule)}"
+            needed = rule.critical or rule.must_have_data
+            (seen.shortfalls if needed else seen.unjudged).append(missing)
+            continue
+        if not (rule.critical or rule.must_have_data):
             continue
         if rule.kind == "ratio":
             trials = float(np.nansum(window.trials[row]))

@@ -405,3 +405,17 @@ def test_a_baseline_entry_without_samples_is_no_baseline() -> None:
     last = _judge(_policy(LATENCY), base, _frame(T0, 30, seed=3, latency=0.5))[-1]
     assert last.verdict == "inconclusive"
     assert "latency: the baseline has no data for it" in last.reason
+
+
+def test_a_pass_names_a_signal_that_had_no_sample_at_all() -> None:
+    # Not critical, so its absence does not hold the verdict up; but a typo in its metric
+    # name must not pass unnoticed.
+    base = Baseline(("v1",), summarize(_frame(T0 - 7200, 120, seed=1)))
+    frame = _frame(T0, 30, seed=2)
+    values = frame.values.copy()
+    values[frame.row("queue")] = np.nan
+    blind = SignalFrame(frame.names, frame.times, values, frame.events, frame.trials)
+    last = _judge(_policy(LATENCY, QUEUE), base, blind)[-1]
+    assert last.verdict == "pass"
+    assert last.reason == "not judged: queue: no samples of queue"
+    assert _judge(_policy(LATENCY, QUEUE), base, frame)[-1].reason == ""
