@@ -199,6 +199,9 @@ def evaluate(
         reason = "; ".join(shortfalls)
         return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
     reason = "first release: judged on smoke, verification and leaks" if baseline is None else ""
+    if ended < started + period:
+        ran = f"replaced after {format_duration(ended - started)}: judged on that part of the period"
+        reason = "; ".join(filter(None, (reason, ran)))
     if seen.unjudged:
         reason = "; ".join(filter(None, (reason, "not judged: " + "; ".join(seen.unjudged))))
     return Evaluation(PASS, reason, tuple(evidence), new_state, None, now, True)

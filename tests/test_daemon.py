@@ -305,6 +305,9 @@ def test_a_release_replaced_early_is_judged_on_the_time_it_ran(
     daemon.run_until(clock.now() + 2400)
     replaced = store.release("demo", "v2.2")
     assert (replaced.state, replaced.verdict) == ("done", "pass"), replaced.reason
+    # Noticed at the first scrape (15 s) after the version changed.
+    assert replaced.reason == ("first release: judged on smoke, verification and leaks; "
+                               "replaced after 10m15s: judged on that part of the period")
     store.close()
 
 
