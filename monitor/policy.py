@@ -495,23 +495,11 @@ def _url(reader: _Reader, key: str, *, required: bool = True) -> str:
     return url
 
 
-# A scrape more often than this would be load on the target, not monitoring.
-MIN_SCRAPE_INTERVAL = 1.0
-
-
 def _target(reader: _Reader) -> Target:
-    interval = reader.duration("interval", 15.0)
-    if interval < MIN_SCRAPE_INTERVAL:
-        raise reader.fail("interval", f"must be at least {MIN_SCRAPE_INTERVAL:g}s, got "
-                                      f"{interval:g}s")
-    # As Prometheus's scrape_timeout: no longer than the interval, by default at most 5 s.
-    timeout = reader.duration("timeout", min(5.0, interval))
-    if timeout > interval:
-        raise reader.fail("timeout", f"longer than the interval ({format_duration(timeout)} > "
-                                     f"{format_duration(interval)}): the next scrape would be due "
-                                     "before this one gives up")
     target = Target(
-        url=_url(reader, "url"), interval=interval, timeout=timeout,
+        url=_url(reader, "url"),
+        interval=reader.duration("interval", 15.0),
+        timeout=reader.duration("timeout", 5.0),
         max_bytes=int(reader.number("max_bytes", 10 * 1024 * 1024, low=1024)),
     )
     reader.done()
