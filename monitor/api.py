@@ -472,8 +472,15 @@ def _answer_health(context: _Context, request: _Request) -> Reply:
 
 
 def _answer_register(context: _Context, request: _Request) -> Reply:
-    registration = parse_registration(request.body, context.box.get().services,
+    snapshot = context.box.get()
+    registration = parse_registration(request.body, snapshot.services,
                                       received_at=context.clock.now())
+    known = snapshot.verdict(registration.service, registration.version)
+    if known is not None and known.get("state") == "done":
+        # Judged among the releases the snapshot holds (the latest few per service); an
+        # older one is refused when the daemon takes the registration up, in its log.
+        return _error(409, f"{registration.service} {registration.version} was judged already "
+                           f"({known.get('verdict')}); a new deploy needs a new version")
     if not context.box.register(registration):
         return _error(503, "too many registrations are waiting; retry shortly",
                       headers=(("Retry-After", _RETRY_SECONDS),))
@@ -488,20 +495,21 @@ def parse_registration(body: bytes, services: Collection[str], *,
     """The deploy a registration body announces; BadRequest with a one-line reason otherwise.
 
     The body is a JSON object with `service` (one of `services`), `version` and optionally
-    `change` ("minor", the default, or "major"); no other fields.
+    `change` ("minor" or "major"; left out: "minor" for a new release, and an existing
+    one keeps its own); no other fields.
 
     Example:
         >>> parse_registration(b'{"service": "checkout", "version": "v2.3"}', ["checkout"],
         ...                    received_at=0.0)
-        Registration(service='checkout', version='v2.3', change_class='minor', received_at=0.0)
+        Registration(service='checkout', version='v2.3', change_class=None, received_at=0.0)
     """
     fields = _json_object(body)
     if not fields.keys() <= _REGISTRATION_FIELDS:
         raise BadRequest("the body may only have the fields service, version and change")
     service = _name_field(fields, "service")
     version = _name_field(fields, "version")
-    change = fields.get("change", "minor")
-    if not isinstance(change, str) or change not in CHANGE_CLASSES:
+    change = fields.get("change") if "change" in fields else None
+    if "change" in fields and (not isinstance(change, str) or change not in CHANGE_CLASSES):
         raise BadRequest(f"change must be one of {', '.join(CHANGE_CLASSES)}")
     if service not in services:
         raise BadRequest(f"service {service!r} is not configured in this monitor")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,26 +28,31 @@ def remote_document(url: str, release: str, service: str | None, *,
     try:
         body = fetch(str(query.url), timeout=timeout, max_bytes=_LIMIT)
     except MonitorError as exc:
+        shown = redact_url(url)
         if "HTTP 404" in str(exc):
-            raise UnknownRelease(f"no release {release!r} at {url}") from None
+            raise UnknownRelease(f"no release {release!r} at {shown}") from None
         # The URL in the message has its query hidden (it might carry a token elsewhere).
-        raise MonitorError(f"{exc} (asking for release {release!r})") from None
+        # A 4xx is the request's fault (two services have the release, say): bad input.
+        error = Refused if re.search(r"\bHTTP 4\d\d\b", str(exc)) else MonitorError
+        raise error(f"{exc} (asking for release {release!r})") from None
     try:
         document = json.loads(body)
     except json.JSONDecodeError:
-        raise MonitorError(f"{url}: the answer is not JSON") from None
+        raise MonitorError(f"{redact_url(url)}: the answer is not JSON") from None
     if not isinstance(document, dict) or "verdict" not in document:
-        raise MonitorError(f"{url}: the answer is not a verdict")
+        raise MonitorError(f"{redact_url(url)}: the answer is not a verdict")
     return document
 
 
-def register_remote(url: str, service: str, version: str, change_class: str, *,
+def register_remote(url: str, service: str, version: str, change_class: str | None, *,
                     token: str, timeout: float = 10.0) -> None:
     """POST /api/v1/releases: register a deploy with a running monitor."""
     where = f"{_base(url)}/api/v1/releases"
+    fields = {"service": service, "version": version,
+              **({"change": change_class} if change_class else {})}
     try:
         answer = requests.post(
-            where, json={"service": service, "version": version, "change": change_class},
+            where, json=fields,
             headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
             allow_redirects=False, stream=True,
         )
@@ -106,7 +112,6 @@ def wait_remote(url: str, release: str, service: str | None, clock: Clock, *,
             away = clock.now() - away_since
             if away >= UNREACHABLE_GRACE or clock.now() >= deadline:
                 raise MonitorError(f"{exc} (no answer for {away:.0f}s)") from None
-        if clock.now() >= deadline:
-            assert document is not None
+        if clock.now() >= deadline and away_since is None and document is not None:
             return document
         clock.sleep_until(min(clock.now() + poll, deadline))

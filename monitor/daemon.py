@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import re
 import threading
 import time
 import zlib
@@ -227,8 +228,9 @@ class Daemon:
                 self.store_errors_total += 1
                 state.unstored = True
                 error = str(exc)
-        # Said when it starts, changes or ends, not at every interval of a long outage.
-        if error and error != health.last_error:
+        # Said when it starts, changes or ends, not at every interval of a long outage (the
+        # same failure with other figures, a body's size say, is no change).
+        if error and _gist(error) != _gist(health.last_error):
             log.warning("scrape failed: %s", error)
         elif not error and health.last_error:
             log.info("scrape of %s works again", health.target)
@@ -381,3 +383,8 @@ class Daemon:
         for service in self.store.services():
             recent.extend(self.store.releases(service, limit=RECENT_RELEASES))
         return recent
+
+
+def _gist(error: str) -> str:
+    """A scrape error without its figures."""
+    return re.sub(r"\d+(\.\d+)?", "#", error)

@@ -40,7 +40,7 @@ def fetch(
 ) -> bytes:
     """GET `url` and return its body, decompressed, within `timeout` seconds in total.
 
-    The body is cut at `max_bytes` after decompression; a gzip bomb costs memory
+    A body over `max_bytes` after decompression fails; a gzip bomb costs memory
     of the order of `max_bytes`, never its expanded size. `headers` are added to the
     request (Accept-Encoding stays gzip, the only encoding asked for). Every failure
     is a ScrapeError of one line naming the URL without its credentials.
@@ -106,7 +106,7 @@ def bounded_request(
 ) -> tuple[requests.Response, bytes]:
     """Send `request` and read its raw body (decompressed) within `timeout` seconds in total.
 
-    The body is cut at `max_bytes` after decompression, as in `fetch`. A status outside
+    A body over `max_bytes` after decompression fails, as in `fetch`. A status outside
     2xx fails at once unless `any_status`, when its body is read and returned like any
     other (for servers that explain their errors in it). Every failure is a ScrapeError of
     one line starting with `where`; a timeout or a connection that could not be made or

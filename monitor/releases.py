@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from baselines.frame import SignalFrame
@@ -61,43 +61,48 @@ class Releases:
     def policy(self, service: str) -> ServicePolicy:
         return self.config.service(service)
 
-    def start(self, service: str, version: str, *, change_class: str = "minor",
+    def start(self, service: str, version: str, *, change_class: str | None = None,
               at: float | None = None) -> Release:
         """Register a deploy; the baseline is chosen now and kept with the release."""
         return self.register(service, version, change_class=change_class, at=at)[0]
 
-    def register(self, service: str, version: str, *, change_class: str = "minor",
+    def register(self, service: str, version: str, *, change_class: str | None = None,
                  at: float | None = None) -> tuple[Release, bool]:
         """Register a deploy: the release, and whether it is new.
 
-        A version registered before keeps its start and baseline (a pipeline's retry, or
-        the daemon saw its version label first). While it is being judged, the change
-        class asked for now replaces the one it had, with its checking period: the daemon
-        can only guess "minor", the pipeline knows. Once judged, it is AlreadyJudged: a
-        verdict is never taken back, and a new deploy needs a new version.
+        A new release is "minor" unless `change_class` says otherwise. A version registered
+        before keeps its start and baseline (a pipeline's retry, or the daemon saw its
+        version label first); while it is being judged, a `change_class` given replaces
+        the one it had, with its checking period: the daemon can only guess, the pipeline
+        knows. Once judged, it is AlreadyJudged: a verdict is never taken back, and a new
+        deploy needs a new version.
         """
         policy = self.policy(service)
+        when = self.clock.now() if at is None else at
         try:
-            known = self.store.release(service, version)
+            known: Release | None = self.store.release(service, version)
         except UnknownRelease:
             known = None
-        if known is not None:
-            if known.state == DONE:
-                raise AlreadyJudged(
-                    f"{service} {version} was registered before and judged already "
-                    f"({known.verdict}); a new deploy needs a new version")
-            if known.change_class != change_class:
-                known = self.store.reclassify(known.id, change_class=change_class,
-                                              period=policy.period(change_class))
-            return known, False
-        when = self.clock.now() if at is None else at
-        chosen = choose_baselines(self.store, service, before=when, count=policy.baselines)
-        release = self.store.start_release(
-            service, version, at=when, change_class=change_class,
-            period=policy.period(change_class),
-            baseline="+".join(r.version for r in chosen) or None,
-        )
-        return release, True
+        if known is None:
+            chosen = choose_baselines(self.store, service, before=when, count=policy.baselines)
+            known, new = self.store.add_release(
+                service, version, at=when, change_class=change_class or "minor",
+                period=policy.period(change_class or "minor"),
+                baseline="+".join(r.version for r in chosen) or None,
+            )
+            if new:
+                return known, True
+        if known.state == DONE:
+            raise AlreadyJudged(
+                f"{service} {version} was registered before and judged already "
+                f"({known.verdict}); a new deploy needs a new version")
+        if change_class is not None and known.change_class != change_class:
+            # The period's end moves: the judge's note of when it passed no longer holds.
+            judge_state = replace(JudgeState.from_json(known.judge_state), over_at=None)
+            known = self.store.reclassify(known.id, change_class=change_class,
+                                          period=policy.period(change_class),
+                                          judge_state=judge_state.to_json())
+        return known, False
 
     def advance(self, release: Release) -> Release:
         """Do whatever is due for one release now."""

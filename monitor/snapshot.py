@@ -55,7 +55,7 @@ class Registration:
 
     service: str
     version: str
-    change_class: str        # "minor" or "major"
+    change_class: str | None  # "minor" or "major"; None: "minor" for a new release
     received_at: float       # unix seconds, from the server's clock
 
 

@@ -528,23 +528,40 @@ class Store:
             ...                     period=3600.0, baseline="v1").state
             'smoke'
         """
+        return self.add_release(service, version, at=at, change_class=change_class,
+                                period=period, baseline=baseline)[0]
+
+    def add_release(
+        self,
+        service: str,
+        version: str,
+        *,
+        at: float,
+        change_class: str,
+        period: float,
+        baseline: str | None,
+    ) -> tuple[Release, bool]:
+        """As start_release, and whether this call stored it: in one transaction, so a
+        daemon and a pipeline registering the same version at once agree on who did."""
         _check_choice("change_class", change_class, CHANGE_CLASSES)
         with self._writing() as conn:
-            conn.execute(
+            inserted = conn.execute(
                 "INSERT OR IGNORE INTO releases "
                 "(service, version, started_at, change_class, period, baseline) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (service, version, float(at), change_class, float(period), baseline),
-            )
-        return self.release(service, version)
+            ).rowcount == 1
+        return self.release(service, version), inserted
 
-    def reclassify(self, release_id: int, *, change_class: str, period: float) -> Release:
-        """Give a release still being judged another change class and checking period."""
+    def reclassify(self, release_id: int, *, change_class: str, period: float,
+                   judge_state: str) -> Release:
+        """Give a release still being judged another change class, checking period and
+        judge state (one transaction; a release judged meanwhile is left as it is)."""
         _check_choice("change_class", change_class, CHANGE_CLASSES)
         with self._writing() as conn:
-            conn.execute("UPDATE releases SET change_class = ?, period = ? "
+            conn.execute("UPDATE releases SET change_class = ?, period = ?, judge_state = ? "
                          "WHERE id = ? AND state != 'done'",
-                         (change_class, float(period), int(release_id)))
+                         (change_class, float(period), judge_state, int(release_id)))
             return self._release_by_id(conn, release_id)
 
     def release(self, service: str, version: str) -> Release:

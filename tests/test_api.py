@@ -253,18 +253,31 @@ def test_registration_needs_the_token(token_server: MonitorServer, box: Snapshot
 
 def test_registration_is_queued_for_the_daemon(token_server: MonitorServer,
                                                box: SnapshotBox) -> None:
+    # Without "change": minor for a new release, its own class for one registered before.
     assert register(token_server, {"service": "checkout", "version": "v3"}) == (
-        202, {"accepted": True, "service": "checkout", "version": "v3", "change": "minor"})
+        202, {"accepted": True, "service": "checkout", "version": "v3", "change": None})
     assert register(token_server, {"service": "search", "version": "9.0 (rc 1)",
                                    "change": "major"})[0] == 202
     assert box.take_registrations() == [
-        Registration("checkout", "v3", "minor", CLOCK_START),
+        Registration("checkout", "v3", None, CLOCK_START),
         Registration("search", "9.0 (rc 1)", "major", CLOCK_START),
     ]
     assert box.take_registrations() == []
     # Queued, not applied: the published verdicts are unchanged until the daemon acts.
     status, answer = call_json(token_server, "GET", "/api/v1/releases")
     assert status == 200 and len(answer["releases"]) == len(DOCS)
+
+
+def test_registration_of_a_judged_release_is_refused(token_server: MonitorServer,
+                                                     box: SnapshotBox) -> None:
+    status, answer = register(token_server, {"service": "checkout", "version": "v2.3"})
+    assert status == 409
+    assert answer == {"error": "checkout v2.3 was judged already (rollback); a new deploy "
+                               "needs a new version"}
+    assert box.take_registrations() == []
+    # Not judged yet (unknown here): accepted.
+    assert register(token_server, {"service": "checkout", "version": "v2.4"})[0] == 202
+    assert [r.version for r in box.take_registrations()] == ["v2.4"]
 
 
 def test_registration_longest_names_are_accepted(token_server: MonitorServer,

@@ -255,6 +255,9 @@ def test_release_start_again_says_so_and_takes_the_change_class_while_judging(tm
     with closing(Store.open(db)) as store:
         [release] = store.releases("shop")
     assert (release.change_class, release.period, release.started_at) == ("major", 7200.0, started)
+    # A retry that does not say the class keeps the one the release has.
+    retry = monitor("release", "start", "--service", "shop", "--version", "v1", "--db", db)
+    assert retry.stdout.startswith("already registered: shop v1 (major change, checking period 2h00m")
 
 
 def test_release_start_of_a_judged_version_is_an_error_that_changes_nothing(demo_copy: Path) -> None:
@@ -730,7 +733,7 @@ def test_a_timeout_without_wait_is_bad_input(demo_db: Path) -> None:
         "error: --timeout: only with --wait (without it the verdict is read at once)")
 
 
-def test_demo_serve_on_a_port_in_use_says_so_before_running() -> None:
+def test_demo_serve_on_a_port_in_use_says_so_before_running(tmp_path: Path) -> None:
     import signal
     import socket
 
@@ -739,10 +742,11 @@ def test_demo_serve_on_a_port_in_use_says_so_before_running() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = monitor("demo", "--serve", "--port", port)
+        result = monitor("demo", "--serve", "--port", port, "--db", tmp_path / "demo.db")
     assert result.exit_code == 2, result.output
     assert error_line(result).startswith(f"error: --port: cannot listen on 127.0.0.1:{port}: ")
     assert "done in" not in result.stdout
+    assert not (tmp_path / "demo.db").exists()  # so that the next try is not refused for it
     assert signal.getsignal(signal.SIGTERM) is handler  # put back as it was
     assert monitor("demo", "--serve", "--port", 99999).exit_code == 2
 

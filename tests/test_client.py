@@ -10,7 +10,7 @@ import pytest
 from monitor.api import MonitorServer, serve
 from monitor.client import UNREACHABLE_GRACE, wait_remote
 from monitor.clock import SimClock
-from monitor.errors import MonitorError
+from monitor.errors import MonitorError, Refused, UnknownRelease
 from monitor.snapshot import Snapshot, SnapshotBox
 
 
@@ -57,3 +57,30 @@ def test_a_wait_gives_up_on_a_monitor_away_longer_than_the_grace() -> None:
                        rf"{UNREACHABLE_GRACE:.0f}s\)"):
         wait_remote(f"http://127.0.0.1:{server.port}", "v2", None, clock, timeout=3600.0, poll=5.0)
     assert clock.now() == 5.0 + UNREACHABLE_GRACE
+
+
+def test_a_refused_request_ends_the_wait_at_once() -> None:
+    # The release exists in two services and no service was named: the request's fault.
+    doc = {"verdict": "pending", "state": "watching"}
+    box = SnapshotBox(Snapshot(verdicts={("shop", "v2"): {**doc, "service": "shop"},
+                                         ("cart", "v2"): {**doc, "service": "cart"}},
+                               services=("shop", "cart")))
+    server = serve(box, version="t")
+    clock = SimClock(start=0.0)
+    try:
+        with pytest.raises(Refused, match="HTTP 400"):
+            wait_remote(f"http://127.0.0.1:{server.port}", "v2", None, clock, timeout=3600.0)
+    finally:
+        server.shutdown()
+    assert clock.now() == 0.0
+
+
+def test_an_unknown_release_names_the_monitor_without_its_password() -> None:
+    server = serve(_box("pending", "watching"), version="t")
+    try:
+        with pytest.raises(UnknownRelease) as caught:
+            wait_remote(f"http://ops:s3cret@127.0.0.1:{server.port}", "v9", None,
+                        SimClock(start=0.0), timeout=60.0)
+    finally:
+        server.shutdown()
+    assert "s3cret" not in str(caught.value) and "no release 'v9' at http://" in str(caught.value)

@@ -24,11 +24,11 @@ from monitor.clock import SimClock
 from monitor.daemon import Daemon
 from monitor.demo import demo_policy
 from monitor.demo_service import SimulatedService
-from monitor.errors import AlreadyJudged
+from monitor.errors import AlreadyJudged, UnknownRelease
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule, Target
 from monitor.releases import Releases
 from monitor.snapshot import SnapshotBox
-from monitor.store import Store
+from monitor.store import Release, Store
 
 
 @pytest.fixture()
@@ -129,6 +129,30 @@ def test_a_version_registered_again_keeps_its_release_and_a_judged_one_is_refuse
     assert store.release("demo", "v8").change_class == "major"
 
 
+def test_a_registration_racing_the_daemon_still_sets_its_change_class(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = SimClock(start=1_000_000.0)
+    policy = ServicePolicy(name="demo", periods={"minor": 600.0, "major": 7200.0})
+    store = Store.memory()
+    releases = Releases(MonitorConfig(path="<test>", services={"demo": policy}), store, clock)
+    releases.register("demo", "v8")          # the daemon saw the label: minor, its guess
+    real = store.release
+    calls = []
+
+    def not_yet(service: str, version: str) -> Release:
+        # The pipeline looked before the daemon's insert landed.
+        calls.append(version)
+        if len(calls) == 1:
+            raise UnknownRelease(version)
+        return real(service, version)
+
+    monkeypatch.setattr(store, "release", not_yet)
+    release, new = releases.register("demo", "v8", change_class="major")
+    assert not new
+    assert (release.change_class, release.period) == ("major", 7200.0)
+
+
 def test_a_release_registered_from_the_cli_is_picked_up(
     service: tuple[SimulatedService, SimClock], tmp_path: Path
 ) -> None:
@@ -209,9 +233,15 @@ def test_bad_targets_are_recorded_and_the_daemon_goes_on(
     daemon.close()
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def _ignore_hangups() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # as `nohup` starts a command
+
+
+@pytest.mark.parametrize(("stop", "nohup"), [(signal.SIGTERM, False), (signal.SIGHUP, False),
+                                             (signal.SIGTERM, True)],
+                         ids=["sigterm", "sighup", "nohup"])
 def test_monitor_run_serves_refuses_a_second_daemon_and_stops_cleanly(
-    service: tuple[SimulatedService, SimClock], tmp_path: Path, stop: signal.Signals
+    service: tuple[SimulatedService, SimClock], tmp_path: Path, stop: signal.Signals, nohup: bool
 ) -> None:
     simulated, _ = service
     policy = tmp_path / "policy.toml"
@@ -224,6 +254,7 @@ def test_monitor_run_serves_refuses_a_second_daemon_and_stops_cleanly(
         [sys.executable, "-m", "monitor", "run", "--config", str(policy)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=_ignore_hangups if nohup else None,
     )
     try:
         assert process.stdout is not None
@@ -232,6 +263,8 @@ def test_monitor_run_serves_refuses_a_second_daemon_and_stops_cleanly(
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
         health = requests.get(f"{url}/healthz", timeout=5)
         assert health.status_code == 200
+        if nohup:  # started to ignore hang-ups: one changes nothing, it still holds the lock
+            process.send_signal(signal.SIGHUP)
         # A second daemon on the same database would store every sample twice.
         second = subprocess.run([sys.executable, "-m", "monitor", "run", "--config", str(policy)],
                                 capture_output=True, text=True, timeout=60)

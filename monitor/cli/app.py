@@ -29,10 +29,11 @@ from monitor.cli.common import (
     open_store,
 )
 from monitor.durations import format_duration
-from monitor.errors import MonitorError
+from monitor.errors import MonitorError, StoreError
 from monitor.lock import DaemonLock
 from monitor.names import name_problem
 from monitor.policy import CHANGE_CLASSES, default_service, load_policy, parse_listen
+from monitor.redact import redact_url
 from monitor.render import releases_table, verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE, document
 
@@ -95,10 +96,15 @@ def run(
                 raise fail(f"--listen: {exc}", EXIT_USAGE) from None
         store = open_store(db, cfg, create=True)
         held = ExitStack()
-        held.callback(store.close)
         try:
             if store.path:
                 held.enter_context(DaemonLock(store.path))
+        except StoreError:
+            store.close()
+            raise
+        # Closed before the lock is let go: the next daemon finds the database at rest.
+        held.callback(store.close)
+        try:
             box = SnapshotBox()
             token = os.environ.get(cfg.api_token_env) if cfg.api_token_env else None
             try:
@@ -111,8 +117,12 @@ def run(
         except BaseException:
             held.close()
             raise
-    # A hang-up (the terminal went away) stops it as cleanly as SIGTERM and Ctrl-C.
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    # A hang-up (the terminal went away) stops it as cleanly as SIGTERM and Ctrl-C, unless
+    # it was started to ignore hang-ups (nohup).
+    stops = [signal.SIGTERM, signal.SIGINT]
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        stops.append(signal.SIGHUP)
+    for signum in stops:
         signal.signal(signum, lambda *_: daemon.stop())
     typer.echo(f"release-monitor {__version__}: metrics {server.url}/metrics, "
                f"verdicts {server.url}/api/v1/verdict, database {store.path}")
@@ -152,8 +162,9 @@ def counted(count: int, noun: str) -> str:
 def release_start(
     service: Annotated[str, typer.Option(help="Service that was deployed.")],
     version: Annotated[str, typer.Option(help="Version that was deployed, e.g. v2.3.")],
-    change: Annotated[str, typer.Option(
-        help="Change class: minor (short checking period) or major (long).")] = "minor",
+    change: Annotated[str | None, typer.Option(
+        help="Change class: minor (short checking period) or major (long). Default: minor "
+        "for a new release; one registered before keeps its own.")] = None,
     config: ConfigOption = None,
     db: DbOption = None,
     url: Annotated[str | None, typer.Option(
@@ -166,7 +177,7 @@ def release_start(
     from monitor.policy import MonitorConfig
     from monitor.releases import Releases
 
-    if change not in CHANGE_CLASSES:
+    if change is not None and change not in CHANGE_CLASSES:
         raise fail(f"--change: must be one of {', '.join(CHANGE_CLASSES)}, got {change!r}",
                    EXIT_USAGE)
     for option, name in (("--service", service), ("--version", version)):
@@ -181,7 +192,8 @@ def release_start(
             raise fail("--url: set RELEASE_MONITOR_TOKEN to the monitor's API token", EXIT_USAGE)
         with clear_errors():
             register_remote(url, service, version, change, token=token)
-        typer.echo(f"registered {service} {version} ({change} change) with {url}")
+        kind = f"{change} change" if change else "minor change if new"
+        typer.echo(f"sent {service} {version} ({kind}) to {redact_url(url)}")
         return
     with clear_errors():
         cfg = load_config(config)

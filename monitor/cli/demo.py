@@ -48,11 +48,12 @@ def _play(box: SnapshotBox, db: Path | None, serve: bool, port: int) -> None:
         if db is not None and db.exists():
             raise typer.BadParameter(f"{db} already exists; the demo writes a new database",
                                      param_hint="--db")
-        # The database and the port first: either one's error comes before the demo's banner.
-        with clear_errors():
-            Store.open(path).close()
+        # The port, then the database: either one's error comes before the demo's banner,
+        # and a port in use leaves no database behind.
         server = _listen(box, port) if serve else None
         try:
+            with clear_errors():
+                Store.open(path).close()
             typer.echo(f"release-monitor {__version__} demo: service 'demo', releases "
                        f"v2.1..v2.5, simulated clock, database {path}\n")
             started = time.monotonic()
