@@ -89,10 +89,11 @@ def wait_remote(url: str, release: str, service: str | None, clock: Clock, *,
                 timeout: float, poll: float = POLL_SECONDS) -> dict[str, Any]:
     """Poll the API until the release is done or has a rollback or hotfix verdict.
 
-    A monitor that restarts (an upgrade, a reschedule) is away for seconds, so polling goes
-    on through failed requests, and through a release unknown to a monitor that has just
-    started, for up to UNREACHABLE_GRACE; an answer that refuses the request (a bad
-    token, say) ends the wait at once, as does a failure when the wait is over.
+    A monitor that restarts (an upgrade, a reschedule) is away for seconds, and a deploy
+    registered over the API a moment ago is known once the daemon has taken it up, so
+    polling goes on through failed requests and an unknown release for up to
+    UNREACHABLE_GRACE. An answer that refuses the request (two services have the release,
+    say) ends the wait at once, as does a failure when the wait is over.
     """
     deadline = clock.now() + timeout
     document: dict[str, Any] | None = None
@@ -106,11 +107,11 @@ def wait_remote(url: str, release: str, service: str | None, clock: Clock, *,
         except Refused:
             raise
         except MonitorError as exc:
-            if isinstance(exc, UnknownRelease) and document is None:
-                raise  # never seen: a wrong name, not a restart
             away_since = clock.now() if away_since is None else away_since
             away = clock.now() - away_since
             if away >= UNREACHABLE_GRACE or clock.now() >= deadline:
+                if isinstance(exc, UnknownRelease):
+                    raise  # still unknown: a wrong name (bad input), not a slow daemon
                 raise MonitorError(f"{exc} (no answer for {away:.0f}s)") from None
         if clock.now() >= deadline and away_since is None and document is not None:
             return document

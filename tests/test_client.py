@@ -75,12 +75,32 @@ def test_a_refused_request_ends_the_wait_at_once() -> None:
     assert clock.now() == 0.0
 
 
-def test_an_unknown_release_names_the_monitor_without_its_password() -> None:
-    server = serve(_box("pending", "watching"), version="t")
+def test_a_release_registered_a_moment_ago_is_waited_for() -> None:
+    # `release start --url` is answered 202 and taken up at the daemon's next step; the
+    # pipeline's `verdict --url --wait` right after must not call it unknown.
+    box = SnapshotBox(Snapshot(services=("shop",)))
+    server = serve(box, version="t")
+
+    def world(now: float) -> None:
+        if now == 10.0:
+            box.publish(_box("pass", "done").get())
+
     try:
-        with pytest.raises(UnknownRelease) as caught:
-            wait_remote(f"http://ops:s3cret@127.0.0.1:{server.port}", "v9", None,
-                        SimClock(start=0.0), timeout=60.0)
+        document = wait_remote(f"http://127.0.0.1:{server.port}", "v2", "shop",
+                               _ScriptedClock(world), timeout=3600.0, poll=5.0)
     finally:
         server.shutdown()
+    assert document["verdict"] == "pass"
+
+
+def test_a_release_still_unknown_after_the_grace_is_bad_input_naming_no_password() -> None:
+    server = serve(_box("pending", "watching"), version="t")
+    clock = SimClock(start=0.0)
+    try:
+        with pytest.raises(UnknownRelease) as caught:
+            wait_remote(f"http://ops:s3cret@127.0.0.1:{server.port}", "v9", None, clock,
+                        timeout=3600.0)
+    finally:
+        server.shutdown()
+    assert clock.now() == UNREACHABLE_GRACE
     assert "s3cret" not in str(caught.value) and "no release 'v9' at http://" in str(caught.value)
