@@ -291,6 +291,18 @@ def _widest(spreads: Sequence[tuple[float, ...]]) -> tuple[float, ...]:
         return tuple(float(v) for v in np.nanmax(table, axis=0)) if width else ()
 
 
+def _mean_profile(profiles: Sequence[tuple[float, ...] | None]) -> tuple[float, ...] | None:
+    """The hour-of-day profile of several releases: the mean of those that have one.
+
+    Each part's reservoir had its own profile taken out; a candidate left raw because the
+    first part happened to have none would meet its daily swing against flattened values.
+    """
+    known = [profile for profile in profiles if profile is not None]
+    if not known:
+        return None
+    return tuple(float(v) for v in np.mean(np.array(known, dtype=float), axis=0))
+
+
 def merge(baselines: Sequence[Baseline]) -> Baseline:
     """Several healthy releases judged as one: pooled counts and reservoirs."""
     if len(baselines) == 1:
@@ -316,6 +328,7 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             events=float(sum(p.events for p in parts)),
             trials=float(sum(p.trials for p in parts)),
             dispersion=float(max(p.dispersion for p in parts)),
+            hourly=_mean_profile([p.hourly for p in parts]),
             aa_spread=_widest([p.aa_spread for p in parts]),
             # Each part's steadiness is its own: how far the releases' levels lie apart
             # was never measured, so the merge is not known to be steady.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -151,6 +153,22 @@ def test_steadiness_is_stored_with_the_baseline_and_not_known_of_a_merge() -> No
     # Two steady releases may still sit at different levels, which nothing measured.
     merged = merge([Baseline(("v1",), summary), Baseline(("v2",), summary)])
     assert not merged.signals["noise"].steady
+
+
+def test_a_merge_keeps_the_daily_profile_of_the_releases_that_have_one() -> None:
+    _, summary = _noise_and_walk(27)
+    flat = summary["noise"]
+    daily = replace(flat, hourly=tuple(float(h) for h in range(24)))
+    busier = replace(flat, hourly=tuple(float(2 * h) for h in range(24)))
+
+    def merged(*parts: SignalBaseline) -> tuple[float, ...] | None:
+        releases = [Baseline((f"v{i}",), {"noise": part}) for i, part in enumerate(parts)]
+        return merge(releases).signals["noise"].hourly
+
+    # Whichever comes first: the candidate is taken out of its daily swing either way.
+    assert merged(flat, daily) == merged(daily, flat) == daily.hourly
+    assert merged(daily, busier) == tuple(1.5 * h for h in range(24))
+    assert merged(flat, flat) is None
 
 
 def test_spread_at_interpolates_on_log_axes_and_clamps() -> None:
