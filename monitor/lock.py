@@ -21,6 +21,7 @@ class DaemonLock:
     """The lock of the daemon of the database at `database` (a file `<database>.lock`)."""
 
     def __init__(self, database: str | Path) -> None:
+        self.database = Path(database)
         self.path = Path(f"{database}.lock")
         self._fd: int | None = None
 
@@ -35,7 +36,7 @@ class DaemonLock:
         except BlockingIOError:
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
-            raise StoreError(f"database {str(self.path)[:-5]} is in use by another `monitor run` "
+            raise StoreError(f"database {self.database} is in use by another `monitor run` "
                              f"(pid {holder}); one daemon per database") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
