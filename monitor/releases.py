@@ -264,7 +264,19 @@ class Releases:
             state=JudgeState.from_json(release.judge_state), first_release=first,
             until=following,
         )
+        if frame.times.size == 0 and policy.prometheus is None and result.verdict == INCONCLUSIVE:
+            result = replace(result, reason=result.reason + self._other_versions(release, now))
         return result, signal_views(policy.signals, baseline, frame, started=release.started_at)
+
+    def _other_versions(self, release: Release, now: float) -> str:
+        """Why a release has no scrape at all, when its targets report other versions: a
+        version given to `release start` that is not the version label's value, say."""
+        seen = self.store.versions_scraped(release.service, release.started_at, now + 1e-6)
+        others = [v for v in seen if v != release.version]
+        if not others:
+            return ""
+        return (f"; the targets report version {', '.join(repr(v) for v in others)}, "
+                f"not {release.version!r}")
 
     def frame(self, policy: ServicePolicy, service: str, start: float, end: float, *,
               version: str | None) -> SignalFrame:

@@ -479,6 +479,23 @@ class Store:
         wanted = None if series is None else np.unique(np.asarray(series, dtype=np.int64))
         return _unpack(rows, wanted)
 
+    def versions_scraped(self, service: str, start: float, end: float) -> list[str]:
+        """The versions the service's targets reported in [start, end), sorted.
+
+        Example:
+            >>> store = Store.memory()
+            >>> [a] = store.series_ids("demo", ["a"])
+            >>> store.write_scrape("demo", "t1", "v1", 10.0, [a], [1.0])
+            >>> store.versions_scraped("demo", 0.0, 30.0)
+            ['v1']
+        """
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT version FROM batches WHERE service = ? AND at >= ? AND at < ?",
+                (service, float(start), float(end)),
+            ).fetchall()
+        return sorted(str(row[0]) for row in rows)
+
     def prune(self, before: float) -> int:
         """Delete the scrapes taken before `before`; returns how many scrapes went.
 

@@ -153,6 +153,27 @@ def test_a_registration_racing_the_daemon_still_sets_its_change_class(
     assert (release.change_class, release.period) == ("major", 7200.0)
 
 
+def test_a_release_its_targets_never_report_says_which_version_they_do(tmp_path: Path) -> None:
+    # The pipeline registered a version that is not the version label's value (a commit
+    # hash for a label that carries a tag, say): every sample goes to the release before.
+    clock = SimClock(start=1_000_000.0)
+    simulated = SimulatedService(clock, seed=3, version="v2.2")
+    simulated.start()
+    store = Store.open(tmp_path / "monitor.db")
+    try:
+        daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
+                        store, clock)
+        daemon.run_until(clock.now() + 300)
+        daemon.releases.start("demo", "3f2c9e1")
+        daemon.run_until(clock.now() + 2400)
+        release = store.release("demo", "3f2c9e1")
+    finally:
+        store.close()
+        simulated.stop()
+    assert release.verdict == "inconclusive"
+    assert release.reason.endswith("; the targets report version 'v2.2', not '3f2c9e1'")
+
+
 def test_a_release_registered_from_the_cli_is_picked_up(
     service: tuple[SimulatedService, SimClock], tmp_path: Path
 ) -> None:
