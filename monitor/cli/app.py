@@ -38,6 +38,7 @@ from monitor.render import releases_table, verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE, document
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="Checks a new release in production and decides: pass, hotfix, rollback or "
     "inconclusive.",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -45,14 +46,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-release_app = typer.Typer(help="Register deploys and list the release history.",
+release_app = typer.Typer(rich_markup_mode=None,
+                          help="Register deploys and list the release history.",
                           no_args_is_help=True)
 app.add_typer(release_app, name="release")
 app.add_typer(baselines.app, name="baselines")
-app.command(name="demo")(demo.demo)
-app.command(name="replay")(replay.replay)
-app.command(name="record")(replay.record)
-app.command(name="report")(report.report)
+app.command(name="demo", short_help="Run the whole pipeline on a simulated service.")(demo.demo)
+app.command(name="replay", short_help="Judge recorded releases offline.")(replay.replay)
+app.command(name="record", short_help="Write a release's samples as a recording.")(replay.record)
+app.command(name="report", short_help="Write a release's evidence as one HTML page.")(
+    report.report)
 
 
 def _version(value: bool) -> None:
@@ -70,7 +73,7 @@ def root(
     then a verdict."""
 
 
-@app.command()
+@app.command(short_help="Run the daemon: scrape, judge, serve verdicts.")
 def run(
     config: Annotated[Path, typer.Option("--config", "-c", envvar="RELEASE_MONITOR_CONFIG",
                                          help="Policy file (TOML).")],
@@ -134,7 +137,7 @@ def run(
     typer.echo("stopped")
 
 
-@app.command("check-config")
+@app.command("check-config", short_help="Validate a policy file.")
 def check_config(
     config: Annotated[Path, typer.Argument(help="Policy file (TOML) to validate.")],
 ) -> None:
@@ -233,7 +236,7 @@ def release_list(
 WAIT_TIMEOUT = "2h"
 
 
-@app.command()
+@app.command(short_help="Print a release's verdict; the exit code says it.")
 def verdict(
     release: Annotated[str, typer.Option(help="Release version, e.g. v2.3.")],
     service: ReleaseServiceOption = None,
@@ -290,9 +293,8 @@ def main(args: list[str] | None = None) -> None:
         code = app(args=args, prog_name="monitor", standalone_mode=False)
     except UsageError as exc:
         if type(exc).__name__ == "NoArgsIsHelpError":
-            # Its message is the help, unless Typer printed that already, with rich.
-            if str(exc).strip():
-                typer.echo(str(exc), err=True)
+            # Its message is the help, printed where `--help` prints it.
+            typer.echo(str(exc))
         else:
             typer.echo(usage_line(exc, args), err=True)
         sys.exit(EXIT_USAGE)

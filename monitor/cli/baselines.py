@@ -19,12 +19,13 @@ from monitor.cli.common import (
 from monitor.errors import UnknownRelease
 from monitor.render import figure, when
 
-app = typer.Typer(help="List, pin, unpin and invalidate baselines.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="List, pin, unpin and invalidate baselines.",
+                  no_args_is_help=True)
 
 ServiceOption = Annotated[str, typer.Option(help="Service.")]
 
 
-@app.command("list")
+@app.command("list", short_help="Every release and whether it can be a baseline.")
 def list_baselines(
     service: OnlyServiceOption = None,
     db: DbOption = None,
