@@ -236,6 +236,7 @@ def test_release_start_then_list(tmp_path: Path) -> None:
     assert [(d["service"], d["release"], d["change_class"], d["verdict"]) for d in releases] == [
         ("shop", "v2", "major", "pending"), ("shop", "v1", "minor", "pending")]
     assert releases[0]["period_seconds"] == 7200.0
+    assert "signals" not in releases[0] and "findings" in releases[0]
 
 
 def test_release_start_again_says_so_and_takes_the_change_class_while_judging(tmp_path: Path) -> None:

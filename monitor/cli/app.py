@@ -226,6 +226,9 @@ def release_list(
         store = open_store(db, load_config(config))
         docs = [document(store, r) for r in store.releases(service)]
     if as_json:
+        # A history, not evidence: each release's signal series is `monitor verdict`'s.
+        for doc in docs:
+            del doc["signals"]
         typer.echo(json.dumps({"releases": docs}))
     elif docs:
         typer.echo(releases_table(docs))
