@@ -88,7 +88,7 @@ class Releases:
             known, new = self.store.add_release(
                 service, version, at=when, change_class=change_class or "minor",
                 period=policy.period(change_class or "minor"),
-                baseline="+".join(r.version for r in chosen) or None,
+                baselines=tuple(r.version for r in chosen),
             )
             if new:
                 return known, True
@@ -258,7 +258,7 @@ class Releases:
         # The service's first release, even once a later one has replaced it; or the first
         # after releases that all rolled back or were found bad, which no baseline can
         # ever come from.
-        first = release.baseline is None and not earlier
+        first = not release.baselines and not earlier
         result = evaluate(
             policy, baseline, frame, started=release.started_at, period=release.period, now=now,
             state=JudgeState.from_json(release.judge_state), first_release=first,
@@ -310,7 +310,7 @@ class Releases:
         if not release.baseline:
             return None
         parts = []
-        for version in release.baseline.split("+"):
+        for version in release.baselines:
             part = self.baseline_of(self.store.release(release.service, version), policy)
             if part is not None:
                 parts.append(part)

@@ -48,7 +48,7 @@ class Release:
     change_class: str  # "minor" | "major"
     period: float  # checking period, seconds
     state: str  # "smoke" | "verification" | "watching" | "done"
-    baseline: str | None  # version of the release it is compared with
+    baselines: tuple[str, ...]  # versions of the release(s) it is compared with
     verdict: str  # "pending" | "pass" | "hotfix" | "rollback" | "inconclusive"
     reason: str  # one line, "" when none
     decided_at: float | None
@@ -56,6 +56,11 @@ class Release:
     ended_at: float | None
     judge_state: str  # opaque JSON text owned by the judge, "{}" initially
     invalidated: bool
+
+    @property
+    def baseline(self) -> str | None:
+        """The baseline release(s) as people read them: `v2.2`, or `v2.1+v2.2` for several."""
+        return "+".join(self.baselines) or None
 
     def why_not_pinnable(self) -> str | None:
         """None when a person may pin this release as the baseline, else why not.
@@ -192,9 +197,23 @@ def _add_verdict_signals(db: sqlite_utils.Database) -> None:
     db.table("verdicts").add_column("signals", str, not_null_default="[]")
 
 
+def _add_baseline_list(db: sqlite_utils.Database) -> None:
+    """Migration 3: a release's baseline versions as a JSON list; `baseline` joined them with
+    "+", which a version may have in it (`1.4.0+build.7`)."""
+    db.table("releases").add_column("baselines", str, not_null_default="[]")
+    conn = db.conn
+    known = set(conn.execute("SELECT service, version FROM releases").fetchall())
+    rows = conn.execute("SELECT id, service, baseline FROM releases WHERE baseline IS NOT NULL")
+    for release_id, service, text in rows.fetchall():
+        versions = [text] if (service, text) in known else text.split("+")
+        conn.execute("UPDATE releases SET baselines = ? WHERE id = ?",
+                     (json.dumps(versions), release_id))
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _create_schema,
     _add_verdict_signals,
+    _add_baseline_list,
 )
 
 
@@ -202,10 +221,11 @@ MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
 
 _RELEASE_FIELDS = tuple(Release.__dataclass_fields__)  # the releases columns, same names
 _SELECT_RELEASES = "SELECT " + ", ".join(_RELEASE_FIELDS) + " FROM releases "
-_UPDATABLE = frozenset(_RELEASE_FIELDS) - {"id", "service", "version"}
+# The baseline is chosen once, at registration.
+_UPDATABLE = frozenset(_RELEASE_FIELDS) - {"id", "service", "version", "baselines"}
 _UPDATE_RELEASE = (
     "UPDATE releases SET started_at = :started_at, change_class = :change_class, "
-    "period = :period, state = :state, baseline = :baseline, verdict = :verdict, "
+    "period = :period, state = :state, verdict = :verdict, "
     "reason = :reason, decided_at = :decided_at, first_alarm_at = :first_alarm_at, "
     "ended_at = :ended_at, judge_state = :judge_state, invalidated = :invalidated "
     "WHERE id = :id"
@@ -218,7 +238,7 @@ class Store:
     Example:
         >>> store = Store.memory()
         >>> r = store.start_release("demo", "v2", at=100.0, change_class="minor",
-        ...                         period=600.0, baseline="v1")
+        ...                         period=600.0, baselines=("v1",))
         >>> ids = store.series_ids("demo", ['up', 'http_requests_total{code="500"}'])
         >>> store.write_scrape("demo", "10.0.0.1:8080", "v2", 105.0, ids, np.array([1.0, 3.0]))
         >>> store.read_window("demo", 100.0, 200.0).values.tolist()
@@ -534,7 +554,7 @@ class Store:
         at: float,
         change_class: str,
         period: float,
-        baseline: str | None,
+        baselines: Sequence[str],
     ) -> Release:
         """Register a release; registering the same service and version again returns
         the stored release unchanged.
@@ -542,11 +562,11 @@ class Store:
         Example:
             >>> store = Store.memory()
             >>> store.start_release("demo", "v2", at=0.0, change_class="major",
-            ...                     period=3600.0, baseline="v1").state
+            ...                     period=3600.0, baselines=("v1",)).state
             'smoke'
         """
         return self.add_release(service, version, at=at, change_class=change_class,
-                                period=period, baseline=baseline)[0]
+                                period=period, baselines=baselines)[0]
 
     def add_release(
         self,
@@ -556,7 +576,7 @@ class Store:
         at: float,
         change_class: str,
         period: float,
-        baseline: str | None,
+        baselines: Sequence[str],
     ) -> tuple[Release, bool]:
         """As start_release, and whether this call stored it: in one transaction, so a
         daemon and a pipeline registering the same version at once agree on who did."""
@@ -564,9 +584,10 @@ class Store:
         with self._writing() as conn:
             inserted = conn.execute(
                 "INSERT OR IGNORE INTO releases "
-                "(service, version, started_at, change_class, period, baseline) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (service, version, float(at), change_class, float(period), baseline),
+                "(service, version, started_at, change_class, period, baseline, baselines) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (service, version, float(at), change_class, float(period),
+                 "+".join(baselines) or None, json.dumps(list(baselines))),
             ).rowcount == 1
         return self.release(service, version), inserted
 
@@ -599,7 +620,7 @@ class Store:
         Example:
             >>> store = Store.memory()
             >>> _ = store.start_release("api", "v9", at=0.0, change_class="minor",
-            ...                         period=60.0, baseline=None)
+            ...                         period=60.0, baselines=())
             >>> store.find_release("v9").service
             'api'
         """
@@ -655,7 +676,7 @@ class Store:
         Example:
             >>> store = Store.memory()
             >>> r = store.start_release("demo", "v2", at=0.0, change_class="minor",
-            ...                         period=60.0, baseline=None)
+            ...                         period=60.0, baselines=())
             >>> store.update_release(r.id, state="done", ended_at=60.0).state
             'done'
         """
@@ -670,6 +691,7 @@ class Store:
             updated = replace(self._release_by_id(conn, release_id), **fields)
             row = asdict(updated)
             row["invalidated"] = int(bool(updated.invalidated))
+            del row["baselines"]
             conn.execute(_UPDATE_RELEASE, row)
             return self._release_by_id(conn, release_id)
 
@@ -778,7 +800,7 @@ class Store:
         Example:
             >>> store = Store.memory()
             >>> r = store.start_release("demo", "v2", at=0.0, change_class="minor",
-            ...                         period=60.0, baseline="v1")
+            ...                         period=60.0, baselines=("v1",))
             >>> _ = store.add_verdict(r.id, at=60.0, verdict="pass", reason="", findings=[],
             ...                       first_alarm_at=None, decided_at=60.0, state="done",
             ...                       judge_state="{}")
@@ -859,7 +881,7 @@ class Store:
         Example:
             >>> store = Store.memory()
             >>> r = store.start_release("demo", "v1", at=0.0, change_class="minor",
-            ...                         period=60.0, baseline=None)
+            ...                         period=60.0, baselines=())
             >>> store.save_baseline(r.id, "latency_p99", {"median": 0.2}, np.array([0.1, 0.3]))
             >>> store.load_baseline(r.id)["latency_p99"][0]
             {'median': 0.2}
@@ -903,7 +925,7 @@ class Store:
         Example:
             >>> store = Store.memory()
             >>> r = store.start_release("demo", "v2", at=0.0, change_class="minor",
-            ...                         period=60.0, baseline="v1")
+            ...                         period=60.0, baselines=("v1",))
             >>> store.claim_action(r.id, verdict="rollback", hook="argo", key="k1", at=5.0)
             True
             >>> store.claim_action(r.id, verdict="rollback", hook="argo", key="k1", at=6.0)
@@ -1001,6 +1023,7 @@ def _release(row: tuple[Any, ...]) -> Release:
     """A row of _SELECT_RELEASES as a Release."""
     fields = dict(zip(_RELEASE_FIELDS, row, strict=True))
     fields["invalidated"] = bool(fields["invalidated"])
+    fields["baselines"] = tuple(json.loads(fields["baselines"]))
     return Release(**fields)
 
 

@@ -129,6 +129,21 @@ def test_a_version_registered_again_keeps_its_release_and_a_judged_one_is_refuse
     assert store.release("demo", "v8").change_class == "major"
 
 
+def test_a_version_with_a_plus_in_it_is_the_next_release_s_baseline() -> None:
+    # Semantic versions carry build metadata after "+" (1.4.0+build.7).
+    clock = SimClock(start=1_000_000.0)
+    policy = ServicePolicy(name="demo", periods={"minor": 600.0, "major": 7200.0})
+    store = Store.memory()
+    releases = Releases(MonitorConfig(path="<test>", services={"demo": policy}), store, clock)
+    first, _ = releases.register("demo", "1.4.0+build.7")
+    store.update_release(first.id, state="done", verdict="pass", decided_at=clock.now())
+    clock.advance(60.0)
+    second, _ = releases.register("demo", "1.5.0+build.8")
+    assert second.baselines == ("1.4.0+build.7",) and second.baseline == "1.4.0+build.7"
+    # No samples were stored: no baseline can be built, and looking for one raises nothing.
+    assert releases.baseline(second, policy) is None
+
+
 def test_a_registration_racing_the_daemon_still_sets_its_change_class(
     monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,7 +25,7 @@ NASTY = "v2.3; rm -rf / $(touch pwned) `id` \"'\n" + "x" * 10_000
 
 def _release(store: Store, version: str = "v2.3", verdict: str = "rollback") -> Any:
     release = store.start_release("shop", version, at=0.0, change_class="minor", period=60.0,
-                                  baseline="v2.2")
+                                  baselines=("v2.2",))
     return store.add_verdict(release.id, at=5.0, verdict=verdict, reason="error_ratio: up",
                              findings=[], first_alarm_at=5.0, decided_at=5.0, state="done",
                              judge_state="{}")
@@ -225,7 +225,7 @@ def test_wait_for_decision_polls_on_the_clock_until_decided() -> None:
 
     store, clock = Store.memory(), SimClock()
     release = store.start_release("shop", "v9", at=clock.now(), change_class="minor",
-                                  period=600.0, baseline=None)
+                                  period=600.0, baselines=())
     waited = wait_for_decision(store, release, clock, timeout=60.0, poll=10.0)
     assert waited.verdict == "pending" and clock.now() == release.started_at + 60.0
     store.add_verdict(release.id, at=clock.now(), verdict="rollback", reason="r", findings=[],

@@ -9,6 +9,7 @@ import sqlite3
 import tempfile
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +41,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def _release(store: Store, service: str = "demo", version: str = "v2", at: float = T0,
-             baseline: str | None = "v1") -> Release:
+             baselines: tuple[str, ...] = ("v1",)) -> Release:
     return store.start_release(service, version, at=at, change_class="minor", period=600.0,
-                               baseline=baseline)
+                               baselines=baselines)
 
 
 # ------------------------------------------------------------------ series and samples
@@ -153,16 +154,16 @@ def test_start_release_is_idempotent_and_reads_back(store: Store) -> None:
     first = _release(store)
     assert first == Release(
         id=first.id, service="demo", version="v2", started_at=T0, change_class="minor",
-        period=600.0, state="smoke", baseline="v1", verdict="pending", reason="",
+        period=600.0, state="smoke", baselines=("v1",), verdict="pending", reason="",
         decided_at=None, first_alarm_at=None, ended_at=None, judge_state="{}",
         invalidated=False,
     )
     again = store.start_release("demo", "v2", at=T0 + 99, change_class="major", period=1.0,
-                                baseline=None)
+                                baselines=())
     assert again == first
     assert store.release("demo", "v2") == first
     with pytest.raises(ValueError, match="change_class"):
-        store.start_release("demo", "v3", at=T0, change_class="huge", period=1.0, baseline=None)
+        store.start_release("demo", "v3", at=T0, change_class="huge", period=1.0, baselines=())
 
 
 def test_release_lookups_name_what_was_missing(store: Store) -> None:
@@ -354,7 +355,7 @@ def test_each_hook_is_claimed_once_per_release_and_verdict(store: Store) -> None
                                               "10KB", "nul-unicode"])
 def test_awkward_strings_round_trip_unchanged(store: Store, text: str) -> None:
     release = store.start_release(text, text, at=T0, change_class="major", period=1.0,
-                                  baseline=text)
+                                  baselines=(text,))
     assert (release.service, release.version, release.baseline) == (text, text, text)
     assert store.find_release(text).id == release.id
     ids = store.series_ids(text, [text, "plain"])
@@ -390,7 +391,7 @@ def test_two_stores_on_one_file_see_each_other(tmp_path: Path) -> None:
     with Store.open(path) as daemon, Store.open(path) as cli:
         assert daemon.path == cli.path == str(path)
         release = daemon.start_release("demo", "v2", at=T0, change_class="minor",
-                                       period=60.0, baseline=None)
+                                       period=60.0, baselines=())
         assert cli.release("demo", "v2") == release
         ids = daemon.series_ids("demo", ["a", "b"])
         assert cli.series_ids("demo", ["b", "a", "c"]).tolist()[:2] == ids[::-1].tolist()
@@ -495,6 +496,25 @@ def test_migrations_run_once_and_reopening_is_harmless(
     newer = f"schema version {shipped + 1}, newer than this program's {shipped}"
     with pytest.raises(StoreError, match=newer):
         Store.open(path)
+
+
+def test_migration_3_reads_the_joined_baselines_of_an_older_file(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    with Store.open(path):
+        pass
+    with closing(sqlite3.connect(path)) as conn, conn:
+        # A file as the two first migrations left it: the baselines joined with "+".
+        conn.execute("ALTER TABLE releases DROP COLUMN baselines")
+        conn.execute("PRAGMA user_version = 2")
+        for version, baseline in (("1.4.0+b7", None), ("v1", None), ("v2", None),
+                                  ("1.5.0+b8", "1.4.0+b7"), ("v3", "v1+v2")):
+            conn.execute("INSERT INTO releases (service, version, started_at, change_class, "
+                         "period, baseline) VALUES ('demo', ?, 0, 'minor', 60, ?)",
+                         (version, baseline))
+    with Store.open(path) as store:
+        found = {r.version: r.baselines for r in store.releases("demo")}
+    assert found == {"1.4.0+b7": (), "v1": (), "v2": (), "1.5.0+b8": ("1.4.0+b7",),
+                     "v3": ("v1", "v2")}
 
 
 def test_a_failed_write_raises_store_error_and_keeps_what_was_stored(tmp_path: Path) -> None:
@@ -645,7 +665,7 @@ def test_the_module_examples_hold() -> None:
 def test_the_verdict_history_keeps_changes_not_every_pending_evaluation() -> None:
     store = Store.memory()
     release = store.start_release("demo", "v9", at=0.0, change_class="minor", period=600.0,
-                                  baseline=None)
+                                  baselines=())
     for minute, verdict in enumerate(["pending"] * 8 + ["hotfix", "hotfix", "rollback"]):
         store.add_verdict(release.id, at=60.0 * minute, verdict=verdict, reason=str(minute),
                           findings=[], first_alarm_at=None, decided_at=None, state="watching",

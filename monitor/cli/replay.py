@@ -109,7 +109,7 @@ def record(
     with clear_errors():
         store, found = open_release(db, config, release, service)
         releases = store.releases(found.service)
-        wanted = [found.version] + (found.baseline.split("+") if found.baseline else [])
+        wanted = [found.version, *found.baselines]
         samples = {}
         keys = store.series_keys(found.service)
         for version in reversed(wanted):
