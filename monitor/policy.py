@@ -385,6 +385,12 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
         hooks=tuple(_hook(reader.child(k, t)) for k, t in reader.tables("hooks")),
         prometheus=_prometheus(reader),
     )
+    seen: set[str] = set()
+    for index, hook in enumerate(policy.hooks):
+        # A hook's name keys its deliveries and its failure counter.
+        if hook.name in seen:
+            raise reader.fail(f"hooks[{index}].name", f"{hook.name!r} names an earlier hook too")
+        seen.add(hook.name)
     shortest = min(policy.periods.values())
     if policy.evaluation_interval > shortest:
         raise reader.fail("evaluation_interval", f"longer than the shortest checking period "

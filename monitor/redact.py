@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import unquote_plus, urlsplit
 
 
 def redact_url(url: str) -> str:
@@ -11,6 +11,8 @@ def redact_url(url: str) -> str:
 
     >>> redact_url("https://bob:s3cret@example.com:8443/metrics?token=abc&module=http")
     'https://example.com:8443/metrics?token=***&module=***'
+    >>> redact_url("http://10.0.0.1:9100/metrics?s3cr3t&debug=1")
+    'http://10.0.0.1:9100/metrics?***&debug=***'
     """
     if "//" not in url.split("?", 1)[0] and "@" in url.split("?", 1)[0]:
         # No scheme: "user:password@host/path" would parse as a scheme and a path.
@@ -26,8 +28,10 @@ def redact_url(url: str) -> str:
     netloc = f"{host}:{port}" if port is not None else host
     safe = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
     if parts.query:
-        names = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True)]
-        safe += "?" + ("&".join(f"{name}=***" for name in names) if names else "***")
+        # A parameter without "=" is all value (`?s3cr3t`): hidden whole.
+        shown = [f"{unquote_plus(item.split('=', 1)[0])}=***" if "=" in item else "***"
+                 for item in parts.query.split("&") if item]
+        safe += "?" + ("&".join(shown) or "***")
     return printable(safe, limit=200)
 
 

@@ -482,7 +482,8 @@ def test_an_invalid_url_is_a_scrape_error() -> None:
         ("http://a:b@host:9100/metrics", "http://host:9100/metrics"),
         ("https://host/m?x=1&y=", "https://host/m?x=***&y=***"),
         ("http://[::1]:9100/metrics", "http://[::1]:9100/metrics"),
-        ("http://host/m?secret", "http://host/m?secret=***"),
+        ("http://host/m?s3cr3t", "http://host/m?***"),       # a bare value, all secret
+        ("http://host/m?s3cr3t&a=1&&b", "http://host/m?***&a=***&***"),
         ("http://host/m\x1b[2J", "http://host/m?[2J"),
         ("http://[::1/metrics", "<invalid URL>"),
     ],
