@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import math
 import socket
-import threading
 import time
 import zlib
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ import requests
 import urllib3
 from requests.structures import CaseInsensitiveDict
 
+from monitor.deadlines import Watchdog, deadline_for, watch_deadlines
 from monitor.errors import ScrapeError
 from monitor.exposition import ParsedScrape, parse
 from monitor.redact import printable as _printable
@@ -180,18 +180,23 @@ def _open(
     remaining = attempt.remaining()
     if remaining <= 0:
         raise attempt.timed_out()
-    try:
-        # What Session.request does, with the body left unread (stream=True).
-        prepared = http_session.prepare_request(request)
-        settings = http_session.merge_environment_settings(prepared.url, {}, True, None, None)
-        return http_session.send(prepared, timeout=(remaining, remaining), allow_redirects=False, **settings)
-    except requests.Timeout:
-        raise attempt.timed_out() from None
-    except requests.ConnectionError as exc:
-        raise attempt.transient(f"cannot connect ({_reason(exc)})") from None
-    except requests.RequestException as exc:
-        # The exception's own text may repeat the URL with its query and credentials.
-        raise attempt.failed(f"request failed ({type(exc).__name__})") from None
+    watch_deadlines(http_session)
+    with deadline_for(attempt.deadline) as fired:
+        try:
+            # What Session.request does, with the body left unread (stream=True).
+            prepared = http_session.prepare_request(request)
+            settings = http_session.merge_environment_settings(prepared.url, {}, True, None, None)
+            return http_session.send(prepared, timeout=(remaining, remaining),
+                                     allow_redirects=False, **settings)
+        except requests.Timeout:
+            raise attempt.timed_out() from None
+        except requests.ConnectionError as exc:
+            if fired.is_set():  # the watchdog shut the socket at the deadline
+                raise attempt.timed_out() from None
+            raise attempt.transient(f"cannot connect ({_reason(exc)})") from None
+        except requests.RequestException as exc:
+            # The exception's own text may repeat the URL with its query and credentials.
+            raise attempt.failed(f"request failed ({type(exc).__name__})") from None
 
 
 def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -> bytes:
@@ -199,7 +204,7 @@ def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
     body = _BoundedBody(encoding, max_bytes, attempt)
     _check_declared_length(response, encoding, max_bytes, attempt)
-    watchdog = _Watchdog(response.raw, attempt.deadline)
+    watchdog = Watchdog(lambda: _owned_socket(response.raw), attempt.deadline)
     try:
         while True:
             remaining = attempt.remaining()
@@ -288,39 +293,6 @@ class _BoundedBody:
             raise self._attempt.failed(f"body is over the {self._max_bytes}-byte limit")
         if data:
             self._parts.append(data)
-
-
-class _Watchdog:
-    """Shuts the socket down at the deadline, so no read can outlive it.
-
-    Socket timeouts bound each system call, but a chunk header or trailer read
-    line by line takes several; this bounds them all. A connection already back
-    in its pool is left alone: the body was read whole, and the socket may be in use.
-    """
-
-    def __init__(self, raw: Any, deadline: float) -> None:
-        self.fired = threading.Event()
-        self._raw = raw
-        self._timer: threading.Timer | None = None
-        if _owned_socket(raw) is not None:
-            self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-            self._timer.daemon = True
-            self._timer.start()
-
-    def cancel(self) -> None:
-        """Stop the timer (it may already have fired)."""
-        if self._timer is not None:
-            self._timer.cancel()
-
-    def _fire(self) -> None:
-        self.fired.set()
-        sock = _owned_socket(self._raw)
-        if sock is None:
-            return
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed: nothing left to interrupt
 
 
 def _owned_socket(raw: Any) -> socket.socket | None:

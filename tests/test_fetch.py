@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import re
 import socket
 import sys
 import threading
@@ -19,6 +20,8 @@ import requests
 
 from monitor.errors import ScrapeError
 from monitor.fetch import ACCEPT, TransientScrapeError, bounded_request, fetch, redact_url, scrape
+from monitor.policy import Probe
+from monitor.stages import run_probe
 
 GOOD_BODY = (
     b"# HELP http_requests_total Requests.\n"
@@ -188,6 +191,13 @@ def dribble_chunk_header(handler: Handler) -> None:
         handler.wfile.write(b"0")
 
 
+def dribble_headers(handler: Handler) -> None:
+    """A status line, then a header a byte at a time: each read waits less than the deadline."""
+    handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+    while not handler.server.release.wait(0.05):
+        handler.wfile.write(b"x")
+
+
 ROUTES: dict[str, Callable[[Handler], None]] = {
     "/metrics": good,
     "/gzip": gzipped,
@@ -206,6 +216,7 @@ ROUTES: dict[str, Callable[[Handler], None]] = {
     "/hang": hang,
     "/dribble": dribble,
     "/dribble-chunk-header": dribble_chunk_header,
+    "/dribble-headers": dribble_headers,
 }
 
 
@@ -354,7 +365,7 @@ def test_a_malformed_body_fails_the_scrape_naming_url_and_line(target: Target) -
     assert str(caught.value).startswith(f"GET {target.url('/malformed')}: line 2: ")
 
 
-@pytest.mark.parametrize("path", ["/hang", "/dribble", "/dribble-chunk-header"])
+@pytest.mark.parametrize("path", ["/hang", "/dribble", "/dribble-chunk-header", "/dribble-headers"])
 def test_slow_targets_are_cut_at_the_deadline(target: Target, path: str) -> None:
     started = time.monotonic()
     with pytest.raises(ScrapeError) as caught:
@@ -362,6 +373,28 @@ def test_slow_targets_are_cut_at_the_deadline(target: Target, path: str) -> None
     elapsed = time.monotonic() - started
     assert str(caught.value) == f"GET {target.url(path)}: timed out after {DEADLINE:g} s"
     assert DEADLINE <= elapsed <= DEADLINE * 1.1
+
+
+# --- smoke probes are held to the same bounds -------------------------------------------
+
+
+@pytest.mark.parametrize(("path", "expect", "detail"), [
+    ("/metrics", {"expect_body": "up 1"}, r"^{url}: 200 in \d+ ms$"),
+    ("/error", {}, "^{url}: status 500, expected 200$"),
+    ("/metrics", {"expect_body": "ready"}, "^{url}: body lacks 'ready'$"),
+    ("/large-streamed", {}, "^{url}: body is over the 1048576-byte limit$"),
+    ("/dribble-headers", {}, f"^{{url}}: timed out after {DEADLINE:g} s$"),
+    ("/dribble", {}, f"^{{url}}: timed out after {DEADLINE:g} s$"),
+])
+def test_a_smoke_probe_checks_status_body_and_the_whole_exchange_s_time(
+        target: Target, path: str, expect: dict[str, str], detail: str) -> None:
+    url = target.url(path)
+    started = time.monotonic()
+    result = run_probe(Probe("home", url, max_latency=DEADLINE, **expect))  # type: ignore[arg-type]
+    elapsed = time.monotonic() - started
+    assert result.ok == (detail.endswith(" ms$")), result
+    assert re.match(detail.format(url=re.escape(url)), result.detail), result.detail
+    assert elapsed <= DEADLINE * 1.1
 
 
 # --- a connection back in its pool is no longer this request's to touch -----------------
