@@ -10,9 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import subprocess
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
@@ -23,9 +21,9 @@ from urllib.parse import urlsplit
 import requests
 
 from monitor.clock import Clock
+from monitor.commands import run_bounded
 from monitor.policy import Hook
 from monitor.redact import command_environment, redact_url
-from monitor.stages import kill_group
 from monitor.store import Release, Store
 
 log = logging.getLogger("release_monitor.hooks")
@@ -249,24 +247,15 @@ def _run(hook: Hook, body: dict[str, Any]) -> Outcome:
     """Run the command with the release in its environment and as JSON on stdin."""
     env = command_environment(hook_environment(body))
     try:
-        process = subprocess.Popen(
-            list(hook.command), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, env=env,
-        )
+        finished = run_bounded(hook.command, env=env, timeout=hook.timeout,
+                               stdin=json.dumps(body).encode("utf-8"))
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument or value
         return Outcome(False, f"cannot start {hook.command[0]!r}: {getattr(exc, 'strerror', None) or exc}")
-    started = time.monotonic()
-    try:
-        output, _ = process.communicate(json.dumps(body).encode("utf-8"), timeout=hook.timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(process)
+    if finished.returncode is None:
         return Outcome(False, f"killed after {hook.timeout:g}s")
-    last = output[-4096:].decode("utf-8", "replace").strip().splitlines()
-    tail = last[-1] if last else ""
-    took = time.monotonic() - started
-    if process.returncode == 0:
-        return Outcome(True, f"exit 0 in {took:.1f}s")
-    return Outcome(False, f"exit {process.returncode}: {tail}".rstrip(": "))
+    if finished.returncode == 0:
+        return Outcome(True, f"exit 0 in {finished.seconds:.1f}s")
+    return Outcome(False, f"exit {finished.returncode}: {finished.last_line}".rstrip(": "))
 
 
 def hook_environment(body: Mapping[str, Any]) -> dict[str, str]:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 from dataclasses import dataclass
 
 import requests
 
+from monitor.commands import run_bounded
 from monitor.errors import ScrapeError
 from monitor.fetch import bounded_request
 from monitor.policy import Probe, VerifyCommand
 from monitor.redact import command_environment, redact_url
 
 _PROBE_BODY_LIMIT = 1024 * 1024
-_OUTPUT_LIMIT = 4096
 
 
 @dataclass(frozen=True)
@@ -60,28 +57,14 @@ def run_command(command: VerifyCommand, env: dict[str, str] | None = None) -> Ch
     started, not just its first process.
     """
     try:
-        process = subprocess.Popen(
-            list(command.argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, start_new_session=True, env=command_environment(env or {}),
-        )
-    except OSError as exc:
-        return CheckResult(command.name, False, f"cannot start {command.argv[0]!r}: {exc.strerror}")
-    try:
-        output, _ = process.communicate(timeout=command.timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(process)
+        finished = run_bounded(command.argv, env=command_environment(env or {}),
+                               timeout=command.timeout)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
+        reason = getattr(exc, "strerror", None) or exc
+        return CheckResult(command.name, False, f"cannot start {command.argv[0]!r}: {reason}")
+    if finished.returncode is None:
         return CheckResult(command.name, False, f"timed out after {command.timeout:g}s")
-    tail = output[-_OUTPUT_LIMIT:].decode("utf-8", "replace").strip().splitlines()
-    last = tail[-1] if tail else ""
-    if process.returncode != 0:
-        return CheckResult(command.name, False, f"exit {process.returncode}: {last}".rstrip(": "))
-    return CheckResult(command.name, True, last or "exit 0")
-
-
-def kill_group(process: subprocess.Popen[bytes]) -> None:
-    """Kill a process and everything in its process group, then reap it."""
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.communicate()
+    if finished.returncode != 0:
+        return CheckResult(command.name, False,
+                           f"exit {finished.returncode}: {finished.last_line}".rstrip(": "))
+    return CheckResult(command.name, True, finished.last_line or "exit 0")
