@@ -26,7 +26,6 @@ from monitor.fetch import scrape
 from monitor.hooks import HookRunner
 from monitor.names import name_problem
 from monitor.policy import MonitorConfig, ServicePolicy, Target
-from monitor.redact import redact_url
 from monitor.releases import Releases
 from monitor.snapshot import Snapshot, SnapshotBox, TargetHealth
 from monitor.store import Release, Store
@@ -94,7 +93,7 @@ class Daemon:
         self.started_at = clock.now()
         self.targets = [
             _TargetState(name, target, self._first_due(target),
-                         TargetHealth(name, redact_url(target.url), False, 0.0, 0.0, 0, 0, 0))
+                         TargetHealth(name, target.label, False, 0.0, 0.0, 0, 0, 0))
             for name, policy in config.services.items() for target in policy.targets
         ]
         self.evaluation_seconds = 0.0

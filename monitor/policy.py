@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from monitor.durations import format_duration, parse_duration
 from monitor.errors import ConfigError
+from monitor.names import name_problem
 from monitor.redact import redact_url
 
 SIGNAL_KINDS = ("gauge", "rate", "ratio", "quantile")
@@ -83,6 +84,13 @@ class Target:
     interval: float = 15.0
     timeout: float = 5.0
     max_bytes: int = 10 * 1024 * 1024
+    name: str = ""
+
+    @property
+    def label(self) -> str:
+        """What the target is called in the store, logs and metrics: its name, else its URL
+        without credentials and query values."""
+        return self.name or redact_url(self.url)
 
 
 @dataclass(frozen=True)
@@ -385,6 +393,14 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
         hooks=tuple(_hook(reader.child(k, t)) for k, t in reader.tables("hooks")),
         prometheus=_prometheus(reader),
     )
+    labels: dict[str, int] = {}
+    for index, target in enumerate(policy.targets):
+        # Samples are stored under the label: two targets under one would be mixed up.
+        if target.label in labels:
+            key = "name" if target.name else "url"
+            raise reader.fail(f"targets[{index}].{key}", f"{target.label!r} is what "
+                              f"targets[{labels[target.label]}] is called too; give each a `name`")
+        labels[target.label] = index
     seen: set[str] = set()
     for index, hook in enumerate(policy.hooks):
         # A hook's name keys its deliveries and its failure counter.
@@ -507,7 +523,11 @@ def _target(reader: _Reader) -> Target:
         interval=reader.duration("interval", 15.0),
         timeout=reader.duration("timeout", 5.0),
         max_bytes=int(reader.number("max_bytes", 10 * 1024 * 1024, low=1024)),
+        name=reader.get("name", str, ""),
     )
+    problem = name_problem(target.name) if "name" in reader.table else None
+    if problem:
+        raise reader.fail("name", problem)
     reader.done()
     return target
 

@@ -1,4 +1,4 @@
-"""Recordings: CSV files of raw samples, `timestamp,release,signal,value`.
+"""Recordings: CSV files of raw samples, `timestamp,release,signal,value[,target]`.
 
 A recording replays a past release through the same evaluation core as the daemon, so a
 policy can be tried on past incidents before it is trusted with a rollback.
@@ -20,7 +20,9 @@ from monitor.errors import RecordingError
 from monitor.exposition import split_key
 from monitor.signals import RawSeries
 
-HEADER = ("timestamp", "release", "signal", "value")
+HEADER = ("timestamp", "release", "signal", "value", "target")
+# A recording without the target column is one target's (the file stands for it).
+SHORT_HEADER = HEADER[:4]
 LATEST_TIME = 4102444800.0  # 2100-01-01T00:00:00Z
 # Units that exports write times in by mistake; a hint names the first that fits.
 _FINER_UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))
@@ -95,17 +97,26 @@ def load_recording(path: str | Path) -> Recording:
     return _assemble(name, rows)
 
 
-def _rows(name: str, reader: Iterable[list[str]]) -> Iterable[tuple[float, str, str, float]]:
+_Row = tuple[float, str, str, float, str]
+
+
+def _rows(name: str, reader: Iterable[list[str]]) -> Iterable[_Row]:
+    width = len(HEADER)
+    seen: dict[tuple[float, str, str, str], int] = {}
     for number, row in enumerate(reader, start=1):
         if number == 1:
-            if tuple(cell.strip().lower() for cell in row) != HEADER:
-                raise RecordingError(f"{name}: line 1: header must be {','.join(HEADER)}")
+            header = tuple(cell.strip().lower() for cell in row)
+            if header not in (HEADER, SHORT_HEADER):
+                raise RecordingError(f"{name}: line 1: header must be {','.join(HEADER)} "
+                                     "(target may be left out)")
+            width = len(header)
             continue
         if not row or all(not cell.strip() for cell in row):
             continue
-        if len(row) != 4:
-            raise RecordingError(f"{name}: line {number}: expected 4 fields, got {len(row)}")
-        stamp, release, signal, value = row
+        if len(row) != width:
+            raise RecordingError(f"{name}: line {number}: expected {width} fields, got {len(row)}")
+        stamp, release, signal, value = row[:4]
+        target = row[4].strip() if width == len(HEADER) else name
         try:
             at = parse_timestamp(stamp)
             number_value = parse_number(value)
@@ -116,23 +127,30 @@ def _rows(name: str, reader: Iterable[list[str]]) -> Iterable[tuple[float, str, 
             raise RecordingError(f"{name}: line {number}: bad signal {signal!r}") from None
         if not release.strip():
             raise RecordingError(f"{name}: line {number}: empty release")
-        yield at, release.strip(), signal.strip(), number_value
+        sample = (at, release.strip(), signal.strip(), target)
+        if sample in seen:
+            raise RecordingError(f"{name}: line {number}: a second value of {signal.strip()!r} "
+                                 f"at {stamp.strip()} (the first is on line {seen[sample]})")
+        seen[sample] = number
+        yield at, release.strip(), signal.strip(), number_value, target
 
 
-def _assemble(name: str, rows: list[tuple[float, str, str, float]]) -> Recording:
-    keys = sorted({signal for _, _, signal, _ in rows})
+def _assemble(name: str, rows: list[_Row]) -> Recording:
+    keys = sorted({signal for _, _, signal, _, _ in rows})
     key_row = {key: index for index, key in enumerate(keys)}
-    by_release: dict[str, list[tuple[float, str, float]]] = {}
-    for at, release, signal, value in rows:
-        by_release.setdefault(release, []).append((at, signal, value))
+    by_release: dict[str, list[tuple[float, str, float, str]]] = {}
+    for at, release, signal, value, target in rows:
+        by_release.setdefault(release, []).append((at, signal, value, target))
     series = {}
     for release, samples in by_release.items():
-        times = np.array(sorted({at for at, _, _ in samples}))
-        column = {at: index for index, at in enumerate(times)}
-        values = np.full((len(keys), times.size), np.nan)
-        for at, signal, value in samples:
-            values[key_row[signal], column[at]] = value
-        series[release] = RawSeries(tuple(keys), times, (name,) * times.size, values)
+        # One column per scrape: a moment and the target scraped then.
+        scrapes = sorted({(at, target) for at, _, _, target in samples})
+        column = {scrape: index for index, scrape in enumerate(scrapes)}
+        values = np.full((len(keys), len(scrapes)), np.nan)
+        for at, signal, value, target in samples:
+            values[key_row[signal], column[at, target]] = value
+        series[release] = RawSeries(tuple(keys), np.array([at for at, _ in scrapes]),
+                                    tuple(target for _, target in scrapes), values)
     order = tuple(sorted(series, key=lambda r: series[r].times[0]))
     return Recording(name, order, series)
 
@@ -148,10 +166,11 @@ def write_recording(path: str | Path, samples: dict[str, RawSeries]) -> int:
         writer = csv.writer(handle)
         writer.writerow(HEADER)
         for release, raw in samples.items():
-            for column, at in enumerate(raw.times):
+            for column, (at, target) in enumerate(zip(raw.times, raw.targets, strict=True)):
                 for row, key in enumerate(raw.keys):
                     value = raw.values[row, column]
                     if not np.isnan(value):
-                        writer.writerow((repr(float(at)), release, key, repr(float(value))))
+                        writer.writerow((repr(float(at)), release, key, repr(float(value)),
+                                         target))
                         count += 1
     return count

@@ -241,6 +241,24 @@ def bad_target() -> Iterator[str]:
     server.server_close()
 
 
+def test_targets_are_stored_and_exported_under_their_names(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    # Two targets whose URLs look alike once their query values are hidden keep apart.
+    simulated, clock = service
+    targets = (Target(url=f"{simulated.url}/metrics", name="shard-a"),
+               Target(url=f"{simulated.url}/metrics", name="shard-b"))
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": ServicePolicy(
+        name="demo", targets=targets)}), store, clock)
+    daemon.run_until(clock.now() + 30)
+    assert {h.target for h in daemon.box.get().targets} == {"shard-a", "shard-b"}
+    window = store.read_window("demo", 0, clock.now() + 1)
+    assert sorted(window.targets) == ["shard-a", "shard-a", "shard-a", "shard-b", "shard-b",
+                                      "shard-b"]
+    daemon.close()
+
+
 def test_bad_targets_are_recorded_and_the_daemon_goes_on(
     service: tuple[SimulatedService, SimClock], bad_target: str, caplog: pytest.LogCaptureFixture
 ) -> None:

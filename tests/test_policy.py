@@ -305,6 +305,14 @@ MISTAKES = [
                  id="hook-neither-url-nor-command"),
     pytest.param(with_line('url = "https://deploy.internal/rollback"', 'on = ["rollback", "pending"]'),
                  "services.shop.hooks[0].on", "got 'pending'", id="hook-on-pending"),
+    pytest.param(MINIMAL.replace('url = "http://127.0.0.1:8080/metrics"\n',
+                                 'url = "http://127.0.0.1:8080/metrics?shard=a"\n', 1)
+                 + '[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics?shard=b"\n',
+                 "services.shop.targets[1].url",
+                 "'http://127.0.0.1:8080/metrics?shard=***' is what targets[0] is called too; "
+                 "give each a `name`", id="two-targets-one-label"),
+    pytest.param(MINIMAL + '[[services.shop.targets]]\nurl = "http://10.0.0.2/m"\nname = " x"\n',
+                 "services.shop.targets[1].name", "must be printable", id="target-name-spaces"),
     pytest.param(MINIMAL + '[[services.shop.hooks]]\nname = "rollback"\ncommand = ["page.sh"]\n',
                  "services.shop.hooks[1].name", "'rollback' names an earlier hook too",
                  id="hook-name-twice"),

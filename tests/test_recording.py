@@ -101,6 +101,10 @@ def test_releases_are_ordered_by_their_first_sample(tmp_path: Path) -> None:
                      "not between 1970 and 2100", id="iso-before-1970"),
         pytest.param(HEADER, f"{T0},v1,up,1\n{T0 + 60},,up,2\n", 3, "empty release", id="empty-release"),
         pytest.param(HEADER, f"{T0},v1,up{{code=500}},1\n", 2, "not a series key", id="unquoted-label"),
+        pytest.param(HEADER, f"{T0},v1,up,1\n{T0},v1,up,2\n", 3,
+                     f"a second value of 'up' at {T0} (the first is on line 2)", id="same-sample-twice"),
+        pytest.param(HEADER.replace("value", "value,target"), f"{T0},v1,up,1,a\n{T0},v1,up,1\n", 3,
+                     "expected 5 fields, got 4", id="target-column-left-empty"),
     ],
 )
 def test_bad_lines_are_refused_with_file_and_line(
@@ -110,6 +114,13 @@ def test_bad_lines_are_refused_with_file_and_line(
     message = recording_error(path)
     assert message.startswith(f"{path}: line {line}: "), message
     assert what in message, message
+
+
+def test_the_target_column_keeps_scrapes_of_the_same_moment_apart(tmp_path: Path) -> None:
+    path = write_csv(tmp_path, f"{T0},v1,up,1,a\n{T0},v1,up,0,b\n",
+                     header=HEADER.replace("value", "value,target"))
+    series = load_recording(path).series["v1"]
+    assert series.targets == ("a", "b") and series.values.tolist() == [[1.0, 0.0]]
 
 
 def test_a_recording_without_samples_is_refused(tmp_path: Path) -> None:
@@ -127,11 +138,12 @@ def test_write_then_load_round_trips_exactly(tmp_path: Path) -> None:
     keys = (LATENCY, f'{REQUESTS}{{code="200"}}', f'{REQUESTS}{{code="500"}}')
     samples = {}
     for index, release in enumerate(("v1", "v2")):
-        times = T0 + index * 7200.0 + np.sort(rng.choice(7200, size=50, replace=False)) * 1.25
+        moments = T0 + index * 7200.0 + np.sort(rng.choice(7200, size=25, replace=False)) * 1.25
+        times = np.repeat(moments, 2)    # two targets scraped at the same moments
         values = rng.normal(size=(len(keys), times.size)) * 10.0 ** rng.integers(-9, 9, size=(3, 1))
         values[1, ::7] = np.nan          # missing samples stay missing
         values[2, 3] = np.inf
-        samples[release] = RawSeries(keys, times, ("t",) * times.size, values)
+        samples[release] = RawSeries(keys, times, ("10.0.0.1:9100", "10.0.0.2:9100") * 25, values)
     path = tmp_path / "round.csv"
     rows = write_recording(path, samples)
     assert rows == sum(int(np.count_nonzero(~np.isnan(s.values))) for s in samples.values())
@@ -141,6 +153,7 @@ def test_write_then_load_round_trips_exactly(tmp_path: Path) -> None:
         back = loaded.series[release]
         assert back.keys == original.keys
         np.testing.assert_array_equal(back.times, original.times)
+        assert back.targets == original.targets
         np.testing.assert_array_equal(back.values, original.values)  # bit for bit, NaN where missing
 
 
