@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import gc
 import logging
-import re
 import threading
 import time
 import zlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import requests
 
@@ -23,6 +22,7 @@ from monitor.clock import Clock
 from monitor.errors import MonitorError, ScrapeError, StoreError
 from monitor.exposition import ParsedScrape, split_key
 from monitor.fetch import scrape
+from monitor.health import attempted
 from monitor.hooks import HookRunner
 from monitor.names import name_problem
 from monitor.policy import MonitorConfig, ServicePolicy, Target
@@ -227,18 +227,7 @@ class Daemon:
                 self.store_errors_total += 1
                 state.unstored = True
                 error = str(exc)
-        # Said when it starts, changes or ends, not at every interval of a long outage (the
-        # same failure with other figures, a body's size say, is no change).
-        if error and _gist(error) != _gist(health.last_error):
-            log.warning("scrape failed: %s", error)
-        elif not error and health.last_error:
-            log.info("scrape of %s works again", health.target)
-        state.health = replace(
-            health, up=not error, last_scrape=now, duration=seconds,
-            scrapes_total=health.scrapes_total + 1,
-            errors_total=health.errors_total + (1 if error else 0),
-            samples=stored if not error else health.samples, last_error=error,
-        )
+        state.health = attempted(health, error=error, at=now, seconds=seconds, samples=stored)
         failing = [s.health.last_error for s in self.targets
                    if s.service == state.service and not s.health.up and s.health.last_error]
         self.releases.source_errors[state.service] = failing[0] if failing else ""
@@ -361,7 +350,8 @@ class Daemon:
             verdicts = {key: dict(doc) for key, doc in self.box.get().verdicts.items()}
         self.box.publish(Snapshot(
             generated_at=self.clock.now(), verdicts=verdicts,
-            targets=tuple(state.health for state in self.targets),
+            targets=(*(state.health for state in self.targets),
+                     *self.releases.query_apis.values()),
             evaluation_seconds=self.evaluation_seconds, evaluations_total=self.evaluations_total,
             last_evaluation=self.last_evaluation, store_errors_total=self.store_errors_total,
             started_at=self.started_at, services=tuple(self.config.services),
@@ -382,8 +372,3 @@ class Daemon:
         for service in self.store.services():
             recent.extend(self.store.releases(service, limit=RECENT_RELEASES))
         return recent
-
-
-def _gist(error: str) -> str:
-    """A scrape error without its figures."""
-    return re.sub(r"\d+(\.\d+)?", "#", error)

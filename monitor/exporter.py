@@ -240,7 +240,8 @@ def _target_families(targets: Iterable[TargetHealth]) -> Iterator[Any]:
     """Scrape health of every target the monitor reads."""
     by_target = {(t.service, t.target): t for t in targets}
     labels = ("service", "target")
-    yield _fill(_gauge("target_up", "1 when the last scrape of the target succeeded.", labels),
+    yield _fill(_gauge("target_up", "1 when the last scrape of the target (or query of a "
+                       "query API) succeeded.", labels),
                 {k: 1.0 if t.up else 0.0 for k, t in by_target.items()})
     yield _fill(_gauge("scrape_duration_seconds", "Duration of the last scrape.", labels),
                 {k: t.duration for k, t in by_target.items()})
@@ -248,7 +249,8 @@ def _target_families(targets: Iterable[TargetHealth]) -> Iterator[Any]:
                 {k: t.scrapes_total for k, t in by_target.items()})
     yield _fill(_counter("scrape_errors_total", "Scrapes that failed.", labels),
                 {k: t.errors_total for k, t in by_target.items()})
-    yield _fill(_gauge("scrape_samples", "Samples stored from the last good scrape.", labels),
+    yield _fill(_gauge("scrape_samples", "Samples stored from the last good scrape (0 for a "
+                       "query API).", labels),
                 {k: t.samples for k, t in by_target.items()})
 
 

@@ -7,6 +7,7 @@ where it stopped.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
@@ -19,15 +20,21 @@ from monitor.clock import Clock
 from monitor.errors import AlreadyJudged, ScrapeError, UnknownRelease
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.findings import INCONCLUSIVE, PENDING, ROLLBACK
+from monitor.health import attempted
 from monitor.hooks import HookRunner, claims
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
 from monitor.promql import PromClient, promql_frame
+from monitor.redact import redact_url
 from monitor.signals import RawSeries, derive
+from monitor.snapshot import TargetHealth
 from monitor.stages import CheckResult, run_command, run_probe
 from monitor.store import Release, Store
 from monitor.views import signal_views
 
 SMOKE, VERIFICATION, WATCHING, DONE = "smoke", "verification", "watching", "done"
+# What an evaluation gave: the result and signal views, or the data source's error; and
+# how long it took.
+_Evaluated = tuple[Evaluation | None, list[dict[str, Any]], str, float]
 
 log = logging.getLogger("release_monitor")
 
@@ -57,6 +64,9 @@ class Releases:
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
         self.prom_clients: dict[str, PromClient] = {}
+        # Per service read by PromQL, how its query API answered (once it was asked).
+        self.query_apis: dict[str, TargetHealth] = {}
+        self._evaluations: dict[int, tuple[float, Future[_Evaluated]]] = {}
 
     def policy(self, service: str) -> ServicePolicy:
         return self.config.service(service)
@@ -174,25 +184,58 @@ class Releases:
 
     def _watch(self, release: Release) -> Release:
         policy = self.policy(release.service)
+        running = self._evaluations.get(release.id)
+        if running is not None:
+            at, future = running
+            if not future.done():
+                return release
+            del self._evaluations[release.id]
+            return self._judged(release, at, future.result)
         now = self.clock.now()
         last = self.last_evaluation.get(release.id, release.started_at)
         end = release.started_at + release.period
-        period_over = now >= end
         # Every evaluation interval, and once as soon as the period is over.
-        due = now - last >= policy.evaluation_interval - 1e-6 or (period_over and last < end)
+        due = now - last >= policy.evaluation_interval - 1e-6 or (now >= end and last < end)
         if not due:
             return release
         self.last_evaluation[release.id] = now
+        if policy.prometheus is not None and self.stage_pool is not None:
+            # Live, a slow query API holds a pool thread, not the loop and every other
+            # service's scrapes; the result is taken up at a later step.
+            self._evaluations[release.id] = (now, self.stage_pool.submit(
+                self._timed_evaluation, release, now))
+            return release
+        return self._judged(release, now, lambda: self._timed_evaluation(release, now))
+
+    def _timed_evaluation(self, release: Release, now: float) -> _Evaluated:
+        started = time.monotonic()
         try:
             result, views = self.evaluate(release, now)
         except ScrapeError as exc:
+            return None, [], str(exc), time.monotonic() - started
+        return result, views, "", time.monotonic() - started
+
+    def _judged(self, release: Release, now: float, evaluated: Callable[[], _Evaluated]
+                ) -> Release:
+        """Store what an evaluation at `now` found."""
+        policy = self.policy(release.service)
+        result, views, error, seconds = evaluated()
+        if policy.prometheus is not None:
+            self._query_api_attempted(release.service, policy, error, now, seconds)
+        if result is None:
             # No verdict from data that could not be read; at the end of the period that
             # is inconclusive, never a pass or a rollback.
-            self.source_errors[release.service] = str(exc)
-            if not period_over:
-                return release
+            self.source_errors[release.service] = error
+            if now < release.started_at + release.period:
+                if release.verdict != PENDING or release.reason.endswith(error):
+                    return release
+                # Said now, not only when the period ends.
+                return self.store.add_verdict(
+                    release.id, at=now, verdict=PENDING, reason=f"data source failing: {error}",
+                    findings=[], first_alarm_at=release.first_alarm_at, decided_at=None,
+                    state=WATCHING, judge_state=release.judge_state)
             decided = self.store.add_verdict(
-                release.id, at=now, verdict=INCONCLUSIVE, reason=f"data source failing: {exc}",
+                release.id, at=now, verdict=INCONCLUSIVE, reason=f"data source failing: {error}",
                 findings=[], first_alarm_at=release.first_alarm_at, decided_at=now, state=DONE,
                 judge_state=release.judge_state, claims=self._claims(release, INCONCLUSIVE),
             )
@@ -218,6 +261,15 @@ class Releases:
             signals=views, claims=self._claims(release, result.verdict),
         )
         return self._announce(release, stored)
+
+    def _query_api_attempted(self, service: str, policy: ServicePolicy, error: str, now: float,
+                             seconds: float) -> None:
+        assert policy.prometheus is not None
+        health = self.query_apis.get(service) or TargetHealth(
+            service, redact_url(policy.prometheus.url), False, 0.0, 0.0, 0, 0, 0, query_api=True)
+        # Queries store no samples: the query API keeps them.
+        self.query_apis[service] = attempted(health, error=error, at=now, seconds=seconds,
+                                             samples=0)
 
     def _claims(self, before: Release, verdict: str) -> list[tuple[str, str]]:
         """The hooks `_announce` will fire, claimed in the verdict's own transaction."""

@@ -27,6 +27,7 @@ class TargetHealth:
     errors_total: int
     samples: int             # samples stored from the last good scrape
     last_error: str = ""
+    query_api: bool = False  # a service's query API (PromQL), not a scraped target
 
 
 @dataclass(frozen=True)

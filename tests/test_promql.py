@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.clock import SimClock, WallClock
 from monitor.demo_service import SimulatedService
 from monitor.errors import ConfigError, ScrapeError
-from monitor.policy import PromSource, SignalRule
+from monitor.policy import MonitorConfig, PromSource, ServicePolicy, SignalRule
 from monitor.promql import (
     MAX_POINTS_PER_REQUEST,
     MAX_REQUESTS_PER_QUERY,
@@ -33,6 +35,8 @@ from monitor.promql import (
     promql_frame,
     substitute,
 )
+from monitor.releases import Releases
+from monitor.store import Store
 
 prometheus_factory = prometheus_server.prometheus_factory
 
@@ -669,3 +673,58 @@ def test_substitute_only_known_placeholders() -> None:
     with pytest.raises(ValueError, match=r"\$service"):
         substitute('x{s="$service"}', {"version": "2"})
 
+
+
+# --- a service read by PromQL, in the release state machine -----------------------------
+
+
+def _promql_releases(url: str, clock: SimClock, pool: ThreadPoolExecutor | None,
+                     store: Store) -> Releases:
+    policy = ServicePolicy(
+        name="checkout", prometheus=PromSource(url=url, timeout=10.0, retries=0),
+        signals=(SignalRule("latency", query="fake", bad="increase"),),
+        periods={"minor": 600.0, "major": 3600.0}, evaluation_interval=60.0)
+    return Releases(MonitorConfig(path="<test>", services={"checkout": policy}), store, clock,
+                    stage_pool=pool)
+
+
+def test_a_slow_query_api_holds_a_pool_thread_not_the_loop(fake: FakeProm, tmp_path: Path) -> None:
+    clock = SimClock(start=1_000_000.0)
+    # A file, as the daemon has: the pool's thread reads it too.
+    with ThreadPoolExecutor(1) as pool, Store.open(tmp_path / "m.db") as store:
+        releases = _promql_releases(f"{fake.base}/slow", clock, pool, store)
+        release = releases.start("checkout", "c1")
+        release = releases.store.update_release(release.id, state="watching")
+        clock.advance(60.0)
+        asked = releases.advance(release)      # the query waits for `release` below
+        assert asked.verdict == "pending" and "checkout" not in releases.query_apis
+        fake.state.release.set()
+        pool.shutdown(wait=True)
+        # The pool has finished the evaluation; the next step takes its result up.
+        judged = releases.advance(asked)
+        assert releases.query_apis["checkout"].up
+        assert releases.query_apis["checkout"].scrapes_total == 1
+        assert releases.last_evaluation[judged.id] == 1_000_060.0
+        assert store.latest_verdict(judged.id) is not None
+    assert len(fake.state.seen) == 1
+
+
+def test_a_failing_query_api_is_said_at_once_not_when_the_period_ends(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = SimClock(start=1_000_000.0)
+    # Nothing listens there.
+    releases = _promql_releases("http://127.0.0.1:9", clock, None, Store.memory())
+    release = releases.store.update_release(releases.start("checkout", "c1").id,
+                                            state="watching")
+    with caplog.at_level(logging.INFO, logger="release_monitor"):
+        for _ in range(3):
+            clock.advance(60.0)
+            release = releases.advance(release)
+    assert release.verdict == "pending"
+    assert release.reason.startswith("data source failing: ") and "cannot connect" in release.reason
+    health = releases.query_apis["checkout"]
+    assert (health.up, health.scrapes_total, health.errors_total, health.target) == (
+        False, 3, 3, "http://127.0.0.1:9")
+    failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].startswith("query failed: "), failed
