@@ -36,7 +36,7 @@ from monitor.exporter import RequestCounter, build_registry
 from monitor.findings import PASS, ROLLBACK, json_safe
 from monitor.names import name_problem
 from monitor.policy import CHANGE_CLASSES
-from monitor.snapshot import Registration, Snapshot, SnapshotBox
+from monitor.snapshot import RECENT_RELEASES, Registration, Snapshot, SnapshotBox
 
 MAX_BODY_BYTES = 1 << 20
 SOCKET_TIMEOUT_SECONDS = 5.0
@@ -425,7 +425,8 @@ def find_document(snapshot: Snapshot, query: Mapping[str, str]) -> Mapping[str, 
     document = snapshot.verdict(service, release)
     if document is None:
         where = f" of service {service!r}" if service else ""
-        raise UnknownRelease(f"no release {release!r}{where}")
+        raise UnknownRelease(f"no release {release!r}{where} among the latest "
+                             f"{RECENT_RELEASES} of each service")
     return document
 
 

@@ -11,9 +11,10 @@ import requests
 
 from monitor.clock import Clock
 from monitor.errors import MonitorError, Refused, UnknownRelease
-from monitor.fetch import fetch
+from monitor.fetch import bounded_request
 from monitor.findings import HOTFIX, ROLLBACK
 from monitor.redact import redact_url
+from monitor.snapshot import RECENT_RELEASES
 
 _LIMIT = 8 * 1024 * 1024
 POLL_SECONDS = 5.0
@@ -24,13 +25,19 @@ def remote_document(url: str, release: str, service: str | None, *,
                     timeout: float = 10.0) -> dict[str, Any]:
     """GET /api/v1/verdict from the monitor at `url`; errors are one clear line."""
     params = {"release": release, **({"service": service} if service else {})}
-    query = requests.Request("GET", f"{_base(url)}/api/v1/verdict", params=params).prepare()
+    endpoint = f"{_base(url)}/api/v1/verdict"
+    # Named without its query: release and service are no secrets, and are said anyway.
+    where = f"GET {redact_url(endpoint)}"
     try:
-        body = fetch(str(query.url), timeout=timeout, max_bytes=_LIMIT)
+        with requests.Session() as session:
+            _, body = bounded_request(session, requests.Request("GET", endpoint, params=params),
+                                      where=where, timeout=timeout, max_bytes=_LIMIT)
     except MonitorError as exc:
         shown = redact_url(url)
         if "HTTP 404" in str(exc):
-            raise UnknownRelease(f"no release {release!r} at {shown}") from None
+            raise UnknownRelease(
+                f"no release {release!r} at {shown} (it serves the latest {RECENT_RELEASES} "
+                "of each service; older ones: monitor verdict --db)") from None
         # The URL in the message has its query hidden (it might carry a token elsewhere).
         # A 4xx is the request's fault (two services have the release, say): bad input.
         error = Refused if re.search(r"\bHTTP 4\d\d\b", str(exc)) else MonitorError

@@ -27,13 +27,12 @@ from monitor.hooks import HookRunner
 from monitor.names import name_problem
 from monitor.policy import MonitorConfig, ServicePolicy, Target
 from monitor.releases import Releases
-from monitor.snapshot import Snapshot, SnapshotBox, TargetHealth
+from monitor.snapshot import RECENT_RELEASES, Snapshot, SnapshotBox, TargetHealth
 from monitor.store import Release, Store
 from monitor.verdicts import document
 
 log = logging.getLogger("release_monitor")
 
-RECENT_RELEASES = 5       # per service, exported and served; older ones stay in the store
 PRUNE_EVERY = 3600.0
 # Scrapes of hanging targets hold a worker until their deadline; enough workers keep the
 # healthy targets on time even when a tenth of a thousand targets hang.

@@ -16,6 +16,9 @@ from typing import Any
 MAX_PENDING_REGISTRATIONS = 100
 
 
+RECENT_RELEASES = 5       # per service, exported and served; older ones stay in the store
+
+
 @dataclass(frozen=True)
 class TargetHealth:
     service: str

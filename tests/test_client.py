@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from monitor.api import MonitorServer, serve
-from monitor.client import UNREACHABLE_GRACE, wait_remote
+from monitor.client import UNREACHABLE_GRACE, remote_document, wait_remote
 from monitor.clock import SimClock
 from monitor.errors import MonitorError, Refused, UnknownRelease
 from monitor.snapshot import Snapshot, SnapshotBox
@@ -59,6 +59,17 @@ def test_a_wait_gives_up_on_a_monitor_away_longer_than_the_grace() -> None:
     assert clock.now() == 5.0 + UNREACHABLE_GRACE
 
 
+def test_an_unreachable_monitor_is_named_by_its_endpoint() -> None:
+    server = serve(_box("pending", "watching"), version="t")
+    server.shutdown()
+    with pytest.raises(MonitorError) as caught:
+        remote_document(f"http://127.0.0.1:{server.port}", "v2", "shop")
+    # The release and service are said once, in the clear; nothing is masked as a secret.
+    assert str(caught.value).startswith(
+        f"GET http://127.0.0.1:{server.port}/api/v1/verdict: cannot connect ("), caught.value
+    assert str(caught.value).endswith("(asking for release 'v2')") and "***" not in str(caught.value)
+
+
 def test_a_refused_request_ends_the_wait_at_once() -> None:
     # The release exists in two services and no service was named: the request's fault.
     doc = {"verdict": "pending", "state": "watching"}
@@ -103,4 +114,6 @@ def test_a_release_still_unknown_after_the_grace_is_bad_input_naming_no_password
     finally:
         server.shutdown()
     assert clock.now() == UNREACHABLE_GRACE
-    assert "s3cret" not in str(caught.value) and "no release 'v9' at http://" in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+    assert str(caught.value) == (f"no release 'v9' at http://127.0.0.1:{server.port} (it serves "
+                                 "the latest 5 of each service; older ones: monitor verdict --db)")
