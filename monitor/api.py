@@ -485,8 +485,9 @@ def _answer_register(context: _Context, request: _Request) -> Reply:
     if not context.box.register(registration):
         return _error(503, "too many registrations are waiting; retry shortly",
                       headers=(("Retry-After", _RETRY_SECONDS),))
-    logger.info("deploy of %s %s (%s change) registered over HTTP", registration.service,
-                registration.version, registration.change_class)
+    change = f"{registration.change_class} change" if registration.change_class else "no class given"
+    logger.info("deploy of %s %s (%s) received over HTTP", registration.service,
+                registration.version, change)
     return _json(202, {"accepted": True, "service": registration.service,
                        "version": registration.version, "change": registration.change_class})
 

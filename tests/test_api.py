@@ -251,13 +251,17 @@ def test_registration_needs_the_token(token_server: MonitorServer, box: Snapshot
     assert len(box.take_registrations()) == (1 if status == 202 else 0)
 
 
-def test_registration_is_queued_for_the_daemon(token_server: MonitorServer,
-                                               box: SnapshotBox) -> None:
+def test_registration_is_queued_for_the_daemon(token_server: MonitorServer, box: SnapshotBox,
+                                               caplog: pytest.LogCaptureFixture) -> None:
     # Without "change": minor for a new release, its own class for one registered before.
-    assert register(token_server, {"service": "checkout", "version": "v3"}) == (
-        202, {"accepted": True, "service": "checkout", "version": "v3", "change": None})
-    assert register(token_server, {"service": "search", "version": "9.0 (rc 1)",
-                                   "change": "major"})[0] == 202
+    with caplog.at_level(logging.INFO, logger="monitor.api"):
+        assert register(token_server, {"service": "checkout", "version": "v3"}) == (
+            202, {"accepted": True, "service": "checkout", "version": "v3", "change": None})
+        assert register(token_server, {"service": "search", "version": "9.0 (rc 1)",
+                                       "change": "major"})[0] == 202
+    assert [r.getMessage() for r in caplog.records if "over HTTP" in r.getMessage()] == [
+        "deploy of checkout v3 (no class given) received over HTTP",
+        "deploy of search 9.0 (rc 1) (major change) received over HTTP"]
     assert box.take_registrations() == [
         Registration("checkout", "v3", None, CLOCK_START),
         Registration("search", "9.0 (rc 1)", "major", CLOCK_START),
