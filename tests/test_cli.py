@@ -767,6 +767,17 @@ def test_monitor_run_on_a_port_in_use_is_bad_input_naming_where_it_was_set(tmp_p
                                        f"127.0.0.1:{port}: Address already in use")
     assert flag.exit_code == 2, flag.output
     assert error_line(flag).startswith("error: --listen: cannot listen on ")
+    # A run that never started leaves no database (nor its lock) behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["policy.toml"]
+    # One already there stays, with what it holds.
+    with closing(Store.open(tmp_path / "m.db")) as store:
+        store.start_release("shop", "v1", at=0.0, change_class="minor", period=60.0, baselines=())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        assert monitor("run", "--config", policy, "--db", tmp_path / "m.db").exit_code == 2
+    with closing(Store.open(tmp_path / "m.db")) as store:
+        assert [r.version for r in store.releases("shop")] == ["v1"]
 
 
 def test_help_is_plain_text_that_fits_a_terminal() -> None:

@@ -22,11 +22,13 @@ from monitor.cli.common import (
     OnlyServiceOption,
     ReleaseServiceOption,
     clear_errors,
+    database_path,
     duration_option,
     fail,
     load_config,
     open_release,
     open_store,
+    remove_database,
 )
 from monitor.durations import format_duration
 from monitor.errors import MonitorError, StoreError
@@ -97,6 +99,7 @@ def run(
                 host, port = parse_listen(listen)
             except ValueError as exc:
                 raise fail(f"--listen: {exc}", EXIT_USAGE) from None
+        created = not database_path(db, cfg).exists()
         store = open_store(db, cfg, create=True)
         held = ExitStack()
         try:
@@ -119,6 +122,9 @@ def run(
             daemon = Daemon(cfg, store, WallClock(), box=box, live=True)
         except BaseException:
             held.close()
+            if created:
+                # A run that never started leaves no database behind.
+                remove_database(database_path(db, cfg))
             raise
     # A hang-up (the terminal went away) stops it as cleanly as SIGTERM and Ctrl-C, unless
     # it was started to ignore hang-ups (nohup).

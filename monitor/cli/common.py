@@ -83,18 +83,28 @@ def open_store(db: Path | None, config: MonitorConfig | None = None, *,
     Only the commands that record something (`run`, `release start`) create it: a mistyped
     --db for `verdict` is an error, not a new empty database.
     """
-    if db is not None:
-        path = db
-    elif config is not None:
-        path = Path(config.path).parent / config.database
-    else:
-        path = Path(DEFAULT_DB)
+    path = database_path(db, config)
     # An empty file (a `touch`, a mount placeholder) is no database either: opening it
     # would write one.
     if not create and (not path.exists() or (path.is_file() and path.stat().st_size == 0)):
         raise StoreError(f"no database at {path}: give --db, or start with `monitor run` "
                          "or `monitor release start`")
     return Store.open(path)
+
+
+def database_path(db: Path | None, config: MonitorConfig | None = None) -> Path:
+    """The database named on the command line, else the policy's, else the default."""
+    if db is not None:
+        return db
+    if config is not None:
+        return Path(config.path).parent / config.database
+    return Path(DEFAULT_DB)
+
+
+def remove_database(path: Path) -> None:
+    """Delete a database this command created and could not go on with, and its companions."""
+    for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}.lock"):
+        Path(name).unlink(missing_ok=True)
 
 
 def open_release(
