@@ -363,6 +363,10 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
         "minor": period_reader.duration("minor", 900.0),
         "major": period_reader.duration("major", 7200.0),
     }
+    if periods["major"] < periods["minor"]:
+        raise period_reader.fail("major", f"shorter than minor ({format_duration(periods['major'])}"
+                                          f" < {format_duration(periods['minor'])}): a major change "
+                                          "is watched at least as long as a minor one")
     period_reader.done()
     signals_table = reader.get("signals", dict, {})
     signals = tuple(
@@ -395,6 +399,11 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
     )
     labels: dict[str, int] = {}
     for index, target in enumerate(policy.targets):
+        if target.interval > min(policy.periods.values()):
+            raise reader.fail(f"targets[{index}].interval", "longer than the shortest checking "
+                              f"period ({format_duration(target.interval)} > "
+                              f"{format_duration(min(policy.periods.values()))}): a release could "
+                              "end without a single scrape")
         # Samples are stored under the label: two targets under one would be mixed up.
         if target.label in labels:
             key = "name" if target.name else "url"

@@ -31,7 +31,7 @@ from monitor.cli.common import (
     remove_database,
 )
 from monitor.durations import format_duration
-from monitor.errors import MonitorError, StoreError
+from monitor.errors import ConfigError, MonitorError, StoreError
 from monitor.lock import DaemonLock
 from monitor.names import name_problem
 from monitor.policy import CHANGE_CLASSES, default_service, load_policy, parse_listen
@@ -150,6 +150,10 @@ def check_config(
     """Validate a policy file; any mistake is one line naming the file and the key."""
     with clear_errors():
         cfg = load_policy(config)
+        folder = database_path(None, cfg).parent
+        if not folder.is_dir():
+            # Only `run` creates the database; it would stop here (exit 7).
+            raise ConfigError(f"{config}: monitor.database: directory {folder} does not exist")
     for name, policy in cfg.services.items():
         periods = ", ".join(f"{k} {format_duration(v)}" for k, v in policy.periods.items())
         parts = [counted(len(policy.targets), "target"), counted(len(policy.smoke), "smoke probe"),
