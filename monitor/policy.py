@@ -410,12 +410,10 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
             raise reader.fail(f"targets[{index}].{key}", f"{target.label!r} is what "
                               f"targets[{labels[target.label]}] is called too; give each a `name`")
         labels[target.label] = index
-    seen: set[str] = set()
-    for index, hook in enumerate(policy.hooks):
-        # A hook's name keys its deliveries and its failure counter.
-        if hook.name in seen:
-            raise reader.fail(f"hooks[{index}].name", f"{hook.name!r} names an earlier hook too")
-        seen.add(hook.name)
+    # A hook's name keys its deliveries and its failure counter; a check's, its result.
+    _unique_names(reader, "smoke", [p.name for p in policy.smoke])
+    _unique_names(reader, "verify", [c.name for c in policy.verify])
+    _unique_names(reader, "hooks", [h.name for h in policy.hooks])
     shortest = min(policy.periods.values())
     if policy.evaluation_interval > shortest:
         raise reader.fail("evaluation_interval", f"longer than the shortest checking period "
@@ -569,6 +567,12 @@ def _verify(reader: _Reader) -> VerifyCommand:
     )
     reader.done()
     return command
+
+
+def _unique_names(reader: _Reader, key: str, names: list[str]) -> None:
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            raise reader.fail(f"{key}[{index}].name", f"{name!r} names an earlier one too")
 
 
 def _hook(reader: _Reader) -> Hook:

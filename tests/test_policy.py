@@ -320,8 +320,12 @@ MISTAKES = [
                  "services.shop.targets[0].interval",
                  "longer than the shortest checking period (20m > 15m)", id="interval-past-period"),
     pytest.param(MINIMAL + '[[services.shop.hooks]]\nname = "rollback"\ncommand = ["page.sh"]\n',
-                 "services.shop.hooks[1].name", "'rollback' names an earlier hook too",
+                 "services.shop.hooks[1].name", "'rollback' names an earlier one too",
                  id="hook-name-twice"),
+    pytest.param(MINIMAL + '[[services.shop.smoke]]\nname = "home"\nurl = "http://a/"\n'
+                 '[[services.shop.smoke]]\nname = "home"\nurl = "http://b/"\n',
+                 "services.shop.smoke[1].name", "'home' names an earlier one too",
+                 id="smoke-name-twice"),
     pytest.param(MINIMAL + '[[services.shop.verify]]\nname = "tests"\nargv = "pytest -q"\n',
                  "services.shop.verify[0].argv", "expected a list", id="verify-argv-as-string"),
     pytest.param(MINIMAL + '[[services.shop.verify]]\nname = "tests"\nargv = []\n',
