@@ -9,6 +9,8 @@ the calling thread.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import socket
 import threading
 import time
@@ -26,30 +28,72 @@ class Watchdog:
     """Shuts a socket down at `deadline` (time.monotonic), unless cancelled first.
 
     `sock` is asked at that moment, so a connection handed back to its pool meanwhile
-    (None) is left alone: its socket may be another request's by then.
+    (None) is left alone: its socket may be another request's by then. One thread keeps
+    every watchdog's time, not a timer thread per request.
     """
 
     def __init__(self, sock: Callable[[], socket.socket | None], deadline: float,
                  fired: threading.Event | None = None) -> None:
         self.fired = fired if fired is not None else threading.Event()
+        self.deadline = deadline
         self._sock = sock
-        self._timer = threading.Timer(max(0.0, deadline - time.monotonic()), self._fire)
-        self._timer.daemon = True
-        self._timer.start()
+        self._cancelled = False
+        self._lock = threading.Lock()
+        _KEEPER.watch(self)
 
     def cancel(self) -> None:
-        """Stop the timer (it may already have fired)."""
-        self._timer.cancel()
+        """Stop watching (it may have fired already)."""
+        with self._lock:
+            self._cancelled = True
+            self._sock = _no_socket   # what it reached (a response) need not wait for its time
 
-    def _fire(self) -> None:
-        self.fired.set()
-        sock = self._sock()
-        if sock is None:
-            return
-        try:
-            sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already closed: nothing left to interrupt
+    def fire(self) -> None:
+        """The deadline passed: shut the socket down, unless cancelled."""
+        with self._lock:
+            if self._cancelled:
+                return
+            self.fired.set()
+            sock = self._sock()
+            if sock is None:
+                return
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed: nothing left to interrupt
+
+
+def _no_socket() -> None:
+    return None
+
+
+class _Timekeeper:
+    """One daemon thread firing watchdogs in deadline order."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, Watchdog]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, watchdog: Watchdog) -> None:
+        with self._changed:
+            heapq.heappush(self._due, (watchdog.deadline, next(self._order), watchdog))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="deadlines", daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while not self._due or self._due[0][0] > time.monotonic():
+                    wait = self._due[0][0] - time.monotonic() if self._due else None
+                    self._changed.wait(wait)
+                _, _, watchdog = heapq.heappop(self._due)
+            watchdog.fire()   # a cancelled one does nothing
+
+
+_KEEPER = _Timekeeper()
 
 
 class _Deadline(threading.local):
