@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import requests
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.response import HTTPResponse
+
+T = TypeVar("T")
+log = logging.getLogger("release_monitor")
 
 
 class Watchdog:
@@ -53,13 +57,20 @@ class Watchdog:
             if self._cancelled:
                 return
             self.fired.set()
-            sock = self._sock()
-            if sock is None:
-                return
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed: nothing left to interrupt
+            _shut_down(self._sock())
+
+
+def _shut_down(sock: object) -> None:
+    """End every read on `sock`: a socket, or TLS inside TLS (through an HTTPS proxy), whose
+    transport has no shutdown of its own but wraps a socket that does."""
+    while sock is not None and not hasattr(sock, "shutdown"):
+        sock = getattr(sock, "socket", None)
+    if sock is None:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed: nothing left to interrupt
 
 
 def _no_socket() -> None:
@@ -90,7 +101,10 @@ class _Timekeeper:
                     wait = self._due[0][0] - time.monotonic() if self._due else None
                     self._changed.wait(wait)
                 _, _, watchdog = heapq.heappop(self._due)
-            watchdog.fire()   # a cancelled one does nothing
+            try:
+                watchdog.fire()   # a cancelled one does nothing
+            except Exception:  # noqa: BLE001 - the one thread keeping every deadline lives on
+                log.exception("deadline watchdog")
 
 
 _KEEPER = _Timekeeper()
@@ -118,8 +132,7 @@ def deadline_for(deadline: float) -> Iterator[threading.Event]:
         _CURRENT.at, _CURRENT.fired = None, None
 
 
-def _head_within_deadline(sock: socket.socket | None, read: Callable[[], HTTPResponse]
-                          ) -> HTTPResponse:
+def _head_within_deadline(sock: socket.socket | None, read: Callable[[], T]) -> T:
     """Read a response's status line and headers, shut down at the thread's deadline."""
     deadline, fired = _CURRENT.at, _CURRENT.fired
     if deadline is None or sock is None:
@@ -135,10 +148,17 @@ class _Connection(HTTPConnection):
     def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 does
         return _head_within_deadline(self.sock, super().getresponse)
 
+    def _tunnel(self) -> None:
+        # A proxy's answer to CONNECT, read inside connect().
+        _head_within_deadline(self.sock, super()._tunnel)
+
 
 class _TLSConnection(HTTPSConnection):
     def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 does
         return _head_within_deadline(self.sock, super().getresponse)
+
+    def _tunnel(self) -> None:
+        _head_within_deadline(self.sock, super()._tunnel)
 
 
 class _Pool(HTTPConnectionPool):
