@@ -84,6 +84,7 @@ class Daemon:
         self.releases = releases or Releases(config, store, clock, hooks=hooks,
                                              stage_pool=self._stage_pool)
         self.scraper = scraper
+        self.releases.wake = self._wake_soon
         # One session per scraping thread: a session shared between threads lets one thread
         # close or reuse a connection another is still reading (requests#1871).
         self._thread_sessions = threading.local()
@@ -128,6 +129,10 @@ class Daemon:
             # Woken early by a finished scrape or by stop(); either way, loop again.
             self.clock.sleep_until(due, self._wake)
         self.close()
+
+    def _wake_soon(self) -> None:
+        """Loop again now: a scrape or an evaluation in a pool finished."""
+        self._wake.set()
 
     def stop(self) -> None:
         """Ask `run` to finish its current step and return (safe from a signal handler)."""
@@ -182,7 +187,7 @@ class Daemon:
                 self._record(state, *self._fetch(state), now)
                 continue
             future = self._pool.submit(self._fetch, state)
-            future.add_done_callback(lambda _: self._wake.set())
+            future.add_done_callback(lambda _: self._wake_soon())
             state.in_flight = future
 
     def _collect_scrapes(self) -> None:

@@ -47,6 +47,11 @@ class StageRunners:
     command: Callable[..., CheckResult] = run_command
 
 
+def _judged_as(release: Release) -> tuple[str, float, str]:
+    """What an evaluation of the release depends on besides its samples."""
+    return release.change_class, release.period, release.judge_state
+
+
 class Releases:
     """Registers releases and moves each one through its stages."""
 
@@ -66,7 +71,10 @@ class Releases:
         self.prom_clients: dict[str, PromClient] = {}
         # Per service read by PromQL, how its query API answered (once it was asked).
         self.query_apis: dict[str, TargetHealth] = {}
-        self._evaluations: dict[int, tuple[float, Future[_Evaluated]]] = {}
+        # Evaluations under way in the pool: the release as it was asked about, and when.
+        self._evaluations: dict[int, tuple[Release, float, Future[_Evaluated]]] = {}
+        # Wakes the daemon's loop, to take up a finished evaluation at once.
+        self.wake: Callable[[], None] = lambda: None
 
     def policy(self, service: str) -> ServicePolicy:
         return self.config.service(service)
@@ -186,11 +194,17 @@ class Releases:
         policy = self.policy(release.service)
         running = self._evaluations.get(release.id)
         if running is not None:
-            at, future = running
+            asked, at, future = running
             if not future.done():
                 return release
             del self._evaluations[release.id]
-            return self._judged(release, at, future.result)
+            if _judged_as(release) != _judged_as(asked):
+                # Reclassified meanwhile: that evaluation judged another period. Again, now.
+                self.last_evaluation.pop(release.id, None)
+            else:
+                release = self._judged(release, at, future.result)
+                if release.state != WATCHING:
+                    return release
         now = self.clock.now()
         last = self.last_evaluation.get(release.id, release.started_at)
         end = release.started_at + release.period
@@ -202,8 +216,9 @@ class Releases:
         if policy.prometheus is not None and self.stage_pool is not None:
             # Live, a slow query API holds a pool thread, not the loop and every other
             # service's scrapes; the result is taken up at a later step.
-            self._evaluations[release.id] = (now, self.stage_pool.submit(
-                self._timed_evaluation, release, now))
+            future = self.stage_pool.submit(self._timed_evaluation, release, now)
+            future.add_done_callback(lambda _: self.wake())
+            self._evaluations[release.id] = (release, now, future)
             return release
         return self._judged(release, now, lambda: self._timed_evaluation(release, now))
 

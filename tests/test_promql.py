@@ -728,3 +728,42 @@ def test_a_failing_query_api_is_said_at_once_not_when_the_period_ends(
         False, 3, 3, "http://127.0.0.1:9")
     failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
     assert len(failed) == 1 and failed[0].startswith("query failed: "), failed
+
+
+def test_an_evaluation_of_a_release_reclassified_meanwhile_is_not_taken_up(
+    fake: FakeProm, tmp_path: Path
+) -> None:
+    clock = SimClock(start=1_000_000.0)
+    with ThreadPoolExecutor(1) as pool, Store.open(tmp_path / "m.db") as store:
+        releases = _promql_releases(f"{fake.base}/slow", clock, pool, store)
+        release = store.update_release(releases.start("checkout", "c1").id, state="watching")
+        clock.advance(600.0)                   # the minor period's end: a first release passes
+        release = releases.advance(release)
+        releases.register("checkout", "c1", change_class="major")    # the pipeline, meanwhile
+        fake.state.release.set()
+        _, _, under_way = releases._evaluations[release.id]
+        under_way.result(timeout=30.0)
+        again = releases.advance(store.release("checkout", "c1"))
+        fake.state.release.set()
+    # Judged on the major period, not passed on the minor one: asked again at once.
+    assert (again.change_class, again.state, again.verdict) == ("major", "watching", "pending")
+    assert releases.last_evaluation[again.id] == 1_000_600.0 and len(fake.state.seen) == 2
+
+
+def test_a_finished_evaluation_wakes_the_loop_and_the_next_due_starts_with_its_take_up(
+    fake: FakeProm, tmp_path: Path
+) -> None:
+    clock = SimClock(start=1_000_000.0)
+    with ThreadPoolExecutor(1) as pool, Store.open(tmp_path / "m.db") as store:
+        releases = _promql_releases(fake.base, clock, pool, store)
+        woken = threading.Event()
+        releases.wake = woken.set
+        release = store.update_release(releases.start("checkout", "c1").id, state="watching")
+        clock.advance(60.0)
+        release = releases.advance(release)
+        assert woken.wait(30.0)                 # the pool's evaluation is done: loop again
+        clock.advance(60.0)                     # and the next one is due by now
+        release = releases.advance(release)
+        assert store.latest_verdict(release.id).at == 1_000_060.0     # taken up
+        assert releases.last_evaluation[release.id] == 1_000_120.0   # and the next asked
+        assert release.id in releases._evaluations
