@@ -396,8 +396,8 @@ class Releases:
             return None
         leaks = [r.name for r in policy.signals if r.leak]
         signals = summarize(frame, leak_signals=leaks, leak_block=policy.leak_block)
-        for name, summary in signals.items():
-            self.store.save_baseline(healthy.id, name, summary.to_summary(), summary.reservoir)
+        self.store.save_baselines(healthy.id, {name: (summary.to_summary(), summary.reservoir)
+                                               for name, summary in signals.items()})
         return Baseline((healthy.version,), signals)
 
     def _end_of(self, release: Release) -> float:

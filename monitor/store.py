@@ -15,7 +15,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -205,9 +205,28 @@ def _add_baseline_list(db: sqlite_utils.Database) -> None:
     known = set(conn.execute("SELECT service, version FROM releases").fetchall())
     rows = conn.execute("SELECT id, service, baseline FROM releases WHERE baseline IS NOT NULL")
     for release_id, service, text in rows.fetchall():
-        versions = [text] if (service, text) in known else text.split("+")
+        versions = _known_parts(text.split("+"), {v for s, v in known if s == service})
         conn.execute("UPDATE releases SET baselines = ? WHERE id = ?",
-                     (json.dumps(versions), release_id))
+                     (json.dumps(versions or text.split("+")), release_id))
+
+
+def _known_parts(pieces: list[str], versions: set[str]) -> list[str] | None:
+    """`pieces` joined back with "+" into known versions, the fewest splits first
+    (["1.5.0", "b.8", "1.4.0", "b.7"] -> ["1.5.0+b.8", "1.4.0+b.7"]), or None.
+
+    >>> _known_parts(["v1", "b", "v2"], {"v1+b", "v2", "v1"})
+    ['v1+b', 'v2']
+    """
+    for cut in range(len(pieces), 0, -1):
+        head = "+".join(pieces[:cut])
+        if head not in versions:
+            continue
+        if cut == len(pieces):
+            return [head]
+        rest = _known_parts(pieces[cut:], versions)
+        if rest is not None:
+            return [head, *rest]
+    return None
 
 
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
@@ -869,33 +888,32 @@ class Store:
 
     # ------------------------------------------------------------ baselines
 
-    def save_baseline(
+    def save_baselines(
         self,
         release_id: int,
-        signal: str,
-        summary: dict[str, Any],
-        reservoir: npt.ArrayLike,
+        signals: Mapping[str, tuple[dict[str, Any], npt.ArrayLike]],
     ) -> None:
-        """Store (replacing) the baseline of one signal: a JSON-able summary and samples.
+        """Store (replacing) the baselines of signals: per signal a JSON-able summary and
+        samples, all in one transaction, so no reader sees some signals without the rest.
 
         Example:
             >>> store = Store.memory()
             >>> r = store.start_release("demo", "v1", at=0.0, change_class="minor",
             ...                         period=60.0, baselines=())
-            >>> store.save_baseline(r.id, "latency_p99", {"median": 0.2}, np.array([0.1, 0.3]))
+            >>> store.save_baselines(r.id, {"latency_p99": ({"median": 0.2}, [0.1, 0.3])})
             >>> store.load_baseline(r.id)["latency_p99"][0]
             {'median': 0.2}
         """
-        samples = np.ascontiguousarray(reservoir, dtype=_VALS)
-        summary_json = _to_json(summary)
+        rows = []
+        for signal, (summary, reservoir) in signals.items():
+            samples = np.ascontiguousarray(reservoir, dtype=_VALS)
+            rows.append((int(release_id), signal, _to_json(summary), json.dumps(samples.shape),
+                         samples.tobytes()))
         with self._writing() as conn:
             self._release_by_id(conn, release_id)
-            conn.execute(
+            conn.executemany(
                 "INSERT OR REPLACE INTO baselines (release_id, signal, summary, shape, reservoir) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (int(release_id), signal, summary_json, json.dumps(samples.shape),
-                 samples.tobytes()),
-            )
+                "VALUES (?, ?, ?, ?, ?)", rows)
 
     def load_baseline(self, release_id: int) -> dict[str, tuple[dict[str, Any], np.ndarray]]:
         """Every stored signal baseline of a release: signal -> (summary, reservoir)."""

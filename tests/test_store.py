@@ -314,20 +314,22 @@ def test_baselines_round_trip_and_replace(store: Store) -> None:
     release = _release(store)
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(3, 50))
-    store.save_baseline(release.id, "latency", {"q": [0.1, 0.5], "n": np.int64(50)}, matrix)
-    store.save_baseline(release.id, "errors", {"rate": 0.01}, np.array([1.0, np.nan]))
+    store.save_baselines(release.id, {"latency": ({"q": [0.1, 0.5], "n": np.int64(50)}, matrix)})
+    store.save_baselines(release.id, {"errors": ({"rate": 0.01}, np.array([1.0, np.nan]))})
     loaded = store.load_baseline(release.id)
     assert sorted(loaded) == ["errors", "latency"]
     assert loaded["latency"][0] == {"q": [0.1, 0.5], "n": 50}
     np.testing.assert_array_equal(loaded["latency"][1], matrix)
     np.testing.assert_array_equal(loaded["errors"][1], [1.0, np.nan])
     loaded["errors"][1][0] = 7.0  # a private, writable copy
-    store.save_baseline(release.id, "errors", {"rate": 0.02}, np.empty(0))
+    store.save_baselines(release.id, {"errors": ({"rate": 0.02}, np.empty(0))})
     again = store.load_baseline(release.id)["errors"]
     assert again[0] == {"rate": 0.02} and again[1].shape == (0,)
     assert store.load_baseline(release.id + 1) == {}
     with pytest.raises(TypeError):
-        store.save_baseline(release.id, "bad", {"x": object()}, np.zeros(1))
+        store.save_baselines(release.id, {"cpu": ({"x": 1}, np.zeros(1)),
+                                          "bad": ({"x": object()}, np.zeros(1))})
+    assert sorted(store.load_baseline(release.id)) == ["errors", "latency"]   # all or none
 
 
 def test_each_hook_is_claimed_once_per_release_and_verdict(store: Store) -> None:
@@ -370,7 +372,7 @@ def test_awkward_strings_round_trip_unchanged(store: Store, text: str) -> None:
                                 state="watching", judge_state=text)
     assert (updated.reason, updated.judge_state) == (text, text)
     assert store.verdicts(release.id)[0].findings == [{text: text}]
-    store.save_baseline(release.id, text, {text: text}, np.ones(2))
+    store.save_baselines(release.id, {text: ({text: text}, np.ones(2))})
     assert store.load_baseline(release.id)[text][0] == {text: text}
     store.claim_action(release.id, verdict="hotfix", hook=text, key=text, at=T0)
     store.finish_action(release.id, verdict="hotfix", hook=text, state="failed", attempts=1,
@@ -507,14 +509,16 @@ def test_migration_3_reads_the_joined_baselines_of_an_older_file(tmp_path: Path)
         conn.execute("ALTER TABLE releases DROP COLUMN baselines")
         conn.execute("PRAGMA user_version = 2")
         for version, baseline in (("1.4.0+b7", None), ("v1", None), ("v2", None),
-                                  ("1.5.0+b8", "1.4.0+b7"), ("v3", "v1+v2")):
+                                  ("1.5.0+b8", "1.4.0+b7"), ("v3", "v1+v2"),
+                                  ("1.6.0+b9", "1.5.0+b8+1.4.0+b7"), ("v4", "v9+v8")):
             conn.execute("INSERT INTO releases (service, version, started_at, change_class, "
                          "period, baseline) VALUES ('demo', ?, 0, 'minor', 60, ?)",
                          (version, baseline))
     with Store.open(path) as store:
         found = {r.version: r.baselines for r in store.releases("demo")}
     assert found == {"1.4.0+b7": (), "v1": (), "v2": (), "1.5.0+b8": ("1.4.0+b7",),
-                     "v3": ("v1", "v2")}
+                     "v3": ("v1", "v2"), "1.6.0+b9": ("1.5.0+b8", "1.4.0+b7"),
+                     "v4": ("v9", "v8")}     # versions since deleted: split as they were joined
 
 
 def test_a_failed_write_raises_store_error_and_keeps_what_was_stored(tmp_path: Path) -> None:
