@@ -248,11 +248,12 @@ class Releases:
                 return self.store.add_verdict(
                     release.id, at=now, verdict=PENDING, reason=f"data source failing: {error}",
                     findings=[], first_alarm_at=release.first_alarm_at, decided_at=None,
-                    state=WATCHING, judge_state=release.judge_state)
+                    state=WATCHING, judge_state=release.judge_state, period=release.period)
             decided = self.store.add_verdict(
                 release.id, at=now, verdict=INCONCLUSIVE, reason=f"data source failing: {error}",
                 findings=[], first_alarm_at=release.first_alarm_at, decided_at=now, state=DONE,
                 judge_state=release.judge_state, claims=self._claims(release, INCONCLUSIVE),
+                period=release.period,
             )
             return self._announce(release, decided)
         if policy.prometheus is not None:
@@ -273,7 +274,7 @@ class Releases:
             findings=[f.to_dict() for f in result.findings],
             first_alarm_at=result.first_alarm_at, decided_at=result.decided_at,
             state=DONE if result.done else WATCHING, judge_state=result.state.to_json(),
-            signals=views, claims=self._claims(release, result.verdict),
+            signals=views, claims=self._claims(release, result.verdict), period=release.period,
         )
         return self._announce(release, stored)
 

@@ -809,12 +809,15 @@ class Store:
         judge_state: str,
         signals: list[dict[str, Any]] | None = None,
         claims: Sequence[tuple[str, str]] = (),
+        period: float | None = None,
     ) -> Release:
         """Append to the verdict history and set the release's current verdict, atomically.
 
         `claims` are (hook, idempotency key) pairs claimed for this verdict in the same
         transaction (see `claim_action`), so no crash can leave a verdict stored whose hooks
-        were never recorded, and so never fired.
+        were never recorded, and so never fired. `period` is the checking period the
+        verdict was reached on: when the release has another by now (a pipeline gave its
+        change class meanwhile), nothing is stored and the release is returned as it is.
 
         Example:
             >>> store = Store.memory()
@@ -830,7 +833,9 @@ class Store:
         _check_release_values(fields)
         findings_json = _to_json(findings)
         with self._writing() as conn:
-            self._release_by_id(conn, release_id)
+            current = self._release_by_id(conn, release_id)
+            if period is not None and current.period != period:
+                return current
             conn.execute(
                 "UPDATE releases SET verdict = ?, reason = ?, first_alarm_at = ?, "
                 "decided_at = ?, state = ?, judge_state = ? WHERE id = ?",

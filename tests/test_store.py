@@ -676,3 +676,14 @@ def test_the_verdict_history_keeps_changes_not_every_pending_evaluation() -> Non
                           judge_state="{}")
     history = [(v.at, v.verdict, v.reason) for v in store.verdicts(release.id)]
     assert history == [(420.0, "pending", "7"), (540.0, "hotfix", "9"), (600.0, "rollback", "10")]
+
+
+def test_a_verdict_reached_on_a_period_the_release_no_longer_has_is_not_stored(
+        store: Store) -> None:
+    release = _release(store)                                  # minor: 600 s
+    store.reclassify(release.id, change_class="major", period=7200.0, judge_state="{}")
+    kept = store.add_verdict(release.id, at=T0 + 600, verdict="pass", reason="", findings=[],
+                             first_alarm_at=None, decided_at=T0 + 600, state="done",
+                             judge_state="{}", period=600.0)
+    assert (kept.verdict, kept.state, kept.period) == ("pending", "smoke", 7200.0)
+    assert store.verdicts(release.id) == []
