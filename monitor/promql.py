@@ -12,6 +12,7 @@ import json
 import math
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,13 +149,17 @@ class PromClient:
         sleep: Callable[[float], None] | None = None,
         clock: Clock | None = None,
         max_bytes: int = MAX_RESPONSE_BYTES,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.source = source
+        # Set when the monitor shuts down: no further attempt, no backoff waited out.
+        self._stopping = stopping or threading.Event()
         self.where = f"Prometheus {redact_url(source.url)}"
         self._url, self._url_params = _endpoint(source.url)
         self._owns_session = session is None
         self._session = session if session is not None else requests.Session()
-        self._sleep = sleep if sleep is not None else _clock_sleep(clock or WallClock())
+        self._sleep = sleep if sleep is not None else _clock_sleep(clock or WallClock(),
+                                                                   self._stopping)
         self._max_bytes = max_bytes
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[RangeSeries]:
@@ -196,6 +201,8 @@ class PromClient:
     def _with_retries(self, send: Callable[[], Any]) -> Any:
         attempts = self.source.retries + 1
         for attempt in range(attempts):
+            if self._stopping.is_set():
+                raise ScrapeError(f"{self.where}: not asked: the monitor is stopping")
             try:
                 return send()
             except TransientScrapeError as exc:
@@ -261,9 +268,9 @@ def _seconds(milliseconds: int) -> str:
     return f"{sign}{whole}.{rest:03d}" if rest else f"{sign}{whole}"
 
 
-def _clock_sleep(clock: Clock) -> Callable[[float], None]:
+def _clock_sleep(clock: Clock, stopping: threading.Event) -> Callable[[float], None]:
     def sleep(seconds: float) -> None:
-        clock.sleep_until(clock.now() + seconds)
+        clock.sleep_until(clock.now() + seconds, stopping)
 
     return sleep
 

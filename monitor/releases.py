@@ -163,7 +163,8 @@ class Releases:
             return work()
         running = self._stage_runs.get(release.id)
         if running is None:
-            self._stage_runs[release.id] = self.stage_pool.submit(work)
+            future = self._stage_runs[release.id] = self.stage_pool.submit(work)
+            future.add_done_callback(lambda _: self.wake())   # the next stage at once
             return None
         if not running.done():
             return None
@@ -369,7 +370,8 @@ class Releases:
         assert source is not None
         client = self.prom_clients.get(service)
         if client is None:
-            client = self.prom_clients[service] = PromClient(source, clock=self.clock)
+            client = self.prom_clients[service] = PromClient(source, clock=self.clock,
+                                                             stopping=self.hooks.stopping)
         return promql_frame(client, judged_rules(policy), start=start, end=end, step=source.step,
                             variables={"service": service, "version": version or ""})
 

@@ -483,8 +483,10 @@ def test_a_long_verification_does_not_stop_the_scrapes(
     daemon.run_until(clock.now() + 120)           # the suite still runs; scraping goes on
     assert store.sample_count("demo") > before
     assert store.releases("demo")[0].state == "verification"
+    woken = threading.Event()
+    releases.wake = woken.set
     release_gate.set()
-    releases._stage_runs[release.id].result(timeout=10)
+    assert woken.wait(10)                         # the finished stage wakes the loop
     daemon.step()
     assert store.releases("demo")[0].state == "watching"
     pool.shutdown()

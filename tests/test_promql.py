@@ -480,6 +480,25 @@ def test_503_then_200_is_retried_with_backoff(fake: FakeProm) -> None:
     np.testing.assert_array_equal(series.values, 2.0 * np.array([T0, T0 + 15, T0 + 30]))
 
 
+def test_a_stopping_monitor_makes_no_further_attempt(fake: FakeProm) -> None:
+    fake.state.script = [(502, {"Content-Type": "text/html"}, b"<h1>Bad Gateway</h1>")] * 4
+    stopping = threading.Event()
+    clock = SimClock(start=1_000_000.0)
+    client = PromClient(PromSource(url=fake.base, retries=3), clock=clock, stopping=stopping)
+
+    class StopOnRequest(list[Seen]):
+        """SIGTERM arrives while the first attempt is under way."""
+
+        def append(self, seen: Seen) -> None:
+            stopping.set()
+            super().append(seen)
+
+    fake.state.seen = StopOnRequest()
+    with pytest.raises(ScrapeError, match=r": not asked: the monitor is stopping$"):
+        ask(client)
+    assert len(fake.state.seen) == 1 and clock.now() == 1_000_000.0   # no backoff waited out
+
+
 def test_retries_back_off_exponentially_then_give_up(fake: FakeProm) -> None:
     fake.state.script = [(502, {"Content-Type": "text/html"}, b"<h1>Bad Gateway</h1>")] * 4
     sleeps = Sleeps()
