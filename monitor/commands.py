@@ -13,7 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from monitor.redact import printable
+
 OUTPUT_TAIL = 4096
+_LINE_LIMIT = 300
 _READ_SIZE = 64 * 1024
 # How long, after the command ended, its output may take to reach its end: a background
 # process it left behind may hold the pipe open.
@@ -99,5 +102,6 @@ class _Tail:
         return not self._thread.is_alive()
 
     def last_line(self) -> str:
+        """The output's last line, printable (no terminal escapes reach a log)."""
         lines = bytes(self._kept).decode("utf-8", "replace").strip().splitlines()
-        return lines[-1] if lines else ""
+        return printable(lines[-1], limit=_LINE_LIMIT) if lines else ""

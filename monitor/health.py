@@ -18,9 +18,9 @@ def attempted(health: TargetHealth, *, error: str, at: float, seconds: float,
     """`health` after one more attempt, which failed with `error` or read `samples`."""
     # The same failure with other figures (a body's size, say) is no change.
     if error and _gist(error) != _gist(health.last_error):
-        log.warning("%s failed: %s", _what(health), error)
+        log.warning("%s failed: %s", _named(health), error)
     elif not error and health.last_error:
-        log.info("%s of %s works again", _what(health), health.target)
+        log.info("%s works again", _named(health))
     return replace(
         health, up=not error, last_scrape=at, duration=seconds,
         scrapes_total=health.scrapes_total + 1,
@@ -29,8 +29,10 @@ def attempted(health: TargetHealth, *, error: str, at: float, seconds: float,
     )
 
 
-def _what(health: TargetHealth) -> str:
-    return "query" if health.query_api else "scrape"
+def _named(health: TargetHealth) -> str:
+    """`scrape of shop-a (shop)`: which of several alike targets, by the name it goes by."""
+    what = "query" if health.query_api else "scrape"
+    return f"{what} of {health.target} ({health.service})"
 
 
 def _gist(error: str) -> str:

@@ -52,3 +52,10 @@ def test_a_command_that_cannot_start_raises() -> None:
         run_bounded(["/nonexistent/verify"], env=ENV, timeout=1.0)
     with pytest.raises(ValueError):
         run_bounded(["echo", "a\0b"], env=ENV, timeout=1.0)
+
+
+def test_the_last_line_is_printable_and_short() -> None:
+    script = "import sys; sys.stdout.write('\\x1b[2Jcleared ' + '\\0' * 1000)"
+    finished = run_bounded([PYTHON, "-c", script], env=ENV, timeout=60.0)
+    assert finished.last_line.startswith("?[2Jcleared ???") and len(finished.last_line) == 300
+    assert finished.last_line.isprintable()

@@ -281,9 +281,11 @@ def test_bad_targets_are_recorded_and_the_daemon_goes_on(
     window = store.read_window("demo", 0, clock.now() + 1)
     assert set(window.targets) == {f"{simulated.url}/metrics"}   # nothing from the bad ones
     # Four failures of each, one warning each: a long outage does not flood the log.
-    warned = [r.getMessage() for r in caplog.records if r.getMessage().startswith("scrape failed")]
+    warned = sorted(r.getMessage() for r in caplog.records if " failed: " in r.getMessage())
     assert len(warned) == 2, warned
-    assert any("garbage" in w for w in warned) and any("hang" in w for w in warned)
+    # Each names the target (as the policy calls it) and its service before the error.
+    assert warned[0].startswith(f"scrape of {bad_target}/garbage (demo) failed: GET "), warned
+    assert warned[1].startswith(f"scrape of {bad_target}/hang (demo) failed: GET "), warned
     daemon.close()
 
 

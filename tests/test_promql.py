@@ -746,7 +746,8 @@ def test_a_failing_query_api_is_said_at_once_not_when_the_period_ends(
     assert (health.up, health.scrapes_total, health.errors_total, health.target) == (
         False, 3, 3, "http://127.0.0.1:9")
     failed = [r.getMessage() for r in caplog.records if "failed" in r.getMessage()]
-    assert len(failed) == 1 and failed[0].startswith("query failed: "), failed
+    assert len(failed) == 1, failed
+    assert failed[0].startswith("query of http://127.0.0.1:9 (checkout) failed: "), failed
 
 
 def test_an_evaluation_of_a_release_reclassified_meanwhile_is_not_taken_up(
