@@ -364,9 +364,10 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
         "major": period_reader.duration("major", 7200.0),
     }
     if periods["major"] < periods["minor"]:
+        given = "" if "major" in period_reader.table else ", the default"
         raise period_reader.fail("major", f"shorter than minor ({format_duration(periods['major'])}"
-                                          f" < {format_duration(periods['minor'])}): a major change "
-                                          "is watched at least as long as a minor one")
+                                          f"{given} < {format_duration(periods['minor'])}): a major "
+                                          "change is watched at least as long as a minor one")
     period_reader.done()
     signals_table = reader.get("signals", dict, {})
     signals = tuple(
@@ -406,15 +407,20 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
                               "end without a single scrape")
         # Samples are stored under the label: two targets under one would be mixed up.
         if target.label in labels:
-            key = "name" if target.name else "url"
+            key, hint = ("name", "its own") if target.name else ("url", "a")
             raise reader.fail(f"targets[{index}].{key}", f"{target.label!r} is what "
-                              f"targets[{labels[target.label]}] is called too; give each a `name`")
+                              f"targets[{labels[target.label]}] is called too; give each {hint} "
+                              "`name`")
         labels[target.label] = index
     # A hook's name keys its deliveries and its failure counter; a check's, its result.
     _unique_names(reader, "smoke", [p.name for p in policy.smoke])
     _unique_names(reader, "verify", [c.name for c in policy.verify])
     _unique_names(reader, "hooks", [h.name for h in policy.hooks])
     shortest = min(policy.periods.values())
+    if policy.prometheus is not None and policy.prometheus.step > shortest:
+        raise reader.fail("prometheus.step", f"longer than the shortest checking period "
+                                             f"({format_duration(policy.prometheus.step)} > "
+                                             f"{format_duration(shortest)})")
     if policy.evaluation_interval > shortest:
         raise reader.fail("evaluation_interval", f"longer than the shortest checking period "
                                                  f"({format_duration(policy.evaluation_interval)} > "
@@ -518,7 +524,7 @@ def _fraction(reader: _Reader, key: str, default: float) -> float:
 
 def _url(reader: _Reader, key: str, *, required: bool = True) -> str:
     url = str(reader.require(key, str) if required else reader.get(key, str, ""))
-    if url and not re.match(r"^https?://[^/\s]+", url):
+    if url and not re.match(r"^https?://[^/\s]+", url, re.IGNORECASE):
         # Shown without credentials or query: a URL may carry a password or a token.
         raise reader.fail(key, f"expected an http:// or https:// URL, got {redact_url(url)!r}")
     return url

@@ -181,10 +181,11 @@ def test_a_group_without_a_command_prints_its_help_and_exits_2() -> None:
 def test_check_config_refuses_a_database_in_a_missing_directory(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
     path.write_text('[monitor]\ndatabase = "no/such/dir/m.db"\n\n' + POLICY, encoding="utf-8")
-    result = monitor("check-config", path)
-    assert result.exit_code == 2, result.output
-    assert error_line(result) == (f"error: {path}: monitor.database: directory "
-                                  f"{tmp_path / 'no/such/dir'} does not exist")
+    for args in (("check-config", path), ("run", "--config", path)):
+        result = monitor(*args)
+        assert result.exit_code == 2, result.output
+        assert error_line(result) == (f"error: {path}: monitor.database: directory "
+                                      f"{tmp_path / 'no/such/dir'} does not exist")
 
 
 def test_check_config_accepts_a_good_policy(tmp_path: Path) -> None:

@@ -313,6 +313,17 @@ MISTAKES = [
                  "give each a `name`", id="two-targets-one-label"),
     pytest.param(MINIMAL + '[[services.shop.targets]]\nurl = "http://10.0.0.2/m"\nname = " x"\n',
                  "services.shop.targets[1].name", "must be printable", id="target-name-spaces"),
+    pytest.param(MINIMAL + '[services.shop.period]\nminor = "3h"\n',
+                 "services.shop.period.major", "shorter than minor (2h00m, the default < 3h00m)",
+                 id="default-major-below-minor"),
+    pytest.param(MINIMAL.replace('url = "http://127.0.0.1:8080/metrics"\n',
+                                 'url = "http://127.0.0.1:8080/metrics"\nname = "x"\n', 1)
+                 + '[[services.shop.targets]]\nurl = "http://10.0.0.2/m"\nname = "x"\n',
+                 "services.shop.targets[1].name", "give each its own `name`", id="target-name-twice"),
+    pytest.param('[services.p.prometheus]\nurl = "http://127.0.0.1:9090"\nstep = "20m"\n'
+                 '[services.p.signals.lat]\nquery = "up"\n',
+                 "services.p.prometheus.step", "longer than the shortest checking period (20m > 15m)",
+                 id="promql-step-past-period"),
     pytest.param(MINIMAL + '[services.shop.period]\nminor = "1m"\nmajor = "30s"\n',
                  "services.shop.period.major", "shorter than minor (30s < 1m)", id="major-below-minor"),
     pytest.param(MINIMAL.replace('url = "http://127.0.0.1:8080/metrics"\n',
@@ -345,6 +356,12 @@ def test_each_mistake_names_the_file_and_the_key_path(
     message = config_error(path)
     assert message.startswith(f"{path}: {key}: "), message
     assert what in message, message
+
+
+def test_a_url_scheme_in_capitals_is_a_url(tmp_path: Path) -> None:
+    text = MINIMAL.replace('url = "http://127.0.0.1:8080/metrics"', 'url = "HTTP://127.0.0.1:8080/m"')
+    [target] = load_policy(write(tmp_path, text)).services["shop"].targets
+    assert target.url == "HTTP://127.0.0.1:8080/m"
 
 
 def test_invalid_toml_names_the_line(tmp_path: Path) -> None:

@@ -34,7 +34,13 @@ from monitor.durations import format_duration
 from monitor.errors import ConfigError, MonitorError, StoreError
 from monitor.lock import DaemonLock
 from monitor.names import name_problem
-from monitor.policy import CHANGE_CLASSES, default_service, load_policy, parse_listen
+from monitor.policy import (
+    CHANGE_CLASSES,
+    MonitorConfig,
+    default_service,
+    load_policy,
+    parse_listen,
+)
 from monitor.redact import redact_url
 from monitor.render import releases_table, verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE, document
@@ -99,6 +105,8 @@ def run(
                 host, port = parse_listen(listen)
             except ValueError as exc:
                 raise fail(f"--listen: {exc}", EXIT_USAGE) from None
+        if db is None:
+            check_database_folder(cfg)
         created = not database_path(db, cfg).exists()
         store = open_store(db, cfg, create=True)
         held = ExitStack()
@@ -150,10 +158,7 @@ def check_config(
     """Validate a policy file; any mistake is one line naming the file and the key."""
     with clear_errors():
         cfg = load_policy(config)
-        folder = database_path(None, cfg).parent
-        if not folder.is_dir():
-            # Only `run` creates the database; it would stop here (exit 7).
-            raise ConfigError(f"{config}: monitor.database: directory {folder} does not exist")
+        check_database_folder(cfg)
     for name, policy in cfg.services.items():
         periods = ", ".join(f"{k} {format_duration(v)}" for k, v in policy.periods.items())
         parts = [counted(len(policy.targets), "target"), counted(len(policy.smoke), "smoke probe"),
@@ -164,6 +169,13 @@ def check_config(
             typer.echo(f"{name}: note: no signals, smoke probes or verification commands: "
                        "nothing judges its releases")
     typer.echo(f"{config}: ok")
+
+
+def check_database_folder(cfg: MonitorConfig) -> None:
+    """A policy's database in a folder that does not exist is a mistake in the policy."""
+    folder = database_path(None, cfg).parent
+    if not folder.is_dir():
+        raise ConfigError(f"{cfg.path}: monitor.database: directory {folder} does not exist")
 
 
 def counted(count: int, noun: str) -> str:

@@ -31,7 +31,8 @@ DEFAULT_DB = "release-monitor.db"
 DbOption = Annotated[
     Path | None,
     typer.Option("--db", envvar="RELEASE_MONITOR_DB",
-                 help="SQLite database (default: the policy's, else ./release-monitor.db)."),
+                 help="SQLite database; by default the policy's, or else the file "
+                      "release-monitor.db in the current directory."),
 ]
 ConfigOption = Annotated[
     Path | None,

@@ -28,7 +28,7 @@ def demo(
     serve: Annotated[bool, typer.Option(
         "--serve", help="Keep /metrics and the JSON API up afterwards, until Ctrl-C.")] = False,
     port: Annotated[int, typer.Option(help="Port for --serve (0 picks a free one).",
-                                      min=0, max=65535)] = 9847,
+                                      min=0, max=65535, metavar="<int>")] = 9847,
 ) -> None:
     """Run the whole pipeline on an embedded simulated service (five releases, seconds)."""
     box = SnapshotBox()
