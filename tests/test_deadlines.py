@@ -18,11 +18,16 @@ def test_watchdogs_fire_at_their_deadlines_from_one_thread_and_spare_the_cancell
     pairs = [socket.socketpair() for _ in range(50)]
     try:
         now = time.monotonic()
-        dogs = [Watchdog(lambda s=mine: s, now + 0.01 * (index % 5))
-                for index, (mine, _) in enumerate(pairs)]
-        for dog in dogs[1::2]:
-            dog.cancel()
-        assert all(dog.fired.wait(5.0) for dog in dogs[::2])
+        dogs = []
+        for index, (mine, _) in enumerate(pairs):
+            if index % 2 == 0:
+                dogs.append(Watchdog(lambda s=mine: s, now + 0.01 * (index % 5)))
+            else:
+                dogs.append(Watchdog(lambda s=mine: s, now + 0.2))
+                dogs[-1].cancel()
+        # Fired in deadline order: once this one has, every cancelled one's time has come.
+        last = Watchdog(lambda: None, now + 0.3)
+        assert all(dog.fired.wait(5.0) for dog in dogs[::2]) and last.fired.wait(5.0)
         assert [t.name for t in threading.enumerate()].count("deadlines") == 1
         for index, (mine, _) in enumerate(pairs):
             mine.settimeout(0.0)
