@@ -28,6 +28,8 @@ _GZIP_WBITS = 16 + zlib.MAX_WBITS
 _WBITS_BY_ENCODING = {"gzip": _GZIP_WBITS, "x-gzip": _GZIP_WBITS, "deflate": zlib.MAX_WBITS}
 _BODY_ERRORS = (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError)
 _TIMEOUTS = (urllib3.exceptions.TimeoutError, TimeoutError)
+# What `_reason` says of a server that took the connection and closed it unanswered.
+_HUNG_UP = ("RemoteDisconnected", "Connection reset by peer")
 
 
 def fetch(
@@ -193,7 +195,10 @@ def _open(
         except requests.ConnectionError as exc:
             if fired.is_set():  # the watchdog shut the socket at the deadline
                 raise attempt.timed_out() from None
-            raise attempt.transient(f"cannot connect ({_reason(exc)})") from None
+            reason = _reason(exc)
+            if reason in _HUNG_UP:   # connected, then the server hung up without an answer
+                raise attempt.transient(f"closed without an answer ({reason})") from None
+            raise attempt.transient(f"cannot connect ({reason})") from None
         except requests.RequestException as exc:
             # The exception's own text may repeat the URL with its query and credentials.
             raise attempt.failed(f"request failed ({type(exc).__name__})") from None

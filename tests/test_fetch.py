@@ -198,6 +198,11 @@ def dribble_headers(handler: Handler) -> None:
         handler.wfile.write(b"x")
 
 
+def hang_up(handler: Handler) -> None:
+    """Takes the request, then closes the connection without a word."""
+    handler.close_connection = True
+
+
 ROUTES: dict[str, Callable[[Handler], None]] = {
     "/metrics": good,
     "/gzip": gzipped,
@@ -217,6 +222,7 @@ ROUTES: dict[str, Callable[[Handler], None]] = {
     "/dribble": dribble,
     "/dribble-chunk-header": dribble_chunk_header,
     "/dribble-headers": dribble_headers,
+    "/hang-up": hang_up,
 }
 
 
@@ -502,6 +508,11 @@ def test_the_deadline_does_not_shut_a_socket_already_back_in_its_pool() -> None:
 def test_meaningless_limits_are_rejected(limits: dict[str, float], name: str) -> None:
     with pytest.raises(ValueError, match=name):
         fetch("http://127.0.0.1:1/metrics", **limits)  # type: ignore[arg-type]
+
+
+def test_a_server_that_hangs_up_unanswered_is_not_called_unreachable(target: Target) -> None:
+    assert fetch_error(target.url("/hang-up")) == (
+        f"GET {target.url('/hang-up')}: closed without an answer (RemoteDisconnected)")
 
 
 def test_an_invalid_url_is_a_scrape_error() -> None:
