@@ -7,6 +7,7 @@ where it stopped.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
@@ -68,7 +69,7 @@ class Releases:
         self.last_evaluation: dict[int, float] = {}
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
-        self.prom_clients: dict[str, PromClient] = {}
+        self.prom_clients: dict[tuple[str, int], PromClient] = {}
         # Per service read by PromQL, how its query API answered (once it was asked).
         self.query_apis: dict[str, TargetHealth] = {}
         # Evaluations under way in the pool: the release as it was asked about, and when.
@@ -368,10 +369,13 @@ class Releases:
                       version: str | None) -> SignalFrame:
         source = policy.prometheus
         assert source is not None
-        client = self.prom_clients.get(service)
+        # One client (and HTTP session) per thread: the pool may evaluate two releases of
+        # a service at once, and a session shared between threads can mix up connections.
+        key = (service, threading.get_ident())
+        client = self.prom_clients.get(key)
         if client is None:
-            client = self.prom_clients[service] = PromClient(source, clock=self.clock,
-                                                             stopping=self.hooks.stopping)
+            client = self.prom_clients[key] = PromClient(source, clock=self.clock,
+                                                         stopping=self.hooks.stopping)
         return promql_frame(client, judged_rules(policy), start=start, end=end, step=source.step,
                             variables={"service": service, "version": version or ""})
 
