@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.clock import Clock, WallClock
-from monitor.errors import AmbiguousRelease, MonitorError, UnknownRelease
+from monitor.errors import AmbiguousRelease, MonitorError, OlderRelease, UnknownRelease
 from monitor.exporter import RequestCounter, build_registry
 from monitor.findings import PASS, ROLLBACK, json_safe
 from monitor.names import name_problem
@@ -321,6 +321,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return problem
         try:
             return action.answer(self.server.context, _Request(_parse_query(url.query), body))
+        except OlderRelease as error:
+            return _error(410, str(error))
         except UnknownRelease as error:
             return _error(404, str(error))
         except (AmbiguousRelease, BadRequest) as error:
@@ -425,6 +427,9 @@ def find_document(snapshot: Snapshot, query: Mapping[str, str]) -> Mapping[str, 
     document = snapshot.verdict(service, release)
     if document is None:
         where = f" of service {service!r}" if service else ""
+        if release in snapshot.older.get(service, ()) or not service and snapshot.older_in(release):
+            raise OlderRelease(f"release {release!r}{where} is older than the latest "
+                               f"{RECENT_RELEASES} this API serves; its database has it")
         raise UnknownRelease(f"no release {release!r}{where} among the latest "
                              f"{RECENT_RELEASES} of each service")
     return document

@@ -34,6 +34,11 @@ def remote_document(url: str, release: str, service: str | None, *,
                                       where=where, timeout=timeout, max_bytes=_LIMIT)
     except MonitorError as exc:
         shown = redact_url(url)
+        if "HTTP 410" in str(exc):
+            # Known, and no wait will bring it back: the API serves only the latest ones.
+            raise Refused(f"release {release!r} is older than the latest {RECENT_RELEASES} of "
+                          f"its service that the monitor at {shown} serves; ask its database: "
+                          "monitor verdict --db") from None
         if "HTTP 404" in str(exc):
             raise UnknownRelease(
                 f"no release {release!r} at {shown} (it serves the latest {RECENT_RELEASES} "

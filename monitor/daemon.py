@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -97,6 +97,9 @@ class Daemon:
             for name, policy in config.services.items() for target in policy.targets
         ]
         self.evaluation_seconds = 0.0
+        # The recent releases the older ones were last read for, and those older ones.
+        self._older_for: tuple[frozenset[tuple[str, str]], Mapping[str, frozenset[str]]] = (
+            frozenset(), {})
         self.evaluations_total = 0
         self.last_evaluation: float | None = None
         self.store_errors_total = 0
@@ -347,11 +350,14 @@ class Daemon:
     def publish(self) -> None:
         """Build a fresh snapshot for the HTTP threads from the store."""
         try:
-            verdicts = {(r.service, r.version): document(self.store, r) for r in self._recent()}
+            recent = self._recent()
+            verdicts = {(r.service, r.version): document(self.store, r) for r in recent}
+            older = self._older(frozenset(verdicts))
         except StoreError as exc:
             self.store_errors_total += 1
             log.error("store: %s", exc)
             verdicts = {key: dict(doc) for key, doc in self.box.get().verdicts.items()}
+            older = self.box.get().older
         self.box.publish(Snapshot(
             generated_at=self.clock.now(), verdicts=verdicts,
             targets=(*(state.health for state in self.targets),
@@ -359,7 +365,7 @@ class Daemon:
             evaluation_seconds=self.evaluation_seconds, evaluations_total=self.evaluations_total,
             last_evaluation=self.last_evaluation, store_errors_total=self.store_errors_total,
             started_at=self.started_at, services=tuple(self.config.services),
-            hook_failures=self._hook_failures(),
+            hook_failures=self._hook_failures(), older=older,
         ))
 
     def _hook_failures(self) -> dict[tuple[str, ...], int]:
@@ -370,6 +376,15 @@ class Daemon:
             for service, policy in self.config.services.items() for hook in policy.hooks}
         counts.update(self.releases.hooks.failures())
         return counts
+
+    def _older(self, recent: frozenset[tuple[str, str]]) -> Mapping[str, frozenset[str]]:
+        """Each service's releases older than the recent ones: read again only when the
+        recent ones change (a new release), not at every step."""
+        if self._older_for[0] != recent:
+            older = {service: frozenset(self.store.versions(service, skip=RECENT_RELEASES))
+                     for service in {service for service, _ in recent}}
+            self._older_for = (recent, older)
+        return self._older_for[1]
 
     def _recent(self) -> list[Release]:
         recent: list[Release] = []

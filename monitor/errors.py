@@ -19,6 +19,10 @@ class UnknownRelease(MonitorError):
     """No release matches what was asked for."""
 
 
+class OlderRelease(UnknownRelease):
+    """The release exists, but is older than the latest few a running monitor's API serves."""
+
+
 class NotABaseline(MonitorError):
     """The release cannot be a baseline: it did not pass, or was invalidated since."""
 

@@ -45,12 +45,18 @@ class Snapshot:
     started_at: float = 0.0
     services: tuple[str, ...] = ()  # configured services: the ones a deploy may be registered for
     hook_failures: Mapping[tuple[str, ...], int] = field(default_factory=dict)  # (service, hook)
+    # Per service, its releases older than the RECENT_RELEASES in `verdicts`: named, not served.
+    older: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
     def verdict(self, service: str, release: str) -> Mapping[str, Any] | None:
         return self.verdicts.get((service, release))
 
     def services_with(self, release: str) -> list[str]:
         return sorted(service for service, version in self.verdicts if version == release)
+
+    def older_in(self, release: str) -> list[str]:
+        """The services that have `release` among their older releases."""
+        return sorted(service for service, versions in self.older.items() if release in versions)
 
 
 @dataclass(frozen=True)

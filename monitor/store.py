@@ -673,6 +673,15 @@ class Store:
         with self._reading() as conn:
             return [_release(row) for row in conn.execute(sql, params).fetchall()]
 
+    def versions(self, service: str, *, skip: int = 0) -> list[str]:
+        """The versions of a service's releases, newest first, without the `skip` newest."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT version FROM releases WHERE service = ? "
+                "ORDER BY started_at DESC, id DESC LIMIT -1 OFFSET ?", (service, int(skip)),
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def active_releases(self) -> list[Release]:
         """Releases still being checked (state other than "done"), newest first."""
         with self._reading() as conn:

@@ -45,7 +45,8 @@ DOCS = [
 def make_box() -> SnapshotBox:
     verdicts = {(d["service"], d["release"]): d for d in DOCS}
     return SnapshotBox(Snapshot(verdicts=verdicts, last_evaluation=4_500.0, evaluations_total=9,
-                                services=("checkout", "search", "billing")))
+                                services=("checkout", "search", "billing"),
+                                older={"checkout": frozenset({"v2.1"})}))
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +139,10 @@ def test_url_and_metrics(server: MonitorServer) -> None:
         ("release=v9", 404, "v9"),
         ("service=search&release=v2.2", 404, "search"),
         ("service=nope&release=v2.3", 404, "nope"),
+        # Known to the store, older than the releases served: gone from here, not unknown.
+        ("service=checkout&release=v2.1", 410, "older than the latest 5 this API serves"),
+        ("release=v2.1", 410, "older than the latest 5"),
+        ("service=search&release=v2.1", 404, "v2.1"),
     ],
 )
 def test_verdict_lookup(server: MonitorServer, query: str, status: int, expected: Any) -> None:

@@ -117,3 +117,19 @@ def test_a_release_still_unknown_after_the_grace_is_bad_input_naming_no_password
     assert "s3cret" not in str(caught.value)
     assert str(caught.value) == (f"no release 'v9' at http://127.0.0.1:{server.port} (it serves "
                                  "the latest 5 of each service; older ones: monitor verdict --db)")
+
+
+def test_a_release_older_than_those_served_ends_the_wait_at_once() -> None:
+    box = SnapshotBox(Snapshot(verdicts=_box("pass", "done").get().verdicts, services=("shop",),
+                               older={"shop": frozenset({"v1"})}))
+    server = serve(box, version="t")
+    clock = SimClock(start=0.0)
+    try:
+        with pytest.raises(Refused) as caught:
+            wait_remote(f"http://127.0.0.1:{server.port}", "v1", None, clock, timeout=3600.0)
+    finally:
+        server.shutdown()
+    assert clock.now() == 0.0                      # no polling for what cannot come
+    assert str(caught.value) == (
+        f"release 'v1' is older than the latest 5 of its service that the monitor at "
+        f"http://127.0.0.1:{server.port} serves; ask its database: monitor verdict --db")

@@ -129,6 +129,22 @@ def test_a_version_registered_again_keeps_its_release_and_a_judged_one_is_refuse
     assert store.release("demo", "v8").change_class == "major"
 
 
+def test_releases_older_than_the_served_ones_are_named_in_the_snapshot() -> None:
+    clock = SimClock(start=1_000_000.0)
+    policy = ServicePolicy(name="demo", periods={"minor": 600.0, "major": 7200.0})
+    config = MonitorConfig(path="<test>", services={"demo": policy})
+    store = Store.memory()
+    daemon = Daemon(config, store, clock)
+    for number in range(1, 8):
+        daemon.releases.register("demo", f"v{number}")
+        clock.advance(60.0)
+    daemon.publish()
+    snapshot = daemon.box.get()
+    assert sorted(version for _, version in snapshot.verdicts) == ["v3", "v4", "v5", "v6", "v7"]
+    assert snapshot.older == {"demo": frozenset({"v1", "v2"})}
+    daemon.close()
+
+
 def test_a_version_with_a_plus_in_it_is_the_next_release_s_baseline() -> None:
     # Semantic versions carry build metadata after "+" (1.4.0+build.7).
     clock = SimClock(start=1_000_000.0)
