@@ -17,12 +17,17 @@ from types import TracebackType
 from monitor.errors import StoreError
 
 
+def lock_file(database: str | Path) -> Path:
+    """Where the daemon of the database at `database` holds its lock."""
+    return Path(f"{database}.lock")
+
+
 class DaemonLock:
-    """The lock of the daemon of the database at `database` (a file `<database>.lock`)."""
+    """The lock of the daemon of the database at `database` (see `lock_file`)."""
 
     def __init__(self, database: str | Path) -> None:
         self.database = Path(database)
-        self.path = Path(f"{database}.lock")
+        self.path = lock_file(database)
         self._fd: int | None = None
 
     def __enter__(self) -> DaemonLock:

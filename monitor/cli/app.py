@@ -107,7 +107,8 @@ def run(
                 raise fail(f"--listen: {exc}", EXIT_USAGE) from None
         if db is None:
             check_database_folder(cfg)
-        created = not database_path(db, cfg).exists()
+        path = database_path(db, cfg)
+        created = not path.exists()
         store = open_store(db, cfg, create=True)
         held = ExitStack()
         try:
@@ -132,7 +133,7 @@ def run(
             held.close()
             if created:
                 # A run that never started leaves no database behind.
-                remove_database(database_path(db, cfg))
+                remove_database(path)
             raise
     # A hang-up (the terminal went away) stops it as cleanly as SIGTERM and Ctrl-C, unless
     # it was started to ignore hang-ups (nohup).

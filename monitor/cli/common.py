@@ -22,6 +22,7 @@ from monitor.errors import (
     StoreError,
     UnknownRelease,
 )
+from monitor.lock import lock_file
 from monitor.policy import MonitorConfig, load_policy
 from monitor.store import Release, Store
 from monitor.verdicts import EXIT_INTERNAL, EXIT_STORE, EXIT_USAGE
@@ -104,7 +105,7 @@ def database_path(db: Path | None, config: MonitorConfig | None = None) -> Path:
 
 def remove_database(path: Path) -> None:
     """Delete a database this command created and could not go on with, and its companions."""
-    for name in (str(path), f"{path}-wal", f"{path}-shm", f"{path}.lock"):
+    for name in (str(path), f"{path}-wal", f"{path}-shm", lock_file(path)):
         Path(name).unlink(missing_ok=True)
 
 
