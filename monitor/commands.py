@@ -54,13 +54,13 @@ def run_bounded(argv: Sequence[str], *, env: Mapping[str, str], timeout: float,
     except subprocess.TimeoutExpired:
         returncode = None
     if returncode is None or not tail.finish(_DRAIN_SECONDS):
-        kill_group(process)
+        _kill_group(process)
         tail.finish(_DRAIN_SECONDS)
     process.stdout.close()
     return Finished(returncode, tail.last_line(), time.monotonic() - started)
 
 
-def kill_group(process: subprocess.Popen[bytes]) -> None:
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
     """Kill a process and everything in its process group, then reap it."""
     try:
         os.killpg(process.pid, signal.SIGKILL)

@@ -242,7 +242,6 @@ class Releases:
         if result is None:
             # No verdict from data that could not be read; at the end of the period that
             # is inconclusive, never a pass or a rollback.
-            self.source_errors[release.service] = error
             if now < release.started_at + release.period:
                 if release.verdict != PENDING or release.reason.endswith(error):
                     return release
