@@ -21,6 +21,12 @@ _READ_SIZE = 64 * 1024
 # How long, after the command ended, its output may take to reach its end: a background
 # process it left behind may hold the pipe open.
 _DRAIN_SECONDS = 1.0
+# How often a running command looks whether the monitor is stopping.
+_STOP_POLL_SECONDS = 0.1
+
+
+class Stopped(Exception):
+    """The monitor stopped while the command ran: it was killed, and says nothing either way."""
 
 
 @dataclass(frozen=True)
@@ -34,11 +40,15 @@ class Finished:
 
 
 def run_bounded(argv: Sequence[str], *, env: Mapping[str, str], timeout: float,
-                stdin: bytes = b"") -> Finished:
+                stdin: bytes = b"", stopping: threading.Event | None = None) -> Finished:
     """Run `argv` with `stdin` as its input, for at most `timeout` seconds.
 
-    Raises OSError or ValueError (a NUL byte in an argument) when it cannot start.
+    Raises OSError or ValueError (a NUL byte in an argument) when it cannot start, and
+    Stopped when `stopping` is set before it ends: its process group is killed then, so a
+    stopping monitor is not held for the rest of a test suite's time limit.
     """
+    if stopping is not None and stopping.is_set():
+        raise Stopped(f"{argv[0]!r} not started: the monitor is stopping")
     started = time.monotonic()
     process = subprocess.Popen(
         list(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -48,16 +58,29 @@ def run_bounded(argv: Sequence[str], *, env: Mapping[str, str], timeout: float,
     tail = _Tail(process.stdout)
     feeder = threading.Thread(target=_feed, args=(process.stdin, stdin), daemon=True)
     feeder.start()
-    returncode: int | None
-    try:
-        returncode = process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        returncode = None
+    returncode = _wait(process, started + timeout, stopping)
     if returncode is None or not tail.finish(_DRAIN_SECONDS):
         _kill_group(process)
         tail.finish(_DRAIN_SECONDS)
     process.stdout.close()
+    if returncode is None and stopping is not None and stopping.is_set():
+        raise Stopped(f"{argv[0]!r} killed: the monitor is stopping")
     return Finished(returncode, tail.last_line(), time.monotonic() - started)
+
+
+def _wait(process: subprocess.Popen[bytes], deadline: float,
+          stopping: threading.Event | None) -> int | None:
+    """The exit status, or None once `deadline` (time.monotonic) passed or `stopping` is set."""
+    while stopping is None or not stopping.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            return process.wait(timeout=remaining if stopping is None
+                                else min(remaining, _STOP_POLL_SECONDS))
+        except subprocess.TimeoutExpired:
+            continue
+    return None
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

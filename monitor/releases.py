@@ -18,6 +18,7 @@ from baselines.frame import SignalFrame
 from baselines.selection import choose_baselines
 from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from monitor.clock import Clock
+from monitor.commands import Stopped
 from monitor.errors import AlreadyJudged, ScrapeError, UnknownRelease
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.findings import INCONCLUSIVE, PENDING, ROLLBACK
@@ -65,7 +66,7 @@ class Releases:
         # Live, probes and verification commands (minutes, some of them) run in this pool
         # so the loop keeps scraping; their results are recorded back in the loop's thread.
         self.stage_pool = stage_pool
-        self._stage_runs: dict[int, Future[list[CheckResult]]] = {}
+        self._stage_runs: dict[int, Future[list[CheckResult] | None]] = {}
         self.last_evaluation: dict[int, float] = {}
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
@@ -144,10 +145,13 @@ class Releases:
         policy = self.policy(release.service)
         env = {"RELEASE_SERVICE": release.service, "RELEASE_VERSION": release.version}
 
-        def run_all() -> list[CheckResult]:
+        def run_all() -> list[CheckResult] | None:
             results = []
             for command in policy.verify:
-                results.append(self.runners.command(command, env))
+                try:
+                    results.append(self.runners.command(command, env, self.hooks.stopping))
+                except Stopped:
+                    return None   # cut short: the stage runs again after the next start
                 if not results[-1].ok:
                     break
             return results
@@ -158,8 +162,9 @@ class Releases:
         return self._after_stage(release, VERIFICATION, results, WATCHING)
 
     def _stage(self, release: Release,
-               work: Callable[[], list[CheckResult]]) -> list[CheckResult] | None:
-        """The stage's results, or None while it still runs in the pool."""
+               work: Callable[[], list[CheckResult] | None]) -> list[CheckResult] | None:
+        """The stage's results, or None while it still runs in the pool (or was cut short
+        by the monitor's stop, and stays to run again)."""
         if self.stage_pool is None:
             return work()
         running = self._stage_runs.get(release.id)

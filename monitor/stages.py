@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -50,15 +51,16 @@ def run_probe(probe: Probe, session: requests.Session | None = None) -> CheckRes
     return CheckResult(probe.name, True, f"{where}: {status} in {latency * 1000:.0f} ms")
 
 
-def run_command(command: VerifyCommand, env: dict[str, str] | None = None) -> CheckResult:
+def run_command(command: VerifyCommand, env: dict[str, str] | None = None,
+                stopping: threading.Event | None = None) -> CheckResult:
     """Run one verification command as an argument list (no shell); exit 0 passes.
 
     The command runs in its own process group so that a time-out kills everything it
-    started, not just its first process.
+    started, not just its first process. Raises `Stopped` when `stopping` is set first.
     """
     try:
         finished = run_bounded(command.argv, env=command_environment(env or {}),
-                               timeout=command.timeout)
+                               timeout=command.timeout, stopping=stopping)
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in an argument
         reason = getattr(exc, "strerror", None) or exc
         return CheckResult(command.name, False, f"cannot start {command.argv[0]!r}: {reason}")

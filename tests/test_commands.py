@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import tracemalloc
+from pathlib import Path
 
 import pytest
 
-from monitor.commands import OUTPUT_TAIL, run_bounded
+from monitor.commands import OUTPUT_TAIL, Stopped, run_bounded
 
 PYTHON = sys.executable
 ENV = {"PATH": "/usr/bin:/bin"}
@@ -38,6 +40,50 @@ def test_a_command_past_its_time_is_killed_with_its_children() -> None:
     finished = run_bounded(["sh", "-c", "sleep 60 & sleep 60"], env=ENV, timeout=0.2)
     assert finished.returncode is None
     assert time.monotonic() - started < 10.0
+
+
+class _SetOnceExists(threading.Event):
+    """A stop asked for as soon as a file exists: the command has started its children."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def is_set(self) -> bool:
+        return self.path.exists()
+
+
+def test_a_stopping_monitor_kills_the_command_and_its_children(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    script = f"sleep 60 & echo $$ > {pid_file}.new; mv {pid_file}.new {pid_file}; sleep 60"
+    started = time.monotonic()
+    with pytest.raises(Stopped, match="killed: the monitor is stopping"):
+        run_bounded(["sh", "-c", script], env=ENV, timeout=60.0, stopping=_SetOnceExists(pid_file))
+    assert time.monotonic() - started < 10.0
+    assert _living_in_group(int(pid_file.read_text())) == []  # the background sleep too
+
+
+def _living_in_group(group: int) -> list[int]:
+    """Processes of a process group that are not zombies (PID 1 may never reap them here)."""
+    living = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        state, pgrp = fields[0], int(fields[2])
+        if pgrp == group and state != "Z":
+            living.append(int(stat.parent.name))
+    return living
+
+
+def test_a_command_is_not_started_once_the_monitor_is_stopping(tmp_path: Path) -> None:
+    stopping = threading.Event()
+    stopping.set()
+    marker = tmp_path / "ran"
+    with pytest.raises(Stopped, match="not started"):
+        run_bounded(["touch", str(marker)], env=ENV, timeout=60.0, stopping=stopping)
+    assert not marker.exists()
 
 
 def test_a_background_process_holding_the_output_open_does_not_hold_the_caller() -> None:

@@ -481,7 +481,8 @@ def test_a_long_verification_does_not_stop_the_scrapes(
     simulated, clock = service
     release_gate = threading.Event()
 
-    def slow_command(command: VerifyCommand, env: dict[str, str]) -> CheckResult:
+    def slow_command(command: VerifyCommand, env: dict[str, str],
+                     stopping: threading.Event | None = None) -> CheckResult:
         release_gate.wait(10)                     # a test suite that takes its time
         return CheckResult(command.name, True, "exit 0")
 
@@ -507,5 +508,48 @@ def test_a_long_verification_does_not_stop_the_scrapes(
     assert woken.wait(10)                         # the finished stage wakes the loop
     daemon.step()
     assert store.releases("demo")[0].state == "watching"
+    pool.shutdown()
+    daemon.close()
+
+
+class _StopOnceExists(threading.Event):
+    """A stop asked for as soon as a file exists (a command under way made it)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def is_set(self) -> bool:
+        return self.path.exists()
+
+
+def test_a_verification_cut_short_by_a_stop_is_no_verdict_and_runs_again(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from monitor.hooks import HookRunner
+    from monitor.policy import VerifyCommand
+
+    simulated, clock = service
+    started = tmp_path / "started"
+    suite = VerifyCommand("suite", ("sh", "-c", f"touch {started}; sleep 60"), timeout=600.0)
+    policy = ServicePolicy(name="demo", targets=(Target(url=f"{simulated.url}/metrics"),),
+                           version_metric="demo_build_info", verify=(suite,))
+    config = MonitorConfig(path="<test>", services={"demo": policy})
+    store = Store.memory()
+    pool = ThreadPoolExecutor(1)
+    hooks = HookRunner(store, clock, stopping=_StopOnceExists(started))
+    releases = Releases(config, store, clock, hooks=hooks, stage_pool=pool)
+    daemon = Daemon(config, store, clock, releases=releases)
+    began = time.monotonic()
+    daemon.run_until(clock.now() + 120)
+    for running in list(releases._stage_runs.values()):
+        running.result(timeout=30)       # the suite was killed at the stop, not run to its end
+    assert time.monotonic() - began < 30
+    daemon.step()
+    [release] = store.releases("demo")
+    assert (release.state, release.verdict) == ("verification", "pending")
+    assert store.checks(release.id) == []
     pool.shutdown()
     daemon.close()
