@@ -557,7 +557,8 @@ def _rate_signals(
             # The rise of the complement as a fall of the ratio itself, relative to its level.
             rise, base_rate, cand_rate = ratio_lower - 1.0, 1.0 - base_rate, 1.0 - cand_rate
             bound = rise * (1.0 - base_rate) / base_rate if base_rate > 0 else float("nan")
-            effect, lower, upper = cand_rate / base_rate - 1.0, float("nan"), -bound
+            fall = cand_rate / base_rate - 1.0 if base_rate > 0 else float("nan")
+            effect, lower, upper = fall, float("nan"), -bound
         else:
             bound = ratio_lower - 1.0
             effect, lower, upper = float(np.atleast_1d(result.ratio)[row]) - 1.0, bound, float("nan")

@@ -388,6 +388,12 @@ def test_a_ratio_worse_when_lower_is_judged_by_its_fall() -> None:
     assert _hit_ratio(HITS, 0.5, 0.5).verdict == "pass"
 
 
+def test_a_ratio_worse_when_lower_that_was_zero_cannot_fall() -> None:
+    # A cache that never hit: every evaluation used to divide by its zero ratio and fail.
+    assert _hit_ratio(HITS, 0.0, 0.0).verdict == "pass"
+    assert _hit_ratio(HITS, 0.0, 0.3).verdict == "pass"
+
+
 def test_a_ratio_worse_either_way_is_judged_in_the_direction_it_moved() -> None:
     either = replace(HITS, bad="both")
     assert _hit_ratio(either, 0.5, 0.2).verdict == "rollback"
