@@ -605,16 +605,22 @@ def _hook(reader: _Reader) -> Hook:
     return hook
 
 
+# Bad events outrank the words for good ones: `cache_hit_errors_total` counts errors and
+# `http_unavailable_total` unavailability, whatever else their names say.
+_BAD_EVENTS = re.compile(r"error|fail|unavailab|unsuccess|miss|reject|denied|5xx|timeout|crash",
+                         re.IGNORECASE)
+_WORSE_WHEN_LOWER = re.compile(r"success|throughput|availab|hit|ok\b|apdex", re.IGNORECASE)
 _WORSE_WHEN_HIGHER = re.compile(
-    r"error|fail|latency|duration|seconds|memory|bytes|queue|cpu|wait|pending|restart|drop"
-    r"|timeout|5xx|saturation|pool|lag",
+    r"latency|duration|seconds|memory|bytes|queue|cpu|wait|pending|restart|drop|saturation"
+    r"|pool|lag",
     re.IGNORECASE,
 )
-_WORSE_WHEN_LOWER = re.compile(r"success|throughput|available|hit|ok\b|apdex", re.IGNORECASE)
 
 
 def default_direction(signal: str) -> str:
     """Which way is worse for a signal, from its name as Prometheus conventions spell it."""
+    if _BAD_EVENTS.search(signal):
+        return "increase"
     if _WORSE_WHEN_LOWER.search(signal):
         return "decrease"
     if _WORSE_WHEN_HIGHER.search(signal):

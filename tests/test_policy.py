@@ -406,6 +406,14 @@ def test_parse_policy_names_the_given_source() -> None:
         ("throughput", "decrease"),
         ("request_rate", "both"),
         ("http_requests_total", "both"),
+        ("cache_hit_ratio", "decrease"),
+        ("availability", "decrease"),
+        # Bad events outrank the words for good ones.
+        ("cache_hit_errors_total", "increase"),
+        ("http_unavailable_errors_total", "increase"),
+        ("db_unavailable_total", "increase"),
+        ("unsuccessful_requests_total", "increase"),
+        ("cache_miss_ratio", "increase"),
     ],
 )
 def test_default_direction_follows_the_signal_name(signal: str, direction: str) -> None:
