@@ -638,13 +638,15 @@ def _leak_signals(
 
 
 def _limit(rule: SignalRule, window: SignalFrame, row: int) -> float | None:
+    """The memory limit: the policy's, else the limit metric's latest value; a value of 0
+    or less is no limit (cAdvisor's container_spec_memory_limit_bytes of an unlimited one)."""
     if rule.limit is not None:
         return rule.limit
     name = f"{rule.name}:limit"
     if name in window.rows:
         values = window.values[window.row(name)]
         values = values[~np.isnan(values)]
-        return float(values[-1]) if values.size else None
+        return float(values[-1]) if values.size and values[-1] > 0 else None
     return None
 
 

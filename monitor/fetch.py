@@ -241,7 +241,7 @@ def _check_declared_length(
 ) -> None:
     """Refuse an uncompressed body whose Content-Length already exceeds the cap."""
     declared = response.headers.get("Content-Length", "")
-    if encoding == "identity" and declared.isdigit() and int(declared) > max_bytes:
+    if encoding == "identity" and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise attempt.failed(f"body of {declared} bytes is over the {max_bytes}-byte limit")
 
 

@@ -342,7 +342,7 @@ def _json(body: bytes) -> Any:
 
 def _retry_after(response: requests.Response) -> float | None:
     value = response.headers.get("Retry-After", "").strip()
-    return float(value) if value.isdigit() else None
+    return float(value) if value.isascii() and value.isdigit() else None  # not "²"
 
 
 def _one_line(text: str) -> str:

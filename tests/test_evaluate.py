@@ -333,6 +333,21 @@ def test_a_slow_leak_is_minor_and_a_sawtooth_alone_is_nothing() -> None:
     assert flat.verdict == "pass"
 
 
+def test_a_limit_metric_of_zero_is_no_limit() -> None:
+    # cAdvisor reports container_spec_memory_limit_bytes 0 for a container without one.
+    rule = replace(MEMORY, limit=None, limit_metric="container_spec_memory_limit_bytes")
+    policy = _policy(rule)
+    frame = _frame(T0, 30, seed=12, leak=2e4)
+    nan = np.full((1, frame.times.size), np.nan)
+    unlimited = SignalFrame((*frame.names, "memory:limit"), frame.times,
+                            np.vstack([frame.values, np.zeros((1, frame.times.size))]),
+                            np.vstack([frame.events, nan]), np.vstack([frame.trials, nan]))
+    slow = _judge(policy, _baseline(policy), unlimited)[-1]
+    assert slow.verdict == "hotfix"
+    (leak,) = (f for f in slow.findings if f.detector == "leak")
+    assert (leak.severity, leak.exhaustion) == ("minor", None)
+
+
 def test_without_a_baseline_only_a_first_release_can_pass() -> None:
     policy = _policy(LATENCY)
     assert _judge(policy, None, _frame(T0, 30, seed=14), first_release=True)[-1].verdict == "pass"

@@ -198,6 +198,15 @@ def dribble_headers(handler: Handler) -> None:
         handler.wfile.write(b"x")
 
 
+def superscript_length(handler: Handler) -> None:
+    """A length of "²": a digit to str.isdigit, none to int()."""
+    handler.send_response(200)
+    handler.send_header("Content-Length", "\u00b2")
+    handler.end_headers()
+    handler.wfile.write(b"up 1\n")
+    handler.close_connection = True
+
+
 def hang_up(handler: Handler) -> None:
     """Takes the request, then closes the connection without a word."""
     handler.close_connection = True
@@ -223,6 +232,7 @@ ROUTES: dict[str, Callable[[Handler], None]] = {
     "/dribble-chunk-header": dribble_chunk_header,
     "/dribble-headers": dribble_headers,
     "/hang-up": hang_up,
+    "/superscript-length": superscript_length,
 }
 
 
@@ -513,6 +523,11 @@ def test_meaningless_limits_are_rejected(limits: dict[str, float], name: str) ->
 def test_a_server_that_hangs_up_unanswered_is_not_called_unreachable(target: Target) -> None:
     assert fetch_error(target.url("/hang-up")) == (
         f"GET {target.url('/hang-up')}: closed without an answer (RemoteDisconnected)")
+
+
+def test_a_length_in_superscript_digits_is_no_length(target: Target) -> None:
+    # No ValueError from int("²"): the body is read to the connection's end, as unsized.
+    assert fetch(target.url("/superscript-length"), timeout=5.0, max_bytes=LIMIT) == b"up 1\n"
 
 
 def test_an_invalid_url_is_a_scrape_error() -> None:

@@ -517,6 +517,13 @@ def test_429_waits_as_long_as_retry_after_says(fake: FakeProm) -> None:
     assert sleeps == [7.0]
 
 
+def test_a_retry_after_in_superscript_digits_is_ignored(fake: FakeProm) -> None:
+    fake.state.script = [error_answer(503, "unavailable", "busy", {"Retry-After": "\u00b3"})]
+    sleeps = Sleeps()
+    ask(client_for(fake.base, sleeps))
+    assert sleeps == [0.5]          # the default backoff, as for no Retry-After at all
+
+
 def test_default_backoff_goes_through_the_clock(fake: FakeProm) -> None:
     fake.state.script = [error_answer(503, "unavailable", "busy")]
     clock = SimClock()
