@@ -431,6 +431,30 @@ def test_verdict_json_document(demo_db: Path) -> None:
     assert {"error_ratio", "memory"} <= major, doc["findings"]
 
 
+def _strict_json(text: str) -> Any:
+    def refuse(token: str) -> None:
+        raise ValueError(f"not JSON: {token}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_strict_json_when_a_quantile_has_no_data(tmp_path: Path) -> None:
+    # A signal the baseline never had: its stored quantiles are NaN, which JSON has not.
+    db = tmp_path / "m.db"
+    store = Store.open(db)
+    release = store.start_release("shop", "v2", at=1.7e9, change_class="minor", period=900.0,
+                                  baselines=("v1",))
+    store.add_verdict(release.id, at=1.7e9 + 60, verdict="pass", reason="", findings=[],
+                      first_alarm_at=None, decided_at=1.7e9 + 60, state="done", judge_state="{}",
+                      signals=[{"signal": "queue", "baseline": {"p05": float("nan")}}])
+    store.close()
+    verdict = monitor("verdict", "--db", db, "--release", "v2", "--json")
+    assert verdict.exit_code == 0, verdict.output
+    assert _strict_json(verdict.stdout)["signals"] == [{"signal": "queue", "baseline": {"p05": None}}]
+    listed = monitor("release", "list", "--db", db, "--json")
+    assert _strict_json(listed.stdout)["releases"][0]["release"] == "v2"
+
+
 def test_a_failed_smoke_check_is_a_finding_with_every_key(demo_db: Path) -> None:
     result = monitor("verdict", "--db", demo_db, "--release", "v2.5", "--json")
     assert result.exit_code == 3, result.output

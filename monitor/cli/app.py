@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from monitor.cli.common import (
     clear_errors,
     database_path,
     duration_option,
+    echo_json,
     fail,
     load_config,
     open_release,
@@ -252,7 +252,7 @@ def release_list(
         # A history, not evidence: each release's signal series is `monitor verdict`'s.
         for doc in docs:
             del doc["signals"]
-        typer.echo(json.dumps({"releases": docs}))
+        echo_json({"releases": docs})
     elif docs:
         typer.echo(releases_table(docs))
     else:
@@ -300,7 +300,10 @@ def verdict(
             if wait:
                 found = wait_for_decision(store, found, WallClock(), timeout=seconds)
             doc = document(store, found)
-    typer.echo(json.dumps(doc) if as_json else verdict_text(doc))
+    if as_json:
+        echo_json(doc)
+    else:
+        typer.echo(verdict_text(doc))
     raise typer.Exit(EXIT_CODES[doc["verdict"]])
 
 

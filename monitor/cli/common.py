@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +23,7 @@ from monitor.errors import (
     StoreError,
     UnknownRelease,
 )
+from monitor.findings import json_safe
 from monitor.lock import lock_file
 from monitor.policy import MonitorConfig, load_policy
 from monitor.store import Release, Store
@@ -45,6 +47,11 @@ ReleaseServiceOption = Annotated[
     typer.Option(help="Service (may be left out when one service has that release)."),
 ]
 OnlyServiceOption = Annotated[str | None, typer.Option(help="Only this service.")]
+
+
+def echo_json(doc: Any) -> None:
+    """One line of strict JSON: NaN and infinities (a quantile of no data) are null."""
+    typer.echo(json.dumps(json_safe(doc), allow_nan=False))
 
 
 def fail(message: str, code: int) -> typer.Exit:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from monitor.cli.common import (
     ReleaseServiceOption,
     clear_errors,
     duration_option,
+    echo_json,
     fail,
     open_release,
 )
@@ -67,7 +67,7 @@ def replay(
             results.append(result.to_dict())
     for doc in results:
         if as_json:
-            typer.echo(json.dumps(doc))
+            echo_json(doc)
         else:
             typer.echo(f"{doc['recording']}:")
             typer.echo(verdict_text({**doc, "change_class": "replayed", "state": "done"}))
