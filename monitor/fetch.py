@@ -105,16 +105,18 @@ def bounded_request(
     timeout: float,
     max_bytes: int,
     any_status: bool = False,
+    read_body: bool = True,
 ) -> tuple[requests.Response, bytes]:
     """Send `request` and read its raw body (decompressed) within `timeout` seconds in total.
 
     A body over `max_bytes` after decompression fails, as in `fetch`. A status outside
     2xx fails at once unless `any_status`, when its body is read and returned like any
-    other (for servers that explain their errors in it). Every failure is a ScrapeError of
-    one line starting with `where`; a timeout or a connection that could not be made or
-    broke is a TransientScrapeError, worth another attempt, unlike an oversized or badly
-    encoded body or a refused status. The connection goes back to the session's pool only
-    when the body was read to its end.
+    other (for servers that explain their errors in it). Without `read_body` the answer
+    ends at its headers: the status is all that counts (a webhook's), the body is b"".
+    Every failure is a ScrapeError of one line starting with `where`; a timeout or a
+    connection that could not be made or broke is a TransientScrapeError, worth another
+    attempt, unlike an oversized or badly encoded body or a refused status. The
+    connection goes back to the session's pool only when the body was read to its end.
 
     >>> request = requests.Request("GET", "http://127.0.0.1:9090/api/v1/status/buildinfo")
     >>> response, body = bounded_request(requests.Session(), request, where="Prometheus",
@@ -129,6 +131,9 @@ def bounded_request(
         response.close()
         reason = _printable(response.reason or "", limit=60)
         raise attempt.failed(f"HTTP {response.status_code} {reason}".rstrip())
+    if not read_body:
+        response.close()
+        return response, b""
     try:
         body = _read_body(response, max_bytes, attempt)
     except BaseException:
@@ -188,8 +193,8 @@ def _open(
             # What Session.request does, with the body left unread (stream=True).
             prepared = http_session.prepare_request(request)
             settings = http_session.merge_environment_settings(prepared.url, {}, True, None, None)
-            return http_session.send(prepared, timeout=(remaining, remaining),
-                                     allow_redirects=False, **settings)
+            response = http_session.send(prepared, timeout=(remaining, remaining),
+                                         allow_redirects=False, **settings)
         except requests.Timeout:
             raise attempt.timed_out() from None
         except requests.ConnectionError as exc:
@@ -202,6 +207,11 @@ def _open(
         except requests.RequestException as exc:
             # The exception's own text may repeat the URL with its query and credentials.
             raise attempt.failed(f"request failed ({type(exc).__name__})") from None
+    if fired.is_set():
+        # Shut down mid-header, the socket reads as an end of headers: what came is cut short.
+        response.close()
+        raise attempt.timed_out()
+    return response
 
 
 def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -> bytes:

@@ -22,6 +22,8 @@ import requests
 
 from monitor.clock import Clock
 from monitor.commands import run_bounded
+from monitor.errors import ScrapeError
+from monitor.fetch import bounded_request
 from monitor.policy import Hook
 from monitor.redact import command_environment, redact_url
 from monitor.store import Release, Store
@@ -30,7 +32,6 @@ log = logging.getLogger("release_monitor.hooks")
 
 FIRST_BACKOFF = 1.0
 MAX_BACKOFF = 60.0
-_RESPONSE_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -203,13 +204,17 @@ def _post(hook: Hook, body: dict[str, Any]) -> Outcome:
         return Outcome(False, "the URL does not start with http:// or https://")
     where = redact_url(hook.url)
     headers = {"Idempotency-Key": body["idempotency_key"], "Content-Type": "application/json"}
-    try:
-        with requests.post(hook.url, data=json.dumps(body), headers=headers,
-                           timeout=hook.timeout, stream=True, allow_redirects=False) as answer:
-            answer.raw.read(_RESPONSE_LIMIT, decode_content=False)
-            status = answer.status_code
-    except requests.RequestException as exc:
-        return Outcome(False, f"{where}: {type(exc).__name__}")
+    request = requests.Request("POST", hook.url, data=json.dumps(body).encode("utf-8"),
+                               headers=headers)
+    # One deadline for the whole exchange: a receiver trickling its answer must not hold
+    # one of the few hook threads (and a stopping daemon) for ever.
+    with requests.Session() as session:
+        try:
+            answer, _ = bounded_request(session, request, where=where, timeout=hook.timeout,
+                                        max_bytes=1, any_status=True, read_body=False)
+        except ScrapeError as exc:
+            return Outcome(False, str(exc))
+    status = answer.status_code
     if 200 <= status < 300:
         return Outcome(True, f"{where}: {status}")
     return Outcome(False, f"{where}: status {status}")

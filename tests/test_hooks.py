@@ -232,3 +232,50 @@ def test_wait_for_decision_polls_on_the_clock_until_decided() -> None:
                       first_alarm_at=clock.now(), decided_at=clock.now(), state="done",
                       judge_state="{}")
     assert wait_for_decision(store, release, clock, timeout=60.0).verdict == "rollback"
+
+
+class _SlowReceiver(BaseHTTPRequestHandler):
+    """/dribble: a status line, then a header a byte at a time; /stall: a 200, then no body."""
+
+    protocol_version = "HTTP/1.1"
+    release = threading.Event()
+
+    def do_POST(self) -> None:  # noqa: N802 - the stdlib's name
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path == "/dribble":
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Padding: ")
+            while not self.release.wait(0.05):
+                self.wfile.write(b"x")
+        else:
+            self.send_response(200)
+            self.send_header("Content-Length", "1000")
+            self.end_headers()
+            self.release.wait()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture()
+def slow_receiver() -> Iterator[str]:
+    _SlowReceiver.release = threading.Event()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _SlowReceiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    _SlowReceiver.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_receiver_trickling_its_answer_is_cut_at_the_hook_s_timeout(slow_receiver: str) -> None:
+    hook = Hook(name="w", on=("rollback",), url=f"{slow_receiver}/dribble", timeout=0.5)
+    body = {"idempotency_key": "k", "verdict": "rollback"}
+    outcome = deliver(hook, body)
+    assert outcome == Outcome(False, f"{slow_receiver}/dribble: timed out after 0.5 s")
+
+
+def test_a_receiver_s_status_is_its_answer_whatever_its_body_does(slow_receiver: str) -> None:
+    hook = Hook(name="w", on=("rollback",), url=f"{slow_receiver}/stall", timeout=5.0)
+    outcome = deliver(hook, {"idempotency_key": "k", "verdict": "rollback"})
+    assert outcome == Outcome(True, f"{slow_receiver}/stall: 200")
