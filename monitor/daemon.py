@@ -104,6 +104,7 @@ class Daemon:
         self.last_evaluation: float | None = None
         self.store_errors_total = 0
         self.next_prune = self.started_at + PRUNE_EVERY
+        self._pruned_before = float("-inf")   # what the last prune removed: before this
         workers = min(_MAX_SCRAPE_WORKERS, len(self.targets))
         self._pool = ThreadPoolExecutor(workers, "scrape") if self.live and workers else None
         self._wake = threading.Event()
@@ -331,8 +332,11 @@ class Daemon:
 
     def _prune(self, now: float) -> None:
         self.next_prune = now + PRUNE_EVERY
+        cutoff = now - self.config.retention
         try:
-            self.store.prune(now - self.config.retention)
+            self.releases.keep_baselines(cutoff, since=self._pruned_before)
+            self.store.prune(cutoff)
+            self._pruned_before = cutoff
         except StoreError as exc:
             self.store_errors_total += 1
             log.error("store: %s", exc)

@@ -411,6 +411,28 @@ class Releases:
                                                for name, summary in signals.items()})
         return Baseline((healthy.version,), signals)
 
+    def keep_baselines(self, before: float, *, since: float = float("-inf")) -> int:
+        """Summarize, while their samples last, the releases that may yet be a baseline and
+        whose window loses samples when those taken before `before` are pruned (`since`:
+        the previous such cut, before which nothing was left to save). A baseline is
+        otherwise summarized when a later release first needs it, which may be after a
+        rolled-back release and a long retention. Returns how many were summarized."""
+        kept = 0
+        for service, policy in self.config.services.items():
+            releases = self.store.releases(service)
+            for release in releases:
+                if release.state != DONE or release.why_not_pinnable() is not None:
+                    continue
+                later = [r.started_at for r in releases if r.started_at > release.started_at]
+                if not later:
+                    continue   # still running: summarized from its latest samples when needed
+                end = min(later)
+                start = max(release.started_at, end - policy.baseline_window)
+                if start >= before or end <= since or self.store.load_baseline(release.id):
+                    continue
+                kept += self.baseline_of(release, policy) is not None
+        return kept
+
     def _end_of(self, release: Release) -> float:
         """A release is running until the next release of its service starts."""
         following = self._neighbours(release)[1]

@@ -553,3 +553,27 @@ def test_a_verification_cut_short_by_a_stop_is_no_verdict_and_runs_again(
     assert store.checks(release.id) == []
     pool.shutdown()
     daemon.close()
+
+
+def test_a_baseline_outlives_its_samples_across_a_rollback_and_a_short_retention(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    # v2.1 passes; v2.5 fails its smoke test and rolls back; v2.1 runs on for three hours,
+    # past the one-hour retention. v2.2's baseline is v2.1 as it ran before v2.5: its
+    # samples are pruned by then, so its summary must have been kept before they went.
+    simulated, clock = service
+    simulated.deploy("v2.1")
+    policy = demo_policy(simulated.url)
+    config = MonitorConfig(path="<test>", retention=3600.0, services={policy.name: policy})
+    store = Store.memory()
+    daemon = Daemon(config, store, clock)
+    daemon.run_until(clock.now() + 2 * policy.periods["minor"])
+    simulated.deploy("v2.5")
+    daemon.run_until(clock.now() + 300)
+    simulated.deploy("v2.1")
+    daemon.run_until(clock.now() + 3 * 3600)
+    simulated.deploy("v2.2")
+    daemon.run_until(clock.now() + 2 * policy.periods["minor"])
+    verdicts = {r.version: (r.verdict, r.baseline) for r in store.releases(policy.name)}
+    assert verdicts == {"v2.1": ("pass", None), "v2.5": ("rollback", "v2.1"),
+                        "v2.2": ("pass", "v2.1")}
