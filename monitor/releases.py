@@ -180,11 +180,15 @@ class Releases:
     def _after_stage(self, release: Release, stage: str, results: Sequence[CheckResult],
                      following: str) -> Release:
         now = self.clock.now()
-        for result in results:
-            self.store.add_check(release.id, stage=stage, name=result.name, ok=result.ok,
-                                 detail=result.detail, at=now)
         failed = [r for r in results if not r.ok]
-        if failed:
+        # The results and what they decide, in one transaction: a crash between the two
+        # would run the stage again and store a second set of results beside the first.
+        with self.store.transaction():
+            for result in results:
+                self.store.add_check(release.id, stage=stage, name=result.name, ok=result.ok,
+                                     detail=result.detail, at=now)
+            if not failed:
+                return self.store.update_release(release.id, state=following)
             reason = f"{stage} failed: " + "; ".join(f"{r.name}: {r.detail}" for r in failed)
             findings = [{"signal": r.name, "detector": stage, "severity": "major",
                          "baseline": None, "candidate": None, "effect": None,
@@ -194,8 +198,7 @@ class Releases:
                 first_alarm_at=now, decided_at=now, state=DONE, judge_state=release.judge_state,
                 claims=self._claims(release, ROLLBACK),
             )
-            return self._announce(release, decided)
-        return self.store.update_release(release.id, state=following)
+        return self._announce(release, decided)   # hooks fire once the verdict is stored
 
     def _watch(self, release: Release) -> Release:
         policy = self.policy(release.service)

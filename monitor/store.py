@@ -273,6 +273,7 @@ class Store:
         self._conn = db.conn
         # One connection, possibly shared by threads: a lock keeps transactions whole.
         self._lock = threading.RLock()
+        self._joined = 0   # depth of `transaction()` blocks, in the thread holding the lock
         self._series: dict[str, dict[str, int]] = {}
         self.path: str | None = _file_of(self._conn)
         with self._failures("open"):
@@ -366,15 +367,40 @@ class Store:
             raise StoreError(f"cannot {doing} {where}: {_one_line(exc)}") from exc
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Several writes as one: all of them are stored, or none (a crash, an error).
+
+        Example:
+            >>> store = Store.memory()
+            >>> r = store.start_release("demo", "v2", at=0.0, change_class="minor",
+            ...                         period=60.0, baselines=())
+            >>> with store.transaction():
+            ...     store.add_check(r.id, stage="smoke", name="/", ok=True, detail="200", at=1.0)
+            ...     store.update_release(r.id, state="verification").state
+            'verification'
+        """
+        with self._writing():
+            self._joined += 1
+            try:
+                yield
+            finally:
+                self._joined -= 1
+
+    @contextmanager
     def _writing(self) -> Iterator[sqlite3.Connection]:
-        """One short write transaction, holding the write lock from its first statement.
+        """One short write transaction, holding the write lock from its first statement;
+        inside `transaction()`, a part of that one.
 
         IMMEDIATE, not DEFERRED: a transaction that reads before writing could
         otherwise fail at once with SQLITE_BUSY instead of waiting for the lock.
         """
-        with self._lock, self._failures("write to"), self._conn:
-            self._conn.execute("BEGIN IMMEDIATE")
-            yield self._conn
+        with self._lock:
+            if self._joined:   # only the thread in `transaction()` gets past the lock now
+                yield self._conn
+                return
+            with self._failures("write to"), self._conn:
+                self._conn.execute("BEGIN IMMEDIATE")
+                yield self._conn
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

@@ -577,3 +577,27 @@ def test_a_baseline_outlives_its_samples_across_a_rollback_and_a_short_retention
     verdicts = {r.version: (r.verdict, r.baseline) for r in store.releases(policy.name)}
     assert verdicts == {"v2.1": ("pass", None), "v2.5": ("rollback", "v2.1"),
                         "v2.2": ("pass", "v2.1")}
+
+
+def test_a_stage_s_results_and_what_they_decide_are_stored_together(
+    service: tuple[SimulatedService, SimClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitor.errors import StoreError
+
+    simulated, clock = service
+    policy = demo_policy(simulated.url)
+    store = Store.memory()
+    releases = Releases(MonitorConfig(path="<test>", services={policy.name: policy}), store, clock)
+    release = releases.start(policy.name, "v2.2")
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise StoreError("cannot write to m.db: database or disk is full")
+
+    monkeypatch.setattr(store, "update_release", disk_full)
+    with pytest.raises(StoreError):
+        releases.advance(release)
+    assert store.checks(release.id) == []        # not the results without their outcome
+    monkeypatch.undo()
+    after = releases.advance(store.release(policy.name, "v2.2"))
+    assert after.state == "verification"
+    assert len(store.checks(release.id)) == len(policy.smoke)

@@ -267,6 +267,21 @@ def test_checks_round_trip_in_time_order(store: Store) -> None:
         store.add_check(release.id + 1, stage="smoke", name="x", ok=True, detail="", at=T0)
 
 
+def test_a_transaction_stores_all_of_its_writes_or_none(store: Store) -> None:
+    release = _release(store)
+    with pytest.raises(RuntimeError), store.transaction():
+        store.add_check(release.id, stage="smoke", name="/", ok=True, detail="200", at=T0 + 1)
+        store.update_release(release.id, state="verification")
+        raise RuntimeError("the process died here")
+    assert store.checks(release.id) == []
+    assert store.release("demo", release.version).state == "smoke"
+    with store.transaction():
+        store.add_check(release.id, stage="smoke", name="/", ok=True, detail="200", at=T0 + 1)
+        store.update_release(release.id, state="verification")
+    assert len(store.checks(release.id)) == 1
+    assert store.release("demo", release.version).state == "verification"
+
+
 def test_add_verdict_appends_history_and_sets_the_release(store: Store) -> None:
     release = _release(store)
     findings = [{"signal": "latency", "shift": np.float64(0.25), "rows": np.arange(2),
