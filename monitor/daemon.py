@@ -311,7 +311,7 @@ class Daemon:
             log.error("store: %s", exc)
             return
         for release in active:
-            if release.service not in self.config.services or release.service in waiting:
+            if release.service in waiting:
                 continue
             # Counted only when the release was judged, not on every step it is watched.
             before = self.releases.last_evaluation.get(release.id)

@@ -19,6 +19,7 @@ from baselines.selection import choose_baselines
 from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from monitor.clock import Clock
 from monitor.commands import Stopped
+from monitor.durations import format_duration
 from monitor.errors import AlreadyJudged, ScrapeError, UnknownRelease
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.findings import INCONCLUSIVE, PENDING, ROLLBACK
@@ -126,6 +127,11 @@ class Releases:
 
     def advance(self, release: Release) -> Release:
         """Do whatever is due for one release now."""
+        policy = self.config.services.get(release.service)
+        if policy is None:
+            return self._outside_policy(release)
+        if release.state != DONE and release.period != policy.period(release.change_class):
+            release = self._take_policy_period(release, policy)
         if release.state == SMOKE:
             return self._smoke(release)
         if release.state == VERIFICATION:
@@ -133,6 +139,31 @@ class Releases:
         if release.state == WATCHING:
             return self._watch(release)
         return release
+
+    def _outside_policy(self, release: Release) -> Release:
+        """A release of a service the policy does not name (a typo given to `release start`
+        without the policy, a service since removed): nothing can judge it, so it is
+        inconclusive at once rather than pending for ever."""
+        known = ", ".join(sorted(self.config.services)) or "none"
+        now = self.clock.now()
+        decided = self.store.add_verdict(
+            release.id, at=now, verdict=INCONCLUSIVE,
+            reason=f"service {release.service!r} is not in the policy (services: {known})",
+            findings=[], first_alarm_at=None, decided_at=now, state=DONE,
+            judge_state=release.judge_state)
+        log.warning("%s %s: INCONCLUSIVE: %s", release.service, release.version, decided.reason)
+        return decided
+
+    def _take_policy_period(self, release: Release, policy: ServicePolicy) -> Release:
+        """The policy's checking period for the release's change class: it was registered
+        with another (`release start` without the policy uses the defaults)."""
+        period = policy.period(release.change_class)
+        judge_state = replace(JudgeState.from_json(release.judge_state), over_at=None)
+        log.info("%s %s: checking period %s, the policy's for a %s change (registered with %s)",
+                 release.service, release.version, format_duration(period),
+                 release.change_class, format_duration(release.period))
+        return self.store.reclassify(release.id, change_class=release.change_class,
+                                     period=period, judge_state=judge_state.to_json())
 
     def _smoke(self, release: Release) -> Release:
         policy = self.policy(release.service)

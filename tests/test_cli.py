@@ -249,6 +249,18 @@ def test_release_start_then_list(tmp_path: Path) -> None:
     assert "signals" not in releases[0] and "findings" in releases[0]
 
 
+def test_release_start_without_a_policy_notes_a_service_the_database_never_saw(tmp_path: Path) -> None:
+    db = tmp_path / "m.db"
+    assert monitor("release", "start", "--service", "shop", "--version", "v1", "--db", db).exit_code == 0
+    again = monitor("release", "start", "--service", "shop", "--version", "v2", "--db", db)
+    assert "note:" not in again.stderr
+    typo = monitor("release", "start", "--service", "shopp", "--version", "v2", "--db", db)
+    assert typo.exit_code == 0, typo.output
+    assert typo.stderr == (f"note: {db} knows nothing of 'shopp' (it has shop); without --config "
+                           "the policy is not checked, and the monitor finds a service it does "
+                           "not name inconclusive\n")
+
+
 def test_release_start_again_says_so_and_takes_the_change_class_while_judging(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     first = monitor("release", "start", "--service", "shop", "--version", "v1", "--db", db)

@@ -601,3 +601,36 @@ def test_a_stage_s_results_and_what_they_decide_are_stored_together(
     after = releases.advance(store.release(policy.name, "v2.2"))
     assert after.state == "verification"
     assert len(store.checks(release.id)) == len(policy.smoke)
+
+
+def test_the_daemon_s_policy_decides_the_period_of_a_release_registered_without_it(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    # `monitor release start` without --config registers with the default periods.
+    simulated, clock = service
+    policy = demo_policy(simulated.url)
+    store = Store.memory()
+    registered = store.start_release(policy.name, "v2.2", at=clock.now(), change_class="major",
+                                     period=7200.0, baselines=())
+    assert policy.periods["major"] != 7200.0
+    config = MonitorConfig(path="<test>", services={policy.name: policy})
+    daemon = Daemon(config, store, clock)
+    daemon.step()
+    taken = store.release(policy.name, "v2.2")
+    assert (taken.change_class, taken.period) == ("major", policy.periods["major"])
+    assert taken.id == registered.id
+
+
+def test_a_release_of_a_service_the_policy_does_not_name_is_inconclusive_at_once(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    simulated, clock = service
+    policy = demo_policy(simulated.url)
+    store = Store.memory()
+    store.start_release("shopp", "v9", at=clock.now(), change_class="minor", period=900.0,
+                        baselines=())
+    daemon = Daemon(MonitorConfig(path="<test>", services={policy.name: policy}), store, clock)
+    daemon.step()
+    typo = store.release("shopp", "v9")
+    assert (typo.state, typo.verdict) == ("done", "inconclusive")
+    assert typo.reason == f"service 'shopp' is not in the policy (services: {policy.name})"

@@ -229,6 +229,12 @@ def release_start(
                                 services={service: default_service(service, [])})
         cfg.service(service)  # a service the policy names, before any database is made
         store = open_store(db, cfg if config else None, create=True)
+        others = [] if config else [s for s in store.services() if s != service]
+        if others and service not in store.services():
+            typer.echo(f"note: {store.path or 'the database'} knows nothing of {service!r} "
+                       f"(it has {', '.join(others)}); without --config the policy is not "
+                       "checked, and the monitor finds a service it does not name inconclusive",
+                       err=True)
         release, new = Releases(cfg, store, WallClock()).register(service, version,
                                                                   change_class=change)
     typer.echo(f"{'registered' if new else 'already registered:'} {release.service} "
