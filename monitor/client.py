@@ -62,16 +62,11 @@ def register_remote(url: str, service: str, version: str, change_class: str | No
     where = f"{_base(url)}/api/v1/releases"
     fields = {"service": service, "version": version,
               **({"change": change_class} if change_class else {})}
-    try:
-        answer = requests.post(
-            where, json=fields,
-            headers={"Authorization": f"Bearer {token}"}, timeout=timeout,
-            allow_redirects=False, stream=True,
-        )
-        with answer:
-            body = answer.raw.read(_LIMIT, decode_content=True)
-    except requests.RequestException as exc:
-        raise MonitorError(f"{redact_url(where)}: {type(exc).__name__}") from None
+    request = requests.Request("POST", where, json=fields,
+                               headers={"Authorization": f"Bearer {token}"})
+    with requests.Session() as session:
+        answer, body = bounded_request(session, request, where=f"POST {redact_url(where)}",
+                                       timeout=timeout, max_bytes=_LIMIT, any_status=True)
     if answer.status_code != 202:
         try:
             detail = str(json.loads(body).get("error", ""))

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from monitor.api import MonitorServer, serve
-from monitor.client import UNREACHABLE_GRACE, remote_document, wait_remote
+from monitor.client import UNREACHABLE_GRACE, register_remote, remote_document, wait_remote
 from monitor.clock import SimClock
 from monitor.errors import MonitorError, Refused, UnknownRelease
 from monitor.snapshot import Snapshot, SnapshotBox
@@ -68,6 +68,16 @@ def test_an_unreachable_monitor_is_named_by_its_endpoint() -> None:
     assert str(caught.value).startswith(
         f"GET http://127.0.0.1:{server.port}/api/v1/verdict: cannot connect ("), caught.value
     assert str(caught.value).endswith("(asking for release 'v2')") and "***" not in str(caught.value)
+
+
+def test_a_registration_with_an_unreachable_monitor_says_why() -> None:
+    server = serve(_box("pending", "watching"), version="t")
+    server.shutdown()
+    with pytest.raises(MonitorError) as caught:
+        register_remote(f"http://127.0.0.1:{server.port}", "shop", "v2", None, token="t0k3n")
+    assert str(caught.value).startswith(
+        f"POST http://127.0.0.1:{server.port}/api/v1/releases: cannot connect ("), caught.value
+    assert "t0k3n" not in str(caught.value)
 
 
 def test_a_refused_request_ends_the_wait_at_once() -> None:
