@@ -188,6 +188,29 @@ def test_check_config_refuses_a_database_in_a_missing_directory(tmp_path: Path) 
                                       f"{tmp_path / 'no/such/dir'} does not exist")
 
 
+@pytest.mark.parametrize(("table", "key"), [
+    ('[[services.shop.verify]]\nname = "tests"\nargv = ["no-such-program-7f3a", "-k", "x"]\n',
+     "verify[0].argv"),
+    ('[[services.shop.hooks]]\nname = "undo"\ncommand = ["./no-such-script-7f3a"]\n'
+     "dry_run = false\n", "hooks[0].command"),
+])
+def test_a_command_whose_program_cannot_be_found_is_refused(tmp_path: Path, table: str,
+                                                            key: str) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(POLICY + "\n" + table, encoding="utf-8")
+    program = "no-such-program-7f3a" if "verify" in key else "./no-such-script-7f3a"
+    for args in (("check-config", path), ("run", "--config", path)):
+        result = monitor(*args)
+        assert result.exit_code == 2, result.output
+        assert error_line(result) == (
+            f"error: {path}: services.shop.{key}: {program!r} is not an executable program "
+            "here (PATH, or a path from the monitor's working directory)")
+    # A hook that only says what it would run needs no program yet.
+    path.write_text(POLICY + '\n[[services.shop.hooks]]\nname = "undo"\n'
+                    'command = ["./no-such-script-7f3a"]\ndry_run = true\n', encoding="utf-8")
+    assert monitor("check-config", path).exit_code == 0
+
+
 def test_check_config_accepts_a_good_policy(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(POLICY, encoding="utf-8")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
 from contextlib import ExitStack
@@ -41,7 +42,7 @@ from monitor.policy import (
     load_policy,
     parse_listen,
 )
-from monitor.redact import redact_url
+from monitor.redact import command_environment, redact_url
 from monitor.render import releases_table, verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE, document
 
@@ -107,6 +108,7 @@ def run(
                 raise fail(f"--listen: {exc}", EXIT_USAGE) from None
         if db is None:
             check_database_folder(cfg)
+        check_programs(cfg)
         path = database_path(db, cfg)
         created = not path.exists()
         store = open_store(db, cfg, create=True)
@@ -160,6 +162,7 @@ def check_config(
     with clear_errors():
         cfg = load_policy(config)
         check_database_folder(cfg)
+        check_programs(cfg)
     for name, policy in cfg.services.items():
         periods = ", ".join(f"{k} {format_duration(v)}" for k, v in policy.periods.items())
         parts = [counted(len(policy.targets), "target"), counted(len(policy.smoke), "smoke probe"),
@@ -177,6 +180,21 @@ def check_database_folder(cfg: MonitorConfig) -> None:
     folder = database_path(None, cfg).parent
     if not folder.is_dir():
         raise ConfigError(f"{cfg.path}: monitor.database: directory {folder} does not exist")
+
+
+def check_programs(cfg: MonitorConfig) -> None:
+    """A verification command, or a hook that acts, whose program cannot be found here
+    would fail every release (or never roll one back): a mistake in the policy, said now."""
+    path = command_environment({}).get("PATH")
+    for name, policy in cfg.services.items():
+        commands = [(f"verify[{i}].argv", c.argv) for i, c in enumerate(policy.verify)]
+        commands += [(f"hooks[{i}].command", h.command) for i, h in enumerate(policy.hooks)
+                     if h.command and not h.dry_run]
+        for key, argv in commands:
+            if shutil.which(argv[0], path=path) is None:
+                raise ConfigError(f"{cfg.path}: services.{name}.{key}: {argv[0]!r} is not an "
+                                  "executable program here (PATH, or a path from the "
+                                  "monitor's working directory)")
 
 
 def counted(count: int, noun: str) -> str:
