@@ -511,8 +511,27 @@ def _signal(reader: _Reader, name: str) -> SignalRule:
     )
     if rule.tolerance < rule.ignore_below:
         raise reader.fail("tolerance", f"must not be below ignore_below ({rule.ignore_below})")
+    _meaningful_keys(reader, rule)
     reader.done()
     return rule
+
+
+# Keys that mean something for some kinds of signal only: given for another, they would be
+# ignored without a word.
+_KIND_KEYS = {"metric": ("gauge", "rate", "quantile"), "numerator": ("ratio",),
+              "denominator": ("ratio",), "quantile": ("quantile",)}
+
+
+def _meaningful_keys(reader: _Reader, rule: SignalRule) -> None:
+    for key, kinds in _KIND_KEYS.items():
+        if key in reader.table and rule.kind not in kinds:
+            raise reader.fail(key, f"not for a signal of kind {rule.kind!r} "
+                                   f"(only {' or '.join(repr(k) for k in kinds)})")
+    if rule.limit is not None and rule.limit_metric:
+        raise reader.fail("limit_metric", "give limit or limit_metric, not both")
+    for key in ("limit", "limit_metric"):
+        if key in reader.table and not rule.leak:
+            raise reader.fail(key, "a memory limit is for the leak check: set leak = true")
 
 
 def _fraction(reader: _Reader, key: str, default: float) -> float:

@@ -233,6 +233,16 @@ def test_check_config_notes_a_service_with_nothing_to_judge(tmp_path: Path) -> N
             "releases") in result.stdout
 
 
+def test_check_config_notes_signals_nothing_feeds(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('[services.shop.signals.latency]\nmetric = "latency_seconds"\n',
+                    encoding="utf-8")
+    result = monitor("check-config", path)
+    assert result.exit_code == 0, result.output
+    assert ("shop: note: signals but no targets and no [prometheus]: nothing feeds them, so its "
+            "releases end inconclusive") in result.stdout
+
+
 def test_check_config_names_file_and_key_of_a_mistake(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(POLICY.replace('"30s"', '"30 seconds"'), encoding="utf-8")

@@ -93,7 +93,6 @@ query = 'sum(rate(http_requests_total{job="shop"}[1m]))'
 kind = "gauge"
 metric = "process_resident_memory_bytes"
 leak = true
-limit = 1073741824
 limit_metric = "container_spec_memory_limit_bytes"
 
 [[services.shop.hooks]]
@@ -139,7 +138,7 @@ EXPECTED_SHOP = ServicePolicy(
         SignalRule(name="request_rate", kind="rate", aggregate="sum", bad="both",
                    query='sum(rate(http_requests_total{job="shop"}[1m]))'),
         SignalRule(name="memory", kind="gauge", metric="process_resident_memory_bytes",
-                   aggregate="mean", bad="increase", leak=True, limit=1073741824.0,
+                   aggregate="mean", bad="increase", leak=True,
                    limit_metric="container_spec_memory_limit_bytes"),
     ),
     hooks=(
@@ -345,6 +344,23 @@ MISTAKES = [
                  id="listen-without-host"),
     pytest.param(MINIMAL + '[services."shop front"]\n', "services.shop front",
                  "service names use", id="bad-service-name"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', 'numerator = "x_total"'),
+                 "services.shop.signals.latency.numerator",
+                 "not for a signal of kind 'gauge' (only 'ratio')", id="numerator-on-a-gauge"),
+    pytest.param(with_line('denominator = "http_requests_total"', 'metric = "x_total"'),
+                 "services.shop.signals.errors.metric",
+                 "not for a signal of kind 'ratio' (only 'gauge' or 'rate' or 'quantile')",
+                 id="metric-on-a-ratio"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', "quantile = 0.99"),
+                 "services.shop.signals.latency.quantile",
+                 "not for a signal of kind 'gauge' (only 'quantile')", id="quantile-on-a-gauge"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"',
+                           'leak = true\nlimit = 1e9\nlimit_metric = "mem_limit_bytes"'),
+                 "services.shop.signals.latency.limit_metric", "give limit or limit_metric, not both",
+                 id="limit-twice"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', "limit = 1e9"),
+                 "services.shop.signals.latency.limit",
+                 "a memory limit is for the leak check: set leak = true", id="limit-without-leak"),
 ]
 
 

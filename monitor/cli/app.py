@@ -172,6 +172,9 @@ def check_config(
         if not (policy.signals or policy.smoke or policy.verify):
             typer.echo(f"{name}: note: no signals, smoke probes or verification commands: "
                        "nothing judges its releases")
+        elif policy.signals and not policy.targets and policy.prometheus is None:
+            typer.echo(f"{name}: note: signals but no targets and no [prometheus]: nothing "
+                       "feeds them, so its releases end inconclusive")
     typer.echo(f"{config}: ok")
 
 
