@@ -463,7 +463,9 @@ def _newest_first(document: Mapping[str, Any]) -> tuple[float, str, str]:
 
 def _answer_gate(context: _Context, request: _Request) -> Reply:
     document = find_document(context.box.get(), request.query)
-    return _json(200 if document.get("verdict") == PASS else 412, document)
+    # A release found bad after its pass (invalidated) is no longer one to let through.
+    go = document.get("verdict") == PASS and not document.get("invalidated")
+    return _json(200 if go else 412, document)
 
 
 def _answer_rollback(context: _Context, request: _Request) -> Reply:

@@ -179,6 +179,18 @@ def test_gate_and_rollback_codes(server: MonitorServer, service: str, release: s
         assert (answer["service"], answer["release"]) == (service, release)
 
 
+def test_the_gate_stops_a_pass_invalidated_since() -> None:
+    found_bad = {**document("checkout", "v2.2", "pass", 1_000.0), "invalidated": True}
+    box = SnapshotBox(Snapshot(verdicts={("checkout", "v2.2"): found_bad}, last_evaluation=None,
+                               evaluations_total=0, services=("checkout",)))
+    running = serve(box, version="9.9.9")
+    try:
+        status, answer = call_json(running, "GET", "/api/v1/gate?service=checkout&release=v2.2")
+    finally:
+        running.shutdown()
+    assert (status, answer["verdict"], answer["invalidated"]) == (412, "pass", True)
+
+
 def test_gate_unknown_release_is_404(server: MonitorServer) -> None:
     assert call_json(server, "GET", "/api/v1/gate?release=v0")[0] == 404
     assert call_json(server, "GET", "/api/v1/rollback?release=v2.3")[0] == 400
