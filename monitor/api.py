@@ -22,6 +22,7 @@ import re
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry, generate_latest
 
 from monitor.clock import Clock, WallClock
+from monitor.deadlines import Watchdog
 from monitor.errors import AmbiguousRelease, MonitorError, OlderRelease, UnknownRelease
 from monitor.exporter import RequestCounter, build_registry
 from monitor.findings import PASS, ROLLBACK, json_safe
@@ -40,6 +42,9 @@ from monitor.snapshot import RECENT_RELEASES, Registration, Snapshot, SnapshotBo
 
 MAX_BODY_BYTES = 1 << 20
 SOCKET_TIMEOUT_SECONDS = 5.0
+# From waiting for a request to its answer's last byte: a client that sends (or reads) a
+# byte now and then is never idle for the socket timeout, and would hold its thread.
+REQUEST_DEADLINE_SECONDS = 15.0
 # Connections served at once: each holds a thread until it ends or times out, so a flood
 # of idle or slow clients must not grow threads without end. Beyond this, 503 at once.
 MAX_CONNECTIONS = 64
@@ -149,11 +154,13 @@ def serve(
     token: str | None = None,
     clock: Clock | None = None,
     max_connections: int = MAX_CONNECTIONS,
+    request_deadline: float = REQUEST_DEADLINE_SECONDS,
 ) -> MonitorServer:
     """Serve `/metrics` and the JSON API for `box` from a background thread.
 
     Port 0 picks a free port; read it back from `.port`. At most `max_connections` are
-    served at once; more get 503 at once. Reading (every GET, and the POST
+    served at once; more get 503 at once. A connection is closed when a request (waiting
+    for it included) is not answered within `request_deadline` seconds. Reading (every GET, and the POST
     webhooks of `/api/v1/gate` and `/api/v1/rollback`) needs no token. Registering a
     deploy with `POST /api/v1/releases` needs `token` and an `Authorization: Bearer
     <token>` header; without a token it is refused with 403. Accepted registrations wait
@@ -173,7 +180,7 @@ def serve(
     context = _Context(box, registry, requests, version, clock or WallClock(), token)
     server_class = _HTTPServer6 if ":" in host else _HTTPServer
     try:
-        httpd = server_class((host, port), context, max_connections)
+        httpd = server_class((host, port), context, max_connections, request_deadline)
     except OSError as error:
         raise MonitorError(f"cannot listen on {host}:{port}: {error.strerror}") from None
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.1},
@@ -192,9 +199,11 @@ class _HTTPServer(ThreadingHTTPServer):
     request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], context: _Context,
-                 max_connections: int = MAX_CONNECTIONS) -> None:
+                 max_connections: int = MAX_CONNECTIONS,
+                 request_deadline: float = REQUEST_DEADLINE_SECONDS) -> None:
         self.context = context
         self.max_connections = max_connections
+        self.request_deadline = request_deadline
         self.open_connections = 0
         self._connections = threading.Condition()
         super().__init__(address, _Handler)
@@ -262,7 +271,21 @@ class _Handler(BaseHTTPRequestHandler):
     endpoint = "other"
 
     def handle_one_request(self) -> None:
-        """Like the standard library's, but every method reaches `_dispatch` (405, not 501)."""
+        """Like the standard library's, but every method reaches `_dispatch` (405, not 501),
+        and the whole exchange is held to the server's request deadline."""
+        deadline = time.monotonic() + self.server.request_deadline
+        watchdog = Watchdog(lambda: self.connection, deadline)
+        try:
+            self._handle_one_request()
+        except OSError:
+            if not watchdog.fired.is_set():
+                raise
+        finally:
+            watchdog.cancel()
+        if watchdog.fired.is_set():
+            self.close_connection = True   # its socket was shut down at the deadline
+
+    def _handle_one_request(self) -> None:
         try:
             self.raw_requestline = self.rfile.readline(65537)
             if len(self.raw_requestline) > 65536:

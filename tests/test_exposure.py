@@ -16,6 +16,7 @@ import http.client
 import inspect
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import pytest
 from typer.testing import CliRunner
 
 import monitor.api
-from monitor.api import MAX_BODY_BYTES, MonitorServer, serve
+from monitor.api import MAX_BODY_BYTES, SOCKET_TIMEOUT_SECONDS, MonitorServer, serve
 from monitor.cli.app import app
 from monitor.clock import SimClock
 from monitor.demo_service import SimulatedService
@@ -315,6 +316,25 @@ def test_connections_past_the_cap_get_503_at_once_and_the_server_recovers() -> N
         connection.request("GET", "/healthz")
         assert connection.getresponse().status == 200
         connection.close()
+
+
+def test_a_request_not_finished_within_the_deadline_loses_its_connection() -> None:
+    # A client that sends a byte now and then is never idle for the socket timeout; the
+    # deadline on the whole exchange frees its slot all the same. Here the client stops
+    # short of the end of its headers, and the deadline (0.5 s) comes well before the
+    # socket timeout would.
+    assert SOCKET_TIMEOUT_SECONDS >= 5
+    with serve(SnapshotBox(), version="t", request_deadline=0.5) as server:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as client:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            assert server.wait_for_connections(lambda n: n == 1, timeout=5)
+            answer = b""
+            while chunk := client.recv(65536):   # until the server closes it
+                answer += chunk
+        assert time.monotonic() - started < SOCKET_TIMEOUT_SECONDS
+        assert not answer.startswith(b"HTTP/1.1 200")
+        assert server.wait_for_connections(lambda n: n == 0, timeout=5)
 
 
 def test_a_burst_of_connections_gets_an_answer_each() -> None:
