@@ -97,9 +97,18 @@ class Scale:
     factor: float
     suffix: str
 
-    def label(self, value: float) -> str:
+    def label(self, value: float, digits: int = 3) -> str:
         scaled = value / self.factor
-        return f"{float(f'{scaled:.3g}'):g}{self.suffix}"
+        return f"{float(f'{scaled:.{digits}g}'):.{max(digits, 6)}g}{self.suffix}"
+
+    def tick_labels(self, ticks: Sequence[float]) -> list[str]:
+        """Labels of axis ticks, with as many digits as it takes to tell them apart: ticks
+        0.2 MiB apart near 191 MiB read 191.2 and 191.4, not 191 twice."""
+        for digits in range(3, 13):
+            labels = [self.label(t, digits) for t in ticks]
+            if len(set(labels)) == len(labels):
+                return labels
+        return labels
 
 
 _IEC = ((2.0**40, " TiB"), (2.0**30, " GiB"), (2.0**20, " MiB"), (2.0**10, " KiB"))
@@ -327,11 +336,12 @@ def plot_spec(view: Mapping[str, Any], findings: Sequence[Mapping[str, Any]],
         ys += [projection["limit"], projection["to"][1]]
     y_domain = _value_domain(ys)
     scale = scale_for(unit, max(abs(y_domain[0]), abs(y_domain[1])))
+    ticks = value_ticks(*y_domain, scale.factor)
     return {
         "signal": str(view.get("signal", "")),
         "x": list(x_domain), "y": list(y_domain),
         "x_ticks": [[t, format_offset(t)] for t in time_ticks(*x_domain)],
-        "y_ticks": [[v, scale.label(v)] for v in value_ticks(*y_domain, scale.factor)],
+        "y_ticks": [[v, label] for v, label in zip(ticks, scale.tick_labels(ticks), strict=True)],
         "x_label": "time after the release",
         "y_label": f"{view.get('signal', '')}{_unit_name(scale)}",
         "band": band, "candidate": [list(p) for p in points],

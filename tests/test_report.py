@@ -25,6 +25,7 @@ from monitor import report as report_module
 from monitor.cli.report import report as report_command
 from monitor.demo import run_demo
 from monitor.report import (
+    Scale,
     embed_json,
     finding_figures,
     format_value,
@@ -233,6 +234,15 @@ def test_doctests() -> None:
 ])
 def test_values_read_in_their_unit(unit: str, value: Any, expected: str) -> None:
     assert format_value(unit, value) == expected
+
+
+def test_tick_labels_have_the_digits_to_tell_ticks_apart() -> None:
+    mib = Scale(2.0**20, " MiB")
+    ticks = value_ticks(191.1 * 2**20, 191.9 * 2**20, mib.factor)
+    assert mib.tick_labels(ticks) == ["191.2 MiB", "191.4 MiB", "191.6 MiB", "191.8 MiB"]
+    per_second = Scale(1.0, "/s")
+    assert per_second.tick_labels([49.9, 50.0, 50.1]) == ["49.9/s", "50/s", "50.1/s"]
+    assert per_second.tick_labels([0.0, 20.0, 40.0]) == ["0/s", "20/s", "40/s"]
 
 
 def test_ticks_are_round_and_cover_the_range() -> None:
