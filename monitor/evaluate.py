@@ -321,7 +321,8 @@ def _compare_group(
             shifts[row] = replace(hit, at=now, change_at=change_at)
     # The step at the release where nothing major was seen: its narrower interval may show
     # a jump that the whole window, drowned in the daily swing, could not.
-    enough = values.shape[1] >= np.array([r.min_samples for r in rules])
+    # Counted in samples, not scrapes: a signal mostly missing has too little to judge.
+    enough = np.sum(~np.isnan(raw), axis=1) >= np.array([r.min_samples for r in rules])
     open_rows = [row for row in range(len(rules))
                  if enough[row] and (row not in shifts or shifts[row].severity != MAJOR)]
     if open_rows:
@@ -607,7 +608,7 @@ def _leak_signals(
         base = known.get(rule.name)
         base_slope = max(0.0, np.nan_to_num(base.slope)) if base is not None else 0.0
         floor = abs(level[row]) * rule.ignore_below / policy.leak_horizon
-        if not (lower[row] - base_slope > floor):
+        if counts[row] < rule.min_samples or not (lower[row] - base_slope > floor):
             continue
         if sigma[row] > 0 and slope[row] - base_slope <= Z_FINDING * sigma[row]:
             continue

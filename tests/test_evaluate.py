@@ -333,6 +333,36 @@ def test_a_slow_leak_is_minor_and_a_sawtooth_alone_is_nothing() -> None:
     assert flat.verdict == "pass"
 
 
+def _sparse(frame: SignalFrame, name: str, kept: np.ndarray, values: np.ndarray) -> SignalFrame:
+    """`frame` with signal `name` missing except at columns `kept`, where it is `values`."""
+    row = np.full(frame.times.size, np.nan)
+    row[kept] = values
+    out = frame.values.copy()
+    out[frame.row(name)] = row
+    return SignalFrame(frame.names, frame.times, out, frame.events, frame.trials)
+
+
+def test_the_step_at_the_release_needs_min_samples_like_every_detector() -> None:
+    # Five samples of a critical signal, min_samples 10: too little to judge, however far
+    # they jumped.
+    policy = _policy(LATENCY)
+    candidate = _frame(T0, 30, seed=2)
+    kept = np.array([0, 1, 40, 41, 42])
+    history = _judge(policy, _baseline(policy), _sparse(candidate, "latency", kept, np.full(5, 0.3)))
+    assert all(not e.findings for e in history), [e.findings for e in history]
+    assert history[-1].verdict == "inconclusive"
+    assert "latency: 5 samples, 10 needed" in history[-1].reason
+
+
+def test_a_leak_needs_min_samples() -> None:
+    policy = _policy(MEMORY)
+    candidate = _frame(T0, 30, seed=12)
+    kept = np.array([0, 12, 24, 36, 48])
+    rising = 3e8 + 2e7 * kept.astype(float)
+    history = _judge(policy, _baseline(policy), _sparse(candidate, "memory", kept, rising))
+    assert not any(f.detector == "leak" for e in history for f in e.findings)
+
+
 def test_a_limit_metric_of_zero_is_no_limit() -> None:
     # cAdvisor reports container_spec_memory_limit_bytes 0 for a container without one.
     rule = replace(MEMORY, limit=None, limit_metric="container_spec_memory_limit_bytes")
