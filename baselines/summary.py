@@ -37,6 +37,9 @@ class SignalBaseline:
     trials: float
     dispersion: float
     span: float
+    # The same for the complement (trials - events): what a hit ratio's misses are tested
+    # with. Not the ratio's own: quasi-Poisson factors are not symmetric.
+    complement_dispersion: float = float("nan")
     hourly: tuple[float, ...] | None = None    # offsets by hour of day (UTC), when seasonal
     reservoir: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # A/A calibration (baselines/calibration.py): spread of healthy windows' medians, and
@@ -102,7 +105,7 @@ SEASONAL_HISTORY = 7 * 86400
 
 _SCALARS = (
     "signal", "count", "mean", "std", "noise", "slope", "events", "trials",
-    "dispersion", "span", "tail_end", "tail_step",
+    "dispersion", "span", "tail_end", "tail_step", "complement_dispersion",
 )
 
 
@@ -144,7 +147,11 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     noise = robust_spread(values)
     events = np.nansum(frame.events, axis=1)
     trials = np.nansum(frame.trials, axis=1)
-    phi = count_dispersion(frame.events, frame.trials) if values.shape[1] > 2 else np.ones(len(count))
+    if values.shape[1] > 2:
+        phi = count_dispersion(frame.events, frame.trials)
+        phi_complement = count_dispersion(frame.trials - frame.events, frame.trials)
+    else:
+        phi = phi_complement = np.ones(len(count))
     spreads, steady = drift_aware_spreads(held_out)
     # Raw values: an hourly profile is flat within each hour, so taking it out would leave a
     # step at every hour boundary.
@@ -165,6 +172,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
             events=float(events[row]),
             trials=float(trials[row]),
             dispersion=float(np.nan_to_num(phi[row], nan=1.0)),
+            complement_dispersion=float(np.nan_to_num(phi_complement[row], nan=1.0)),
             span=frame.span,
             hourly=None if np.isnan(offsets[row]).all() else tuple(float(v) for v in offsets[row]),
             reservoir=thin(values[row], RESERVOIR_SIZE),
@@ -328,6 +336,7 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             events=float(sum(p.events for p in parts)),
             trials=float(sum(p.trials for p in parts)),
             dispersion=float(max(p.dispersion for p in parts)),
+            complement_dispersion=float(max(p.complement_dispersion for p in parts)),
             hourly=_mean_profile([p.hourly for p in parts]),
             aa_spread=_widest([p.aa_spread for p in parts]),
             # Each part's steadiness is its own: how far the releases' levels lie apart

@@ -27,6 +27,7 @@ class RateResult:
     excess: FloatArray
     pvalue: FloatArray
     ratio_lower: FloatArray
+    cand_rate_lower: FloatArray
 
 
 def rate_increase(
@@ -46,8 +47,9 @@ def rate_increase(
     events, after dividing the counts by `dispersion` (>= 1; a scalar or per series, NaN
     for unknown). `ratio_lower` is a one-sided `confidence` lower bound of
     cand_rate / base_rate from the Clopper-Pearson bound of the candidate's share; it
-    exceeds 1 exactly when `pvalue` < 1 - confidence. Negative counts, or trials that are
-    not positive, give NaN in that slot.
+    exceeds 1 exactly when `pvalue` < 1 - confidence. `cand_rate_lower` is the same kind
+    of bound of the candidate's rate on its own (what a rise from a baseline of zero is at
+    least). Negative counts, or trials that are not positive, give NaN in that slot.
 
     Example: no errors in 100,000 baseline requests, 50 in 10,000 candidate requests:
 
@@ -74,6 +76,7 @@ def rate_increase(
         pvalue = _binomial_upper_tail(events, total, share_null)
         share_lower = _clopper_pearson_lower(events, total, 1.0 - confidence)
         ratio_lower = share_lower / (1.0 - share_lower) * (bt / ct)
+        cand_rate_lower = _clopper_pearson_lower(events, ct / phi, 1.0 - confidence)
     single = np.ndim(arrays[0]) == 0
     return RateResult(
         base_rate=unbatch(base_rate, single),
@@ -82,6 +85,7 @@ def rate_increase(
         excess=unbatch(excess, single),
         pvalue=unbatch(pvalue, single),
         ratio_lower=unbatch(ratio_lower, single),
+        cand_rate_lower=unbatch(cand_rate_lower, single),
     )
 
 

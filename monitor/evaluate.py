@@ -536,10 +536,14 @@ def _rate_signals(
         fell = cand_events / cand_trials < base_events / base_trials
     down = np.array([r.bad == "decrease" or (r.bad == "both" and bool(f))
                      for r, f in zip(rules, fell, strict=True)])
+    # Misses are tested with the misses' own dispersion: the complement of a 99.9% hit
+    # ratio bursts far more than the hits do (a baseline stored without it: the ratio's).
+    phi = np.array([max(p.dispersion if not d or np.isnan(p.complement_dispersion)
+                        else p.complement_dispersion, 1.0)
+                    for p, d in zip(parts, down, strict=True)])
     result = rate_increase(
         np.where(down, base_trials - base_events, base_events), base_trials,
-        np.where(down, cand_trials - cand_events, cand_events), cand_trials,
-        dispersion=np.array([max(p.dispersion, 1.0) for p in parts]),
+        np.where(down, cand_trials - cand_events, cand_events), cand_trials, dispersion=phi,
     )
     # Calibrated as the rank test is: how far healthy windows' ratios stray.
     intervals = np.sum(np.nan_to_num(window.trials[rows]) > 0, axis=1)
@@ -555,9 +559,14 @@ def _rate_signals(
         excess = float(np.atleast_1d(result.excess)[row])
         pvalue = float(np.atleast_1d(result.pvalue)[row])
         if down[row]:
-            # The rise of the complement as a fall of the ratio itself, relative to its level.
+            # The rise of the complement as a fall of the ratio itself, relative to its level
+            # (from a level of 1, no misses at all, the fall is the misses' rate itself).
+            missed = base_rate
             rise, base_rate, cand_rate = ratio_lower - 1.0, 1.0 - base_rate, 1.0 - cand_rate
-            bound = rise * (1.0 - base_rate) / base_rate if base_rate > 0 else float("nan")
+            if missed > 0:
+                bound = rise * missed / base_rate if base_rate > 0 else float("nan")
+            else:
+                bound = float(np.atleast_1d(result.cand_rate_lower)[row])
             fall = cand_rate / base_rate - 1.0 if base_rate > 0 else float("nan")
             effect, lower, upper = fall, float("nan"), -bound
         else:

@@ -20,6 +20,7 @@ from baselines.calibration import (
 )
 from baselines.frame import SignalFrame
 from baselines.summary import Baseline, SignalBaseline, merge, summarize
+from detectors import dispersion
 
 
 def test_independent_noise_gives_the_spread_of_a_median() -> None:
@@ -276,3 +277,22 @@ def test_nan_median_agrees_with_numpys_on_every_shape_and_gap() -> None:
 def test_robust_spread_of_no_samples_is_zero_per_row() -> None:
     assert robust_spread(np.zeros((3, 0))).tolist() == [0.0, 0.0, 0.0]
     assert robust_spread(np.zeros((0, 0))).shape == (0,)
+
+
+def test_the_complement_s_dispersion_is_its_own_and_is_stored() -> None:
+    # Hits near 99% in every interval, misses bursting in a few: the misses' factor is
+    # the quasi-Poisson factor of the misses, not the hits' (which is about 1).
+    rng = np.random.default_rng(5)
+    trials = rng.poisson(400, (1, 600)).astype(float)
+    misses = rng.binomial(trials.astype(int), np.where(rng.random((1, 600)) < 0.05, 0.9, 0.01))
+    hits = trials - misses
+    frame = SignalFrame(("hits",), 60.0 * np.arange(600), hits / trials, hits, trials)
+    hit = summarize(frame)["hits"]
+    assert hit.dispersion == pytest.approx(float(dispersion(hits, trials)[0]))
+    assert hit.complement_dispersion == pytest.approx(float(dispersion(misses, trials)[0]))
+    assert hit.complement_dispersion > 10 * hit.dispersion
+    stored = hit.to_summary()
+    assert SignalBaseline.from_summary(stored, hit.reservoir).complement_dispersion == (
+        hit.complement_dispersion)
+    del stored["complement_dispersion"]     # stored before it was: unknown
+    assert np.isnan(SignalBaseline.from_summary(stored, hit.reservoir).complement_dispersion)

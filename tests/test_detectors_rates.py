@@ -90,6 +90,19 @@ def test_ratio_lower_is_the_clopper_pearson_bound():
     assert result.ratio_lower == pytest.approx(share / (1 - share) * bt / ct, rel=1e-9)
 
 
+@pytest.mark.parametrize(("events", "trials", "phi"), [(50, 10_000, 1.0), (3, 400, 1.0),
+                                                      (120, 5_000, 4.0), (0, 1_000, 1.0)])
+def test_cand_rate_lower_is_the_candidate_s_own_clopper_pearson_bound(events, trials, phi):
+    # scipy's exact binomial interval of the counts divided by the dispersion factor.
+    result = rate_increase(0, 100_000, events, trials, dispersion=phi)
+    k, n = events / phi, trials / phi
+    expected = 0.0 if k == 0 else stats.beta.ppf(0.05, k, n - k + 1)
+    assert float(result.cand_rate_lower) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    if phi == 1.0 and events:
+        interval = stats.binomtest(events, trials).proportion_ci(0.90, method="exact")
+        assert float(result.cand_rate_lower) == pytest.approx(interval.low, rel=1e-9)
+
+
 def test_ratio_lower_above_one_exactly_when_significant():
     rng = np.random.default_rng(2)
     base_events = rng.integers(0, 60, 500)

@@ -439,6 +439,42 @@ def test_a_ratio_worse_when_lower_that_was_zero_cannot_fall() -> None:
     assert _hit_ratio(HITS, 0.0, 0.3).verdict == "pass"
 
 
+def test_a_ratio_at_one_cannot_hide_a_fall() -> None:
+    # As a zero-error baseline cannot hide a rise: a success ratio that was 100% and falls
+    # is judged on its fall (beyond the 50% tolerance: major; inside it: minor), not
+    # passed because its misses had no rate to compare with.
+    fell = _hit_ratio(HITS, 1.0, 0.4)
+    assert fell.verdict == "rollback"
+    (finding,) = fell.findings
+    assert finding.baseline == 1.0 and finding.candidate == pytest.approx(0.4, abs=0.01)
+    assert 0.5 < -finding.upper < 0.6                    # the fall is at least this much
+    assert _hit_ratio(HITS, 1.0, 0.7).verdict == "hotfix"
+    assert _hit_ratio(HITS, 1.0, 1.0).verdict == "pass"
+
+
+def _bursty_hits(rng: np.random.Generator, start: float, count: int) -> SignalFrame:
+    """A minute-by-minute hit ratio of about 99% whose misses come in bursts: 5% of
+    minutes miss 90%."""
+    trials = rng.poisson(400, count).astype(float)
+    miss_ratio = np.where(rng.random(count) < 0.05, 0.9, 0.01)
+    hits = trials - rng.binomial(trials.astype(int), miss_ratio)
+    return SignalFrame(("errors",), start + 60.0 * np.arange(count), (hits / trials)[None],
+                       hits[None], trials[None])
+
+
+def test_misses_are_tested_with_their_own_dispersion() -> None:
+    # The hits of such a ratio look Poisson-like (dispersion 1), the misses burst: judged
+    # with the hits' factor, healthy releases of the same process were found to fall
+    # (seeds 0 and 13 of these 20 made hotfixes).
+    policy = _policy(replace(HITS, name="errors"))
+    verdicts = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        base = Baseline(("v1",), summarize(_bursty_hits(rng, T0 - 1440 * 60.0, 1440)))
+        verdicts.append(_judge(policy, base, _bursty_hits(rng, T0, 30))[-1].verdict)
+    assert verdicts == ["pass"] * 20
+
+
 def test_a_ratio_worse_either_way_is_judged_in_the_direction_it_moved() -> None:
     either = replace(HITS, bad="both")
     assert _hit_ratio(either, 0.5, 0.2).verdict == "rollback"
