@@ -40,6 +40,9 @@ class SignalBaseline:
     # The same for the complement (trials - events): what a hit ratio's misses are tested
     # with. Not the ratio's own: quasi-Poisson factors are not symmetric.
     complement_dispersion: float = float("nan")
+    # Events less what the hour of day adds (`deseasonalized_events`), when the ratio has an
+    # hourly profile: what a candidate's events, less its own hours' share, compare with.
+    deseasonalized_events: float = float("nan")
     hourly: tuple[float, ...] | None = None    # offsets by hour of day (UTC), when seasonal
     reservoir: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # A/A calibration (baselines/calibration.py): spread of healthy windows' medians, and
@@ -106,6 +109,7 @@ SEASONAL_HISTORY = 7 * 86400
 _SCALARS = (
     "signal", "count", "mean", "std", "noise", "slope", "events", "trials",
     "dispersion", "span", "tail_end", "tail_step", "complement_dispersion",
+    "deseasonalized_events",
 )
 
 
@@ -147,9 +151,15 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     noise = robust_spread(values)
     events = np.nansum(frame.events, axis=1)
     trials = np.nansum(frame.trials, axis=1)
+    # With an hourly profile, counts are judged less the profile's share, so their
+    # burstiness is measured on them too: the daily swing is no dispersion.
+    profiled = ~np.isnan(offsets).all(axis=1)
+    adjusted = np.where(profiled[:, None], deseasonalized_events(
+        frame.times, frame.events, frame.trials, offsets), frame.events)
+    seasonal_events = np.where(profiled, np.nansum(adjusted, axis=1), np.nan)
     if values.shape[1] > 2:
-        phi = count_dispersion(frame.events, frame.trials)
-        phi_complement = count_dispersion(frame.trials - frame.events, frame.trials)
+        phi = count_dispersion(adjusted, frame.trials)
+        phi_complement = count_dispersion(frame.trials - adjusted, frame.trials)
     else:
         phi = phi_complement = np.ones(len(count))
     spreads, steady = drift_aware_spreads(held_out)
@@ -173,6 +183,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
             trials=float(trials[row]),
             dispersion=float(np.nan_to_num(phi[row], nan=1.0)),
             complement_dispersion=float(np.nan_to_num(phi_complement[row], nan=1.0)),
+            deseasonalized_events=float(seasonal_events[row]),
             span=frame.span,
             hourly=None if np.isnan(offsets[row]).all() else tuple(float(v) for v in offsets[row]),
             reservoir=thin(values[row], RESERVOIR_SIZE),
@@ -289,6 +300,21 @@ def deseasonalize(times: np.ndarray, values: np.ndarray, offsets: np.ndarray) ->
     return values - np.nan_to_num(offsets)[:, hours]
 
 
+def deseasonalized_events(times: np.ndarray, events: np.ndarray, trials: np.ndarray,
+                          offsets: np.ndarray) -> np.ndarray:
+    """Events less what the hour of day adds: each interval's trials times its hour's
+    offset of the ratio (a ratio's profile is one of events / trials), kept between 0 and
+    the trials. Rows without a profile are left alone.
+
+    >>> deseasonalized_events(np.array([0.0, 3600.0]), np.array([[5.0, 30.0]]),
+    ...                       np.array([[100.0, 1000.0]]),
+    ...                       np.array([[-0.01, 0.02] + [0.0] * 22])).tolist()
+    [[6.0, 10.0]]
+    """
+    hours = ((times // 3600) % 24).astype(np.int64)
+    return np.clip(events - trials * np.nan_to_num(offsets)[:, hours], 0.0, trials)
+
+
 def _widest(spreads: Sequence[tuple[float, ...]]) -> tuple[float, ...]:
     """Element-wise widest spread of several releases (lengths not calibrated in one: NaN)."""
     width = max((len(s) for s in spreads), default=0)
@@ -337,6 +363,8 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             trials=float(sum(p.trials for p in parts)),
             dispersion=float(max(p.dispersion for p in parts)),
             complement_dispersion=float(max(p.complement_dispersion for p in parts)),
+            # Adjusted only if every part was: the candidate is adjusted by the mean profile.
+            deseasonalized_events=float(sum(p.deseasonalized_events for p in parts)),
             hourly=_mean_profile([p.hourly for p in parts]),
             aa_spread=_widest([p.aa_spread for p in parts]),
             # Each part's steadiness is its own: how far the releases' levels lie apart

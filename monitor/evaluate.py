@@ -16,7 +16,13 @@ from scipy import stats
 
 from baselines.calibration import LADDER, spread_at
 from baselines.frame import SignalFrame
-from baselines.summary import Baseline, SignalBaseline, deseasonalize, leak_blocks
+from baselines.summary import (
+    Baseline,
+    SignalBaseline,
+    deseasonalize,
+    deseasonalized_events,
+    leak_blocks,
+)
 from detectors import compare, cusum, rate_increase, time_to_exhaustion, trend
 from detectors.step import WIDTHS as STEP_WIDTHS
 from detectors.step import release_step
@@ -528,10 +534,19 @@ def _rate_signals(
     either way in the direction it moved."""
     parts = [known[r.name] for r in rules]
     rows = [window.row(r.name) for r in rules]
-    base_events = np.array([p.events for p in parts])
     base_trials = np.array([p.trials for p in parts])
-    cand_events = np.nansum(window.events[rows], axis=1)
     cand_trials = np.nansum(window.trials[rows], axis=1)
+    # A ratio with an hourly profile is compared with the profile taken out of both sides'
+    # counts, as its A/A spreads were measured: a release at the busy hour meets the busy
+    # hour's errors, not the whole week's average.
+    seasonal = np.array([p.hourly is not None and not np.isnan(p.deseasonalized_events)
+                         for p in parts])
+    offsets = np.array([p.hourly if s else (np.nan,) * 24 for p, s in zip(parts, seasonal,
+                                                                         strict=True)])
+    base_events = np.array([p.deseasonalized_events if s else p.events
+                            for p, s in zip(parts, seasonal, strict=True)])
+    cand_events = np.nansum(deseasonalized_events(window.times, window.events[rows],
+                                                  window.trials[rows], offsets), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         fell = cand_events / cand_trials < base_events / base_trials
     down = np.array([r.bad == "decrease" or (r.bad == "both" and bool(f))
@@ -584,6 +599,7 @@ def _rate_signals(
             tolerance=rule.tolerance if major else floor,
             n_baseline=int(parts[row].trials), n_candidate=int(cand_trials[row]),
             detail=(f"{_pct(base_rate, signed=False)} -> {_pct(cand_rate, signed=False)} "
+                    f"{'at the same hours ' if seasonal[row] else ''}"
                     f"({int(cand_events[row])} in {int(cand_trials[row])}, "
                     f"{excess:.0f} {'fewer' if down[row] else 'more'} than expected, "
                     f"p={pvalue:.2g})"),

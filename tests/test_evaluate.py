@@ -506,3 +506,43 @@ def test_a_pass_names_a_signal_that_had_no_sample_at_all() -> None:
     assert last.verdict == "pass"
     assert last.reason == "not judged: queue: no samples of queue"
     assert _judge(_policy(LATENCY, QUEUE), base, frame)[-1].reason == ""
+
+
+def _daily_errors(rng: np.random.Generator, start: float, count: int,
+                  worse: float = 1.0) -> SignalFrame:
+    """Minute-by-minute error counts whose ratio follows the day: 0.5% at night, 2% at the
+    14:00 UTC peak (times `worse`)."""
+    times = start + 60.0 * np.arange(count)
+    ratio = worse * (0.0125 + 0.0075 * np.cos(2 * np.pi * ((times / 3600 - 14) % 24) / 24))
+    trials = rng.poisson(400, count).astype(float)
+    events = rng.binomial(trials.astype(int), ratio).astype(float)
+    return SignalFrame(("errors",), times, (events / trials)[None], events[None], trials[None])
+
+
+def test_an_error_ratio_with_a_daily_pattern_meets_the_same_hours_of_its_baseline() -> None:
+    # Released at 13:30 UTC after a week of history: the busy hour's 2% is no rise over
+    # the week's 1.25% average. Judged on raw counts, all five rolled back.
+    released = 20 * 86400 + 13.5 * 3600
+    policy = _policy(ERRORS)
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        week = _daily_errors(rng, released - 7 * 86400, 7 * 1440)
+        base = Baseline(("v1",), summarize(week))
+        assert base.signals["errors"].hourly is not None
+        healthy = _judge_from(policy, base, _daily_errors(rng, released, 30), released)
+        assert healthy.verdict == "pass", (seed, healthy.reason)
+        doubled = _judge_from(policy, base, _daily_errors(rng, released, 30, worse=2.0), released)
+        assert doubled.verdict == "rollback", (seed, doubled.reason)
+        assert "at the same hours" in doubled.findings[0].detail
+
+
+def _judge_from(policy: ServicePolicy, baseline: Baseline, candidate: SignalFrame,
+                started: float, period: float = 1800.0) -> Evaluation:
+    state, now = JudgeState(), started
+    while True:
+        now += policy.evaluation_interval
+        result = evaluate(policy, baseline, candidate, started=started, period=period, now=now,
+                          state=state)
+        state = result.state
+        if result.done:
+            return result
