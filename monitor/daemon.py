@@ -34,6 +34,8 @@ from monitor.verdicts import document
 log = logging.getLogger("release_monitor")
 
 PRUNE_EVERY = 3600.0
+# After a step failed in a way nothing else caught, the next try (not a busy loop).
+STEP_RETRY_SECONDS = 5.0
 # Scrapes of hanging targets hold a worker until their deadline; enough workers keep the
 # healthy targets on time even when a tenth of a thousand targets hang.
 _MAX_SCRAPE_WORKERS = 256
@@ -129,7 +131,11 @@ class Daemon:
         self.releases.resume_hooks()
         while not self._stop.is_set():
             self._wake.clear()
-            due = self.step()
+            try:
+                due = self.step()
+            except Exception:  # noqa: BLE001 - the sidecar outlives any one step's failure
+                log.exception("step failed; trying again in %g s", STEP_RETRY_SECONDS)
+                due = self.clock.now() + STEP_RETRY_SECONDS
             # Woken early by a finished scrape or by stop(); either way, loop again.
             self.clock.sleep_until(due, self._wake)
         self.close()
@@ -340,6 +346,8 @@ class Daemon:
         except StoreError as exc:
             self.store_errors_total += 1
             log.error("store: %s", exc)
+        except MonitorError as exc:   # nothing is pruned until its baselines are kept
+            log.error("prune put off: %s", exc)
 
     def _next_due(self) -> float:
         now = self.clock.now()

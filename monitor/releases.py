@@ -453,14 +453,15 @@ class Releases:
         rolled-back release and a long retention. Returns how many were summarized."""
         kept = 0
         for service, policy in self.config.services.items():
+            if policy.prometheus is not None:
+                continue   # its samples live in Prometheus: pruning here takes none of them
             releases = self.store.releases(service)
             for release in releases:
                 if release.state != DONE or release.why_not_pinnable() is not None:
                     continue
-                later = [r.started_at for r in releases if r.started_at > release.started_at]
-                if not later:
+                end = _next_start(release, releases)
+                if end is None:
                     continue   # still running: summarized from its latest samples when needed
-                end = min(later)
                 start = max(release.started_at, end - policy.baseline_window)
                 if start >= before or end <= since or self.store.load_baseline(release.id):
                     continue
@@ -477,10 +478,15 @@ class Releases:
         back, not invalidated) started no later than this one, and when the next one
         started (if one has): one read of the service's releases."""
         others = [r for r in self.store.releases(release.service) if r.id != release.id]
-        later = [r.started_at for r in others if r.started_at > release.started_at]
         earlier = any(r.started_at <= release.started_at and r.verdict != ROLLBACK
                       and not r.invalidated for r in others)
-        return earlier, (min(later) if later else None)
+        return earlier, _next_start(release, others)
+
+
+def _next_start(release: Release, releases: Sequence[Release]) -> float | None:
+    """When the next release of the service started after `release` (None: none has)."""
+    later = [r.started_at for r in releases if r.started_at > release.started_at]
+    return min(later) if later else None
 
 
 def judged_metric_names(policy: ServicePolicy) -> set[str]:

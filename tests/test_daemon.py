@@ -634,3 +634,56 @@ def test_a_release_of_a_service_the_policy_does_not_name_is_inconclusive_at_once
     typo = store.release("shopp", "v9")
     assert (typo.state, typo.verdict) == ("done", "inconclusive")
     assert typo.reason == f"service 'shopp' is not in the policy (services: {policy.name})"
+
+
+def test_the_prune_asks_no_query_api_for_a_service_read_by_promql(tmp_path: Path) -> None:
+    # Its samples live in Prometheus, so pruning takes none of them and there is nothing to
+    # keep; asking an unreachable query API from the loop once killed the daemon.
+    import socket
+
+    from monitor.policy import PromSource
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    policy = ServicePolicy(name="checkout", signals=(SignalRule(name="lat", query="up"),),
+                           prometheus=PromSource(url=f"http://127.0.0.1:{closed}", retries=0))
+    config = MonitorConfig(path="<test>", retention=3600.0, services={"checkout": policy})
+    clock = SimClock()
+    store = Store.memory()
+    v1 = store.start_release("checkout", "v1", at=clock.now(), change_class="minor",
+                             period=900.0, baselines=())
+    store.update_release(v1.id, state="done", verdict="pass")
+    v2 = store.start_release("checkout", "v2", at=clock.now() + 2000, change_class="minor",
+                             period=900.0, baselines=("v1",))
+    store.update_release(v2.id, state="done", verdict="rollback")
+    clock.sleep_until(clock.now() + 3 * 3600)
+    daemon = Daemon(config, store, clock)
+    assert daemon.releases.keep_baselines(clock.now() - 3600.0) == 0
+    daemon.next_prune = clock.now()
+    daemon.step()                       # no ScrapeError out of the loop
+    assert daemon.next_prune > clock.now()
+    daemon.close()
+
+
+def test_a_step_that_fails_unforeseen_is_logged_and_the_loop_goes_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from monitor.daemon import STEP_RETRY_SECONDS
+
+    clock = SimClock()
+    daemon = Daemon(MonitorConfig(path="<test>", services={}), Store.memory(), clock)
+    began, steps = clock.now(), []
+
+    def flaky() -> float:
+        steps.append(clock.now())
+        if len(steps) == 1:
+            raise RuntimeError("a bug in one step")
+        daemon.stop()
+        return clock.now() + 60.0
+
+    monkeypatch.setattr(daemon, "step", flaky)
+    with caplog.at_level(logging.ERROR, logger="release_monitor"):
+        daemon.run()
+    assert steps == [began, began + STEP_RETRY_SECONDS]
+    assert "step failed; trying again in 5 s" in caplog.text
