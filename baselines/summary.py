@@ -362,7 +362,8 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             events=float(sum(p.events for p in parts)),
             trials=float(sum(p.trials for p in parts)),
             dispersion=float(max(p.dispersion for p in parts)),
-            complement_dispersion=float(max(p.complement_dispersion for p in parts)),
+            # Unknown (NaN) in a part stored before it was kept: the others' still counts.
+            complement_dispersion=float(np.fmax.reduce([p.complement_dispersion for p in parts])),
             # Adjusted only if every part was: the candidate is adjusted by the mean profile.
             deseasonalized_events=float(sum(p.deseasonalized_events for p in parts)),
             hourly=_mean_profile([p.hourly for p in parts]),

@@ -518,8 +518,10 @@ def _signal(reader: _Reader, name: str) -> SignalRule:
 
 # Keys that mean something for some kinds of signal only: given for another, they would be
 # ignored without a word.
-_KIND_KEYS = {"metric": ("gauge", "rate", "quantile"), "numerator": ("ratio",),
-              "denominator": ("ratio",), "quantile": ("quantile",)}
+_KIND_KEYS = {"metric": ("gauge", "rate", "quantile"), "query": ("gauge", "rate", "quantile"),
+              "numerator": ("ratio",), "denominator": ("ratio",),
+              "numerator_query": ("ratio",), "denominator_query": ("ratio",),
+              "quantile": ("quantile",)}
 
 
 def _meaningful_keys(reader: _Reader, rule: SignalRule) -> None:
@@ -626,8 +628,11 @@ def _hook(reader: _Reader) -> Hook:
 
 # Bad events outrank the words for good ones: `cache_hit_errors_total` counts errors and
 # `http_unavailable_total` unavailability, whatever else their names say.
-_BAD_EVENTS = re.compile(r"error|fail|unavailab|unsuccess|miss|reject|denied|5xx|timeout|crash",
-                         re.IGNORECASE)
+_BAD_EVENTS = re.compile(
+    r"error|fail|unavailab|unsuccess|reject|denied|5xx|timeout|crash"
+    r"|(?:^|[_:.{])miss(?:es|ed)?(?:$|[_:.{])",   # a cache miss; not submission or permission
+    re.IGNORECASE,
+)
 _WORSE_WHEN_LOWER = re.compile(r"success|throughput|availab|hit|ok\b|apdex", re.IGNORECASE)
 _WORSE_WHEN_HIGHER = re.compile(
     r"latency|duration|seconds|memory|bytes|queue|cpu|wait|pending|restart|drop|saturation"

@@ -296,3 +296,8 @@ def test_the_complement_s_dispersion_is_its_own_and_is_stored() -> None:
         hit.complement_dispersion)
     del stored["complement_dispersion"]     # stored before it was: unknown
     assert np.isnan(SignalBaseline.from_summary(stored, hit.reservoir).complement_dispersion)
+    # Merged with a part stored before it was kept, in either order: the known one counts.
+    older = replace(hit, complement_dispersion=float("nan"))
+    for parts in ((hit, older), (older, hit)):
+        merged = merge([Baseline((f"v{i}",), {"hits": part}) for i, part in enumerate(parts)])
+        assert merged.signals["hits"].complement_dispersion == hit.complement_dispersion

@@ -358,6 +358,15 @@ MISTAKES = [
                            'leak = true\nlimit = 1e9\nlimit_metric = "mem_limit_bytes"'),
                  "services.shop.signals.latency.limit_metric", "give limit or limit_metric, not both",
                  id="limit-twice"),
+    pytest.param('[services.p.prometheus]\nurl = "http://127.0.0.1:9090"\n'
+                 '[services.p.signals.e]\nnumerator_query = "a"\ndenominator_query = "b"\n',
+                 "services.p.signals.e.numerator_query",
+                 "not for a signal of kind 'gauge' (only 'ratio')", id="ratio-queries-on-a-gauge"),
+    pytest.param('[services.p.prometheus]\nurl = "http://127.0.0.1:9090"\n'
+                 '[services.p.signals.e]\nkind = "ratio"\nquery = "a"\n',
+                 "services.p.signals.e.query",
+                 "not for a signal of kind 'ratio' (only 'gauge' or 'rate' or 'quantile')",
+                 id="query-on-a-ratio"),
     pytest.param(with_line('metric = "http_request_duration_seconds"', "limit = 1e9"),
                  "services.shop.signals.latency.limit",
                  "a memory limit is for the leak check: set leak = true", id="limit-without-leak"),
@@ -430,6 +439,9 @@ def test_parse_policy_names_the_given_source() -> None:
         ("db_unavailable_total", "increase"),
         ("unsuccessful_requests_total", "increase"),
         ("cache_miss_ratio", "increase"),
+        ("cache_misses_total", "increase"),
+        ("form_submission_success_total", "decrease"),
+        ("payment_submissions_total", "both"),
     ],
 )
 def test_default_direction_follows_the_signal_name(signal: str, direction: str) -> None:
