@@ -567,40 +567,51 @@ def _rate_signals(
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sigma > 0, excess_rate / sigma, np.where(excess_rate > 0, np.inf, 0.0))
     z = np.where(np.isnan(sigma), np.inf, z)   # uncalibrated: the count test alone decides
+    # What the hours of the candidate add to the ratio (0 without a profile): the
+    # baseline's rate at those hours is what the candidate's observed rate is shown and
+    # measured against.
+    observed = np.nansum(window.events[rows], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hours_share = np.where(seasonal, (observed - cand_events) / cand_trials, 0.0)
+        expected_ratio = base_events / base_trials + hours_share
+        observed_ratio = observed / cand_trials
     for row, rule in enumerate(rules):
-        base_rate = float(np.atleast_1d(result.base_rate)[row])
-        cand_rate = float(np.atleast_1d(result.cand_rate)[row])
         ratio_lower = float(np.atleast_1d(result.ratio_lower)[row])
         excess = float(np.atleast_1d(result.excess)[row])
         pvalue = float(np.atleast_1d(result.pvalue)[row])
+        expected, actual = float(expected_ratio[row]), float(observed_ratio[row])
+        # At least how much the tested count's rate rose beyond the baseline's, per trial.
+        tested_base = float(np.atleast_1d(result.base_rate)[row])
+        rose_by = tested_base * (ratio_lower - 1.0)
         if down[row]:
-            # The rise of the complement as a fall of the ratio itself, relative to its level
-            # (from a level of 1, no misses at all, the fall is the misses' rate itself).
-            missed = base_rate
-            rise, base_rate, cand_rate = ratio_lower - 1.0, 1.0 - base_rate, 1.0 - cand_rate
-            if missed > 0:
-                bound = rise * missed / base_rate if base_rate > 0 else float("nan")
-            else:
-                bound = float(np.atleast_1d(result.cand_rate_lower)[row])
-            fall = cand_rate / base_rate - 1.0 if base_rate > 0 else float("nan")
-            effect, lower, upper = fall, float("nan"), -bound
+            # The rise of the complement as a fall of the ratio itself, relative to its
+            # level (from a level of 1, no misses at all, the fall is at least the misses'
+            # rate itself).
+            if tested_base == 0:
+                rose_by = float(np.atleast_1d(result.cand_rate_lower)[row])
+            bound = rose_by / expected if expected > 0 else float("nan")
+            effect = actual / expected - 1.0 if expected > 0 else float("nan")
+            lower, upper = float("nan"), -bound
         else:
-            bound = ratio_lower - 1.0
-            effect, lower, upper = float(np.atleast_1d(result.ratio)[row]) - 1.0, bound, float("nan")
+            seasonal_level = seasonal[row] and expected > 0 and tested_base > 0
+            bound = rose_by / expected if seasonal_level else ratio_lower - 1.0
+            with np.errstate(divide="ignore", invalid="ignore"):
+                effect = float(np.float64(actual) / expected - 1.0)
+            lower, upper = bound, float("nan")
         floor = rule.ignore_below
         if not (cand_trials[row] >= rule.min_trials and excess >= rule.min_events
                 and pvalue < ALPHA and z[row] > Z_FINDING and bound > floor
-                and abs(cand_rate - base_rate) > rule.absolute):
+                and abs(actual - expected) > rule.absolute):
             continue
         major = rule.critical and bound > rule.tolerance
         seen.findings.append(Finding(
             signal=rule.name, detector="rate", severity=MAJOR if major else MINOR,
-            baseline=base_rate, candidate=cand_rate, effect=effect, lower=lower, upper=upper,
+            baseline=expected, candidate=actual, effect=effect, lower=lower, upper=upper,
             tolerance=rule.tolerance if major else floor,
             n_baseline=int(parts[row].trials), n_candidate=int(cand_trials[row]),
-            detail=(f"{_pct(base_rate, signed=False)} -> {_pct(cand_rate, signed=False)} "
-                    f"{'at the same hours ' if seasonal[row] else ''}"
-                    f"({int(cand_events[row])} in {int(cand_trials[row])}, "
+            detail=(f"{_pct(expected, signed=False)} -> {_pct(actual, signed=False)} "
+                    f"{'(the baseline at the same hours) ' if seasonal[row] else ''}"
+                    f"({int(observed[row])} in {int(cand_trials[row])}, "
                     f"{excess:.0f} {'fewer' if down[row] else 'more'} than expected, "
                     f"p={pvalue:.2g})"),
             at=now,

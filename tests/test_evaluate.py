@@ -533,7 +533,12 @@ def test_an_error_ratio_with_a_daily_pattern_meets_the_same_hours_of_its_baselin
         assert healthy.verdict == "pass", (seed, healthy.reason)
         doubled = _judge_from(policy, base, _daily_errors(rng, released, 30, worse=2.0), released)
         assert doubled.verdict == "rollback", (seed, doubled.reason)
-        assert "at the same hours" in doubled.findings[0].detail
+        (finding,) = doubled.findings
+        # Shown as it was: the baseline's ratio at those hours (2%), the candidate's observed.
+        assert "(the baseline at the same hours)" in finding.detail
+        assert finding.baseline == pytest.approx(0.02, abs=0.002)
+        assert finding.candidate > 1.4 * finding.baseline    # doubled, seen over a few minutes
+        assert finding.effect == pytest.approx(finding.candidate / finding.baseline - 1)
 
 
 def _judge_from(policy: ServicePolicy, baseline: Baseline, candidate: SignalFrame,
