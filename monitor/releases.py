@@ -118,12 +118,17 @@ class Releases:
                 f"{service} {version} was registered before and judged already "
                 f"({known.verdict}); a new deploy needs a new version")
         if change_class is not None and known.change_class != change_class:
-            # The period's end moves: the judge's note of when it passed no longer holds.
-            judge_state = replace(JudgeState.from_json(known.judge_state), over_at=None)
-            known = self.store.reclassify(known.id, change_class=change_class,
-                                          period=policy.period(change_class),
-                                          judge_state=judge_state.to_json())
+            known = self._reclassify(known, change_class, policy)
         return known, False
+
+    def _reclassify(self, release: Release, change_class: str,
+                    policy: ServicePolicy) -> Release:
+        """The change class and the policy's checking period for it. The period's end moves:
+        the judge's note of when it passed no longer holds."""
+        judge_state = replace(JudgeState.from_json(release.judge_state), over_at=None)
+        return self.store.reclassify(release.id, change_class=change_class,
+                                     period=policy.period(change_class),
+                                     judge_state=judge_state.to_json())
 
     def advance(self, release: Release) -> Release:
         """Do whatever is due for one release now."""
@@ -157,13 +162,11 @@ class Releases:
     def _take_policy_period(self, release: Release, policy: ServicePolicy) -> Release:
         """The policy's checking period for the release's change class: it was registered
         with another (`release start` without the policy uses the defaults)."""
-        period = policy.period(release.change_class)
-        judge_state = replace(JudgeState.from_json(release.judge_state), over_at=None)
         log.info("%s %s: checking period %s, the policy's for a %s change (registered with %s)",
-                 release.service, release.version, format_duration(period),
+                 release.service, release.version,
+                 format_duration(policy.period(release.change_class)),
                  release.change_class, format_duration(release.period))
-        return self.store.reclassify(release.id, change_class=release.change_class,
-                                     period=period, judge_state=judge_state.to_json())
+        return self._reclassify(release, release.change_class, policy)
 
     def _smoke(self, release: Release) -> Release:
         policy = self.policy(release.service)

@@ -9,6 +9,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from stop_signal import StopOnceFileExists
 
 from monitor.commands import OUTPUT_TAIL, Stopped, run_bounded
 
@@ -42,23 +43,12 @@ def test_a_command_past_its_time_is_killed_with_its_children() -> None:
     assert time.monotonic() - started < 10.0
 
 
-class _SetOnceExists(threading.Event):
-    """A stop asked for as soon as a file exists: the command has started its children."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-
-    def is_set(self) -> bool:
-        return self.path.exists()
-
-
 def test_a_stopping_monitor_kills_the_command_and_its_children(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     script = f"sleep 60 & echo $$ > {pid_file}.new; mv {pid_file}.new {pid_file}; sleep 60"
     started = time.monotonic()
     with pytest.raises(Stopped, match="killed: the monitor is stopping"):
-        run_bounded(["sh", "-c", script], env=ENV, timeout=60.0, stopping=_SetOnceExists(pid_file))
+        run_bounded(["sh", "-c", script], env=ENV, timeout=60.0, stopping=StopOnceFileExists(pid_file))
     assert time.monotonic() - started < 10.0
     assert _living_in_group(int(pid_file.read_text())) == []  # the background sleep too
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from stop_signal import StopOnceFileExists
 from typer.testing import CliRunner
 
 from monitor.api import serve
@@ -512,17 +513,6 @@ def test_a_long_verification_does_not_stop_the_scrapes(
     daemon.close()
 
 
-class _StopOnceExists(threading.Event):
-    """A stop asked for as soon as a file exists (a command under way made it)."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__()
-        self.path = path
-
-    def is_set(self) -> bool:
-        return self.path.exists()
-
-
 def test_a_verification_cut_short_by_a_stop_is_no_verdict_and_runs_again(
     service: tuple[SimulatedService, SimClock], tmp_path: Path
 ) -> None:
@@ -539,7 +529,7 @@ def test_a_verification_cut_short_by_a_stop_is_no_verdict_and_runs_again(
     config = MonitorConfig(path="<test>", services={"demo": policy})
     store = Store.memory()
     pool = ThreadPoolExecutor(1)
-    hooks = HookRunner(store, clock, stopping=_StopOnceExists(started))
+    hooks = HookRunner(store, clock, stopping=StopOnceFileExists(started))
     releases = Releases(config, store, clock, hooks=hooks, stage_pool=pool)
     daemon = Daemon(config, store, clock, releases=releases)
     began = time.monotonic()
