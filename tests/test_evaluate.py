@@ -551,3 +551,40 @@ def _judge_from(policy: ServicePolicy, baseline: Baseline, candidate: SignalFram
         state = result.state
         if result.done:
             return result
+
+
+def _memory_with_a_daily_job(rng: np.random.Generator, times: np.ndarray,
+                             leak_from: float | None = None) -> SignalFrame:
+    """Memory at 1 GB; a job climbs it 300 MB in the hour after 02:00 UTC each day and
+    holds it an hour more; from `leak_from`, a leak as steep as the job's climb."""
+    hour = (times / 3600) % 24
+    job = np.where((hour >= 2) & (hour < 3), (hour - 2) * 3e8,
+                   np.where((hour >= 3) & (hour < 4), 3e8, 0.0))
+    leak = 0.0 if leak_from is None else np.maximum(times - leak_from, 0.0) * 3e8 / 3600
+    values = 1e9 + job + leak + 1e6 * rng.normal(size=times.size)
+    nan = np.full((1, times.size), np.nan)
+    return SignalFrame(("memory",), times, values[None], nan, nan)
+
+
+def test_a_climb_healthy_history_makes_daily_is_no_leak_but_a_leak_is() -> None:
+    # Released as the daily job starts: its climb is as steep as healthy days' at that
+    # hour (whose robust spread, counting the job's few windows for little, is tiny).
+    rule = SignalRule("memory", bad="increase", leak=True, limit=2e9)
+    policy = ServicePolicy(name="svc", signals=(rule,), evaluation_interval=60.0, persistence=3,
+                           leak_block=300.0, leak_horizon=86400.0)
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        at_job = 30 * 86400 + 2 * 3600.0
+        day = at_job - 60.0 * np.arange(1440, 0, -1)
+        base = Baseline(("v1",), summarize(_memory_with_a_daily_job(rng, day),
+                                           leak_signals=["memory"], leak_block=300.0))
+        window = at_job + 60.0 * np.arange(30)
+        job = _judge_from(policy, base, _memory_with_a_daily_job(rng, window), at_job)
+        assert job.verdict == "pass", (seed, job.reason)
+        # The same climb at 05:00, where healthy days are flat, is a leak.
+        at_five = at_job + 3 * 3600
+        later = at_five + 60.0 * np.arange(30)
+        leaking = _judge_from(policy, base,
+                              _memory_with_a_daily_job(rng, later, leak_from=at_five), at_five)
+        assert leaking.verdict == "rollback", (seed, leaking.reason)
+        assert any(f.detector == "leak" for f in leaking.findings)
