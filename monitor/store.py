@@ -33,6 +33,9 @@ VERDICTS = ("pending", "pass", "hotfix", "rollback", "inconclusive")
 
 BUSY_TIMEOUT_MS = 5000
 _PRUNE_CHUNK = 256  # batches deleted per transaction, so a big prune never holds the lock long
+# A series is forgotten once it was last scraped this long before the prune's cut: its
+# samples are gone by then, even those of the hour the last mark did not see (a restart).
+SERIES_GRACE = 2 * 3600.0
 _IDS = np.dtype("<i8")
 _VALS = np.dtype("<f8")
 
@@ -229,10 +232,20 @@ def _known_parts(pieces: list[str], versions: set[str]) -> list[str] | None:
     return None
 
 
+def _add_series_last_seen(db: sqlite_utils.Database) -> None:
+    """Migration 4: when each series was last scraped, so that the series of labels that
+    come and go (a pod's name) are forgotten once their samples are pruned. A series stored
+    before counts as seen at its service's latest scrape."""
+    db.table("series").add_column("last_at", float)
+    db.conn.execute("UPDATE series SET last_at = "
+                    "(SELECT MAX(at) FROM batches WHERE batches.service = series.service)")
+
+
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _create_schema,
     _add_verdict_signals,
     _add_baseline_list,
+    _add_series_last_seen,
 )
 
 
@@ -275,6 +288,10 @@ class Store:
         self._lock = threading.RLock()
         self._joined = 0   # depth of `transaction()` blocks, in the thread holding the lock
         self._series: dict[str, dict[str, int]] = {}
+        # Series scraped since the last prune, and the latest scrape's time: what `prune`
+        # marks as seen (kept in memory, so a scrape writes no series row).
+        self._seen: set[int] = set()
+        self._seen_until = float("-inf")
         self.path: str | None = _file_of(self._conn)
         with self._failures("open"):
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
@@ -507,6 +524,8 @@ class Store:
                 "VALUES (?, ?, ?, ?, ?, ?)",
                 (service, target, version, float(at), id_array.tobytes(), value_array.tobytes()),
             )
+            self._seen.update(id_array.tolist())
+            self._seen_until = max(self._seen_until, float(at))
 
     def read_window(
         self,
@@ -562,7 +581,8 @@ class Store:
         return sorted(str(row[0]) for row in rows)
 
     def prune(self, before: float) -> int:
-        """Delete the scrapes taken before `before`; returns how many scrapes went.
+        """Delete the scrapes taken before `before`, and the series last scraped more than
+        SERIES_GRACE before it; returns how many scrapes went.
 
         Deletes in small transactions so readers and the daemon's writes interleave.
         """
@@ -576,7 +596,26 @@ class Store:
                 ).rowcount
             removed += deleted
             if deleted < _PRUNE_CHUNK:
-                return removed
+                break
+        self._forget_series(before - SERIES_GRACE)
+        return removed
+
+    def _forget_series(self, before: float) -> None:
+        """Mark the series scraped since the last prune as seen, then delete those last
+        seen before `before` (their samples went with the scrapes). A series never marked
+        yet (new since) is kept."""
+        with self._writing() as conn:
+            seen, self._seen = sorted(self._seen), set()
+            for start in range(0, len(seen), _PRUNE_CHUNK):
+                chunk = seen[start : start + _PRUNE_CHUNK]
+                marks = ", ".join("?" * len(chunk))
+                conn.execute(f"UPDATE series SET last_at = ? WHERE id IN ({marks})",
+                             (self._seen_until, *chunk))
+            gone = conn.execute("SELECT service, key FROM series WHERE last_at < ?",
+                                (float(before),)).fetchall()
+            conn.execute("DELETE FROM series WHERE last_at < ?", (float(before),))
+        for service, key in gone:
+            self._series.get(service, {}).pop(key, None)
 
     def sample_count(self, service: str | None = None) -> int:
         """How many samples are stored, for one service or all."""

@@ -18,7 +18,7 @@ import sqlite_utils
 
 import monitor.store as store_module
 from monitor.errors import AmbiguousRelease, NotABaseline, StoreError, UnknownRelease
-from monitor.store import Action, Check, Release, Store
+from monitor.store import SERIES_GRACE, Action, Check, Release, Store
 
 NOBODY = 65534
 T0 = 1_767_225_600.0
@@ -522,6 +522,7 @@ def test_migration_3_reads_the_joined_baselines_of_an_older_file(tmp_path: Path)
     with closing(sqlite3.connect(path)) as conn, conn:
         # A file as the two first migrations left it: the baselines joined with "+".
         conn.execute("ALTER TABLE releases DROP COLUMN baselines")
+        conn.execute("ALTER TABLE series DROP COLUMN last_at")
         conn.execute("PRAGMA user_version = 2")
         for version, baseline in (("1.4.0+b7", None), ("v1", None), ("v2", None),
                                   ("1.5.0+b8", "1.4.0+b7"), ("v3", "v1+v2"),
@@ -702,3 +703,46 @@ def test_a_verdict_reached_on_a_period_the_release_no_longer_has_is_not_stored(
                              judge_state="{}", period=600.0)
     assert (kept.verdict, kept.state, kept.period) == ("pending", "smoke", 7200.0)
     assert store.verdicts(release.id) == []
+
+
+def test_series_no_longer_scraped_are_forgotten_after_their_samples(store: Store) -> None:
+    # A label that comes and goes (a pod's name) must not grow the series table for ever.
+    old_pod, kept = store.series_ids("demo", ['up{pod="a"}', "up"])
+    store.write_scrape("demo", "t", "v1", 0.0, [old_pod, kept], [1.0, 1.0])
+    store.prune(-1.0)                                    # marks both as seen at 0
+    assert sorted(store.series_keys("demo").values()) == ["up", 'up{pod="a"}']
+    store.write_scrape("demo", "t", "v1", 20_000.0, [kept], [1.0])
+    store.prune(10_000.0)        # the pod's scrape is gone; it was last seen 10,000 s before
+    assert list(store.series_keys("demo").values()) == ["up"]
+    assert store.read_window("demo", 0.0, 30_000.0).values.tolist() == [[1.0]]
+    # The same key again is a new series, not the forgotten id.
+    [again] = store.series_ids("demo", ['up{pod="a"}'])
+    assert again != old_pod and store.series_keys("demo")[int(again)] == 'up{pod="a"}'
+
+
+def test_a_series_seen_within_the_grace_is_kept(store: Store) -> None:
+    [series] = store.series_ids("demo", ["up"])
+    store.write_scrape("demo", "t", "v1", 0.0, [series], [1.0])
+    store.prune(-1.0)
+    store.prune(SERIES_GRACE - 1.0)    # last seen at 0: not yet more than the grace before
+    assert list(store.series_keys("demo").values()) == ["up"]
+    store.prune(SERIES_GRACE + 1.0)
+    assert store.series_keys("demo") == {}
+
+
+def test_migration_4_counts_older_series_as_seen_at_their_service_s_latest_scrape(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "m.db"
+    with Store.open(path) as store:
+        a, b = store.series_ids("demo", ["a", "b"])
+        store.write_scrape("demo", "t", "v1", 100.0, [a], [1.0])
+        store.write_scrape("demo", "t", "v1", 500.0, [a, b], [1.0, 2.0])
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("ALTER TABLE series DROP COLUMN last_at")   # as migration 3 left it
+        conn.execute("PRAGMA user_version = 3")
+    with Store.open(path) as store:
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT DISTINCT last_at FROM series").fetchall() == [(500.0,)]
+        store.prune(500.0 + SERIES_GRACE - 1.0)
+        assert sorted(store.series_keys("demo").values()) == ["a", "b"]
