@@ -19,6 +19,7 @@ import requests
 
 from monitor.allocator import cap_malloc_arenas, return_free_memory
 from monitor.clock import Clock
+from monitor.deadlines import interruptible
 from monitor.errors import MonitorError, ScrapeError, StoreError
 from monitor.exposition import ParsedScrape, split_key
 from monitor.fetch import scrape
@@ -169,6 +170,9 @@ class Daemon:
         return self._next_due()
 
     def close(self) -> None:
+        # Scrapes, probes and queries under way are of no use now: their sockets are shut
+        # down, so the process is not held until their deadlines.
+        self.releases.interrupter.interrupt()
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._stage_pool is not None:
@@ -216,7 +220,8 @@ class Daemon:
             self.on_scrape_start(state.health.target, state.planned, self.clock.now())
         started = time.monotonic()
         try:
-            return self.scraper(state.target, self._session()), "", time.monotonic() - started
+            with interruptible(self.releases.interrupter):
+                return self.scraper(state.target, self._session()), "", time.monotonic() - started
         except ScrapeError as exc:
             return None, str(exc), time.monotonic() - started
 

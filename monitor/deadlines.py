@@ -43,13 +43,19 @@ class Watchdog:
         self._sock = sock
         self._cancelled = False
         self._lock = threading.Lock()
+        # The interrupter of the exchange this thread is in, which may fire it early.
+        self._interrupter = _CURRENT.interrupter
         _KEEPER.watch(self)
+        if self._interrupter is not None:
+            self._interrupter.add(self)
 
     def cancel(self) -> None:
         """Stop watching (it may have fired already)."""
         with self._lock:
             self._cancelled = True
             self._sock = _no_socket   # what it reached (a response) need not wait for its time
+        if self._interrupter is not None:
+            self._interrupter.discard(self)
 
     def fire(self) -> None:
         """The deadline passed: shut the socket down, unless cancelled."""
@@ -110,14 +116,57 @@ class _Timekeeper:
 _KEEPER = _Timekeeper()
 
 
+class Interrupter:
+    """Cuts short, at once, every exchange under way within `interruptible(self)`: a
+    stopping monitor waits for none of them to reach its deadline. Connecting is not cut
+    short (the socket's own timeout bounds it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watchdogs: set[Watchdog] = set()
+        self.interrupted = False
+
+    def interrupt(self) -> None:
+        """Shut down the sockets of the exchanges under way, and of any begun from now on."""
+        with self._lock:
+            self.interrupted = True
+            watchdogs = list(self._watchdogs)
+        for watchdog in watchdogs:
+            watchdog.fire()
+
+    def add(self, watchdog: Watchdog) -> None:
+        with self._lock:
+            interrupted = self.interrupted
+            if not interrupted:
+                self._watchdogs.add(watchdog)
+        if interrupted:
+            watchdog.fire()
+
+    def discard(self, watchdog: Watchdog) -> None:
+        with self._lock:
+            self._watchdogs.discard(watchdog)
+
+
 class _Deadline(threading.local):
-    """The deadline of the exchange this thread is in, and whether it passed."""
+    """The deadline of the exchange this thread is in, whether it passed, and what may
+    interrupt it."""
 
     at: float | None = None
     fired: threading.Event | None = None
+    interrupter: Interrupter | None = None
 
 
 _CURRENT = _Deadline()
+
+
+@contextmanager
+def interruptible(interrupter: Interrupter) -> Iterator[None]:
+    """Within: this thread's bounded exchanges end when `interrupter.interrupt()` is called."""
+    _CURRENT.interrupter = interrupter
+    try:
+        yield
+    finally:
+        _CURRENT.interrupter = None
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from requests.structures import CaseInsensitiveDict
 
 from baselines.frame import SignalFrame
 from monitor.clock import Clock, WallClock
+from monitor.deadlines import Interrupter, interruptible
 from monitor.errors import ConfigError, ScrapeError
 from monitor.fetch import TransientScrapeError, bounded_request
 from monitor.policy import PromSource, SignalRule
@@ -150,10 +151,13 @@ class PromClient:
         clock: Clock | None = None,
         max_bytes: int = MAX_RESPONSE_BYTES,
         stopping: threading.Event | None = None,
+        interrupter: Interrupter | None = None,
     ) -> None:
         self.source = source
-        # Set when the monitor shuts down: no further attempt, no backoff waited out.
+        # Set when the monitor shuts down: no further attempt, no backoff waited out; and
+        # the attempt under way is cut short by the interrupter, not run to its timeout.
         self._stopping = stopping or threading.Event()
+        self._interrupter = interrupter or Interrupter()
         self.where = f"Prometheus {redact_url(source.url)}"
         self._url, self._url_params = _endpoint(source.url)
         self._owns_session = session is None
@@ -220,10 +224,11 @@ class PromClient:
             params=None if form else params, data=params if form else None,
             headers=self._headers(), auth=auth,
         )
-        response, body = bounded_request(
-            self._session, request, where=self.where, timeout=self.source.timeout,
-            max_bytes=self._max_bytes, any_status=True,  # the server's error text is in the body
-        )
+        with interruptible(self._interrupter):
+            response, body = bounded_request(
+                self._session, request, where=self.where, timeout=self.source.timeout,
+                max_bytes=self._max_bytes, any_status=True,  # its error text is in the body
+            )
         return _answer(response, body, self.where)
 
     def _headers(self) -> CaseInsensitiveDict[str]:

@@ -19,6 +19,7 @@ from baselines.selection import choose_baselines
 from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from monitor.clock import Clock
 from monitor.commands import Stopped
+from monitor.deadlines import Interrupter, interruptible
 from monitor.durations import format_duration
 from monitor.errors import AlreadyJudged, ScrapeError, UnknownRelease
 from monitor.evaluate import Evaluation, JudgeState, evaluate
@@ -78,6 +79,8 @@ class Releases:
         self._evaluations: dict[int, tuple[Release, float, Future[_Evaluated]]] = {}
         # Wakes the daemon's loop, to take up a finished evaluation at once.
         self.wake: Callable[[], None] = lambda: None
+        # Cuts short the queries and probes under way when the daemon stops.
+        self.interrupter = Interrupter()
 
     def policy(self, service: str) -> ServicePolicy:
         return self.config.service(service)
@@ -170,7 +173,11 @@ class Releases:
 
     def _smoke(self, release: Release) -> Release:
         policy = self.policy(release.service)
-        results = self._stage(release, lambda: [self.runners.probe(p) for p in policy.smoke])
+        def probe_all() -> list[CheckResult]:
+            with interruptible(self.interrupter):
+                return [self.runners.probe(p) for p in policy.smoke]
+
+        results = self._stage(release, probe_all)
         if results is None:
             return release
         return self._after_stage(release, SMOKE, results, VERIFICATION)
@@ -416,7 +423,8 @@ class Releases:
         client = self.prom_clients.get(key)
         if client is None:
             client = self.prom_clients[key] = PromClient(source, clock=self.clock,
-                                                         stopping=self.hooks.stopping)
+                                                         stopping=self.hooks.stopping,
+                                                         interrupter=self.interrupter)
         return promql_frame(client, judged_rules(policy), start=start, end=end, step=source.step,
                             variables={"service": service, "version": version or ""})
 

@@ -23,6 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.clock import SimClock, WallClock
+from monitor.deadlines import Interrupter
 from monitor.demo_service import SimulatedService
 from monitor.errors import ConfigError, ScrapeError
 from monitor.policy import MonitorConfig, PromSource, ServicePolicy, SignalRule
@@ -256,6 +257,7 @@ class FakeState:
     overlap: bool = False  # also answer one step before `start`, as aligning servers do
     warnings: list[str] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
+    held: threading.Event = field(default_factory=threading.Event)  # a /slow/ request waits
 
 
 class FakeProm(ThreadingHTTPServer):
@@ -291,6 +293,7 @@ class FakeHandler(BaseHTTPRequestHandler):
         params = dict(parse_qsl(parts.query)) | dict(parse_qsl(form))
         state.seen.append(Seen(self.command, parts.path, dict(self.headers.items()), params))
         if parts.path.startswith("/slow/"):
+            state.held.set()
             state.release.wait(5.0)
         status, headers, body = state.script.pop(0) if state.script else matrix_answer(params, state)
         self.send_response(status)
@@ -508,6 +511,32 @@ def test_retries_back_off_exponentially_then_give_up(fake: FakeProm) -> None:
     assert len(fake.state.seen) == 4
     assert "HTTP 502 Bad Gateway" in str(caught.value)
     assert "gave up after 4 attempts" in str(caught.value)
+
+
+def test_a_stopping_monitor_cuts_a_query_under_way_short(fake: FakeProm) -> None:
+    # Held 5 s by the server, the query would succeed then; interrupted, it fails at once
+    # rather than holding a stopping monitor until its 30 s timeout.
+    interrupter = Interrupter()
+    client = PromClient(PromSource(url=f"{fake.base}/slow", timeout=30.0, retries=0),
+                        sleep=Sleeps(), interrupter=interrupter)
+    failed: list[str] = []
+
+    def query() -> None:
+        try:
+            ask(client)
+        except ScrapeError as exc:
+            failed.append(str(exc))
+
+    began = time.monotonic()
+    thread = threading.Thread(target=query)
+    thread.start()
+    assert fake.state.held.wait(10)
+    interrupter.interrupt()
+    thread.join(10)
+    assert not thread.is_alive() and len(failed) == 1, failed
+    assert time.monotonic() - began < 4.0
+    with pytest.raises(ScrapeError):      # and nothing begun after the stop gets far
+        ask(client)
 
 
 def test_429_waits_as_long_as_retry_after_says(fake: FakeProm) -> None:
