@@ -191,6 +191,11 @@ def slope_spreads(times: np.ndarray, values: np.ndarray, block: float,
     return slope_calibration(times, values, block, lengths)[0]
 
 
+# Windows that started at least this long before the baseline ended show what earlier days
+# did at their time of day (with an hour either way: within a day of the release).
+PREVIOUS_DAYS = 20 * 3600.0
+
+
 def slope_calibration(times: np.ndarray, values: np.ndarray, block: float,
                       lengths: tuple[int, ...] = LADDER) -> tuple[np.ndarray, np.ndarray]:
     """The robust spread of the lower-envelope slopes of healthy non-overlapping windows,
@@ -198,9 +203,11 @@ def slope_calibration(times: np.ndarray, values: np.ndarray, block: float,
     started in, (series, lengths, 24), NaN for an hour no window started in.
 
     The spread is robust, so the few windows a daily job makes climb count for little in
-    it; the steepest by hour says how far healthy history already climbed, in as long,
-    from that time of day. Those are taken over windows starting half a window apart too,
-    so a climb is met whatever its phase.
+    it; the steepest by hour says how far healthy days already climbed, in as long, from
+    that time of day. Those are taken over windows starting half a window apart too, so a
+    climb is met whatever its phase, and only from windows that started a day's rhythm
+    before the baseline ended (PREVIOUS_DAYS): the last hours, a release's own warm-up
+    among them, say nothing of what the next day brings.
     """
     rows, columns = values.shape
     spreads = np.full((rows, len(lengths)), np.nan)
@@ -220,9 +227,11 @@ def slope_calibration(times: np.ndarray, values: np.ndarray, block: float,
             centre = np.nanmedian(slopes, axis=1, keepdims=True)
             spreads[:, index] = np.nanmedian(np.abs(slopes - centre), axis=1) * _MAD_TO_SD
             every = np.concatenate([slopes, shifted], axis=1)
-            hours = ((np.concatenate([starts, shifted_starts]) // 3600) % 24).astype(np.int64)
-            for hour in np.unique(hours):
-                steepest[:, index, hour] = np.nanmax(every[:, hours == hour], axis=1)
+            began = np.concatenate([starts, shifted_starts])
+            earlier = began <= times[-1] - PREVIOUS_DAYS
+            hours = ((began // 3600) % 24).astype(np.int64)
+            for hour in np.unique(hours[earlier]):
+                steepest[:, index, hour] = np.nanmax(every[:, earlier & (hours == hour)], axis=1)
     return spreads, steepest
 
 

@@ -588,3 +588,24 @@ def test_a_climb_healthy_history_makes_daily_is_no_leak_but_a_leak_is() -> None:
                               _memory_with_a_daily_job(rng, later, leak_from=at_five), at_five)
         assert leaking.verdict == "rollback", (seed, leaking.reason)
         assert any(f.detector == "leak" for f in leaking.findings)
+
+
+def test_a_warm_up_just_before_the_release_hides_no_leak() -> None:
+    # The baseline climbed steeply as it warmed up, within the hour before the release, at
+    # much the same time of day: no earlier day's rhythm, so a slow leak is still a leak.
+    rule = SignalRule("memory", bad="increase", leak=True, limit=2e9)
+    policy = ServicePolicy(name="svc", signals=(rule,), evaluation_interval=60.0, persistence=3,
+                           leak_block=300.0, leak_horizon=86400.0)
+    rng = np.random.default_rng(4)
+    released = 30 * 86400 + 10 * 3600.0
+    before = released - 15.0 * np.arange(240, 0, -1)
+    warm = 1e9 + np.minimum(before - before[0], 600.0) * 5e5 + 1e5 * rng.normal(size=240)
+    nan = np.full((1, 240), np.nan)
+    base = Baseline(("v1",), summarize(SignalFrame(("memory",), before, warm[None], nan, nan),
+                                       leak_signals=["memory"], leak_block=240.0))
+    after = released + 15.0 * np.arange(240)
+    leaking = warm[-1] + (after - released) * 5e4 + 1e5 * rng.normal(size=240)
+    nan = np.full((1, 240), np.nan)
+    result = _judge_from(policy, base, SignalFrame(("memory",), after, leaking[None], nan, nan),
+                         released, period=3600.0)
+    assert any(f.detector == "leak" for f in result.findings), result.reason
