@@ -44,7 +44,7 @@ _ERROR_TEXT_LIMIT = 500
 _NUMBER = r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _VALUE = rf"(?:{_NUMBER}|NaN|[+-]Inf)"
 _VALUES = re.compile(rf"{_VALUE}(?:\n{_VALUE})*")  # joined by newlines: one C-level match
-_PLACEHOLDER = re.compile(r"\$(version|service)\b")
+_PLACEHOLDER = re.compile(r"\$(version|service|step)\b")
 # Prometheus's own query annotations; every other warning means data was left out.
 _HARMLESS_WARNING = re.compile(r"^PromQL (info|warning):")
 
@@ -426,7 +426,8 @@ def _stitch(
 
 
 def substitute(query: str, variables: Mapping[str, str]) -> str:
-    """Replace `$version` and `$service` by their values, escaped for a double-quoted matcher.
+    """Replace `$version`, `$service` and `$step` by their values, escaped for a
+    double-quoted matcher.
 
     >>> substitute('up{version="$version"}', {"version": 'v2"3'})
     'up{version="v2\\\\"3"}'
@@ -456,12 +457,14 @@ def promql_frame(
 
     A rule's `query` gives its values; a ratio rule's `numerator_query` and
     `denominator_query` give counts per step (events, trials) and values = events / trials.
-    The series of one query are combined per time by the rule's `aggregate` (counts are
-    summed); a time no series covers is NaN.
+    `$step` in a query is the step the grid really has (in milliseconds, as PromQL reads a
+    duration), so `increase(x[$step])` counts each event once; a fixed window longer than
+    the step would count it in several points. The series of one query are combined per
+    time by the rule's `aggregate` (counts are summed); a time no series covers is NaN.
 
     >>> rule = SignalRule(name="errors", kind="ratio",
-    ...     numerator_query='sum(increase(http_request_errors_total{version="$version"}[1m]))',
-    ...     denominator_query='sum(increase(http_requests_total{version="$version"}[1m]))')
+    ...     numerator_query='sum(increase(http_request_errors_total{version="$version"}[$step]))',
+    ...     denominator_query='sum(increase(http_requests_total{version="$version"}[$step]))')
     >>> frame = promql_frame(client, [rule], start=t0, end=t0 + 3600, step=60,
     ...                      variables={"version": "v2.3", "service": "shop"})  # doctest: +SKIP
     """
@@ -469,9 +472,11 @@ def promql_frame(
     shape = (len(rules), plan.points)
     values, events, trials = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
 
+    filled = {**variables, "step": f"{plan.step_ms}ms"}
+
     def read(rule: SignalRule, query: str, how: str) -> np.ndarray:
         try:
-            series = client.query_range(substitute(query, variables), start, end, step)
+            series = client.query_range(substitute(query, filled), start, end, step)
         except ScrapeError as exc:
             raise ScrapeError(f"signal {rule.name}: {exc}") from None
         return _on_grid(series, plan, how)

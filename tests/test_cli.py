@@ -243,6 +243,27 @@ def test_check_config_notes_signals_nothing_feeds(tmp_path: Path) -> None:
             "releases end inconclusive") in result.stdout
 
 
+def test_check_config_notes_queries_that_read_the_same_series_or_count_twice(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('[services.p.prometheus]\nurl = "http://127.0.0.1:9090"\n'
+                    '[services.p.signals.lat]\nquery = \'up{version="$verison"}\'\n'
+                    '[services.p.signals.errors]\nkind = "ratio"\n'
+                    'numerator_query = \'sum(increase(e{version="$version"}[1m]))\'\n'
+                    'denominator_query = \'sum(increase(r{version="$version"}[$step]))\'\n',
+                    encoding="utf-8")
+    result = monitor("check-config", path)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stdout.splitlines() if "note:" in line]
+    assert notes == [
+        "p: note: signals.lat: no query uses $version, so every release is judged on the same "
+        "series",
+        "p: note: signals.errors: a count over a fixed window counts an event in every step it "
+        "covers; use increase(...[$step])",
+    ]
+
+
 def test_check_config_names_file_and_key_of_a_mistake(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(POLICY.replace('"30s"', '"30 seconds"'), encoding="utf-8")

@@ -704,6 +704,20 @@ def test_frame_places_series_on_the_grid_and_combines_them() -> None:
     assert frame.names == ("summed", "averaged", "highest", "ratio", "empty")
 
 
+def test_step_is_the_grid_s_own_step_so_counts_are_counted_once() -> None:
+    rule = SignalRule(name="errors", kind="ratio", numerator_query="sum(increase(e[$step]))",
+                      denominator_query="sum(increase(r[$step]))")
+    client = CannedClient({"sum(increase(e[15000ms]))": [], "sum(increase(r[15000ms]))": []})
+    promql_frame(client, [rule], start=T0, end=T0 + 60, step=15.0, variables=VARIABLES)
+    assert client.asked == ["sum(increase(e[15000ms]))", "sum(increase(r[15000ms]))"]
+    # A range too long for 11,000 points per series has its step enlarged: so has $step.
+    days = 2 * 15.0 * MAX_POINTS_PER_REQUEST * MAX_REQUESTS_PER_QUERY
+    wide = plan_range(T0, T0 + days, 15.0).step_ms
+    client = CannedClient({f"sum(increase(e[{wide}ms]))": [], f"sum(increase(r[{wide}ms]))": []})
+    promql_frame(client, [rule], start=T0, end=T0 + days, step=15.0, variables=VARIABLES)
+    assert wide > 15_000 and client.asked[0] == f"sum(increase(e[{wide}ms]))"
+
+
 def test_frame_substitutes_escaped_variables_and_names_failing_signal() -> None:
     client = CannedClient({'up{job="shop",version="v\\"1\\\\"}': []})
     rule = SignalRule(name="up", query='up{job="$service",version="$version"}')

@@ -38,6 +38,7 @@ from monitor.names import name_problem
 from monitor.policy import (
     CHANGE_CLASSES,
     MonitorConfig,
+    ServicePolicy,
     default_service,
     load_policy,
     parse_listen,
@@ -175,6 +176,8 @@ def check_config(
         elif policy.signals and not policy.targets and policy.prometheus is None:
             typer.echo(f"{name}: note: signals but no targets and no [prometheus]: nothing "
                        "feeds them, so its releases end inconclusive")
+        for note in query_notes(policy):
+            typer.echo(f"{name}: note: {note}")
     typer.echo(f"{config}: ok")
 
 
@@ -183,6 +186,22 @@ def check_database_folder(cfg: MonitorConfig) -> None:
     folder = database_path(None, cfg).parent
     if not folder.is_dir():
         raise ConfigError(f"{cfg.path}: monitor.database: directory {folder} does not exist")
+
+
+def query_notes(policy: ServicePolicy) -> list[str]:
+    """PromQL that reads the same series for every release, or counts an event in several
+    steps of a ratio: legal, and almost never meant."""
+    notes = []
+    for rule in policy.signals:
+        queries = [q for q in (rule.query, rule.numerator_query, rule.denominator_query) if q]
+        if policy.prometheus is not None and queries and not any("$version" in q for q in queries):
+            notes.append(f"signals.{rule.name}: no query uses $version, so every release "
+                         "is judged on the same series")
+        counts = [q for q in (rule.numerator_query, rule.denominator_query) if q]
+        if any("$step" not in q for q in counts):
+            notes.append(f"signals.{rule.name}: a count over a fixed window counts an event in "
+                         "every step it covers; use increase(...[$step])")
+    return notes
 
 
 def check_programs(cfg: MonitorConfig) -> None:
