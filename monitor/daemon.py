@@ -35,6 +35,7 @@ from monitor.verdicts import document
 log = logging.getLogger("release_monitor")
 
 PRUNE_EVERY = 3600.0
+HOOK_WORKERS = 8
 # After a step failed in a way nothing else caught, the next try (not a busy loop).
 STEP_RETRY_SECONDS = 5.0
 # Scrapes of hanging targets hold a worker until their deadline; enough workers keep the
@@ -80,7 +81,8 @@ class Daemon:
         self.live = live
         # Before the pools make their threads.
         self.arenas_capped = cap_malloc_arenas() if live else False
-        self._hook_pool = ThreadPoolExecutor(2, "hooks") if live else None
+        # Hooks fire side by side (one slow receiver holds up no other), a few at a time.
+        self._hook_pool = ThreadPoolExecutor(HOOK_WORKERS, "hooks") if live else None
         self._stop = threading.Event()
         hooks = HookRunner(store, clock, background=self._hook_pool, stopping=self._stop)
         self._stage_pool = ThreadPoolExecutor(4, "stages") if live else None

@@ -94,11 +94,15 @@ class HookRunner:
             return dict(self._failures)
 
     def dispatch(self, release: Release, hooks: tuple[Hook, ...]) -> None:
-        """on_verdict, in the background when the runner has an executor (live daemon)."""
+        """on_verdict, in the background when the runner has an executor (live daemon):
+        each hook on its own, so a webhook retrying against a receiver that is down does
+        not hold up the rollback command beside it."""
         if self.background is None:
             self.on_verdict(release, hooks)
-        else:
-            self.background.submit(self._logged, self.on_verdict, release, hooks)
+            return
+        for hook in hooks:
+            if release.verdict in hook.on:
+                self.background.submit(self._logged, self.on_verdict, release, (hook,))
 
     def _logged(self, work: Callable[..., object], release: Release, *args: Any) -> None:
         try:

@@ -9,6 +9,7 @@ import select
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -279,3 +280,45 @@ def test_a_receiver_s_status_is_its_answer_whatever_its_body_does(slow_receiver:
     hook = Hook(name="w", on=("rollback",), url=f"{slow_receiver}/stall", timeout=5.0)
     outcome = deliver(hook, {"idempotency_key": "k", "verdict": "rollback"})
     assert outcome == Outcome(True, f"{slow_receiver}/stall: 200")
+
+
+class _Recorded(ThreadPoolExecutor):
+    """A pool that keeps the futures of what it was given."""
+
+    def __init__(self) -> None:
+        super().__init__(2, "hooks")
+        self.futures: list[Future[Any]] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = super().submit(fn, *args, **kwargs)
+        self.futures.append(future)
+        return future
+
+
+def test_a_slow_webhook_does_not_hold_up_the_rollback_command_beside_it(tmp_path: Path) -> None:
+    held = threading.Event()
+
+    def slow_receiver(hook: Hook, body: dict[str, Any]) -> Outcome:
+        if hook.url:
+            held.wait(30)                  # a receiver that has not answered yet
+            return Outcome(True, "200")
+        return deliver(hook, body)
+
+    marker = tmp_path / "rolled-back"
+    hooks = (Hook(name="chat", on=("rollback",), url="http://127.0.0.1:9/chat"),
+             Hook(name="undo", on=("rollback",), command=("touch", str(marker))))
+    store = Store.open(tmp_path / "m.db")    # a file: the hooks' threads write to it
+    pool = _Recorded()
+    runner = HookRunner(store, SimClock(), send=slow_receiver, background=pool)
+    release = _release(store)
+    try:
+        runner.dispatch(release, hooks)
+        chat, undo = pool.futures
+        undo.result(timeout=30)
+        assert marker.exists() and not chat.done()
+    finally:
+        held.set()
+        pool.shutdown()
+    assert sorted((a.hook, a.state) for a in store.actions(release.id)) == [
+        ("chat", "done"), ("undo", "done")]
+    store.close()
