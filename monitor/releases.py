@@ -434,7 +434,10 @@ class Releases:
             return None
         parts = []
         for version in release.baselines:
-            part = self.baseline_of(self.store.release(release.service, version), policy)
+            chosen = self.store.release(release.service, version)
+            if chosen.invalidated:
+                continue   # found bad since it was chosen: no yardstick for anything now
+            part = self.baseline_of(chosen, policy)
             if part is not None:
                 parts.append(part)
         return merge(parts) if parts else None

@@ -677,3 +677,22 @@ def test_a_step_that_fails_unforeseen_is_logged_and_the_loop_goes_on(
         daemon.run()
     assert steps == [began, began + STEP_RETRY_SECONDS]
     assert "step failed; trying again in 5 s" in caplog.text
+
+
+def test_a_baseline_invalidated_while_a_release_is_judged_is_no_longer_its_yardstick(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    simulated, clock = service
+    simulated.deploy("v2.1")
+    policy = demo_policy(simulated.url)
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={policy.name: policy}), store, clock)
+    daemon.run_until(clock.now() + 2 * policy.periods["minor"])
+    simulated.deploy("v2.2")
+    daemon.run_until(clock.now() + 120)
+    assert store.release(policy.name, "v2.2").baselines == ("v2.1",)
+    store.invalidate(policy.name, "v2.1")              # found bad while v2.2 is judged
+    daemon.run_until(clock.now() + 2 * policy.periods["minor"])
+    judged = store.release(policy.name, "v2.2")
+    assert judged.verdict == "inconclusive"
+    assert judged.reason.startswith("no healthy earlier release to compare with")
