@@ -9,7 +9,7 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
-from stop_signal import StopOnceFileExists
+from processes import StopOnceFileExists, exits_within, group_members
 
 from monitor.commands import OUTPUT_TAIL, Stopped, run_bounded
 
@@ -50,21 +50,10 @@ def test_a_stopping_monitor_kills_the_command_and_its_children(tmp_path: Path) -
     with pytest.raises(Stopped, match="killed: the monitor is stopping"):
         run_bounded(["sh", "-c", script], env=ENV, timeout=60.0, stopping=StopOnceFileExists(pid_file))
     assert time.monotonic() - started < 10.0
-    assert _living_in_group(int(pid_file.read_text())) == []  # the background sleep too
-
-
-def _living_in_group(group: int) -> list[int]:
-    """Processes of a process group that are not zombies (PID 1 may never reap them here)."""
-    living = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # ended meanwhile
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == group and state != "Z":
-            living.append(int(stat.parent.name))
-    return living
+    # The background sleep too: killed with the group, it ends a moment after the signal.
+    group = int(pid_file.read_text())
+    assert all(exits_within(pid, 5.0) for pid in group_members(group))
+    assert group_members(group) == []
 
 
 def test_a_command_is_not_started_once_the_monitor_is_stopping(tmp_path: Path) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from processes import StopOnceFileExists
 from prometheus_client.parser import text_string_to_metric_families
-from stop_signal import StopOnceFileExists
 from typer.testing import CliRunner
 
 from monitor.api import serve

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import select
 import sys
 import threading
 from collections.abc import Iterator
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from processes import exits_within
 
 from monitor.clock import SimClock
 from monitor.hooks import HookRunner, Outcome, deliver, idempotency_key
@@ -167,21 +166,7 @@ def test_a_command_past_its_time_limit_is_killed_with_its_children(tmp_path: Pat
     assert not outcome.ok and "killed" in outcome.detail
     # The grandchild held the output pipe, so the delivery returned only once it had closed
     # its files on the way out; the kernel marks it exited a moment later.
-    assert _exits_within(int(pid_file.read_text()), seconds=5.0)
-
-
-def _exits_within(pid: int, seconds: float) -> bool:
-    """Whether the process has exited or does so within `seconds` (a pidfd turns readable
-    on exit, so this waits for the event, not for a clock)."""
-    try:
-        handle = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return True
-    try:
-        ready, _, _ = select.select([handle], [], [], seconds)
-        return bool(ready)
-    finally:
-        os.close(handle)
+    assert exits_within(int(pid_file.read_text()), seconds=5.0)
 
 
 class _Receiver(BaseHTTPRequestHandler):
