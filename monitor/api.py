@@ -508,13 +508,10 @@ def _answer_register(context: _Context, request: _Request) -> Reply:
                                       received_at=context.clock.now())
     known = snapshot.verdict(registration.service, registration.version)
     if known is not None and known.get("state") == "done":
+        # Judged among the releases the snapshot holds (the latest few per service); an
+        # older one is refused when the daemon takes the registration up, in its log.
         return _error(409, f"{registration.service} {registration.version} was judged already "
                            f"({known.get('verdict')}); a new deploy needs a new version")
-    if registration.version in snapshot.older.get(registration.service, frozenset()):
-        # Older than the latest releases, so replaced by them and judged long since.
-        return _error(409, f"{registration.service} {registration.version} was registered "
-                           f"before, older than the latest {RECENT_RELEASES}; a new deploy "
-                           "needs a new version")
     if not context.box.register(registration):
         return _error(503, "too many registrations are waiting; retry shortly",
                       headers=(("Retry-After", _RETRY_SECONDS),))
