@@ -188,64 +188,26 @@ def step_spreads(values: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:
 def slope_spreads(times: np.ndarray, values: np.ndarray, block: float,
                   lengths: tuple[int, ...] = LADDER) -> np.ndarray:
     """(series, lengths): robust spread of lower-envelope slopes of healthy windows."""
-    return slope_calibration(times, values, block, lengths)[0]
-
-
-# Windows that started at least this long before the baseline ended show what earlier days
-# did at their time of day (with an hour either way: within a day of the release).
-PREVIOUS_DAYS = 20 * 3600.0
-
-
-def slope_calibration(times: np.ndarray, values: np.ndarray, block: float,
-                      lengths: tuple[int, ...] = LADDER) -> tuple[np.ndarray, np.ndarray]:
-    """The robust spread of the lower-envelope slopes of healthy non-overlapping windows,
-    (series, lengths); and the steepest of them by the hour of day (UTC) each window
-    started in, (series, lengths, 24), NaN for an hour no window started in.
-
-    The spread is robust, so the few windows a daily job makes climb count for little in
-    it; the steepest by hour says how far healthy days already climbed, in as long, from
-    that time of day. Those are taken over windows starting half a window apart too, so a
-    climb is met whatever its phase, and only from windows that started a day's rhythm
-    before the baseline ended (PREVIOUS_DAYS): the last hours, a release's own warm-up
-    among them, say nothing of what the next day brings.
-    """
     rows, columns = values.shape
-    spreads = np.full((rows, len(lengths)), np.nan)
-    steepest = np.full((rows, len(lengths), 24), np.nan)
+    out = np.full((rows, len(lengths)), np.nan)
     for index, length in enumerate(lengths):
         windows = columns // length
         if windows < MIN_WINDOWS or length < 8:
             if windows < MIN_WINDOWS:
                 break
             continue
+        cut = windows * length
         span = float(times[length - 1] - times[0]) if length > 1 else 0.0
         blocks = max(4, min(48, int(span // block))) if span > 0 else 4
-        slopes, starts = _window_slopes(times, values, length, blocks, offset=0)
-        shifted, shifted_starts = _window_slopes(times, values, length, blocks, offset=length // 2)
+        window_times = np.tile(times[:cut].reshape(windows, length), (rows, 1))
+        window_values = values[:, :cut].reshape(rows * windows, length)
+        slopes = np.asarray(trend(window_times, window_values, blocks=blocks).slope)
+        slopes = slopes.reshape(rows, windows)
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)
             centre = np.nanmedian(slopes, axis=1, keepdims=True)
-            spreads[:, index] = np.nanmedian(np.abs(slopes - centre), axis=1) * _MAD_TO_SD
-            every = np.concatenate([slopes, shifted], axis=1)
-            began = np.concatenate([starts, shifted_starts])
-            earlier = began <= times[-1] - PREVIOUS_DAYS
-            hours = ((began // 3600) % 24).astype(np.int64)
-            for hour in np.unique(hours[earlier]):
-                steepest[:, index, hour] = np.nanmax(every[:, earlier & (hours == hour)], axis=1)
-    return spreads, steepest
-
-
-def _window_slopes(times: np.ndarray, values: np.ndarray, length: int, blocks: int, *,
-                   offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lower-envelope slopes (series, windows) of the windows of `length` samples from
-    column `offset` on, one after another, and when each window started."""
-    rows = values.shape[0]
-    windows = (values.shape[1] - offset) // length
-    cut = slice(offset, offset + windows * length)
-    window_times = times[cut].reshape(windows, length)
-    window_values = values[:, cut].reshape(rows * windows, length)
-    slopes = trend(np.tile(window_times, (rows, 1)), window_values, blocks=blocks).slope
-    return np.asarray(slopes).reshape(rows, windows), window_times[:, 0]
+            out[:, index] = np.nanmedian(np.abs(slopes - centre), axis=1) * _MAD_TO_SD
+    return out
 
 
 def spread_at(spreads: np.ndarray, length: np.ndarray,

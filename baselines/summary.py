@@ -10,12 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from baselines.calibration import (
-    drift_aware_spreads,
-    robust_spread,
-    slope_calibration,
-    step_spreads,
-)
+from baselines.calibration import drift_aware_spreads, robust_spread, slope_spreads, step_spreads
 from baselines.frame import SignalFrame
 from detectors import dispersion as count_dispersion
 from detectors import trend
@@ -54,9 +49,6 @@ class SignalBaseline:
     # of their lower-envelope slopes for leak signals, per window length of the LADDER.
     aa_spread: tuple[float, ...] = ()
     aa_slope_spread: tuple[float, ...] = ()
-    # The steepest lower-envelope slope of a healthy window per length of the LADDER and
-    # hour of day it started in (UTC): (lengths x 24), flattened.
-    aa_slope_max: tuple[float, ...] = ()
     # Measured not to drift (calibration.drift_aware_spreads): its spreads hold for a window
     # after the release too, so the period's final look may use a lower bar.
     steady: bool = False
@@ -83,7 +75,6 @@ class SignalBaseline:
         summary["steady"] = self.steady
         summary["aa_spread"] = [_finite_or_none(v) for v in self.aa_spread]
         summary["aa_slope_spread"] = [_finite_or_none(v) for v in self.aa_slope_spread]
-        summary["aa_slope_max"] = [_finite_or_none(v) for v in self.aa_slope_max]
         summary["aa_step_spread"] = [_finite_or_none(v) for v in self.aa_step_spread]
         summary["tail"] = [_finite_or_none(v) for v in self.tail]
         return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
@@ -103,7 +94,6 @@ class SignalBaseline:
             steady=bool(summary.get("steady", False)),
             aa_spread=_floats(summary.get("aa_spread", [])),
             aa_slope_spread=_floats(summary.get("aa_slope_spread", [])),
-            aa_slope_max=_floats(summary.get("aa_slope_max", [])),
             aa_step_spread=_floats(summary.get("aa_step_spread", [])),
             tail=np.asarray(_floats(summary.get("tail", [])), dtype=float),
             reservoir=np.asarray(reservoir, dtype=float),
@@ -178,7 +168,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     step_spread = step_spreads(frame.values, STEP_WIDTHS)
     tail_step = float(np.median(np.diff(frame.times[-TAIL_SIZE:]))) if frame.times.size > 1 else np.nan
     slopes = _leak_slopes(frame, leak_signals, leak_block)
-    slope_spread, slope_max = _leak_slope_calibration(frame, leak_signals, leak_block)
+    slope_spread = _leak_slope_spreads(frame, leak_signals, leak_block)
     out = {}
     for row, name in enumerate(frame.names):
         out[name] = SignalBaseline(
@@ -200,7 +190,6 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
             aa_spread=tuple(float(v) for v in spreads[row]),
             steady=bool(steady[row]),
             aa_slope_spread=slope_spread.get(name, ()),
-            aa_slope_max=slope_max.get(name, ()),
             tail=frame.values[row, -TAIL_SIZE:].copy(),
             tail_end=float(frame.times[-1]) if frame.times.size else float("nan"),
             tail_step=tail_step,
@@ -238,16 +227,13 @@ def _leak_slopes(frame: SignalFrame, leak_signals: Sequence[str], block: float) 
     return {frame.names[row]: float(slopes[i]) for i, row in enumerate(rows)}
 
 
-def _leak_slope_calibration(frame: SignalFrame, leak_signals: Sequence[str], block: float
-                            ) -> tuple[dict[str, tuple[float, ...]], dict[str, tuple[float, ...]]]:
-    """Per leak signal, its healthy windows' slope spreads and steepest slopes."""
+def _leak_slope_spreads(frame: SignalFrame, leak_signals: Sequence[str],
+                        block: float) -> dict[str, tuple[float, ...]]:
     rows = [frame.row(name) for name in leak_signals if name in frame.rows]
     if not rows or frame.times.size < 32:
-        return {}, {}
-    spreads, steepest = slope_calibration(frame.times, frame.values[rows], block)
-    names = [frame.names[row] for row in rows]
-    return ({name: tuple(float(v) for v in spreads[i]) for i, name in enumerate(names)},
-            {name: tuple(float(v) for v in steepest[i].ravel()) for i, name in enumerate(names)})
+        return {}
+    spreads = slope_spreads(frame.times, frame.values[rows], block)
+    return {frame.names[row]: tuple(float(v) for v in spreads[i]) for i, row in enumerate(rows)}
 
 
 def leak_blocks(span: float, block: float) -> int:
@@ -386,7 +372,6 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             # was never measured, so the merge is not known to be steady.
             steady=False,
             aa_slope_spread=_widest([p.aa_slope_spread for p in parts]),
-            aa_slope_max=_widest([p.aa_slope_max for p in parts]),
             span=float(sum(p.span for p in parts)),
             reservoir=thin(pooled, RESERVOIR_SIZE),
             # Several releases have no one moment that the candidate follows on from.

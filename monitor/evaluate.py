@@ -7,7 +7,6 @@ The daemon (and through it the demo), `monitor replay` and the benchmarks all ca
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple, cast
@@ -361,34 +360,6 @@ def _began(start: int, times: np.ndarray) -> tuple[str, float | None]:
     return f", shift began at +{format_duration(at - times[0])}", at
 
 
-def _steepest_near(by_hour: tuple[float, ...], hour: int) -> np.ndarray:
-    """Per LADDER length, the steepest healthy window slope that started within an hour of
-    `hour` of the day (NaN where no window did, or nothing was stored)."""
-    table = np.full((len(LADDER), 24), np.nan)
-    stored = np.asarray(by_hour, dtype=float)
-    if stored.size and stored.size % 24 == 0:
-        rows = min(stored.size // 24, len(LADDER))
-        table[:rows] = stored.reshape(-1, 24)[:rows]
-    near = table[:, [(hour - 1) % 24, hour, (hour + 1) % 24]]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN lengths stay NaN
-        return np.nanmax(near, axis=1)
-
-
-def _at_length(table: np.ndarray, length: np.ndarray) -> np.ndarray:
-    """Each row's value at the longest calibrated LADDER length not beyond `length` (the
-    shortest calibrated one below it; NaN where none is): shorter windows climb steeper,
-    so this errs towards the steeper."""
-    out = np.full(table.shape[0], np.nan)
-    for row in range(table.shape[0]):
-        known = [i for i, size in enumerate(LADDER[: table.shape[1]])
-                 if not np.isnan(table[row, i])]
-        fitting = [i for i in known if LADDER[i] <= length[row]]
-        if known:
-            out[row] = table[row, (fitting or known)[-1 if fitting else 0]]
-    return out
-
-
 def _stack_spreads(spreads: Sequence[tuple[float, ...]], width: int = len(LADDER)) -> np.ndarray:
     """The A/A spreads of several signals as one (signals, ladder) array, NaN-padded."""
     out = np.full((len(spreads), width), np.nan)
@@ -669,10 +640,6 @@ def _leak_signals(
     spreads = _stack_spreads([known[r.name].aa_slope_spread if r.name in known else ()
                               for r in rules])
     sigma = spread_at(spreads, counts)
-    hour = int((window.times[0] // 3600) % 24)
-    steepest = _at_length(np.array([_steepest_near(known[r.name].aa_slope_max, hour)
-                                    if r.name in known else np.full(len(LADDER), np.nan)
-                                    for r in rules]), counts)
     for row, rule in enumerate(rules):
         base = known.get(rule.name)
         base_slope = max(0.0, np.nan_to_num(base.slope)) if base is not None else 0.0
@@ -681,8 +648,6 @@ def _leak_signals(
             continue
         if sigma[row] > 0 and slope[row] - base_slope <= Z_FINDING * sigma[row]:
             continue
-        if slope[row] <= steepest[row]:
-            continue   # healthy days climbed as steeply from this time of day (a daily job)
         if short_blocks and (base is None or not base.quantiles):
             # No healthy history to say how far a garbage collector's saw-tooth climbs:
             # only blocks at least one collection cycle long may call a rise a leak.

@@ -14,7 +14,6 @@ from baselines.calibration import (
     drift_bar,
     forward_spreads,
     robust_spread,
-    slope_calibration,
     slope_spreads,
     spread_at,
     window_spreads,
@@ -302,20 +301,3 @@ def test_the_complement_s_dispersion_is_its_own_and_is_stored() -> None:
     for parts in ((hit, older), (older, hit)):
         merged = merge([Baseline((f"v{i}",), {"hits": part}) for i, part in enumerate(parts)])
         assert merged.signals["hits"].complement_dispersion == hit.complement_dispersion
-
-
-def test_the_steepest_healthy_climb_is_kept_by_the_hour_it_started_in() -> None:
-    # A noise-free day, flat but for a climb of 1000 per second from 02:00 to 03:00 UTC:
-    # every window wholly on the climb has slope 1000 (a straight line is its own lower
-    # envelope), windows that start at other hours no more.
-    times = 60.0 * np.arange(1440)
-    hour = times / 3600
-    values = np.where((hour >= 2) & (hour < 3), (times - 7200) * 1000.0,
-                      np.where(hour >= 3, 3.6e6, 0.0))[None, :]
-    spreads, steepest = slope_calibration(times, values, block=300.0)
-    assert steepest.shape == (1, len(LADDER), 24)
-    at = LADDER.index(16)
-    assert steepest[0, at, 2] == pytest.approx(1000.0)
-    others = np.delete(steepest[0, at], [1, 2])   # windows from 01:xx reach into the climb
-    assert np.nanmax(others) == pytest.approx(0.0, abs=1e-9)
-    assert spreads[0, at] == pytest.approx(0.0, abs=1e-9)   # the few climbing windows aside
