@@ -260,7 +260,7 @@ def test_check_config_notes_queries_that_read_the_same_series_or_count_twice(
         "p: note: signals.lat: no query uses $version, so every release is judged on the same "
         "series",
         "p: note: signals.errors: a count over a fixed window counts an event in every step it "
-        "covers; use increase(...[$step])",
+        "covers; use increase(...[$step]), with a step of at least two scrape intervals",
     ]
 
 

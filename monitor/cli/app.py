@@ -200,7 +200,8 @@ def query_notes(policy: ServicePolicy) -> list[str]:
         counts = [q for q in (rule.numerator_query, rule.denominator_query) if q]
         if any("$step" not in q for q in counts):
             notes.append(f"signals.{rule.name}: a count over a fixed window counts an event in "
-                         "every step it covers; use increase(...[$step])")
+                         "every step it covers; use increase(...[$step]), with a step of at "
+                         "least two scrape intervals")
     return notes
 
 
