@@ -223,24 +223,21 @@ def test_check_config_accepts_a_good_policy(tmp_path: Path) -> None:
     assert result.stdout.rstrip().endswith(f"{path}: ok")
 
 
-def test_check_config_notes_a_service_with_nothing_to_judge(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("policy", "note"), [
+    ('[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics"\n',
+     "shop: note: no signals, smoke probes or verification commands: nothing judges its "
+     "releases"),
+    ('[services.shop.signals.latency]\nmetric = "latency_seconds"\n',
+     "shop: note: signals but no targets and no [prometheus]: nothing feeds them, so its "
+     "releases end inconclusive"),
+], ids=["nothing-to-judge", "signals-nothing-feeds"])
+def test_check_config_notes_a_service_that_cannot_be_judged(tmp_path: Path, policy: str,
+                                                            note: str) -> None:
     path = tmp_path / "policy.toml"
-    path.write_text('[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics"\n',
-                    encoding="utf-8")
+    path.write_text(policy, encoding="utf-8")
     result = monitor("check-config", path)
     assert result.exit_code == 0, result.output
-    assert ("shop: note: no signals, smoke probes or verification commands: nothing judges its "
-            "releases") in result.stdout
-
-
-def test_check_config_notes_signals_nothing_feeds(tmp_path: Path) -> None:
-    path = tmp_path / "policy.toml"
-    path.write_text('[services.shop.signals.latency]\nmetric = "latency_seconds"\n',
-                    encoding="utf-8")
-    result = monitor("check-config", path)
-    assert result.exit_code == 0, result.output
-    assert ("shop: note: signals but no targets and no [prometheus]: nothing feeds them, so its "
-            "releases end inconclusive") in result.stdout
+    assert note in result.stdout
 
 
 def test_check_config_notes_queries_that_read_the_same_series_or_count_twice(
