@@ -53,6 +53,8 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
     for check in doc.get("checks", []):
         mark = "ok  " if check["ok"] else "FAIL"
         lines.append(f"  {mark} {check['stage']}: {check['name']} ({check['detail']})")
+    for hook in doc.get("hooks", []):
+        lines.append(f"  hook {hook['hook']} on {hook['verdict']}: {hook_state(hook)}")
     if doc.get("signals"):
         lines.extend(signals_text(doc["signals"]))
     findings: Sequence[Mapping[str, Any]] = doc.get("findings", [])
@@ -68,6 +70,16 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
                 f"{f.get('detail', '')}"
             )
     return "\n".join(lines)
+
+
+def hook_state(hook: Mapping[str, Any]) -> str:
+    """A hook action as a person reads it: under way, or how it ended and after how many tries."""
+    if hook["state"] == "claimed":
+        return "under way (or left for the next start)"
+    tries = hook["attempts"]
+    ended = "delivered" if hook["state"] == "done" else "FAILED"
+    counted = f" after {tries} attempt{'s' if tries != 1 else ''}" if tries else ""
+    return f"{ended}{counted} ({hook['outcome']})"
 
 
 BARS = "▁▂▃▄▅▆▇█"

@@ -62,6 +62,12 @@ def document(store: Store, release: Release) -> dict[str, Any]:
             for c in store.checks(release.id)
         ],
         "findings": [_clean(f) for f in (latest.findings if latest else [])],
+        # What the hooks did with the verdicts: a rollback automation's own record of it.
+        "hooks": [
+            {"hook": a.hook, "verdict": a.verdict, "state": a.state, "attempts": a.attempts,
+             "outcome": a.outcome, "at": a.at, "idempotency_key": a.key}
+            for a in store.actions(release.id)
+        ],
         "signals": latest.signals if latest else [],
     }
 

@@ -18,7 +18,9 @@ from processes import exits_within
 from monitor.clock import SimClock
 from monitor.hooks import HookRunner, Outcome, deliver, idempotency_key
 from monitor.policy import Hook
+from monitor.render import verdict_text
 from monitor.store import Store
+from monitor.verdicts import document
 
 NASTY = "v2.3; rm -rf / $(touch pwned) `id` \"'\n" + "x" * 10_000
 
@@ -111,6 +113,30 @@ def test_a_failed_delivery_is_a_warning(caplog: pytest.LogCaptureFixture) -> Non
     [record] = caplog.records
     assert record.levelno == logging.WARNING and "exit 1: no context" in record.getMessage()
     assert runner.failures() == {(release.service, "undo"): 1}  # exported, for alerting
+
+
+def test_the_verdict_document_says_what_each_hook_did() -> None:
+    store, clock = Store.memory(), SimClock()
+    outcomes = {"undo": Outcome(True, "exit 0 in 0.2s"), "page": Outcome(False, "exit 2: no route")}
+    runner = HookRunner(store, clock, send=lambda hook, body: outcomes[hook.name])
+    release = _release(store)
+    hooks = (Hook(name="undo", on=("rollback",), command=("true",)),
+             Hook(name="page", on=("rollback",), command=("false",), budget=0.5),
+             Hook(name="later", on=("rollback",), command=("true",)))
+    runner.on_verdict(release, hooks[:2])
+    # The third is claimed (with the verdict, say) and not yet delivered.
+    store.claim_action(release.id, verdict="rollback", hook="later", key="k3", at=clock.now())
+    doc = document(store, store.release("shop", "v2.3"))
+    assert [(h["hook"], h["verdict"], h["state"], h["attempts"], h["outcome"]) for h in doc["hooks"]] == [
+        ("undo", "rollback", "done", 1, "exit 0 in 0.2s"),
+        ("page", "rollback", "failed", 1, "exit 2: no route"),
+        ("later", "rollback", "claimed", 0, ""),
+    ]
+    assert doc["hooks"][0]["idempotency_key"] == idempotency_key("shop", "v2.3", "rollback", "undo")
+    text = verdict_text(doc)
+    assert "hook undo on rollback: delivered after 1 attempt (exit 0 in 0.2s)" in text
+    assert "hook page on rollback: FAILED after 1 attempt (exit 2: no route)" in text
+    assert "hook later on rollback: under way" in text
 
 
 def test_dry_run_records_without_sending() -> None:
