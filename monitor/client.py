@@ -15,10 +15,11 @@ from monitor.fetch import bounded_request
 from monitor.findings import HOTFIX, ROLLBACK
 from monitor.redact import redact_url
 from monitor.snapshot import RECENT_RELEASES
+from monitor.verdicts import UNKNOWN_GRACE
 
 _LIMIT = 8 * 1024 * 1024
 POLL_SECONDS = 5.0
-UNREACHABLE_GRACE = 60.0
+UNREACHABLE_GRACE = UNKNOWN_GRACE
 
 
 def remote_document(url: str, release: str, service: str | None, *,

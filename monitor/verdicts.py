@@ -7,6 +7,7 @@ from dataclasses import fields
 from typing import Any
 
 from monitor.clock import Clock
+from monitor.errors import UnknownRelease
 from monitor.findings import HOTFIX, INCONCLUSIVE, PASS, PENDING, ROLLBACK, Finding
 from monitor.store import Release, Store
 
@@ -26,6 +27,23 @@ EXIT_CODES = {
 
 DECIDED = (ROLLBACK, HOTFIX)
 POLL_SECONDS = 2.0
+# How long a wait polls for a release not yet known: a daemon takes up a release registered
+# over its API, or a new version its targets report, at its next step.
+UNKNOWN_GRACE = 60.0
+
+
+def wait_for_release(store: Store, version: str, service: str | None, clock: Clock, *,
+                     timeout: float, poll: float = POLL_SECONDS) -> Release:
+    """The release, polled for up to UNKNOWN_GRACE (or `timeout`, if shorter) while unknown;
+    UnknownRelease after that, for a name that is most likely wrong."""
+    deadline = clock.now() + min(timeout, UNKNOWN_GRACE)
+    while True:
+        try:
+            return store.find_release(version, service)
+        except UnknownRelease:
+            if clock.now() >= deadline:
+                raise
+        clock.sleep_until(min(clock.now() + poll, deadline))
 
 
 def wait_for_decision(store: Store, release: Release, clock: Clock, *, timeout: float,

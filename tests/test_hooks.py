@@ -16,6 +16,7 @@ import pytest
 from processes import exits_within
 
 from monitor.clock import SimClock
+from monitor.errors import UnknownRelease
 from monitor.hooks import HookRunner, Outcome, deliver, idempotency_key
 from monitor.policy import Hook
 from monitor.render import verdict_text
@@ -244,6 +245,42 @@ def test_wait_for_decision_polls_on_the_clock_until_decided() -> None:
                       first_alarm_at=clock.now(), decided_at=clock.now(), state="done",
                       judge_state="{}")
     assert wait_for_decision(store, release, clock, timeout=60.0).verdict == "rollback"
+
+
+class _ReleasedLater(SimClock):
+    """A clock at which the daemon takes up release v9 of shop `after` seconds from now."""
+
+    def __init__(self, store: Store, after: float) -> None:
+        super().__init__()
+        self.store, self.taken_up_at = store, self.now() + after
+
+    def sleep_until(self, deadline: float, stop: threading.Event | None = None) -> bool:
+        done = super().sleep_until(deadline, stop)
+        if self.now() >= self.taken_up_at and not self.store.releases("shop"):
+            self.store.start_release("shop", "v9", at=self.now(), change_class="minor",
+                                     period=600.0, baselines=())
+        return done
+
+
+def test_a_wait_polls_for_a_release_the_daemon_has_not_yet_taken_up() -> None:
+    from monitor.verdicts import UNKNOWN_GRACE, wait_for_release
+
+    store = Store.memory()
+    clock = _ReleasedLater(store, after=9.0)
+    began = clock.now()
+    found = wait_for_release(store, "v9", None, clock, timeout=3600.0, poll=2.0)
+    assert (found.version, clock.now() - began) == ("v9", 10.0)
+    # A name still unknown after the grace is most likely wrong: bad input, not a slow daemon.
+    never = _ReleasedLater(Store.memory(), after=float("inf"))
+    began = never.now()
+    with pytest.raises(UnknownRelease, match="no release 'v9'"):
+        wait_for_release(never.store, "v9", None, never, timeout=3600.0, poll=2.0)
+    assert never.now() - began == UNKNOWN_GRACE
+    # A shorter --timeout ends the wait sooner.
+    began = never.now()
+    with pytest.raises(UnknownRelease):
+        wait_for_release(never.store, "v9", "shop", never, timeout=15.0, poll=2.0)
+    assert never.now() - began == 15.0
 
 
 class _SlowReceiver(BaseHTTPRequestHandler):

@@ -333,7 +333,7 @@ def verdict(
     """
     from monitor.client import remote_document, wait_remote
     from monitor.clock import WallClock
-    from monitor.verdicts import wait_for_decision
+    from monitor.verdicts import wait_for_decision, wait_for_release
 
     if timeout is not None and not wait:
         raise fail("--timeout: only with --wait (without it the verdict is read at once)", EXIT_USAGE)
@@ -343,9 +343,15 @@ def verdict(
             doc = (wait_remote(url, release, service, WallClock(), timeout=seconds) if wait
                    else remote_document(url, release, service))
         else:
-            store, found = open_release(db, config, release, service)
             if wait:
-                found = wait_for_decision(store, found, WallClock(), timeout=seconds)
+                store = open_store(db, load_config(config))
+                clock = WallClock()
+                began = clock.now()
+                found = wait_for_release(store, release, service, clock, timeout=seconds)
+                found = wait_for_decision(store, found, clock,
+                                          timeout=seconds - (clock.now() - began))
+            else:
+                store, found = open_release(db, config, release, service)
             doc = document(store, found)
     if as_json:
         echo_json(doc)
