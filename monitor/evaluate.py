@@ -79,6 +79,10 @@ class JudgeState:
     hotfix_at: float | None = None
     hotfix_evidence: tuple[Finding, ...] = ()
     over_at: float | None = None    # the first evaluation at or after the period's end
+    # The newest sample the last evaluation saw: a finding's streak grows only on samples
+    # newer than that, so evaluations of the same data (a replaced release's, a daemon
+    # restarting) never make it persist.
+    seen_until: float | None = None
 
     def to_json(self) -> str:
         return json.dumps({
@@ -87,6 +91,7 @@ class JudgeState:
             "hotfix_at": self.hotfix_at,
             "hotfix_evidence": [f.to_dict() for f in self.hotfix_evidence],
             "over_at": self.over_at,
+            "seen_until": self.seen_until,
         })
 
     @classmethod
@@ -98,6 +103,7 @@ class JudgeState:
             hotfix_at=data.get("hotfix_at"),
             hotfix_evidence=tuple(Finding.from_dict(f) for f in data.get("hotfix_evidence", [])),
             over_at=data.get("over_at"),
+            seen_until=data.get("seen_until"),
         )
 
 
@@ -159,14 +165,21 @@ def evaluate(
     window = candidate if inside else candidate.between(started, end)
     over = now >= started + period
     seen = observe(policy, baseline, window, now=now, started=started, final=over)
-    streaks = {f.key: state.streaks.get(f.key, 0) + 1 for f in seen.findings}
+    newest = float(window.times.max()) if window.times.size else state.seen_until
+    # New samples, or the period over for a release that ran all of it (a recording ends
+    # with its period, and the end's final look needs its evaluations to persist).
+    cut_short = until is not None and until < started + period
+    fresh = ((newest is not None and (state.seen_until is None or newest > state.seen_until))
+             or (over and not cut_short))
+    streaks = {f.key: state.streaks.get(f.key, 0) + 1 if fresh else max(state.streaks.get(f.key, 0), 1)
+               for f in seen.findings}
     persistent = [f for f in seen.findings if streaks[f.key] >= policy.persistence]
     majors = [f for f in persistent if f.severity == MAJOR]
     if majors:
         evidence = _ranked(seen.findings)
         first_alarm: float | None = state.first_alarm_at if state.first_alarm_at is not None else now
         new_state = JudgeState(streaks, first_alarm, state.hotfix_at, state.hotfix_evidence,
-                               state.over_at)
+                               state.over_at, newest)
         # Corroborating major findings are named too, even before they have persisted.
         reason = _reason([f for f in seen.findings if f.severity == MAJOR])
         return Evaluation(ROLLBACK, reason, evidence, new_state, first_alarm, now, True)
@@ -177,7 +190,7 @@ def evaluate(
     if over and persistent and hotfix_at is None:
         hotfix_at, hotfix_evidence = now, tuple(_ranked(persistent))
     first_alarm = state.first_alarm_at if state.first_alarm_at is not None else hotfix_at
-    new_state = JudgeState(streaks, first_alarm, hotfix_at, hotfix_evidence, over_at)
+    new_state = JudgeState(streaks, first_alarm, hotfix_at, hotfix_evidence, over_at, newest)
     evidence = _ranked(seen.findings) or hotfix_evidence
     if hotfix_at is not None:
         reason = _reason(list(hotfix_evidence))
@@ -199,6 +212,11 @@ def evaluate(
                   "one for the releases after this)")
         return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
     ended = min(started + period, until if until is not None else np.inf)
+    if cut_short and seen.findings:
+        # No more samples will come to confirm or clear them: no pass, and no action either.
+        reason = (f"replaced after {format_duration(ended - started)}, before what it showed "
+                  f"could persist: {_reason(seen.findings)}")
+        return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
     stopped = _data_stopped(policy, window, started=started, ended=ended, period=period)
     shortfalls = seen.shortfalls + ([stopped] if stopped else [])
     if shortfalls:

@@ -7,6 +7,7 @@ where it stopped.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -251,13 +252,15 @@ class Releases:
             del self._evaluations[release.id]
             if _judged_as(release) != _judged_as(asked):
                 # Reclassified meanwhile: that evaluation judged another period. Again, now.
-                self.last_evaluation.pop(release.id, None)
+                self.last_evaluation[release.id] = -math.inf
             else:
                 release = self._judged(release, at, future.result)
                 if release.state != WATCHING:
                     return release
         now = self.clock.now()
-        last = self.last_evaluation.get(release.id, release.started_at)
+        last = self.last_evaluation.get(release.id)
+        if last is None:
+            last = self._evaluated_before(release)
         end = release.started_at + release.period
         # Every evaluation interval, and once as soon as the period is over.
         due = now - last >= policy.evaluation_interval - 1e-6 or (now >= end and last < end)
@@ -272,6 +275,13 @@ class Releases:
             self._evaluations[release.id] = (release, now, future)
             return release
         return self._judged(release, now, lambda: self._timed_evaluation(release, now))
+
+    def _evaluated_before(self, release: Release) -> float:
+        """About when a release was last judged before this process took it up (the newest
+        sample that evaluation saw; its start if never): a daemon restarting in a loop must
+        not judge it at every start, which would make one sighting persist within seconds."""
+        seen = JudgeState.from_json(release.judge_state).seen_until
+        return release.started_at if seen is None else max(seen, release.started_at)
 
     def _timed_evaluation(self, release: Release, now: float) -> _Evaluated:
         started = time.monotonic()
@@ -339,7 +349,7 @@ class Releases:
 
     def _claims(self, before: Release, verdict: str) -> list[tuple[str, str]]:
         """The hooks `_announce` will fire, claimed in the verdict's own transaction."""
-        if verdict == before.verdict or verdict == PENDING:
+        if verdict == before.verdict or verdict == PENDING or self._replaced(before):
             return []
         return claims(before.service, before.version, verdict, self.policy(before.service).hooks)
 
@@ -348,8 +358,17 @@ class Releases:
         if after.verdict != before.verdict and after.verdict != PENDING:
             log.info("%s %s: %s%s", after.service, after.version, after.verdict.upper(),
                      f": {after.reason}" if after.reason else "")
-            self.hooks.dispatch(after, self.policy(after.service).hooks)
+            if self._replaced(after):
+                # The hooks act on what runs now: a rollback of the newer release (the fix,
+                # often) for the verdict of the one it replaced would undo the wrong one.
+                log.info("%s %s: replaced by a newer release, so no hook fires", after.service,
+                         after.version)
+            else:
+                self.hooks.dispatch(after, self.policy(after.service).hooks)
         return after
+
+    def _replaced(self, release: Release) -> bool:
+        return self._neighbours(release)[1] is not None
 
     def resume_hooks(self) -> int:
         """Deliver again, with their original keys, hooks a crash left unfinished."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -414,6 +415,60 @@ def test_a_release_replaced_early_is_judged_on_the_time_it_ran(
     # Noticed at the first scrape (15 s) after the version changed.
     assert replaced.reason == ("first release: judged on smoke, verification and leaks; "
                                "replaced after 10m15s: judged on that part of the period")
+    store.close()
+
+
+def _until_first_sighting(daemon: Daemon, store: Store, clock: SimClock, version: str) -> None:
+    """Run the daemon until the release's first finding (not yet persisted)."""
+    for _ in range(20):
+        daemon.run_until(clock.now() + 15)
+        found = [r for r in store.releases("demo") if r.version == version]
+        if found and json.loads(found[0].judge_state or "{}").get("streaks"):
+            assert found[0].verdict == "pending"
+            return
+    raise AssertionError(f"{version}: no finding within 5 minutes")
+
+
+def test_a_bad_release_replaced_before_its_finding_persists_is_not_rolled_back_by_the_hook(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    simulated, clock = service
+    store = Store.open(tmp_path / "m.db")
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
+                    store, clock)
+    daemon.run_until(clock.now() + 2400)          # v2.2 passes: the baseline
+    simulated.deploy("v2.3")                      # errors jump and memory leaks
+    _until_first_sighting(daemon, store, clock, "v2.3")
+    simulated.deploy("v2.4")                      # the fix goes out before it persists
+    daemon.run_until(clock.now() + 2400)          # past v2.3's own period
+    bad = store.release("demo", "v2.3")
+    # Its samples stopped with the fix: evaluations of the same samples are not sightings.
+    assert (bad.state, bad.verdict) == ("done", "inconclusive"), bad.reason
+    assert "before what it showed could persist: error_ratio" in bad.reason
+    # And nothing acts for it on the release that runs now (the rollback hook would undo
+    # the fix).
+    assert store.actions(bad.id) == []
+    store.close()
+
+
+def test_a_daemon_restarting_in_a_loop_does_not_make_one_sighting_persist(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    simulated, clock = service
+    db = tmp_path / "m.db"
+    store = Store.open(db)
+    config = MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)})
+    Daemon(config, store, clock).run_until(clock.now() + 2400)   # v2.2 passes
+    simulated.deploy("v2.3")
+    _until_first_sighting(Daemon(config, store, clock), store, clock, "v2.3")
+    first = store.release("demo", "v2.3")
+    # Killed and started again every few seconds: each start scrapes, none judges anew.
+    for _ in range(4):
+        clock.advance(3)
+        Daemon(config, store, clock).run_until(clock.now() + 1)
+    again = store.release("demo", "v2.3")
+    assert (again.verdict, again.judge_state) == (first.verdict, first.judge_state)
+    assert again.verdict == "pending"
     store.close()
 
 
