@@ -206,7 +206,8 @@ def _post(hook: Hook, body: dict[str, Any]) -> Outcome:
         # Without a scheme the URL's parts are not where a parser looks for credentials,
         # so even its redacted form may show them.
         return Outcome(False, "the URL does not start with http:// or https://")
-    where = redact_url(hook.url)
+    # Logged, stored and served with the verdict: a webhook's path is often its secret.
+    where = redact_url(hook.url, path=False)
     headers = {"Idempotency-Key": body["idempotency_key"], "Content-Type": "application/json"}
     request = requests.Request("POST", hook.url, data=json.dumps(body).encode("utf-8"),
                                headers=headers)
@@ -233,11 +234,16 @@ def _scheme(url: str) -> str:
 
 class _HideQueries(logging.Filter):
     """urllib3 logs each request's path with its query string at DEBUG level, and a
-    webhook's (or a target's) query string may carry a token: log it as `?***`."""
+    webhook's (or a target's) query string may carry a token: log it as `?***`. A POST's
+    path is hidden whole: a webhook's path (Slack's, say) is its secret."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(_without_query(arg) for arg in record.args)
+            args = [_without_query(arg) for arg in record.args]
+            for index, arg in enumerate(args[:-1]):
+                if arg == "POST" and isinstance(args[index + 1], str):
+                    args[index + 1] = "/***"
+            record.args = tuple(args)
         return True
 
 

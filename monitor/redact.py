@@ -6,13 +6,16 @@ import os
 from urllib.parse import unquote_plus, urlsplit
 
 
-def redact_url(url: str) -> str:
-    """The URL as safe to log: no user or password, query values hidden, no fragment.
+def redact_url(url: str, *, path: bool = True) -> str:
+    """The URL as safe to log: no user or password, query values hidden, no fragment; and
+    with `path` false no path either (a webhook's, such as Slack's, is its secret).
 
     >>> redact_url("https://bob:s3cret@example.com:8443/metrics?token=abc&module=http")
     'https://example.com:8443/metrics?token=***&module=***'
     >>> redact_url("http://10.0.0.1:9100/metrics?s3cr3t&debug=1")
     'http://10.0.0.1:9100/metrics?***&debug=***'
+    >>> redact_url("https://hooks.slack.com/services/T0/B0/XXXX", path=False)
+    'https://hooks.slack.com/***'
     """
     if "//" not in url.split("?", 1)[0] and "@" in url.split("?", 1)[0]:
         # No scheme: "user:password@host/path" would parse as a scheme and a path.
@@ -26,7 +29,8 @@ def redact_url(url: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     netloc = f"{host}:{port}" if port is not None else host
-    safe = f"{parts.scheme}://{netloc}{parts.path}" if parts.scheme else f"{netloc}{parts.path}"
+    shown_path = parts.path if path or parts.path in ("", "/") else "/***"
+    safe = f"{parts.scheme}://{netloc}{shown_path}" if parts.scheme else f"{netloc}{shown_path}"
     if parts.query:
         # A parameter without "=" is all value (`?s3cr3t`): hidden whole.
         shown = [f"{unquote_plus(item.split('=', 1)[0])}=***" if "=" in item else "***"

@@ -150,7 +150,7 @@ metric = "work_queue_depth"
 [[services.demo.hooks]]
 name = "answers 500"
 on = ["pass", "rollback"]
-url = "http://alice:{secret}{failing}/hook?token={MARKER}"
+url = "http://alice:{secret}{failing}/services/{MARKER}/hook?token={MARKER}"
 timeout = "2s"
 budget = "3s"
 
@@ -235,6 +235,7 @@ def test_no_secret_leaks_while_everything_fails(
     assert all(outcome and "200" not in outcome for _, _, outcome in outcomes)
     received = "\n".join(failing.seen)
     assert f"token={MARKER}" in received                 # the webhook and target queries
+    assert f"/services/{MARKER}/hook" in received        # a webhook's secret path (Slack's)
     assert f"Bearer {MARKER}" in received                # the PromQL bearer token
     exposed.add("the source errors", repr(daemon.releases.source_errors))
 
