@@ -106,6 +106,7 @@ def bounded_request(
     max_bytes: int,
     any_status: bool = False,
     read_body: bool = True,
+    prefix: bool = False,
 ) -> tuple[requests.Response, bytes]:
     """Send `request` and read its raw body (decompressed) within `timeout` seconds in total.
 
@@ -113,6 +114,8 @@ def bounded_request(
     2xx fails at once unless `any_status`, when its body is read and returned like any
     other (for servers that explain their errors in it). Without `read_body` the answer
     ends at its headers: the status is all that counts (a webhook's), the body is b"".
+    With `prefix` a longer body is no failure: its first `max_bytes` are returned (all a
+    smoke probe looks at).
     Every failure is a ScrapeError of one line starting with `where`; a timeout or a
     connection that could not be made or broke is a TransientScrapeError, worth another
     attempt, unlike an oversized or badly encoded body or a refused status. The
@@ -135,11 +138,14 @@ def bounded_request(
         response.close()
         return response, b""
     try:
-        body = _read_body(response, max_bytes, attempt)
+        body, whole = _read_body(response, max_bytes, attempt, prefix=prefix)
     except BaseException:
         response.close()  # discards the connection: it may hold unread or cut data
         raise
-    response.raw.release_conn()  # read to its end: fit for the session's next request
+    if whole:
+        response.raw.release_conn()  # read to its end: fit for the session's next request
+    else:
+        response.close()
     return response, body
 
 
@@ -214,11 +220,14 @@ def _open(
     return response
 
 
-def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -> bytes:
-    """Read raw chunks until the end, the deadline or the size cap, whichever comes first."""
+def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt, *,
+               prefix: bool = False) -> tuple[bytes, bool]:
+    """Read raw chunks until the end, the deadline or the size cap, whichever comes first;
+    the body, and whether it is whole (with `prefix`, the cap ends the read, not in error)."""
     encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
-    body = _BoundedBody(encoding, max_bytes, attempt)
-    _check_declared_length(response, encoding, max_bytes, attempt)
+    body = _BoundedBody(encoding, max_bytes, attempt, prefix=prefix)
+    if not prefix:
+        _check_declared_length(response, encoding, max_bytes, attempt)
     watchdog = Watchdog(lambda: _owned_socket(response.raw), attempt.deadline)
     try:
         while True:
@@ -234,6 +243,8 @@ def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -
             if not chunk:
                 break
             body.feed(chunk)
+    except _Full:
+        return body.parts(), False
     except _BODY_ERRORS as exc:
         if isinstance(exc, _TIMEOUTS) or watchdog.fired.is_set() or attempt.remaining() <= 0:
             raise attempt.timed_out() from None
@@ -243,7 +254,7 @@ def _read_body(response: requests.Response, max_bytes: int, attempt: _Attempt) -
     if watchdog.fired.is_set():
         # The socket may have been shut down under the reader, so what arrived may be cut short.
         raise attempt.timed_out()
-    return body.finish()
+    return body.finish(), True
 
 
 def _check_declared_length(
@@ -255,10 +266,15 @@ def _check_declared_length(
         raise attempt.failed(f"body of {declared} bytes is over the {max_bytes}-byte limit")
 
 
+class _Full(Exception):
+    """A body read as a prefix reached its cap."""
+
+
 class _BoundedBody:
     """Collects a body up to a byte cap, inflating gzip or deflate one bounded step at a time."""
 
-    def __init__(self, encoding: str, max_bytes: int, attempt: _Attempt) -> None:
+    def __init__(self, encoding: str, max_bytes: int, attempt: _Attempt, *,
+                 prefix: bool = False) -> None:
         if encoding not in _WBITS_BY_ENCODING and encoding != "identity":
             raise attempt.failed(f"unsupported Content-Encoding {_printable(encoding, 40)!r}")
         self._wbits = _WBITS_BY_ENCODING.get(encoding)
@@ -268,6 +284,7 @@ class _BoundedBody:
         self._max_bytes = max_bytes
         self._attempt = attempt
         self._encoding = encoding
+        self._prefix = prefix
 
     def feed(self, data: bytes) -> None:
         """Add raw bytes as received."""
@@ -283,6 +300,10 @@ class _BoundedBody:
         """The whole body; a compressed stream must have reached its end."""
         if self._inflater is not None and not self._inflater.eof:
             raise self._attempt.failed(f"{self._encoding} body is truncated")
+        return self.parts()
+
+    def parts(self) -> bytes:
+        """What was kept so far."""
         return b"".join(self._parts)
 
     def _inflate(self, data: bytes) -> None:
@@ -303,8 +324,12 @@ class _BoundedBody:
 
     def _keep(self, data: bytes) -> None:
         """Append, or fail as soon as the cap is passed."""
+        room = self._max_bytes - self._size
         self._size += len(data)
         if self._size > self._max_bytes:
+            if self._prefix:
+                self._parts.append(data[:room])
+                raise _Full
             raise self._attempt.failed(f"body is over the {self._max_bytes}-byte limit")
         if data:
             self._parts.append(data)

@@ -26,7 +26,9 @@ class CheckResult:
 
 def run_probe(probe: Probe, session: requests.Session | None = None) -> CheckResult:
     """One HTTP request: expected status, optional body text, the whole exchange within
-    the latency budget (a server that trickles its answer is cut off at the budget)."""
+    the latency budget (a server that trickles its answer is cut off at the budget). Only
+    the body's first MiB is read: a big page is no failure, and `expect_body` must be in
+    that part."""
     http = session or requests.Session()
     where = redact_url(probe.url)
     started = time.monotonic()
@@ -34,7 +36,8 @@ def run_probe(probe: Probe, session: requests.Session | None = None) -> CheckRes
     request = requests.Request("GET", probe.url, headers={"Accept-Encoding": "gzip"})
     try:
         response, body = bounded_request(http, request, where=where, timeout=probe.max_latency,
-                                         max_bytes=_PROBE_BODY_LIMIT, any_status=True)
+                                         max_bytes=_PROBE_BODY_LIMIT, any_status=True,
+                                         prefix=True)
     except ScrapeError as exc:
         return CheckResult(probe.name, False, str(exc))
     finally:
@@ -45,7 +48,8 @@ def run_probe(probe: Probe, session: requests.Session | None = None) -> CheckRes
     if status != probe.expect_status:
         return CheckResult(probe.name, False, f"{where}: status {status}, expected {probe.expect_status}")
     if probe.expect_body and probe.expect_body not in body.decode("utf-8", "replace"):
-        return CheckResult(probe.name, False, f"{where}: body lacks {probe.expect_body!r}")
+        read = " in its first MiB" if len(body) >= _PROBE_BODY_LIMIT else ""
+        return CheckResult(probe.name, False, f"{where}: body lacks {probe.expect_body!r}{read}")
     if latency > probe.max_latency:
         return CheckResult(probe.name, False, f"{where}: took {latency:.2f}s, budget {probe.max_latency:g}s")
     return CheckResult(probe.name, True, f"{where}: {status} in {latency * 1000:.0f} ms")
