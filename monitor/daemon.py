@@ -90,6 +90,7 @@ class Daemon:
                                              stage_pool=self._stage_pool)
         self.scraper = scraper
         self.releases.wake = self._wake_soon
+        self.box.on_registration = self._wake_soon
         # One session per scraping thread: a session shared between threads lets one thread
         # close or reuse a connection another is still reading (requests#1871).
         self._thread_sessions = threading.local()
@@ -172,6 +173,11 @@ class Daemon:
         return self._next_due()
 
     def close(self) -> None:
+        # A registration answered 202 is a promise: stored before the process ends.
+        try:
+            self._register_deploys()
+        except Exception:  # noqa: BLE001 - the rest of the shutdown must still happen
+            log.exception("registrations received before the stop were not all stored")
         # Scrapes, probes and queries under way are of no use now: their sockets are shut
         # down, so the process is not held until their deadlines.
         self.releases.interrupter.interrupt()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,6 +76,9 @@ class SnapshotBox:
         self._snapshot = initial or Snapshot()
         self._lock = threading.Lock()
         self._registrations: queue.Queue[Registration] = queue.Queue(MAX_PENDING_REGISTRATIONS)
+        # Set by the daemon: a registration is taken up at once, not at its next planned
+        # step (minutes away, for a service judged by PromQL alone).
+        self.on_registration: Callable[[], None] = lambda: None
 
     def get(self) -> Snapshot:
         with self._lock:
@@ -91,6 +94,7 @@ class SnapshotBox:
             self._registrations.put_nowait(registration)
         except queue.Full:
             return False
+        self.on_registration()
         return True
 
     def take_registrations(self) -> list[Registration]:

@@ -29,7 +29,7 @@ from monitor.demo_service import SimulatedService
 from monitor.errors import AlreadyJudged, UnknownRelease
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule, Target
 from monitor.releases import Releases
-from monitor.snapshot import SnapshotBox
+from monitor.snapshot import Registration, Snapshot, SnapshotBox
 from monitor.store import Release, Store
 
 
@@ -184,6 +184,77 @@ def test_a_registration_racing_the_daemon_still_sets_its_change_class(
     release, new = releases.register("demo", "v8", change_class="major")
     assert not new
     assert (release.change_class, release.period) == ("major", 7200.0)
+
+
+class _SleepsUntilWoken(SimClock):
+    """A clock whose sleeps end only when the sleeper is woken: the daemon steps again only
+    because something woke it, never because its planned time came."""
+
+    def sleep_until(self, deadline: float, stop: threading.Event | None = None) -> bool:
+        if stop is not None:
+            assert stop.wait(timeout=30), "never woken"
+        return False
+
+
+class _PublishWatched(SnapshotBox):
+    def __init__(self) -> None:
+        super().__init__()
+        self.published = threading.Event()
+
+    def publish(self, snapshot: Snapshot) -> None:
+        super().publish(snapshot)
+        self.published.set()
+
+
+def _passed_release(store: Store, service: str, version: str, at: float) -> None:
+    release = store.start_release(service, version, at=at, change_class="minor", period=900.0,
+                                  baselines=())
+    store.add_verdict(release.id, at=at + 900, verdict="pass", reason="", findings=[],
+                      first_alarm_at=None, decided_at=at + 900, state="done", judge_state="{}")
+
+
+def test_a_registration_over_http_is_taken_up_at_once_not_at_the_next_step(tmp_path: Path) -> None:
+    # A service judged by PromQL alone steps every evaluation interval: a gate asked in
+    # between must not answer for the release before the one just registered.
+    clock = _SleepsUntilWoken(start=1_000_000.0)
+    policy = ServicePolicy(name="checkout", evaluation_interval=600.0)
+    store = Store.open(tmp_path / "m.db")
+    _passed_release(store, "checkout", "v8", clock.now() - 7200)
+    box = _PublishWatched()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"checkout": policy}), store, clock,
+                    box=box)
+    server = serve(box, version="test", token="tok", clock=clock)
+    loop = threading.Thread(target=daemon.run, daemon=True)
+    loop.start()
+    try:
+        assert box.published.wait(timeout=30)       # the first step is done; now it sleeps
+        box.published.clear()
+        answer = requests.post(f"{server.url}/api/v1/releases", timeout=5,
+                               headers={"Authorization": "Bearer tok"},
+                               json={"service": "checkout", "version": "v9"})
+        assert answer.status_code == 202
+        assert box.published.wait(timeout=30)
+        gate = requests.get(f"{server.url}/api/v1/gate", params={"service": "checkout"}, timeout=5)
+        assert (gate.status_code, gate.json()["release"]) != (200, "v8")
+        assert gate.json()["release"] == "v9"
+    finally:
+        daemon.stop()
+        loop.join(timeout=30)
+        server.shutdown()
+        store.close()
+    assert not loop.is_alive()
+
+
+def test_a_registration_received_as_the_daemon_stops_is_stored() -> None:
+    clock = SimClock(start=1_000_000.0)
+    store = Store.memory()
+    box = SnapshotBox()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"checkout": ServicePolicy(
+        name="checkout")}), store, clock, box=box)
+    daemon.step()
+    assert box.register(Registration("checkout", "v9", "major", clock.now()))   # answered 202
+    daemon.close()                                   # SIGTERM came before the next step
+    assert store.release("checkout", "v9").change_class == "major"
 
 
 def test_a_release_its_targets_never_report_says_which_version_they_do(tmp_path: Path) -> None:
