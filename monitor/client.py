@@ -15,7 +15,7 @@ from monitor.fetch import bounded_request
 from monitor.findings import HOTFIX, ROLLBACK
 from monitor.redact import redact_url
 from monitor.snapshot import RECENT_RELEASES
-from monitor.verdicts import UNKNOWN_GRACE
+from monitor.verdicts import EXIT_CODES, UNKNOWN_GRACE
 
 _LIMIT = 8 * 1024 * 1024
 POLL_SECONDS = 5.0
@@ -50,11 +50,32 @@ def remote_document(url: str, release: str, service: str | None, *,
         raise error(f"{exc} (asking for release {release!r})") from None
     try:
         document = json.loads(body)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         raise MonitorError(f"{redact_url(url)}: the answer is not JSON") from None
-    if not isinstance(document, dict) or "verdict" not in document:
-        raise MonitorError(f"{redact_url(url)}: the answer is not a verdict")
+    problem = _not_a_verdict(document, release, service)
+    if problem:
+        # Another service's JSON at a mistyped URL must never read as a pass.
+        raise MonitorError(f"{redact_url(url)}: the answer is not a verdict of release "
+                           f"{release!r} ({problem})")
     return document
+
+
+# What a verdict document must have to be taken for one.
+_DOCUMENT_KEYS = ("service", "release", "verdict", "state")
+
+
+def _not_a_verdict(document: Any, release: str, service: str | None) -> str:
+    """What makes the API's answer not the verdict document asked for ("" when it is)."""
+    if not isinstance(document, dict):
+        return "not an object"
+    for key in _DOCUMENT_KEYS:
+        if not isinstance(document.get(key), str):
+            return f"{key}: missing or not a string"
+    if document["verdict"] not in EXIT_CODES:
+        return f"unknown verdict {document['verdict'][:40]!r}"
+    if document["release"] != release or service is not None and document["service"] != service:
+        return f"it is about {document['service'][:40]!r} {document['release'][:40]!r}"
+    return ""
 
 
 def register_remote(url: str, service: str, version: str, change_class: str | None, *,

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from typer.testing import CliRunner
 
 from monitor.api import MonitorServer, serve
+from monitor.cli.app import app
 from monitor.client import UNREACHABLE_GRACE, register_remote, remote_document, wait_remote
 from monitor.clock import SimClock
 from monitor.errors import MonitorError, Refused, UnknownRelease
@@ -143,3 +146,45 @@ def test_a_release_older_than_those_served_ends_the_wait_at_once() -> None:
     assert str(caught.value) == (
         f"release 'v1' is older than the latest 5 of its service that the monitor at "
         f"http://127.0.0.1:{server.port} serves; ask its database: monitor verdict --db")
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """Answers every GET with the server's `body`, 200 and JSON: some other service."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        body = self.server.body  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("body", "problem"), [
+    (b'{"verdict": "pass"}', "service: missing or not a string"),
+    (b'{"service": "shop", "release": "v2", "verdict": "maybe", "state": "done"}',
+     "unknown verdict 'maybe'"),
+    (b'{"service": "shop", "release": "v1", "verdict": "pass", "state": "done"}',
+     "it is about 'shop' 'v1'"),
+    (b'[{"verdict": "pass"}]', "not an object"),
+    (b"[" * 100_000 + b"]" * 100_000, "the answer is not JSON"),
+])
+def test_an_answer_that_is_not_the_verdict_asked_for_is_an_error_never_a_pass(
+        body: bytes, problem: str) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answers)
+    server.body = body  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(MonitorError) as caught:
+            remote_document(url, "v2", None)
+        result = CliRunner().invoke(app, ["verdict", "--url", url, "--release", "v2", "--json"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert problem in str(caught.value)
+    assert result.exit_code == 1 and result.stdout == "", result.output
