@@ -71,6 +71,8 @@ class Releases:
         self.stage_pool = stage_pool
         self._stage_runs: dict[int, Future[list[CheckResult] | None]] = {}
         self.last_evaluation: dict[int, float] = {}
+        # Releases whose baselines this process has chosen again with its policy.
+        self._rebased: set[int] = set()
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
         self.prom_clients: dict[tuple[str, int], PromClient] = {}
@@ -141,6 +143,8 @@ class Releases:
             return self._outside_policy(release)
         if release.state != DONE and release.period != policy.period(release.change_class):
             release = self._take_policy_period(release, policy)
+        if release.state in (SMOKE, VERIFICATION) and release.id not in self._rebased:
+            release = self._take_policy_baselines(release, policy)
         if release.state == SMOKE:
             return self._smoke(release)
         if release.state == VERIFICATION:
@@ -171,6 +175,18 @@ class Releases:
                  format_duration(policy.period(release.change_class)),
                  release.change_class, format_duration(release.period))
         return self._reclassify(release, release.change_class, policy)
+
+    def _take_policy_baselines(self, release: Release, policy: ServicePolicy) -> Release:
+        """The baselines the policy chooses (`baselines = N`), once per process, before the
+        release is judged against any: `release start` without the policy chose one."""
+        self._rebased.add(release.id)
+        chosen = tuple(r.version for r in choose_baselines(
+            self.store, release.service, before=release.started_at, count=policy.baselines))
+        if chosen == release.baselines:
+            return release
+        log.info("%s %s: baseline %s, the policy's (registered with %s)", release.service,
+                 release.version, "+".join(chosen) or "none", release.baseline or "none")
+        return self.store.rebase(release.id, chosen)
 
     def _smoke(self, release: Release) -> Release:
         policy = self.policy(release.service)

@@ -686,6 +686,16 @@ class Store:
                          (change_class, float(period), judge_state, int(release_id)))
             return self._release_by_id(conn, release_id)
 
+    def rebase(self, release_id: int, baselines: Sequence[str]) -> Release:
+        """Give a release not yet judged against its baselines (still in smoke or
+        verification) other ones; a release further along is left as it is."""
+        with self._writing() as conn:
+            conn.execute("UPDATE releases SET baseline = ?, baselines = ? "
+                         "WHERE id = ? AND state IN ('smoke', 'verification')",
+                         ("+".join(baselines) or None, json.dumps(list(baselines)),
+                          int(release_id)))
+            return self._release_by_id(conn, release_id)
+
     def release(self, service: str, version: str) -> Release:
         """The release `version` of `service`; UnknownRelease when there is none."""
         with self._reading() as conn:

@@ -186,6 +186,31 @@ def test_a_registration_racing_the_daemon_still_sets_its_change_class(
     assert (release.change_class, release.period) == ("major", 7200.0)
 
 
+def _passed_release(store: Store, service: str, version: str, at: float) -> None:
+    release = store.start_release(service, version, at=at, change_class="minor", period=900.0,
+                                  baselines=())
+    store.add_verdict(release.id, at=at + 900, verdict="pass", reason="", findings=[],
+                      first_alarm_at=None, decided_at=at + 900, state="done", judge_state="{}")
+
+
+def test_the_daemon_takes_the_policy_s_baselines_for_a_release_registered_without_it() -> None:
+    clock = SimClock(start=1_000_000.0)
+    store = Store.memory()
+    for age, version in ((20_000, "v1"), (10_000, "v2")):
+        _passed_release(store, "demo", version, clock.now() - age)
+    # `monitor release start` without --config: the defaults, one baseline.
+    registered = Releases(MonitorConfig(path="<cli>", services={"demo": ServicePolicy(
+        name="demo")}), store, clock).start("demo", "v3")
+    assert registered.baselines == ("v2",)
+    daemon = Releases(MonitorConfig(path="<test>", services={"demo": ServicePolicy(
+        name="demo", baselines=2)}), store, clock)
+    taken = daemon.advance(store.release("demo", "v3"))
+    assert store.release("demo", "v3").baselines == ("v2", "v1"), taken
+    # Once judged against them, a release keeps its baselines, whatever the policy says.
+    judged = store.update_release(taken.id, state="watching")
+    assert store.rebase(judged.id, ("v1",)).baselines == ("v2", "v1")
+
+
 class _SleepsUntilWoken(SimClock):
     """A clock whose sleeps end only when the sleeper is woken: the daemon steps again only
     because something woke it, never because its planned time came."""
@@ -204,13 +229,6 @@ class _PublishWatched(SnapshotBox):
     def publish(self, snapshot: Snapshot) -> None:
         super().publish(snapshot)
         self.published.set()
-
-
-def _passed_release(store: Store, service: str, version: str, at: float) -> None:
-    release = store.start_release(service, version, at=at, change_class="minor", period=900.0,
-                                  baselines=())
-    store.add_verdict(release.id, at=at + 900, verdict="pass", reason="", findings=[],
-                      first_alarm_at=None, decided_at=at + 900, state="done", judge_state="{}")
 
 
 def test_a_registration_over_http_is_taken_up_at_once_not_at_the_next_step(tmp_path: Path) -> None:
