@@ -125,6 +125,10 @@ class Releases:
                 f"({known.verdict}); a new deploy needs a new version")
         if change_class is not None and known.change_class != change_class:
             known = self._reclassify(known, change_class, policy)
+            if known.state == DONE:   # judged between the read above and this write
+                raise AlreadyJudged(
+                    f"{service} {version} was judged ({known.verdict}) as it was registered "
+                    "again; a new deploy needs a new version")
         return known, False
 
     def _reclassify(self, release: Release, change_class: str,

@@ -275,6 +275,27 @@ def test_a_registration_received_as_the_daemon_stops_is_stored() -> None:
     assert store.release("checkout", "v9").change_class == "major"
 
 
+def test_a_registration_racing_the_final_verdict_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = SimClock(start=1_000_000.0)
+    store = Store.memory()
+    releases = Releases(MonitorConfig(path="<test>", services={"demo": ServicePolicy(
+        name="demo")}), store, clock)
+    watched = releases.register("demo", "v8")[0]
+    real = store.reclassify
+
+    def judged_first(release_id: int, **fields: object) -> Release:
+        # The daemon stored the final verdict between the pipeline's read and its write.
+        store.add_verdict(release_id, at=clock.now(), verdict="pass", reason="", findings=[],
+                          first_alarm_at=None, decided_at=clock.now(), state="done",
+                          judge_state="{}")
+        return real(release_id, **fields)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "reclassify", judged_first)
+    with pytest.raises(AlreadyJudged, match="judged \\(pass\\) as it was registered again"):
+        releases.register("demo", "v8", change_class="major")
+    assert store.release("demo", "v8").change_class == watched.change_class == "minor"
+
+
 def test_a_release_its_targets_never_report_says_which_version_they_do(tmp_path: Path) -> None:
     # The pipeline registered a version that is not the version label's value (a commit
     # hash for a label that carries a tag, say): every sample goes to the release before.
