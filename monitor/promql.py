@@ -341,7 +341,7 @@ def _error(status: int, response: requests.Response, payload: Any, where: str) -
 def _json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # nested past the parser's depth
         return None
 
 

@@ -321,13 +321,13 @@ def test_a_receiver_trickling_its_answer_is_cut_at_the_hook_s_timeout(slow_recei
     hook = Hook(name="w", on=("rollback",), url=f"{slow_receiver}/dribble", timeout=0.5)
     body = {"idempotency_key": "k", "verdict": "rollback"}
     outcome = deliver(hook, body)
-    assert outcome == Outcome(False, f"{slow_receiver}/dribble: timed out after 0.5 s")
+    assert outcome == Outcome(False, f"{slow_receiver}/***: timed out after 0.5 s")
 
 
 def test_a_receiver_s_status_is_its_answer_whatever_its_body_does(slow_receiver: str) -> None:
     hook = Hook(name="w", on=("rollback",), url=f"{slow_receiver}/stall", timeout=5.0)
     outcome = deliver(hook, {"idempotency_key": "k", "verdict": "rollback"})
-    assert outcome == Outcome(True, f"{slow_receiver}/stall: 200")
+    assert outcome == Outcome(True, f"{slow_receiver}/***: 200")
 
 
 class _Recorded(ThreadPoolExecutor):
