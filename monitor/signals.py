@@ -60,6 +60,9 @@ def derive(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
     shape = (len(rules), grid.size)
     values, events, trials = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     for row, rule in enumerate(rules):
+        if rule.kind == "quantile" and rule.aggregate != "max":
+            values[row] = _pooled_quantile(rule, index, raw, per_target, slot, grid.size)
+            continue
         combine = _Combine(grid.size)
         for cols in per_target.values():
             v, e, t = _signal(rule, index, raw, cols)
@@ -154,6 +157,10 @@ def _signal(
     if rule.kind == "ratio":
         events = _increase(raw.values[_rows(index, rule.numerator)][:, cols])
         trials = _increase(raw.values[_rows(index, rule.denominator)][:, cols])
+        if _family_present(index, raw, rule.numerator, cols):
+            # A labelled counter (`code="500"`) exists only from its first error: where the
+            # target counted requests and its errors' metric is there, none is zero errors.
+            events = np.where(np.isnan(events) & ~np.isnan(trials), 0.0, events)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(trials > 0, events / trials, np.nan)
         return ratio, events, trials
@@ -162,6 +169,14 @@ def _signal(
 
 def _rows(index: _Index, selector: str) -> list[int]:
     return [row for row, _ in index.rows(selector)]
+
+
+def _family_present(index: _Index, raw: RawSeries, selector: str, cols: np.ndarray) -> bool:
+    """Whether any series of the selector's metric name, whatever its labels, has a sample
+    in these columns: then the metric's name is right, and a child missing has counted
+    nothing yet (rather than a misspelt name, which must stay without samples)."""
+    rows = _rows(index, parse_selector(selector)[0])
+    return bool(rows) and bool(np.any(~np.isnan(raw.values[rows][:, cols])))
 
 
 def _aggregate(block: np.ndarray, how: str) -> np.ndarray:
@@ -198,8 +213,9 @@ def _per_second(increase: np.ndarray, times: np.ndarray) -> np.ndarray:
         return np.where(elapsed > 0, increase / elapsed, np.nan)
 
 
-def _quantile(rule: SignalRule, index: _Index, raw: RawSeries, cols: np.ndarray) -> np.ndarray:
-    """histogram_quantile over the buckets' increase in each scrape interval."""
+def _buckets(rule: SignalRule, index: _Index) -> tuple[np.ndarray, dict[float, list[int]]]:
+    """A histogram's sorted upper bounds (empty unless at least two, ending in +Inf) and
+    the rows of each."""
     by_bound: dict[float, list[int]] = {}
     for row, labels in index.rows(rule.metric, "_bucket"):
         try:
@@ -209,9 +225,42 @@ def _quantile(rule: SignalRule, index: _Index, raw: RawSeries, cols: np.ndarray)
         by_bound.setdefault(bound, []).append(row)
     bounds = np.array(sorted(by_bound))
     if bounds.size < 2 or not np.isinf(bounds[-1]):
+        return np.array([]), by_bound
+    return bounds, by_bound
+
+
+def _bucket_increases(bounds: np.ndarray, by_bound: Mapping[float, list[int]], raw: RawSeries,
+                      cols: np.ndarray) -> np.ndarray:
+    """(buckets, columns): each cumulative bucket's increase per scrape interval."""
+    return np.vstack([_increase(raw.values[by_bound[b]][:, cols]) for b in bounds])
+
+
+def _quantile(rule: SignalRule, index: _Index, raw: RawSeries, cols: np.ndarray) -> np.ndarray:
+    """histogram_quantile over one target's buckets' increase in each scrape interval."""
+    bounds, by_bound = _buckets(rule, index)
+    if bounds.size == 0:
         return np.full(cols.size, np.nan)
-    cumulative = np.vstack([_increase(raw.values[by_bound[b]][:, cols]) for b in bounds])
-    return bucket_quantile(rule.quantile, bounds, cumulative)
+    return bucket_quantile(rule.quantile, bounds, _bucket_increases(bounds, by_bound, raw, cols))
+
+
+def _pooled_quantile(rule: SignalRule, index: _Index, raw: RawSeries,
+                     per_target: Mapping[str, np.ndarray], slot: np.ndarray, size: int) -> np.ndarray:
+    """`histogram_quantile(q, sum by (le) (increase(...)))`: the targets' bucket increases
+    added up in each slot, then one quantile, so a quiet target weighs what it served (a
+    mean of the targets' quantiles let ten slow requests on one pod set the whole p95)."""
+    bounds, by_bound = _buckets(rule, index)
+    if bounds.size == 0:
+        return np.full(size, np.nan)
+    pooled = np.zeros((bounds.size, size))
+    seen = np.zeros(size, dtype=bool)
+    for cols in per_target.values():
+        increases = _bucket_increases(bounds, by_bound, raw, cols)
+        whole = ~np.any(np.isnan(increases), axis=0)   # a target's histogram, every bucket
+        np.add.at(pooled.T, slot[cols][whole], increases[:, whole].T)
+        seen[slot[cols][whole]] = True
+    result = bucket_quantile(rule.quantile, bounds, pooled)
+    result[~seen] = np.nan
+    return result
 
 
 def bucket_quantile(q: float, bounds: np.ndarray, cumulative: np.ndarray) -> np.ndarray:

@@ -95,3 +95,49 @@ def test_a_target_with_two_scrapes_in_one_slot_counts_once() -> None:
     np.testing.assert_allclose(frame.times, [0.0, 15.0, 30.0, 45.0, 60.0, 75.0])
     # Around 15 s: a's 10 and 12 averaged, plus b's 20; around 30 s a keeps its 11.
     np.testing.assert_allclose(frame.values[0], [30.0, 31.0, 31.0, 30.0, 30.0, 30.0])
+
+
+def _pods(keys: list[str], per_pod: dict[str, list[list[float]]]) -> RawSeries:
+    """Pods scraped at 0 s and 15 s, one block of rows (keys x 2 scrapes) each."""
+    pods = sorted(per_pod)
+    times = np.array([0.0] * len(pods) + [15.0] * len(pods))
+    values = np.hstack([np.array(per_pod[p], float)[:, [0]] for p in pods]
+                       + [np.array(per_pod[p], float)[:, [1]] for p in pods])
+    return RawSeries(tuple(keys), times, tuple(pods * 2), values)
+
+
+def test_a_pod_without_an_error_series_yet_counts_its_requests_with_zero_errors() -> None:
+    # prometheus_client makes `code="500"` only at the first error: pods b and c served
+    # 1000 requests each without one. The ratio is 10 in 3010, not 10 in 1010.
+    keys = ['req_total{code="200"}', 'req_total{code="500"}']
+    raw = _pods(keys, {"a": [[0, 1000], [0, 10]],
+                       "b": [[0, 1000], [np.nan, np.nan]],
+                       "c": [[0, 1000], [np.nan, np.nan]]})
+    rule = SignalRule("errors", kind="ratio", numerator='req_total{code="500"}',
+                      denominator="req_total")
+    frame = derive([rule], raw)
+    assert (frame.events[0, 1], frame.trials[0, 1]) == (10.0, 3010.0)
+    assert frame.values[0, 1] == pytest.approx(10 / 3010)
+    # A release with no error at all has a ratio of zero, not no ratio.
+    clean = _pods(keys, {"a": [[0, 1000], [np.nan, np.nan]]})
+    assert derive([rule], clean).values[0, 1] == 0.0
+    # A numerator whose metric name nothing has (a typo) stays without samples.
+    typo = SignalRule("errors", kind="ratio", numerator='reqs_total{code="500"}',
+                      denominator="req_total")
+    assert np.isnan(derive([typo], raw).values[0, 1])
+
+
+def test_a_quantile_over_pods_pools_their_buckets_as_histogram_quantile_of_the_sum() -> None:
+    # Pod a: 1000 requests within 50 ms. Pod b: 10 requests of 1-10 s. Pooled, the rank
+    # 0.95 x 1010 = 959.5 falls in (0, 0.05]: 0.05 x 959.5 / 1000, what
+    # histogram_quantile(0.95, sum by (le) (increase(...))) answers. A mean of the pods'
+    # p95s would say 4.8 s.
+    keys = [f'lat_bucket{{le="{b}"}}' for b in ("0.05", "1", "10", "+Inf")]
+    raw = _pods(keys, {"a": [[0, 1000], [0, 1000], [0, 1000], [0, 1000]],
+                       "b": [[0, 0], [0, 0], [0, 10], [0, 10]]})
+    pooled = derive([SignalRule("p95", kind="quantile", metric="lat", quantile=0.95)], raw)
+    assert pooled.values[0, 1] == pytest.approx(0.05 * 959.5 / 1000)
+    # "max" asks for the worst pod's own p95: b's, 1 + 9 x 9.5 / 10.
+    worst = derive([SignalRule("p95", kind="quantile", metric="lat", quantile=0.95,
+                               aggregate="max")], raw)
+    assert worst.values[0, 1] == pytest.approx(1 + 9 * 9.5 / 10)
