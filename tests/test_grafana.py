@@ -241,6 +241,18 @@ def test_queries_only_use_defined_variables(path: Path) -> None:
             assert panel["repeat"] in defined, panel.get("title")
 
 
+@pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)
+def test_variables_of_several_values_are_matched_as_regexes(path: Path) -> None:
+    # Grafana regex-escapes such a variable's values (v2.3 -> v2\\.3, two -> (a|b)), so an
+    # equality matcher finds nothing even when one value is chosen.
+    board = load_json(path)
+    several = {v["name"] for v in board["templating"]["list"]
+               if v.get("multi") or v.get("includeAll")}
+    for where, query in dashboard_queries(board):
+        for name in several:
+            assert not re.search(r'\w+\s*=\s*"\$\{?' + name + r'\b', query), (where, query)
+
+
 def test_release_overview_has_the_promised_views() -> None:
     board = load_json(GRAFANA / "dashboards" / "release-overview.json")
     variables = {v["name"]: v for v in board["templating"]["list"]}
