@@ -433,6 +433,14 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
             if rule.limit_metric:
                 raise reader.fail(f"signals.{rule.name}.limit_metric",
                                   "a service read by PromQL gives its memory limit as `limit`")
+    else:
+        for rule in policy.signals:
+            if rule.query or rule.numerator_query:
+                key = "query" if rule.query else "numerator_query"
+                raise reader.fail(f"signals.{rule.name}.{key}",
+                                  "queries are for a service read by PromQL ([prometheus]); a "
+                                  "scraped one names its series with metric, or numerator "
+                                  "and denominator")
     reader.done()
     return policy
 
@@ -501,7 +509,7 @@ def _signal(reader: _Reader, name: str) -> SignalRule:
         tolerance=reader.number("tolerance", 0.25),
         absolute=reader.number("absolute", 0.0),
         critical=reader.get("critical", bool, False),
-        min_samples=int(reader.number("min_samples", 10, low=2)),
+        min_samples=_whole(reader, "min_samples", 10, low=2),
         min_events=reader.number("min_events", 10.0),
         min_trials=reader.number("min_trials", 200.0),
         must_have_data=reader.get("must_have_data", bool, False),
@@ -524,6 +532,13 @@ _KIND_KEYS = {"metric": ("gauge", "rate", "quantile"), "query": ("gauge", "rate"
               "quantile": ("quantile",)}
 
 
+def _whole(reader: _Reader, key: str, default: int, *, low: int) -> int:
+    value = reader.number(key, default, low=low)
+    if value != int(value):
+        raise reader.fail(key, f"must be a whole number, got {value:g}")
+    return int(value)
+
+
 def _meaningful_keys(reader: _Reader, rule: SignalRule) -> None:
     for key, kinds in _KIND_KEYS.items():
         if key in reader.table and rule.kind not in kinds:
@@ -534,6 +549,11 @@ def _meaningful_keys(reader: _Reader, rule: SignalRule) -> None:
     for key in ("limit", "limit_metric"):
         if key in reader.table and not rule.leak:
             raise reader.fail(key, "a memory limit is for the leak check: set leak = true")
+    if rule.limit is not None and rule.limit <= 0:
+        raise reader.fail("limit", "must be above 0 (leave it out for no limit)")
+    if rule.limit_metric and rule.aggregate == "sum":
+        raise reader.fail("limit_metric", "one target's limit does not bound the targets' "
+                                          'memory added up: use aggregate = "max" (the fullest)')
 
 
 def _fraction(reader: _Reader, key: str, default: float) -> float:

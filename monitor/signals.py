@@ -67,8 +67,7 @@ def derive(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
         for cols in per_target.values():
             v, e, t = _signal(rule, index, raw, cols)
             combine.add(slot[cols], v, e, t)
-        how = "sum" if rule.kind == "rate" else rule.aggregate
-        values[row] = combine.values(how)
+        values[row] = combine.values(rule.aggregate)
         if rule.kind == "ratio":
             events[row], trials[row] = combine.events(), combine.trials()
             with np.errstate(invalid="ignore", divide="ignore"):

@@ -87,7 +87,7 @@ min_samples = 5
 
 [services.shop.signals.request_rate]
 kind = "rate"
-query = 'sum(rate(http_requests_total{job="shop"}[1m]))'
+metric = 'http_requests_total{job="shop"}'
 
 [services.shop.signals.memory]
 kind = "gauge"
@@ -136,7 +136,7 @@ EXPECTED_SHOP = ServicePolicy(
                    quantile=0.99, aggregate="max", bad="increase", ignore_below=0.1,
                    tolerance=0.3, min_samples=5),
         SignalRule(name="request_rate", kind="rate", aggregate="sum", bad="both",
-                   query='sum(rate(http_requests_total{job="shop"}[1m]))'),
+                   metric='http_requests_total{job="shop"}'),
         SignalRule(name="memory", kind="gauge", metric="process_resident_memory_bytes",
                    aggregate="mean", bad="increase", leak=True,
                    limit_metric="container_spec_memory_limit_bytes"),
@@ -370,6 +370,20 @@ MISTAKES = [
     pytest.param(with_line('metric = "http_request_duration_seconds"', "limit = 1e9"),
                  "services.shop.signals.latency.limit",
                  "a memory limit is for the leak check: set leak = true", id="limit-without-leak"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', "leak = true\nlimit = 0"),
+                 "services.shop.signals.latency.limit", "must be above 0 (leave it out for no limit)",
+                 id="limit-zero"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"',
+                           'leak = true\naggregate = "sum"\nlimit_metric = "mem_limit_bytes"'),
+                 "services.shop.signals.latency.limit_metric",
+                 "one target's limit does not bound the targets' memory added up",
+                 id="limit-metric-on-a-sum"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', 'query = "up"'),
+                 "services.shop.signals.latency.query",
+                 "queries are for a service read by PromQL ([prometheus])", id="query-when-scraped"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', "min_samples = 2.9"),
+                 "services.shop.signals.latency.min_samples", "must be a whole number, got 2.9",
+                 id="min-samples-fraction"),
 ]
 
 

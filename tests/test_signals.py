@@ -141,3 +141,10 @@ def test_a_quantile_over_pods_pools_their_buckets_as_histogram_quantile_of_the_s
     worst = derive([SignalRule("p95", kind="quantile", metric="lat", quantile=0.95,
                                aggregate="max")], raw)
     assert worst.values[0, 1] == pytest.approx(1 + 9 * 9.5 / 10)
+
+
+def test_a_rate_across_targets_is_added_up_or_averaged_as_asked() -> None:
+    raw = _pods(["req_total"], {"a": [[0, 150]], "b": [[0, 300]]})
+    added = derive([SignalRule("rate", kind="rate", metric="req_total")], raw)
+    per_pod = derive([SignalRule("rate", kind="rate", metric="req_total", aggregate="mean")], raw)
+    assert (added.values[0, 1], per_pod.values[0, 1]) == (30.0, 15.0)
