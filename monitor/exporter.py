@@ -36,9 +36,15 @@ _FINDING_FIGURES = (
     ("lower", "finding_lower_ratio", "Lower bound of the effect's confidence interval."),
     ("upper", "finding_upper_ratio", "Upper bound of the effect's confidence interval."),
     ("tolerance", "finding_tolerance_ratio", "Effect the policy tolerates for this signal."),
-    ("n_baseline", "finding_baseline_samples", "Baseline samples behind the finding."),
-    ("n_candidate", "finding_candidate_samples", "Candidate samples behind the finding."),
+    ("n_baseline", "finding_baseline_samples",
+     "Baseline samples behind the finding (requests, for an error ratio)."),
+    ("n_candidate", "finding_candidate_samples",
+     "Candidate samples behind the finding (requests, for an error ratio)."),
 )
+_RATIO_FIGURES = ("effect", "lower", "upper", "tolerance")
+# A leak finding's figures are slopes in the signal's unit per second, not relative changes.
+_LEAK_FIGURES = (("candidate", "candidate"), ("baseline", "baseline"), ("lower", "lower"),
+                 ("upper", "upper"), ("tolerance", "tolerated"))
 _QUANTILES = (("p05", "0.05"), ("p50", "0.5"), ("p95", "0.95"))
 
 Labels = tuple[str, ...]
@@ -190,8 +196,16 @@ def _finding_families(documents: list[Document]) -> Iterator[GaugeMetricFamily]:
             if _number(finding.get("exhaustion")) is not None:
                 exhaustion[(*release, signal)] = finding.get("exhaustion")
     for field, name, documentation in _FINDING_FIGURES:
-        rows = {labels: finding.get(field) for labels, finding in findings.items()}
+        rows = {labels: finding.get(field) for labels, finding in findings.items()
+                if field not in _RATIO_FIGURES or labels[3] != "leak"}
         yield _fill(_gauge(name, documentation, _FINDING), rows)
+    slopes = {(*labels, figure): finding.get(field)
+              for labels, finding in findings.items() if labels[3] == "leak"
+              for field, figure in _LEAK_FIGURES}
+    yield _fill(_gauge("leak_slope_per_second",
+                       "A leak finding's slope, in the signal's unit per second: the candidate's "
+                       "(and its interval's lower and upper bounds), the baseline's, and the "
+                       "rise tolerated beyond the baseline's.", (*_FINDING, "figure")), slopes)
     yield _fill(_gauge("leak_exhaustion_seconds",
                        "Projected time until a leaking signal reaches its limit.",
                        (*_RELEASE, "signal")), exhaustion)

@@ -47,9 +47,9 @@ ROLLBACK_DOC = document(
     ],
     findings=[
         finding(upper=float("nan"), tolerance=None),
-        finding(signal="rss_bytes", detector="leak", severity="minor", effect=0.03,
-                lower=0.02, upper=0.04, tolerance=0.01, n_baseline=60, n_candidate=60,
-                exhaustion=5400.0),
+        finding(signal="rss_bytes", detector="leak", severity="minor", baseline=500.0,
+                candidate=30_500.0, effect=30_000.0, lower=20_000.0, upper=40_000.0,
+                tolerance=1_000.0, n_baseline=60, n_candidate=60, exhaustion=5400.0),
     ],
     signals=[
         {"signal": "latency_p95", "baseline": {"p05": 0.08, "p50": 0.11, "p95": 0.14},
@@ -158,9 +158,15 @@ def test_finding_figures_and_skipped_missing_values(samples: Samples) -> None:
     # NaN upper bound and missing tolerance leave no series behind.
     assert select(samples, "release_monitor_finding_upper_ratio", signal="latency_p95") == {}
     assert select(samples, "release_monitor_finding_tolerance_ratio", signal="latency_p95") == {}
+    # A leak's figures are slopes (bytes per second here), never in a *_ratio metric.
     leak = shift | {"signal": "rss_bytes", "detector": "leak", "severity": "minor"}
-    assert value(samples, "release_monitor_finding_upper_ratio", **leak) == 0.04
-    assert value(samples, "release_monitor_finding_tolerance_ratio", **leak) == 0.01
+    for name in ("effect", "lower", "upper", "tolerance"):
+        assert select(samples, f"release_monitor_finding_{name}_ratio", signal="rss_bytes") == {}
+    slopes = {dict(k)["figure"]: v for k, v in
+              select(samples, "release_monitor_leak_slope_per_second", **leak).items()}
+    assert slopes == {"candidate": 30_500.0, "baseline": 500.0, "lower": 20_000.0,
+                      "upper": 40_000.0, "tolerated": 1_000.0}
+    assert value(samples, "release_monitor_finding_candidate_samples", **leak) == 60
     exhaustion = select(samples, "release_monitor_leak_exhaustion_seconds")
     assert exhaustion == {frozenset({"service": "checkout", "release": "v2.3",
                                      "signal": "rss_bytes"}.items()): 5400.0}
