@@ -8,8 +8,8 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -672,9 +672,13 @@ def default_direction(signal: str) -> str:
     return "both"
 
 
+# Counters by the suffixes Prometheus gives them: judged by their rate, never their total.
+_COUNTER_SUFFIXES = ("_total", "_count")
+
+
 def default_rule(signal: str) -> SignalRule:
     """The documented rule for a signal the policy does not name (replay without a policy)."""
-    kind = "rate" if signal.split("{", 1)[0].endswith("_total") else "gauge"
+    kind = "rate" if signal.split("{", 1)[0].endswith(_COUNTER_SUFFIXES) else "gauge"
     critical = bool(re.search(r"error|fail|latency|duration|5xx", signal, re.IGNORECASE))
     return SignalRule(
         name=signal, kind=kind, metric=signal, bad=default_direction(signal), critical=critical,
@@ -682,6 +686,24 @@ def default_rule(signal: str) -> SignalRule:
     )
 
 
+def default_rules(names: Sequence[str]) -> tuple[SignalRule, ...]:
+    """The default rule of each metric name, a histogram's (`X_bucket`) as its p95 signal
+    `X_p95`; its `X_sum`, and every `X_created` (a process's start time, new at each
+    deploy), are no health signals of their own."""
+    histograms = {n.removesuffix("_bucket") for n in names if n.endswith("_bucket")}
+    rules = []
+    for name in sorted(names):
+        family, _, suffix = name.rpartition("_")
+        if suffix == "created" or family in histograms and suffix == "sum":
+            continue
+        if family in histograms and suffix == "bucket":
+            rules.append(replace(default_rule(family), name=f"{family}_p95", kind="quantile",
+                                 quantile=0.95))
+        else:
+            rules.append(default_rule(name))
+    return tuple(rules)
+
+
 def default_service(name: str, signals: list[str], **overrides: Any) -> ServicePolicy:
-    """A policy with the default rule for every signal, for replay without a policy file."""
-    return ServicePolicy(name=name, signals=tuple(default_rule(s) for s in signals), **overrides)
+    """A policy with the default rule for every metric name, for replay without a policy."""
+    return ServicePolicy(name=name, signals=default_rules(signals), **overrides)

@@ -210,3 +210,37 @@ def test_replay_of_an_unknown_release_names_the_releases(tmp_path: Path) -> None
     recording = load_recording(synthetic_recording(tmp_path, seed=1, latency_factor=1.0))
     with pytest.raises(RecordingError, match=r"no release 'v3' \(releases: v1, v2\)"):
         replay(recording, release="v3")
+
+
+def histogram_recording(tmp_path: Path, *, slower: float) -> Path:
+    """A histogram that counts on across the release (no restart), as a rolling deploy's
+    long-lived counters do, with each release's process start time in `_created`."""
+    rng = np.random.default_rng(7)
+    bounds = ("0.1", "0.25", "0.5", "+Inf")
+    keys = tuple(f'latency_seconds_bucket{{le="{b}"}}' for b in bounds) + (
+        "latency_seconds_count", "latency_seconds_sum", "latency_seconds_created")
+    times = T0 + 60.0 * np.arange(150)
+    # Per minute, ~1000 requests of ~N(0.12 s, 0.04 s); the candidate's `slower` times so.
+    scale = np.where(np.arange(150) >= 120, slower, 1.0)
+    observed = [rng.normal(0.12, 0.04, 1000) * factor for factor in scale]
+    per_bucket = np.array([[np.sum(o <= float(b)) for o in observed] for b in bounds], float)
+    totals = np.vstack([per_bucket, per_bucket[-1:], [[float(np.sum(o)) for o in observed]]])
+    created = np.where(np.arange(150) >= 120, T0 + 7200.0, T0 - 3600.0)[None, :]
+    values = np.vstack([np.cumsum(totals, axis=1), created])
+    path = tmp_path / f"histogram-{slower}.csv"
+    write_recording(path, {
+        "v1": RawSeries(keys, times[:120], ("t",) * 120, values[:, :120]),
+        "v2": RawSeries(keys, times[120:], ("t",) * 30, values[:, 120:]),
+    })
+    return path
+
+
+def test_replay_without_a_policy_judges_a_histogram_by_its_p95_not_its_totals(
+        tmp_path: Path) -> None:
+    same = replay(load_recording(histogram_recording(tmp_path, slower=1.0)), release="v2")
+    assert same.evaluation.verdict == "pass", same.to_dict()
+    slower = replay(load_recording(histogram_recording(tmp_path, slower=1.6)), release="v2")
+    assert slower.evaluation.verdict == "rollback", slower.to_dict()
+    assert {f.signal for f in slower.evaluation.findings} >= {"latency_seconds_p95"}
+    judged = {f.signal for f in slower.evaluation.findings}
+    assert not judged & {"latency_seconds_sum", "latency_seconds_created"}
