@@ -409,7 +409,8 @@ def rollback_policy(folder: Path, target_url: str, hooks_file: Path, gates: Path
     policy = folder / "rollback.toml"
     policy.write_text(
         '[monitor]\ndatabase = "rollback.db"\nlisten = "127.0.0.1:0"\n\n'
-        f'[services.{SERVICE}]\nversion_metric = "app_build_info"\n\n'
+        # One attempt: the probe always fails, and the kills are timed around the rollback.
+        f'[services.{SERVICE}]\nversion_metric = "app_build_info"\nsmoke_attempts = 1\n\n'
         f'[[services.{SERVICE}.targets]]\nurl = "{target_url}/metrics"\ninterval = "50ms"\n\n'
         f'[[services.{SERVICE}.smoke]]\nname = "home page"\nurl = "{target_url}/fail"\n\n'
         f'[[services.{SERVICE}.hooks]]\nname = "{HOOK}"\non = ["rollback"]\n'

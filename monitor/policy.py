@@ -140,6 +140,10 @@ class ServicePolicy:
     leak_horizon: float = 86400.0
     leak_block: float = 300.0
     smoke: tuple[Probe, ...] = ()
+    # A failing probe is tried again (a pod still starting, one passing 503), this many
+    # times in all, this long apart, before the smoke test fails.
+    smoke_attempts: int = 3
+    smoke_retry_wait: float = 5.0
     verify: tuple[VerifyCommand, ...] = ()
     signals: tuple[SignalRule, ...] = ()
     hooks: tuple[Hook, ...] = ()
@@ -380,6 +384,9 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
     baselines = reader.get("baselines", int, 1)
     if baselines < 1:
         raise reader.fail("baselines", f"must be at least 1, got {baselines}")
+    smoke_attempts = reader.get("smoke_attempts", int, 3)
+    if smoke_attempts < 1:
+        raise reader.fail("smoke_attempts", f"must be at least 1, got {smoke_attempts}")
     policy = ServicePolicy(
         name=name,
         targets=tuple(_target(reader.child(k, t)) for k, t in reader.tables("targets")),
@@ -393,6 +400,8 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
         leak_horizon=reader.duration("leak_horizon", 86400.0),
         leak_block=reader.duration("leak_block", 300.0),
         smoke=tuple(_probe(reader.child(k, t)) for k, t in reader.tables("smoke")),
+        smoke_attempts=smoke_attempts,
+        smoke_retry_wait=reader.duration("smoke_retry_wait", 5.0),
         verify=tuple(_verify(reader.child(k, t)) for k, t in reader.tables("verify")),
         signals=signals,
         hooks=tuple(_hook(reader.child(k, t)) for k, t in reader.tables("hooks")),

@@ -52,6 +52,13 @@ class StageRunners:
     command: Callable[..., CheckResult] = run_command
 
 
+def _attempted(result: CheckResult, attempt: int) -> CheckResult:
+    """A probe's result, saying which attempt it came from after the first."""
+    if attempt == 1:
+        return result
+    return replace(result, detail=f"{result.detail} (attempt {attempt})")
+
+
 def _judged_as(release: Release) -> tuple[str, float, str]:
     """What an evaluation of the release depends on besides its samples."""
     return release.change_class, release.period, release.judge_state
@@ -194,9 +201,22 @@ class Releases:
 
     def _smoke(self, release: Release) -> Release:
         policy = self.policy(release.service)
-        def probe_all() -> list[CheckResult]:
-            with interruptible(self.interrupter):
-                return [self.runners.probe(p) for p in policy.smoke]
+
+        def probe_all() -> list[CheckResult] | None:
+            """Every probe; those failing again, all together, up to `smoke_attempts` rounds
+            (None: the daemon stopped meanwhile, and the stage runs again at the next start)."""
+            results: dict[int, CheckResult] = {}
+            for attempt in range(1, policy.smoke_attempts + 1):
+                with interruptible(self.interrupter):
+                    for index, probe in enumerate(policy.smoke):
+                        if index not in results or not results[index].ok:
+                            results[index] = _attempted(self.runners.probe(probe), attempt)
+                if all(r.ok for r in results.values()) or attempt == policy.smoke_attempts:
+                    break
+                wait_until = self.clock.now() + policy.smoke_retry_wait
+                if not self.clock.sleep_until(wait_until, self.hooks.stopping):
+                    return None
+            return [results[index] for index in range(len(policy.smoke))]
 
         results = self._stage(release, probe_all)
         if results is None:

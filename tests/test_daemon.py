@@ -27,7 +27,7 @@ from monitor.daemon import Daemon
 from monitor.demo import demo_policy
 from monitor.demo_service import SimulatedService
 from monitor.errors import AlreadyJudged, UnknownRelease
-from monitor.policy import MonitorConfig, ServicePolicy, SignalRule, Target
+from monitor.policy import MonitorConfig, Probe, ServicePolicy, SignalRule, Target
 from monitor.releases import Releases
 from monitor.snapshot import Registration, Snapshot, SnapshotBox
 from monitor.store import Release, Store
@@ -209,6 +209,47 @@ def test_the_daemon_takes_the_policy_s_baselines_for_a_release_registered_withou
     # Once judged against them, a release keeps its baselines, whatever the policy says.
     judged = store.update_release(taken.id, state="watching")
     assert store.rebase(judged.id, ("v1",)).baselines == ("v2", "v1")
+
+
+class _StartingUp(BaseHTTPRequestHandler):
+    """Answers 503 to its first `server.unready` requests (a pod still starting), then 200."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        self.server.seen += 1  # type: ignore[attr-defined]
+        status = 503 if self.server.seen <= self.server.unready else 200  # type: ignore[attr-defined]
+        self.send_response(status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("unready", "verdict", "waited"), [
+    (2, "pending", 10.0),       # ready at the third attempt: on to verification and watching
+    (3, "rollback", 10.0),      # never within three: the smoke test fails
+    (0, "pending", 0.0),
+])
+def test_a_smoke_probe_is_tried_again_before_it_fails(unready: int, verdict: str,
+                                                      waited: float) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _StartingUp)
+    server.seen, server.unready = 0, unready  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    clock = SimClock(start=1_000_000.0)
+    store = Store.memory()
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    policy = ServicePolicy(name="shop", smoke=(Probe(name="home", url=url),))
+    releases = Releases(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    try:
+        release = releases.advance(releases.start("shop", "v2"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (release.verdict, clock.now() - release.started_at) == (verdict, waited)
+    [check] = store.checks(release.id)
+    assert check.ok == (verdict != "rollback")
+    assert check.detail.endswith(f"(attempt {min(unready + 1, 3)})" if unready else " ms")
 
 
 class _SleepsUntilWoken(SimClock):
