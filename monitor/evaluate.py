@@ -333,7 +333,7 @@ def _compare_group(
     shifts: dict[int, Finding] = {}
     found_rows = [r for r, hit in enumerate(judged) if hit is not None]
     for row in sorted(found_rows + [r for r, hit in late.items() if hit is not None]):
-        words, change_at = _began(starts[row], window.times)
+        words, change_at = _began(starts[row], window.times, started)
         hit = judged[row]
         if hit is None and detected[row] and starts[row] > 0:
             hit = late[row]
@@ -364,18 +364,19 @@ def _compare_group(
         for row in quiet:
             hit = looked[row]
             if hit is not None:
-                words, change_at = _began(starts[row], window.times)
+                words, change_at = _began(starts[row], window.times, started)
                 shifts[row] = replace(hit, detail=hit.detail + words, at=now, change_at=change_at)
     seen.findings.extend(shifts[row] for row in sorted(shifts))
 
 
-def _began(start: int, times: np.ndarray) -> tuple[str, float | None]:
+def _began(start: int, times: np.ndarray, started: float) -> tuple[str, float | None]:
     """Where the CUSUM saw a shift begin (index `start`, -1 for nowhere): the words for a
-    finding's detail, and the time."""
+    finding's detail, counted from the release's start as every other offset is, and the
+    time."""
     if start < 0 or not times.size:
         return "", None
     at = float(times[start])
-    return f", shift began at +{format_duration(at - times[0])}", at
+    return f", shift began at +{format_duration(max(at - started, 0.0))}", at
 
 
 def _stack_spreads(spreads: Sequence[tuple[float, ...]], width: int = len(LADDER)) -> np.ndarray:

@@ -551,3 +551,19 @@ def _judge_from(policy: ServicePolicy, baseline: Baseline, candidate: SignalFram
         state = result.state
         if result.done:
             return result
+
+
+def test_where_a_shift_began_is_counted_from_the_release_s_start() -> None:
+    # The first scrape comes 10 s after the release; the queue deepens 8 minutes in.
+    policy = _policy(QUEUE)
+    frame = _frame(T0 + 10.0, 30, seed=4)
+    values = frame.values.copy()
+    values[1, frame.times >= T0 + 480.0] += 3.0
+    shifted = SignalFrame(frame.names, frame.times, values, frame.events, frame.trials)
+    final = _judge(policy, _baseline(policy), shifted)[-1]
+    [finding] = [f for f in final.findings if f.signal == "queue"]
+    assert finding.change_at is not None
+    began = finding.change_at - T0
+    assert abs(began - 480.0) <= 2 * STEP, began
+    minutes, seconds = divmod(int(began), 60)
+    assert f"shift began at +{minutes}m{seconds:02d}s" in finding.detail, finding.detail
