@@ -264,8 +264,16 @@ def observe(
     _data_checks(rules, window, now=now, started=started, seen=seen)
     if baseline is not None:
         for rule in rules:
-            if (rule.critical or rule.must_have_data) and rule.name not in known:
-                seen.shortfalls.append(f"{rule.name}: the baseline has no data for it")
+            if rule.name in known:
+                continue
+            # A signal new to the policy (or renamed) has no baseline yet: compared with
+            # nothing, it was not judged, and a pass must say so.
+            missing = f"{rule.name}: the baseline has no data for it"
+            noted = {note.partition(":")[0] for note in seen.unjudged}
+            if rule.critical or rule.must_have_data:
+                seen.shortfalls.append(missing)
+            elif not rule.leak and rule.name not in noted:   # a leak is judged on its own
+                seen.unjudged.append(missing)
     return seen
 
 

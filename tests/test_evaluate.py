@@ -567,3 +567,14 @@ def test_where_a_shift_began_is_counted_from_the_release_s_start() -> None:
     assert abs(began - 480.0) <= 2 * STEP, began
     minutes, seconds = divmod(int(began), 60)
     assert f"shift began at +{minutes}m{seconds:02d}s" in finding.detail, finding.detail
+
+
+def test_a_pass_names_a_signal_its_baseline_never_had() -> None:
+    # The queue signal renamed in the policy: the baseline was summarized under the old name.
+    base = Baseline(("v1",), summarize(_frame(T0 - 7200, 120, seed=1)))
+    frame = _frame(T0, 30, seed=2, queue=9.0)   # much deeper, and not compared with anything
+    names = tuple("depth" if n == "queue" else n for n in frame.names)
+    renamed = SignalFrame(names, frame.times, frame.values, frame.events, frame.trials)
+    last = _judge(_policy(LATENCY, replace(QUEUE, name="depth")), base, renamed)[-1]
+    assert last.verdict == "pass"
+    assert last.reason == "not judged: depth: the baseline has no data for it"
