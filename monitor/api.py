@@ -382,7 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
         token = self.server.context.token
         if token is None:
             return _error(403, "changing state over HTTP is disabled: start the monitor "
-                               "with an API token")
+                               "with an API token (the variable its policy's "
+                               "monitor.api_token_env names)")
         scheme, _, credentials = (self.headers.get("Authorization") or "").partition(" ")
         given = credentials.strip().encode("latin-1", "replace")
         if scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode("utf-8")):

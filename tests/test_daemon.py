@@ -471,14 +471,17 @@ def test_monitor_run_serves_refuses_a_second_daemon_and_stops_cleanly(
     simulated, _ = service
     policy = tmp_path / "policy.toml"
     policy.write_text(
-        '[monitor]\ndatabase = "m.db"\nlisten = "127.0.0.1:0"\n\n'
+        '[monitor]\ndatabase = "m.db"\nlisten = "127.0.0.1:0"\n'
+        'api_token_env = "RM_TEST_TOKEN"\n\n'
         "[services.demo]\nversion_metric = \"demo_build_info\"\n\n"
         f'[[services.demo.targets]]\nurl = "{simulated.url}/metrics"\ninterval = "1s"\n'
     )
+    log = tmp_path / "stderr.log"
+    environment = {k: v for k, v in os.environ.items() if k != "RM_TEST_TOKEN"}
     process = subprocess.Popen(
         [sys.executable, "-m", "monitor", "run", "--config", str(policy)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+        env={**environment, "PYTHONUNBUFFERED": "1"},
         preexec_fn=_ignore_hangups if nohup else None,
     )
     try:
@@ -488,6 +491,10 @@ def test_monitor_run_serves_refuses_a_second_daemon_and_stops_cleanly(
         assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
         health = requests.get(f"{url}/healthz", timeout=5)
         assert health.status_code == 200
+        # The token's variable is not set: said at the start, and by the refusal.
+        refused = requests.post(f"{url}/api/v1/releases", json={"service": "demo", "version": "v9"},
+                                timeout=5)
+        assert refused.status_code == 403 and "monitor.api_token_env" in refused.text
         if nohup:  # started to ignore hang-ups: one changes nothing, it still holds the lock
             process.send_signal(signal.SIGHUP)
         # A second daemon on the same database would store every sample twice.
@@ -505,6 +512,8 @@ def test_monitor_run_serves_refuses_a_second_daemon_and_stops_cleanly(
     assert process.returncode == 0
     assert "stopped" in out
     assert (tmp_path / "m.db").exists()
+    assert (f"note: {policy}: monitor.api_token_env: RM_TEST_TOKEN is not set, so deploys "
+            "cannot be registered over HTTP (403)") in log.read_text()
 
 
 def test_a_deploy_registered_over_the_api_becomes_a_release(

@@ -125,6 +125,9 @@ def run(
         try:
             box = SnapshotBox()
             token = os.environ.get(cfg.api_token_env) if cfg.api_token_env else None
+            if cfg.api_token_env and not token:
+                typer.echo(f"note: {cfg.path}: monitor.api_token_env: {cfg.api_token_env} is "
+                           "not set, so deploys cannot be registered over HTTP (403)", err=True)
             try:
                 server = serve(box, host=host, port=port, version=__version__,
                                token=token or None)
