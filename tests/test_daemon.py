@@ -478,9 +478,10 @@ def test_monitor_run_serves_refuses_a_second_daemon_and_stops_cleanly(
     )
     log = tmp_path / "stderr.log"
     environment = {k: v for k, v in os.environ.items() if k != "RM_TEST_TOKEN"}
+    errors = log.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "monitor", "run", "--config", str(policy)],
-        stdout=subprocess.PIPE, stderr=log.open("w"), text=True,
+        stdout=subprocess.PIPE, stderr=errors, text=True,
         env={**environment, "PYTHONUNBUFFERED": "1"},
         preexec_fn=_ignore_hangups if nohup else None,
     )
@@ -509,6 +510,7 @@ def test_monitor_run_serves_refuses_a_second_daemon_and_stops_cleanly(
         if process.poll() is None:
             process.kill()
             process.communicate()
+        errors.close()
     assert process.returncode == 0
     assert "stopped" in out
     assert (tmp_path / "m.db").exists()
