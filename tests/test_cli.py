@@ -261,6 +261,26 @@ def test_check_config_notes_queries_that_read_the_same_series_or_count_twice(
     ]
 
 
+def test_check_config_notes_values_most_likely_in_the_wrong_unit(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text('[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics"\n'
+                    'interval = "2s"\ntimeout = 1000\n'
+                    '[services.shop.signals.latency]\nmetric = "latency_seconds"\n'
+                    'tolerance = 25\nignore_below = 0.05\n'
+                    '[services.shop.signals.memory]\nmetric = "rss_bytes"\nleak = true\n'
+                    'limit = 512\n', encoding="utf-8")
+    result = monitor("check-config", path)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stdout.splitlines() if "note:" in line]
+    assert notes == [
+        'shop: note: targets[0].timeout: 16m40s is longer than its interval (2s): a hanging '
+        'target misses scrapes before a failure is said (durations take a unit: "2s")',
+        "shop: note: signals.latency.tolerance: 25 is +2500%; it is a fraction (0.25 is 25%)",
+        "shop: note: signals.memory.limit: 512 is in the signal's unit, bytes for memory "
+        "(1 GiB is 1073741824)",
+    ]
+
+
 def test_check_config_names_file_and_key_of_a_mistake(tmp_path: Path) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(POLICY.replace('"30s"', '"30 seconds"'), encoding="utf-8")

@@ -179,7 +179,7 @@ def check_config(
         elif policy.signals and not policy.targets and policy.prometheus is None:
             typer.echo(f"{name}: note: signals but no targets and no [prometheus]: nothing "
                        "feeds them, so its releases end inconclusive")
-        for note in query_notes(policy):
+        for note in query_notes(policy) + unit_notes(policy):
             typer.echo(f"{name}: note: {note}")
     typer.echo(f"{config}: ok")
 
@@ -205,6 +205,33 @@ def query_notes(policy: ServicePolicy) -> list[str]:
             notes.append(f"signals.{rule.name}: a count over a fixed window counts an event in "
                          "every step it covers; use increase(...[$step]), with a step of at "
                          "least two scrape intervals")
+    return notes
+
+
+# A fraction this large is most likely a percentage written as one (25 for 25%).
+_PERCENT_LIKE = 5.0
+# A memory limit below this is most likely not in bytes.
+_BYTES_LIKE = 1024 * 1024
+
+
+def unit_notes(policy: ServicePolicy) -> list[str]:
+    """Values that are legal but most likely in the wrong unit."""
+    notes = []
+    for index, target in enumerate(policy.targets):
+        if target.timeout > target.interval:
+            notes.append(f"targets[{index}].timeout: {format_duration(target.timeout)} is longer "
+                         f"than its interval ({format_duration(target.interval)}): a hanging "
+                         "target misses scrapes before a failure is said (durations take a "
+                         "unit: \"2s\")")
+    for rule in policy.signals:
+        for key in ("tolerance", "ignore_below"):
+            value = getattr(rule, key)
+            if value >= _PERCENT_LIKE:
+                notes.append(f"signals.{rule.name}.{key}: {value:g} is +{value * 100:g}%; "
+                             "it is a fraction (0.25 is 25%)")
+        if rule.limit is not None and rule.limit < _BYTES_LIKE:
+            notes.append(f"signals.{rule.name}.limit: {rule.limit:g} is in the signal's unit, "
+                         "bytes for memory (1 GiB is 1073741824)")
     return notes
 
 
