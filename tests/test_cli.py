@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -158,6 +159,23 @@ def test_the_entry_point_passes_on_exit_codes_and_prints_help_without_arguments(
     assert exited.value.code == 2
     out, err = capsys.readouterr()
     assert "Usage: monitor" in out and err == ""
+
+
+def test_ctrl_c_during_a_wait_says_so_and_exits_130(
+        demo_copy: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    store = Store.open(demo_copy)
+    store.start_release("demo", "v9", at=time.time(), change_class="minor", period=900.0,
+                        baselines=("v2.2",))
+    store.close()
+
+    def interrupted(*_: object, **__: object) -> None:
+        raise KeyboardInterrupt   # what Ctrl-C raises in the sleep between two looks
+
+    monkeypatch.setattr("monitor.verdicts.wait_for_decision", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        main(["verdict", "--db", str(demo_copy), "--release", "v9", "--wait"])
+    assert exited.value.code == 130
+    assert capsys.readouterr().err == "interrupted\n"
 
 
 def test_a_value_of_the_wrong_type_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:

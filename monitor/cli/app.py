@@ -390,6 +390,10 @@ def verdict(
     raise typer.Exit(EXIT_CODES[doc["verdict"]])
 
 
+# 128 + SIGINT, as a shell reports a command stopped by Ctrl-C.
+EXIT_INTERRUPTED = 130
+
+
 # Click's usage errors, whether Typer uses click or a copy of it of its own.
 UsageError: type[Exception] = next(
     c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -421,6 +425,8 @@ def main(args: list[str] | None = None) -> None:
     except Exception as exc:  # noqa: BLE001 - the last line of defence for exit codes
         typer.echo(f"error: internal: {type(exc).__name__}: {exc}", err=True)
         sys.exit(1)
+    if code == EXIT_INTERRUPTED:   # Typer's answer to Ctrl-C
+        typer.echo("interrupted", err=True)
     sys.exit(code if isinstance(code, int) else 0)
 
 
