@@ -912,4 +912,6 @@ def test_a_baseline_invalidated_while_a_release_is_judged_is_no_longer_its_yards
     daemon.run_until(clock.now() + 2 * policy.periods["minor"])
     judged = store.release(policy.name, "v2.2")
     assert judged.verdict == "inconclusive"
-    assert judged.reason.startswith("no healthy earlier release to compare with")
+    # Said as it happened: there was a healthy release before it, until it was found bad.
+    assert judged.reason == ("its baseline v2.1 was found bad (invalidated) while it was "
+                             "judged, and nothing else was compared with")
