@@ -281,7 +281,7 @@ class Store:
         'hotfix'
     """
 
-    def __init__(self, db: sqlite_utils.Database) -> None:
+    def __init__(self, db: sqlite_utils.Database, *, read_only: bool = False) -> None:
         self._db = db
         self._conn = db.conn
         # One connection, possibly shared by threads: a lock keeps transactions whole.
@@ -296,6 +296,9 @@ class Store:
         with self._failures("open"):
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
             self._refuse_foreign()
+            if read_only:
+                self._check_schema()
+                return
             self._enable_wal()
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
@@ -328,8 +331,10 @@ class Store:
                 time.sleep(0.05)
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
-        """Open (creating when absent) the database file at `path`.
+    def open(cls, path: str | Path, *, read_only: bool = False) -> Store:
+        """Open (creating when absent) the database file at `path`; with `read_only`, an
+        existing one only for reading (a user who may read the daemon's files but not
+        write them), changing nothing in it, migrations included.
 
         Raises StoreError, one line naming the path, when the file cannot be created,
         opened or written: missing directory, read-only directory or file, not a database.
@@ -342,13 +347,14 @@ class Store:
         path = Path(path)
         try:
             # check_same_thread off: the lock in each Store serialises its threads.
+            target, uri = (f"{path.resolve().as_uri()}?mode=ro", True) if read_only else (str(path), False)
             conn = sqlite3.connect(
-                str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False
+                target, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, uri=uri
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {path}: {_explain(path, exc)}") from exc
         try:
-            return cls(sqlite_utils.Database(conn))
+            return cls(sqlite_utils.Database(conn), read_only=read_only)
         except (sqlite3.Error, StoreError) as exc:
             conn.close()
             cause = exc if isinstance(exc, sqlite3.Error) else exc.__cause__
@@ -424,6 +430,16 @@ class Store:
         """Reads outside any transaction: each statement sees the latest commit."""
         with self._lock, self._failures("read"):
             yield self._conn
+
+    def _check_schema(self) -> None:
+        """For reading only: the schema must be this program's, since nothing may change."""
+        done = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if done != len(MIGRATIONS):
+            which = "newer" if done > len(MIGRATIONS) else "older"
+            fix = ("upgrade release-monitor" if done > len(MIGRATIONS)
+                   else "this version's `monitor run` upgrades it")
+            raise StoreError(f"database {self.path} has schema version {done}, {which} than "
+                             f"this program's {len(MIGRATIONS)}: {fix}")
 
     def _migrate(self) -> None:
         """Apply the migrations this file has not seen, in one transaction.

@@ -515,6 +515,29 @@ def test_migrations_run_once_and_reopening_is_harmless(
         Store.open(path)
 
 
+def test_a_store_opened_for_reading_changes_nothing_and_refuses_writes(tmp_path: Path) -> None:
+    path = tmp_path / "m.db"
+    with Store.open(path) as store:
+        release = store.start_release("demo", "v2", at=T0, change_class="minor", period=60.0,
+                                      baselines=())
+    before = path.read_bytes()
+    with Store.open(path, read_only=True) as reader:
+        assert reader.release("demo", "v2") == release
+        with pytest.raises(StoreError, match="readonly"):
+            reader.start_release("demo", "v3", at=T0, change_class="minor", period=60.0,
+                                 baselines=())
+    assert path.read_bytes() == before
+    # An older file is not migrated by a reader: it says what will upgrade it.
+    shipped = len(store_module.MIGRATIONS)
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute(f"PRAGMA user_version = {shipped - 1}")
+    with pytest.raises(StoreError, match=f"schema version {shipped - 1}, older than this "
+                                         f"program's {shipped}: this version's `monitor run`"):
+        Store.open(path, read_only=True)
+    with closing(sqlite3.connect(path)) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == shipped - 1
+
+
 def test_migration_3_reads_the_joined_baselines_of_an_older_file(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     with Store.open(path):

@@ -323,7 +323,7 @@ def release_list(
 ) -> None:
     """Show the release history with verdicts, newest first."""
     with clear_errors():
-        store = open_store(db, load_config(config))
+        store = open_store(db, load_config(config), read_only=True)
         docs = [document(store, r) for r in store.releases(service)]
     if as_json:
         # A history, not evidence: each release's signal series is `monitor verdict`'s.
@@ -374,14 +374,14 @@ def verdict(
                    else remote_document(url, release, service))
         else:
             if wait:
-                store = open_store(db, load_config(config))
+                store = open_store(db, load_config(config), read_only=True)
                 clock = WallClock()
                 began = clock.now()
                 found = wait_for_release(store, release, service, clock, timeout=seconds)
                 found = wait_for_decision(store, found, clock,
                                           timeout=seconds - (clock.now() - began))
             else:
-                store, found = open_release(db, config, release, service)
+                store, found = open_release(db, config, release, service, read_only=True)
             doc = document(store, found)
     if as_json:
         echo_json(doc)

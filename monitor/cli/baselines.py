@@ -33,7 +33,7 @@ def list_baselines(
 ) -> None:
     """Every release with whether it can be a baseline, the pinned one, and stored summaries."""
     with clear_errors():
-        store = open_store(db, load_config(config))
+        store = open_store(db, load_config(config), read_only=True)
         services = [service] if service else store.services()
         if not services:
             typer.echo("no releases yet")

@@ -86,11 +86,12 @@ def load_config(path: Path | None) -> MonitorConfig | None:
 
 
 def open_store(db: Path | None, config: MonitorConfig | None = None, *,
-               create: bool = False) -> Store:
+               create: bool = False, read_only: bool = False) -> Store:
     """The database named on the command line, else the policy's, else the default.
 
     Only the commands that record something (`run`, `release start`) create it: a mistyped
-    --db for `verdict` is an error, not a new empty database.
+    --db for `verdict` is an error, not a new empty database. The commands that only read
+    (`read_only`) change nothing in it and need no write access to it.
     """
     path = database_path(db, config)
     # An empty file (a `touch`, a mount placeholder) is no database either: opening it
@@ -98,7 +99,7 @@ def open_store(db: Path | None, config: MonitorConfig | None = None, *,
     if not create and (not path.exists() or (path.is_file() and path.stat().st_size == 0)):
         raise StoreError(f"no database at {path}: give --db, or start with `monitor run` "
                          "or `monitor release start`")
-    return Store.open(path)
+    return Store.open(path, read_only=read_only)
 
 
 def database_path(db: Path | None, config: MonitorConfig | None = None) -> Path:
@@ -117,10 +118,11 @@ def remove_database(path: Path) -> None:
 
 
 def open_release(
-    db: Path | None, config: Path | None, release: str, service: str | None
+    db: Path | None, config: Path | None, release: str, service: str | None, *,
+    read_only: bool = False,
 ) -> tuple[Store, Release]:
     """The store (as `open_store`, with the policy at `config`) and the release named in it."""
-    store = open_store(db, load_config(config))
+    store = open_store(db, load_config(config), read_only=read_only)
     try:
         return store, store.find_release(release, service)
     except BaseException:

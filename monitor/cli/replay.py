@@ -107,7 +107,7 @@ def record(
     from monitor.signals import RawSeries
 
     with clear_errors():
-        store, found = open_release(db, config, release, service)
+        store, found = open_release(db, config, release, service, read_only=True)
         releases = store.releases(found.service)
         wanted = [found.version, *found.baselines]
         samples = {}

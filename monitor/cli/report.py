@@ -26,7 +26,7 @@ def report(
     from monitor.report import render_report
 
     with clear_errors():
-        store, found = open_release(db, config, release, service)
+        store, found = open_release(db, config, release, service, read_only=True)
         try:
             page = render_report(document(store, found))
         finally:
