@@ -53,3 +53,19 @@ class DaemonLock:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the lock
             self._fd = None
+
+
+def daemon_running(database: str | Path) -> bool:
+    """Whether a `monitor run` holds the database at `database` now (reading only: the
+    lock file is neither created nor changed)."""
+    try:
+        fd = os.open(lock_file(database), os.O_RDONLY)
+    except OSError:
+        return False    # never run here, or not ours to look at: nothing says it runs
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)    # closing drops a lock taken just now
+    return False

@@ -33,7 +33,7 @@ from monitor.cli.common import (
 )
 from monitor.durations import format_duration
 from monitor.errors import ConfigError, MonitorError, StoreError
-from monitor.lock import DaemonLock
+from monitor.lock import DaemonLock, daemon_running
 from monitor.names import name_problem
 from monitor.policy import (
     CHANGE_CLASSES,
@@ -312,6 +312,9 @@ def release_start(
                f"{release.version} ({release.change_class} change, checking period "
                f"{format_duration(release.period)}, baseline {release.baseline or 'none'}"
                f"{'' if new else ', ' + release.state})")
+    if store.path and not daemon_running(store.path):
+        typer.echo(f"note: no `monitor run` is using {store.path}: nothing judges "
+                   f"{release.version} until one starts", err=True)
 
 
 @release_app.command("list")
@@ -375,6 +378,9 @@ def verdict(
         else:
             if wait:
                 store = open_store(db, load_config(config), read_only=True)
+                if store.path and not daemon_running(store.path):
+                    typer.echo(f"note: no `monitor run` is using {store.path}: the verdict "
+                               "will not change until one starts", err=True)
                 clock = WallClock()
                 began = clock.now()
                 found = wait_for_release(store, release, service, clock, timeout=seconds)
