@@ -23,7 +23,7 @@ from monitor.deadlines import interruptible
 from monitor.errors import MonitorError, ScrapeError, StoreError
 from monitor.exposition import ParsedScrape, split_key
 from monitor.fetch import scrape
-from monitor.health import attempted
+from monitor.health import attempted, gist
 from monitor.hooks import HookRunner
 from monitor.names import name_problem
 from monitor.policy import MonitorConfig, ServicePolicy, Target
@@ -109,6 +109,7 @@ class Daemon:
         self.evaluations_total = 0
         self.last_evaluation: float | None = None
         self.store_errors_total = 0
+        self.store_error = ""    # the store's failure now ("" while it works)
         self.next_prune = self.started_at + PRUNE_EVERY
         self._pruned_before = float("-inf")   # what the last prune removed: before this
         workers = min(_MAX_SCRAPE_WORKERS, len(self.targets))
@@ -251,13 +252,28 @@ class Daemon:
             try:
                 stored = self._store_scrape(state, parsed, now)
             except StoreError as exc:
-                self.store_errors_total += 1
+                # The target answered; the store could not keep it: the store's failure,
+                # not the target's (its alert and runbook are about the disk).
+                self._store_failed(exc)
                 state.unstored = True
-                error = str(exc)
+            else:
+                self._store_works()
         state.health = attempted(health, error=error, at=now, seconds=seconds, samples=stored)
         failing = [s.health.last_error for s in self.targets
                    if s.service == state.service and not s.health.up and s.health.last_error]
         self.releases.source_errors[state.service] = failing[0] if failing else ""
+
+    def _store_failed(self, exc: StoreError) -> None:
+        """Count a failed read or write of the store; say it when it starts or changes."""
+        self.store_errors_total += 1
+        if gist(str(exc)) != gist(self.store_error):
+            log.error("store: %s", exc)
+        self.store_error = str(exc)
+
+    def _store_works(self) -> None:
+        if self.store_error:
+            log.info("store works again")
+        self.store_error = ""
 
     def _store_scrape(self, state: _TargetState, parsed: ParsedScrape, now: float) -> int:
         policy = self.config.services[state.service]
@@ -312,8 +328,7 @@ class Daemon:
                                     change_class=registration.change_class,
                                     at=registration.received_at)
             except StoreError as exc:
-                self.store_errors_total += 1
-                log.error("store: %s", exc)
+                self._store_failed(exc)
             except MonitorError as exc:
                 log.error("registration: %s", exc)
 
@@ -326,8 +341,7 @@ class Daemon:
         try:
             active = self.store.active_releases()
         except StoreError as exc:
-            self.store_errors_total += 1
-            log.error("store: %s", exc)
+            self._store_failed(exc)
             return
         for release in active:
             if release.service in waiting:
@@ -337,8 +351,7 @@ class Daemon:
             try:
                 self.releases.advance(release)
             except StoreError as exc:
-                self.store_errors_total += 1
-                log.error("store: %s", exc)
+                self._store_failed(exc)
             except Exception:  # noqa: BLE001 - one broken release must not stop the others
                 log.exception("release %s %s", release.service, release.version)
             evaluated |= self.releases.last_evaluation.get(release.id) != before
@@ -357,8 +370,7 @@ class Daemon:
             self.store.prune(cutoff)
             self._pruned_before = cutoff
         except StoreError as exc:
-            self.store_errors_total += 1
-            log.error("store: %s", exc)
+            self._store_failed(exc)
         except MonitorError as exc:   # nothing is pruned until its baselines are kept
             log.error("prune put off: %s", exc)
 
@@ -379,8 +391,7 @@ class Daemon:
             verdicts = {(r.service, r.version): document(self.store, r) for r in recent}
             older = self._older(frozenset(verdicts))
         except StoreError as exc:
-            self.store_errors_total += 1
-            log.error("store: %s", exc)
+            self._store_failed(exc)
             verdicts = {key: dict(doc) for key, doc in self.box.get().verdicts.items()}
             older = self.box.get().older
         self.box.publish(Snapshot(
@@ -389,6 +400,7 @@ class Daemon:
                      *self.releases.query_apis.values()),
             evaluation_seconds=self.evaluation_seconds, evaluations_total=self.evaluations_total,
             last_evaluation=self.last_evaluation, store_errors_total=self.store_errors_total,
+            store_error=self.store_error,
             started_at=self.started_at, services=tuple(self.config.services),
             hook_failures=self._hook_failures(), older=older,
         ))

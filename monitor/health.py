@@ -17,7 +17,7 @@ def attempted(health: TargetHealth, *, error: str, at: float, seconds: float,
               samples: int) -> TargetHealth:
     """`health` after one more attempt, which failed with `error` or read `samples`."""
     # The same failure with other figures (a body's size, say) is no change.
-    if error and _gist(error) != _gist(health.last_error):
+    if error and gist(error) != gist(health.last_error):
         log.warning("%s failed: %s", _named(health), error)
     elif not error and health.last_error:
         log.info("%s works again", _named(health))
@@ -35,6 +35,6 @@ def _named(health: TargetHealth) -> str:
     return f"{what} of {health.target} ({health.service})"
 
 
-def _gist(error: str) -> str:
+def gist(error: str) -> str:
     """An error without its figures."""
     return re.sub(r"\d+(\.\d+)?", "#", error)

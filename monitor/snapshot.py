@@ -42,6 +42,7 @@ class Snapshot:
     evaluations_total: int = 0
     last_evaluation: float | None = None
     store_errors_total: int = 0
+    store_error: str = ""    # the store's failure now: a full disk, say ("" while it works)
     started_at: float = 0.0
     services: tuple[str, ...] = ()  # configured services: the ones a deploy may be registered for
     hook_failures: Mapping[tuple[str, ...], int] = field(default_factory=dict)  # (service, hook)

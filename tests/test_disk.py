@@ -134,12 +134,18 @@ def test_the_daemon_rides_out_disk_trouble_and_resumes(rig: Rig, mode: str) -> N
         assert rig.store.actions(release.id) == []
         assert rig.fired == [("v2.2", "pass")]
         assert rig.box.get().verdicts[("demo", "v2.3")]["verdict"] == "pending"
+        # The store's failure, said as such: the target answered all along.
+        health = requests.get(f"{server.url}/healthz", timeout=5)
+        assert health.status_code == 503 and health.json()["status"] == "store failing"
+        assert "cannot write" in health.json()["error"]
+        assert rig.box.get().targets[0].up
 
         rig.relief(mode)
         recovered = rig.clock.now()
         rig.run(SCRAPE)
         assert rig.store.sample_count("demo") > samples + 20           # scraping resumed
         assert _store_errors(server.url) == during                     # and nothing fails
+        assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
         rig.run(PERIOD)
     finally:
         server.shutdown()
