@@ -554,6 +554,13 @@ class Releases:
         following = self._neighbours(release)[1]
         return following if following is not None else self.clock.now()
 
+    def without_yardstick(self, release: Release) -> bool:
+        """Whether the release has no baseline though releases came before it that could
+        have been one (still judged, or ended in a hotfix or inconclusive): it will end
+        inconclusive. A service's first release, or the first after rollbacks only, is
+        judged on smoke, verification and leaks instead."""
+        return not release.baselines and self._neighbours(release)[0]
+
     def _neighbours(self, release: Release) -> tuple[bool, float | None]:
         """Whether another release of the service that could be a baseline (not rolled
         back, not invalidated) started no later than this one, and when the next one

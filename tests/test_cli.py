@@ -345,7 +345,7 @@ def test_release_start_without_a_policy_notes_a_service_the_database_never_saw(t
         assert monitor("release", "start", "--service", "shop", "--version", "v1",
                        "--db", db).exit_code == 0
         again = monitor("release", "start", "--service", "shop", "--version", "v2", "--db", db)
-        assert "note:" not in again.stderr
+        assert "knows nothing" not in again.stderr
         typo = monitor("release", "start", "--service", "shopp", "--version", "v2", "--db", db)
     assert typo.exit_code == 0, typo.output
     assert typo.stderr == (f"note: {db} knows nothing of 'shopp' (it has shop); without --config "
@@ -366,6 +366,13 @@ def test_release_start_and_a_wait_note_that_no_daemon_runs(tmp_path: Path) -> No
     with DaemonLock(db):
         assert monitor("verdict", "--release", "v1", "--db", db, "--wait",
                        "--timeout", "0s").stderr == ""
+        # v1 is still being judged: v2 has nothing to be measured against.
+        second = monitor("release", "start", "--service", "shop", "--version", "v2", "--db", db)
+    assert second.exit_code == 0 and "baseline none" in second.stdout, second.output
+    assert second.stderr == ("note: no release before v2 passed (they are still judged, or "
+                             "ended in a hotfix or inconclusive), so nothing measures its "
+                             "health signals and it will end inconclusive; `monitor baselines "
+                             "pin` one you trust for the releases after it\n")
 
 
 def test_release_start_again_says_so_and_takes_the_change_class_while_judging(tmp_path: Path) -> None:

@@ -306,12 +306,18 @@ def release_start(
                        f"(it has {', '.join(others)}); without --config the policy is not "
                        "checked, and the monitor finds a service it does not name inconclusive",
                        err=True)
-        release, new = Releases(cfg, store, WallClock()).register(service, version,
-                                                                  change_class=change)
+        releases = Releases(cfg, store, WallClock())
+        release, new = releases.register(service, version, change_class=change)
+        unmeasured = new and releases.without_yardstick(release)
     typer.echo(f"{'registered' if new else 'already registered:'} {release.service} "
                f"{release.version} ({release.change_class} change, checking period "
                f"{format_duration(release.period)}, baseline {release.baseline or 'none'}"
                f"{'' if new else ', ' + release.state})")
+    if unmeasured:
+        typer.echo(f"note: no release before {release.version} passed (they are still judged, "
+                   "or ended in a hotfix or inconclusive), so nothing measures its health "
+                   "signals and it will end inconclusive; `monitor baselines pin` one you "
+                   "trust for the releases after it", err=True)
     if store.path and not daemon_running(store.path):
         typer.echo(f"note: no `monitor run` is using {store.path}: nothing judges "
                    f"{release.version} until one starts", err=True)
