@@ -132,13 +132,16 @@ def _name_width(names: Iterable[str]) -> int:
 
 
 def releases_table(docs: Sequence[Mapping[str, Any]]) -> str:
-    header = (f"{'service':<12} {'release':<10} {'started':<21} {'class':<6} {'state':<12} "
-              f"{'verdict':<13} {'decided':<9} baseline")
-    rows = [header]
-    for doc in docs:
-        rows.append(
-            f"{doc['service']:<12} {doc['release']:<10} {when(doc['started_at']):<21} "
-            f"{doc['change_class']:<6} {doc['state']:<12} {doc['verdict']:<13} "
-            f"{after(doc, 'decided_at'):<9} {doc.get('baseline_release') or '-'}"
-        )
-    return "\n".join(rows)
+    """The release history as aligned columns, each as wide as its longest value."""
+    header = ("service", "release", "started", "class", "state", "verdict", "decided", "baseline")
+    rows = [header] + [(
+        doc["service"], doc["release"], when(doc["started_at"]), doc["change_class"],
+        doc["state"],
+        # A pass found bad since is no pass to build on: said where the verdict is.
+        f"{doc['verdict']} (found bad)" if doc.get("invalidated") else doc["verdict"],
+        after(doc, "decided_at"), doc.get("baseline_release") or "-",
+    ) for doc in docs]
+    widths = [max(len(str(row[column])) for row in rows) for column in range(len(header) - 1)]
+    return "\n".join(
+        " ".join(f"{str(value):<{width}}" for value, width in zip(row, widths, strict=False))
+        + f" {row[-1]}" for row in rows)

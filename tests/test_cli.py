@@ -817,6 +817,9 @@ def test_invalidated_release_is_no_longer_a_baseline(demo_copy: Path) -> None:
     assert json.loads(as_json.stdout)["invalidated"] is True
     text = monitor("verdict", "--release", "v2.2", "--db", demo_copy)
     assert "  invalidated since: found bad later, never a baseline" in text.stdout.splitlines()
+    history = monitor("release", "list", "--db", demo_copy).stdout.splitlines()
+    [v22] = [line for line in history if line.split()[1] == "v2.2"]
+    assert " pass (found bad) " in v22
 
 
 def test_demo_refuses_an_existing_database(tmp_path: Path) -> None:
@@ -951,3 +954,14 @@ def test_help_is_plain_text_that_fits_a_terminal() -> None:
     verdict = monitor("verdict", "--help").output
     # A flag takes no value, so its help shows none.
     assert "--json " in verdict and "<bool>" not in verdict, verdict
+
+
+def test_release_list_columns_fit_their_longest_value() -> None:
+    docs = [{"service": name, "release": version, "started_at": 0.0, "change_class": "minor",
+             "state": "done", "verdict": "pass", "decided_at": 60.0, "baseline_release": None}
+            for name, version in (("checkout-payments-eu", "v2.3"), ("web", "2026.11.28-rc1"))]
+    from monitor.render import releases_table
+
+    lines = releases_table(docs).splitlines()
+    starts = {line.index(" minor ") for line in lines[1:]} | {lines[0].index(" class ")}
+    assert len(starts) == 1, lines      # every row's class column where the header's is
