@@ -126,6 +126,10 @@ def test_version() -> None:
 
 @pytest.mark.parametrize(("args", "expected"), [
     (["verdict"], "error: monitor verdict: Missing option '--release'. (see 'monitor verdict -h')"),
+    # The value given without its option's name (an option's own value is not taken for it).
+    (["verdict", "--db", "m.db", "--json", "v2.3"],
+     "error: monitor verdict: Missing option '--release': --release v2.3? "
+     "(see 'monitor verdict -h')"),
     (["verdict", "--release", "v1", "--bogus"],
      "error: monitor verdict: No such option: --bogus (see 'monitor verdict -h')"),
     (["nosuch"], "error: monitor: No such command 'nosuch'. (see 'monitor -h')"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import signal
 import sys
@@ -447,7 +448,25 @@ def usage_line(exc: Exception, args: list[str]) -> str:
     what is wrong and where to read more, on one line as every other bad input."""
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else command_path(args)
-    return f"error: {where}: {click_message(exc)} (see '{where} -h')"
+    message = click_message(exc)
+    missing = re.search(r"Missing option '(--[\w-]+)'", message)
+    stray = _stray_words(ctx, args[len(where.split()) - 1:]) if missing and ctx else []
+    if missing and stray:
+        # `monitor verdict v2.3`: the value is there, without its option's name.
+        message = f"{message.rstrip('.')}: {missing.group(1)} {stray[0]}?"
+    return f"error: {where}: {message} (see '{where} -h')"
+
+
+def _stray_words(ctx: typer.Context, args: list[str]) -> list[str]:
+    """The words of `args` that are neither an option nor an option's value."""
+    takes_value = {name for param in ctx.command.params if not getattr(param, "is_flag", True)
+                   for name in (*param.opts, *param.secondary_opts)}
+    stray, after_option = [], False
+    for arg in args:
+        if not after_option and not arg.startswith("-"):
+            stray.append(arg)
+        after_option = arg in takes_value
+    return stray
 
 
 def command_path(args: list[str]) -> str:
