@@ -211,8 +211,17 @@ def test_unknown_path_and_method(server: MonitorServer) -> None:
     status, headers, body = call(server, "DELETE", "/metrics")
     assert (status, headers["Allow"], headers["Content-Type"]) == (405, "GET", "application/json")
     assert call_json(server, "BREW", "/api/v1/rollback")[0] == 405
-    status, _, body = call(server, "HEAD", "/healthz")
-    assert (status, body) == (405, b"")
+    assert call_json(server, "PUT", "/api/v1/releases")[0] == 405
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/metrics", "/api/v1/verdict?release=v2.2"])
+def test_head_is_get_without_the_body(server: MonitorServer, path: str) -> None:
+    status, headers, body = call(server, "HEAD", path)
+    got_status, got_headers, got_body = call(server, "GET", path)
+    assert (status, body) == (got_status, b"") and status == 200
+    assert headers["Content-Type"] == got_headers["Content-Type"]
+    # /metrics is made afresh for each request: its length may differ by a figure.
+    assert path == "/metrics" or int(headers["Content-Length"]) == len(got_body)
 
 
 @pytest.mark.parametrize(
