@@ -572,8 +572,10 @@ class Releases:
 
 
 def _next_start(release: Release, releases: Sequence[Release]) -> float | None:
-    """When the next release of the service started after `release` (None: none has)."""
-    later = [r.started_at for r in releases if r.started_at > release.started_at]
+    """When the next release of the service started after `release` (None: none has). One
+    rolled back replaced nothing: the release before it runs again."""
+    later = [r.started_at for r in releases
+             if r.started_at > release.started_at and r.verdict != ROLLBACK]
     return min(later) if later else None
 
 

@@ -613,6 +613,30 @@ def test_a_bad_release_replaced_before_its_finding_persists_is_not_rolled_back_b
     store.close()
 
 
+def test_a_release_whose_replacement_was_rolled_back_runs_again_and_its_hook_fires(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    simulated, clock = service
+    store = Store.open(tmp_path / "m.db")
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
+                    store, clock)
+    daemon.run_until(clock.now() + 2400)          # v2.2 passes: the baseline
+    simulated.deploy("v2.3")                      # errors jump: a bad release
+    daemon.run_until(clock.now() + 30)
+    # v2.4 goes out and fails at once: rolled back, which puts v2.3 back in service.
+    clock.advance(5)
+    fixed = store.start_release("demo", "v2.4", at=clock.now(), change_class="minor",
+                                period=900.0, baselines=("v2.2",))
+    store.add_verdict(fixed.id, at=clock.now(), verdict="rollback", reason="smoke failed",
+                      findings=[], first_alarm_at=clock.now(), decided_at=clock.now(),
+                      state="done", judge_state="{}")
+    daemon.run_until(clock.now() + 2400)
+    bad = store.release("demo", "v2.3")
+    assert bad.verdict == "rollback", bad.reason
+    assert [(a.verdict, a.hook) for a in store.actions(bad.id)] == [("rollback", "rollback")]
+    store.close()
+
+
 def test_a_daemon_restarting_in_a_loop_does_not_make_one_sighting_persist(
     service: tuple[SimulatedService, SimClock], tmp_path: Path
 ) -> None:
