@@ -83,6 +83,7 @@ class JudgeState:
     # newer than that, so evaluations of the same data (a replaced release's, a daemon
     # restarting) never make it persist.
     seen_until: float | None = None
+    judged_at: float | None = None   # when the last evaluation ran: a restart keeps the pace
 
     def to_json(self) -> str:
         return json.dumps({
@@ -92,6 +93,7 @@ class JudgeState:
             "hotfix_evidence": [f.to_dict() for f in self.hotfix_evidence],
             "over_at": self.over_at,
             "seen_until": self.seen_until,
+            "judged_at": self.judged_at,
         })
 
     @classmethod
@@ -104,6 +106,7 @@ class JudgeState:
             hotfix_evidence=tuple(Finding.from_dict(f) for f in data.get("hotfix_evidence", [])),
             over_at=data.get("over_at"),
             seen_until=data.get("seen_until"),
+            judged_at=data.get("judged_at"),
         )
 
 
@@ -179,7 +182,7 @@ def evaluate(
         evidence = _ranked(seen.findings)
         first_alarm: float | None = state.first_alarm_at if state.first_alarm_at is not None else now
         new_state = JudgeState(streaks, first_alarm, state.hotfix_at, state.hotfix_evidence,
-                               state.over_at, newest)
+                               state.over_at, newest, now)
         # Corroborating major findings are named too, even before they have persisted.
         reason = _reason([f for f in seen.findings if f.severity == MAJOR])
         return Evaluation(ROLLBACK, reason, evidence, new_state, first_alarm, now, True)
@@ -190,7 +193,7 @@ def evaluate(
     if over and persistent and hotfix_at is None:
         hotfix_at, hotfix_evidence = now, tuple(_ranked(persistent))
     first_alarm = state.first_alarm_at if state.first_alarm_at is not None else hotfix_at
-    new_state = JudgeState(streaks, first_alarm, hotfix_at, hotfix_evidence, over_at, newest)
+    new_state = JudgeState(streaks, first_alarm, hotfix_at, hotfix_evidence, over_at, newest, now)
     evidence = _ranked(seen.findings) or hotfix_evidence
     if hotfix_at is not None:
         reason = _reason(list(hotfix_evidence))

@@ -317,11 +317,12 @@ class Releases:
         return self._judged(release, now, lambda: self._timed_evaluation(release, now))
 
     def _evaluated_before(self, release: Release) -> float:
-        """About when a release was last judged before this process took it up (the newest
-        sample that evaluation saw; its start if never): a daemon restarting in a loop must
-        not judge it at every start, which would make one sighting persist within seconds."""
-        seen = JudgeState.from_json(release.judge_state).seen_until
-        return release.started_at if seen is None else max(seen, release.started_at)
+        """When a release was last judged before this process took it up (its start if
+        never): a daemon restarting in a loop must not judge it at every start, which past
+        the period's end (when evaluations count without new samples) would make one
+        sighting persist within seconds."""
+        judged = JudgeState.from_json(release.judge_state).judged_at
+        return release.started_at if judged is None else max(judged, release.started_at)
 
     def _timed_evaluation(self, release: Release, now: float) -> _Evaluated:
         started = time.monotonic()

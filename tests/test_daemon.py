@@ -26,6 +26,7 @@ from monitor.clock import SimClock
 from monitor.daemon import Daemon
 from monitor.demo import demo_policy
 from monitor.demo_service import SimulatedService
+from monitor.evaluate import JudgeState
 from monitor.errors import AlreadyJudged, UnknownRelease
 from monitor.policy import MonitorConfig, Probe, ServicePolicy, SignalRule, Target
 from monitor.releases import Releases
@@ -655,6 +656,31 @@ def test_a_daemon_restarting_in_a_loop_does_not_make_one_sighting_persist(
     again = store.release("demo", "v2.3")
     assert (again.verdict, again.judge_state) == (first.verdict, first.judge_state)
     assert again.verdict == "pending"
+    store.close()
+
+
+def test_a_daemon_restarting_in_a_loop_past_the_period_keeps_the_evaluation_pace(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    # Past the period's end an evaluation counts without new samples (the end's last look
+    # must persist too): restarts must not each bring one.
+    simulated, clock = service
+    store = Store.open(tmp_path / "m.db")
+    config = MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)})
+    Daemon(config, store, clock).run_until(clock.now() + 2400)   # v2.2 passes
+    simulated.deploy("v2.3")
+    _until_first_sighting(Daemon(config, store, clock), store, clock, "v2.3")
+    simulated.stop()                                   # the target goes away
+    first = store.release("demo", "v2.3")
+    clock.advance(first.started_at + first.period + 10 - clock.now())
+    judged = [JudgeState.from_json(first.judge_state).judged_at]
+    for _ in range(4):                                 # a start every 3 s
+        Daemon(config, store, clock).run_until(clock.now() + 1)
+        judged.append(JudgeState.from_json(store.release("demo", "v2.3").judge_state).judged_at)
+        clock.advance(3)
+    # Judged once, at the first start (an interval had passed), then not again so soon.
+    assert len(set(judged)) == 2 and judged[1:] == [judged[1]] * 4
+    assert store.release("demo", "v2.3").verdict == "pending"
     store.close()
 
 
