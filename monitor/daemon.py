@@ -38,6 +38,8 @@ PRUNE_EVERY = 3600.0
 HOOK_WORKERS = 8
 # After a step failed in a way nothing else caught, the next try (not a busy loop).
 STEP_RETRY_SECONDS = 5.0
+# A store that refused writes works again once none was refused for this long.
+STORE_RECOVERY_SECONDS = 60.0
 # Scrapes of hanging targets hold a worker until their deadline; enough workers keep the
 # healthy targets on time even when a tenth of a thousand targets hang.
 _MAX_SCRAPE_WORKERS = 256
@@ -110,6 +112,8 @@ class Daemon:
         self.last_evaluation: float | None = None
         self.store_errors_total = 0
         self.store_error = ""    # the store's failure now ("" while it works)
+        self._store_said = ""    # the failure last logged
+        self._store_failed_at = float("-inf")
         self.next_prune = self.started_at + PRUNE_EVERY
         self._pruned_before = float("-inf")   # what the last prune removed: before this
         workers = min(_MAX_SCRAPE_WORKERS, len(self.targets))
@@ -164,12 +168,14 @@ class Daemon:
     def step(self) -> float:
         """Do everything due now; return when something is next due."""
         now = self.clock.now()
+        writes = (self.store.writes_ok, self.store.writes_failed)
         self._collect_scrapes()
         self._start_scrapes(now)
         self._register_deploys()
         self._advance_releases()
         if now >= self.next_prune:
             self._prune(now)
+        self._store_health(writes)
         self.publish()
         return self._next_due()
 
@@ -256,24 +262,31 @@ class Daemon:
                 # not the target's (its alert and runbook are about the disk).
                 self._store_failed(exc)
                 state.unstored = True
-            else:
-                self._store_works()
         state.health = attempted(health, error=error, at=now, seconds=seconds, samples=stored)
         failing = [s.health.last_error for s in self.targets
                    if s.service == state.service and not s.health.up and s.health.last_error]
         self.releases.source_errors[state.service] = failing[0] if failing else ""
 
     def _store_failed(self, exc: StoreError) -> None:
-        """Count a failed read or write of the store; say it when it starts or changes."""
+        """Count a failed read or write of the store, and log it unless it is the one
+        already said (a full disk refuses every scrape until it is freed)."""
         self.store_errors_total += 1
-        if gist(str(exc)) != gist(self.store_error):
+        if gist(str(exc)) != gist(self._store_said):
             log.error("store: %s", exc)
-        self.store_error = str(exc)
+            self._store_said = str(exc)
 
-    def _store_works(self) -> None:
-        if self.store_error:
+    def _store_health(self, writes: tuple[int, int]) -> None:
+        """After a step: the store fails while its writes are refused, and works again once
+        they have all gone in for STORE_RECOVERY_SECONDS (a nearly full disk takes some
+        writes and refuses others; a step without writes changes nothing)."""
+        ok = self.store.writes_ok - writes[0]
+        failed = self.store.writes_failed - writes[1]
+        now = self.clock.now()
+        if failed:
+            self.store_error, self._store_failed_at = self.store.write_error, now
+        elif ok and self.store_error and now - self._store_failed_at >= STORE_RECOVERY_SECONDS:
             log.info("store works again")
-        self.store_error = ""
+            self.store_error = self._store_said = ""
 
     def _store_scrape(self, state: _TargetState, parsed: ParsedScrape, now: float) -> int:
         policy = self.config.services[state.service]

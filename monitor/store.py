@@ -292,6 +292,11 @@ class Store:
         # marks as seen (kept in memory, so a scrape writes no series row).
         self._seen: set[int] = set()
         self._seen_until = float("-inf")
+        # Writes committed and refused so far, and the last refusal: how the daemon tells
+        # a store that works from one that fails (a full disk refuses writes, not reads).
+        self.writes_ok = 0
+        self.writes_failed = 0
+        self.write_error = ""
         self.path: str | None = _file_of(self._conn)
         with self._failures("open"):
             self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS:d}")
@@ -421,9 +426,15 @@ class Store:
             if self._joined:   # only the thread in `transaction()` gets past the lock now
                 yield self._conn
                 return
-            with self._failures("write to"), self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                yield self._conn
+            try:
+                with self._failures("write to"), self._conn:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    yield self._conn
+            except StoreError as exc:
+                self.writes_failed += 1
+                self.write_error = str(exc)
+                raise
+            self.writes_ok += 1
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

@@ -8,6 +8,7 @@ and turns read-only with `PRAGMA query_only` (as root, chmod would not stop the 
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -22,11 +23,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.api import serve
 from monitor.clock import SimClock
-from monitor.daemon import Daemon
+from monitor.daemon import STORE_RECOVERY_SECONDS, Daemon
 from monitor.demo import demo_policy
 from monitor.demo_service import SimulatedService
+from monitor.errors import StoreError
 from monitor.hooks import HookRunner, Outcome
-from monitor.policy import Hook, MonitorConfig
+from monitor.policy import Hook, MonitorConfig, ServicePolicy
 from monitor.releases import Releases
 from monitor.snapshot import SnapshotBox
 from monitor.store import Release, Store
@@ -105,7 +107,9 @@ def _store_errors(url: str) -> float:
 
 
 @pytest.mark.parametrize("mode", ["full", "read-only"])
-def test_the_daemon_rides_out_disk_trouble_and_resumes(rig: Rig, mode: str) -> None:
+def test_the_daemon_rides_out_disk_trouble_and_resumes(rig: Rig, mode: str,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="release_monitor")
     release = rig.release("v2.3")
     history = rig.store.verdicts(release.id)
     server = serve(rig.box, version="test", clock=rig.clock)
@@ -145,7 +149,13 @@ def test_the_daemon_rides_out_disk_trouble_and_resumes(rig: Rig, mode: str) -> N
         rig.run(SCRAPE)
         assert rig.store.sample_count("demo") > samples + 20           # scraping resumed
         assert _store_errors(server.url) == during                     # and nothing fails
+        # Healthy again once no write has been refused for a while, not at the first.
+        assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 503
+        rig.run(STORE_RECOVERY_SECONDS)
         assert requests.get(f"{server.url}/healthz", timeout=5).status_code == 200
+        # Said when it began and when it ended, not at every refused scrape.
+        said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("store")]
+        assert len(said) <= 3 and said[-1] == "store works again", said
         rig.run(PERIOD)
     finally:
         server.shutdown()
@@ -192,3 +202,29 @@ def test_a_release_judged_first_after_its_period_is_not_passed_despite_major_fin
 ) -> None:
     assert outage_past_the_period.release.verdict != "pass"
 
+
+
+def test_a_read_that_fails_once_leaves_the_monitor_healthy(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # A service read by PromQL: no scrapes, so no stored scrape would ever say "works".
+    clock = SimClock(start=1_000_000.0)
+    store = Store.open(tmp_path / "m.db")
+    box = SnapshotBox()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"checkout": ServicePolicy(
+        name="checkout")}), store, clock, box=box)
+    real, calls = store.active_releases, []
+
+    def locked_once() -> list[Release]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreError("cannot read m.db: database is locked")   # a backup held it
+        return real()
+
+    monkeypatch.setattr(store, "active_releases", locked_once)
+    daemon.step()
+    assert daemon.store_errors_total == 1 and box.get().store_error == ""
+    clock.advance(60)
+    daemon.step()
+    assert box.get().store_error == ""
+    daemon.close()
+    store.close()
