@@ -521,8 +521,9 @@ def _answer_register(context: _Context, request: _Request) -> Reply:
         return _error(409, f"{registration.service} {registration.version} was judged already "
                            f"({known.get('verdict')}); a new deploy needs a new version")
     if not context.box.register(registration):
-        return _error(503, "too many registrations are waiting; retry shortly",
-                      headers=(("Retry-After", _RETRY_SECONDS),))
+        why = ("the monitor is stopping; retry once it is back" if context.box.closed
+               else "too many registrations are waiting; retry shortly")
+        return _error(503, why, headers=(("Retry-After", _RETRY_SECONDS),))
     change = f"{registration.change_class} change" if registration.change_class else "no class given"
     logger.info("deploy of %s %s (%s) received over HTTP", registration.service,
                 registration.version, change)

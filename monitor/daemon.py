@@ -180,7 +180,9 @@ class Daemon:
         return self._next_due()
 
     def close(self) -> None:
-        # A registration answered 202 is a promise: stored before the process ends.
+        # A registration answered 202 is a promise: no more are taken, and those taken are
+        # stored before the process ends.
+        self.box.close_registrations()
         try:
             self._register_deploys()
         except Exception:  # noqa: BLE001 - the rest of the shutdown must still happen

@@ -80,6 +80,7 @@ class SnapshotBox:
         # Set by the daemon: a registration is taken up at once, not at its next planned
         # step (minutes away, for a service judged by PromQL alone).
         self.on_registration: Callable[[], None] = lambda: None
+        self.closed = False
 
     def get(self) -> Snapshot:
         with self._lock:
@@ -90,13 +91,23 @@ class SnapshotBox:
             self._snapshot = snapshot
 
     def register(self, registration: Registration) -> bool:
-        """Queue a registration for the daemon thread; False when the queue is full."""
-        try:
-            self._registrations.put_nowait(registration)
-        except queue.Full:
-            return False
+        """Queue a registration for the daemon thread; False when the queue is full, or
+        registrations are closed (`closed`: the daemon is stopping)."""
+        with self._lock:
+            if self.closed:
+                return False
+            try:
+                self._registrations.put_nowait(registration)
+            except queue.Full:
+                return False
         self.on_registration()
         return True
+
+    def close_registrations(self) -> None:
+        """Accept no more registrations: the daemon is stopping, and one accepted now could
+        no longer be stored."""
+        with self._lock:
+            self.closed = True
 
     def take_registrations(self) -> list[Registration]:
         """The queued registrations, oldest first; at most a full queue's worth per call."""

@@ -312,9 +312,19 @@ def test_a_registration_received_as_the_daemon_stops_is_stored() -> None:
     daemon = Daemon(MonitorConfig(path="<test>", services={"checkout": ServicePolicy(
         name="checkout")}), store, clock, box=box)
     daemon.step()
-    assert box.register(Registration("checkout", "v9", "major", clock.now()))   # answered 202
-    daemon.close()                                   # SIGTERM came before the next step
-    assert store.release("checkout", "v9").change_class == "major"
+    server = serve(box, version="test", token="tok", clock=clock)
+    try:
+        assert box.register(Registration("checkout", "v9", "major", clock.now()))  # a 202
+        daemon.close()                               # SIGTERM came before the next step
+        assert store.release("checkout", "v9").change_class == "major"
+        # Until the server stops too, a deploy is refused, not accepted and lost.
+        late = requests.post(f"{server.url}/api/v1/releases", timeout=5,
+                             headers={"Authorization": "Bearer tok"},
+                             json={"service": "checkout", "version": "v10"})
+    finally:
+        server.shutdown()
+    assert late.status_code == 503 and "stopping" in late.json()["error"]
+    assert [r.version for r in store.releases("checkout")] == ["v9"]
 
 
 def test_a_registration_racing_the_final_verdict_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
