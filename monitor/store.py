@@ -350,9 +350,24 @@ class Store:
             monitor.errors.StoreError: cannot open database /nonexistent/monitor.db: ...
         """
         path = Path(path)
+        if not read_only:
+            return cls._opened(path, str(path), uri=False, read_only=False)
+        try:
+            return cls._opened(path, f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                               read_only=True)
+        except StoreError:
+            # Reading a WAL database needs its -shm file, which SQLite makes in the folder;
+            # without the right to, and with no daemon running (which removes -wal and -shm
+            # as it stops), every page is in the file itself and cannot change under us.
+            if Path(f"{path}-wal").exists():
+                raise
+            return cls._opened(path, f"{path.resolve().as_uri()}?mode=ro&immutable=1",
+                               uri=True, read_only=True)
+
+    @classmethod
+    def _opened(cls, path: Path, target: str, *, uri: bool, read_only: bool) -> Store:
         try:
             # check_same_thread off: the lock in each Store serialises its threads.
-            target, uri = (f"{path.resolve().as_uri()}?mode=ro", True) if read_only else (str(path), False)
             conn = sqlite3.connect(
                 target, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False, uri=uri
             )

@@ -538,6 +538,32 @@ def test_a_store_opened_for_reading_changes_nothing_and_refuses_writes(tmp_path:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == shipped - 1
 
 
+def test_a_reader_without_the_right_to_make_the_shm_file_reads_a_database_at_rest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "m.db"
+    with Store.open(path) as store:
+        release = store.start_release("demo", "v2", at=T0, change_class="minor", period=60.0,
+                                      baselines=())
+    real, targets = Store._opened.__func__, []  # type: ignore[attr-defined]
+
+    def no_shm(cls: type[Store], where: Path, target: str, **kwargs: bool) -> Store:
+        # What SQLite answers a user who may not write the folder the -shm file goes in.
+        targets.append(target)
+        if "immutable" not in target:
+            raise StoreError(f"cannot open database {where}: attempt to write a readonly database")
+        return real(cls, where, target, **kwargs)
+
+    monkeypatch.setattr(Store, "_opened", classmethod(no_shm))
+    # No daemon runs (no -wal file): every page is in the file, which nothing changes now.
+    with Store.open(path, read_only=True) as reader:
+        assert reader.release("demo", "v2") == release
+    assert [t.rsplit("?", 1)[1] for t in targets] == ["mode=ro", "mode=ro&immutable=1"]
+    # A daemon runs (its -wal file is there): no reading past its locks, the error stands.
+    Path(f"{path}-wal").write_bytes(b"")
+    with pytest.raises(StoreError, match="readonly"):
+        Store.open(path, read_only=True)
+
+
 def test_migration_3_reads_the_joined_baselines_of_an_older_file(tmp_path: Path) -> None:
     path = tmp_path / "m.db"
     with Store.open(path):
