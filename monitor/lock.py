@@ -11,10 +11,28 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 from types import TracebackType
 
 from monitor.errors import StoreError
+
+# A CLI command looking whether a daemon runs (`daemon_running`) holds a shared lock for a
+# moment: a daemon starting then waits that moment out. A daemon holds its lock for good.
+LOCK_PATIENCE_SECONDS = 0.5
+
+
+def _lock_within(fd: int, patience: float) -> bool:
+    """Take the exclusive lock, trying again for up to `patience` seconds."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
 
 def lock_file(database: str | Path) -> Path:
@@ -25,8 +43,9 @@ def lock_file(database: str | Path) -> Path:
 class DaemonLock:
     """The lock of the daemon of the database at `database` (see `lock_file`)."""
 
-    def __init__(self, database: str | Path) -> None:
+    def __init__(self, database: str | Path, *, patience: float = LOCK_PATIENCE_SECONDS) -> None:
         self.database = Path(database)
+        self.patience = patience
         self.path = lock_file(database)
         self._fd: int | None = None
 
@@ -36,13 +55,11 @@ class DaemonLock:
         except OSError as exc:
             raise StoreError(f"cannot create the daemon's lock file {self.path}: "
                              f"{exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _lock_within(fd, self.patience):
             holder = os.read(fd, 32).decode("ascii", "replace").strip() or "unknown"
             os.close(fd)
             raise StoreError(f"database {self.database} is in use by another `monitor run` "
-                             f"(pid {holder}); one daemon per database") from None
+                             f"(pid {holder}); one daemon per database")
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode("ascii"))
         self._fd = fd

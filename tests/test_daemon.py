@@ -26,8 +26,8 @@ from monitor.clock import SimClock
 from monitor.daemon import Daemon
 from monitor.demo import demo_policy
 from monitor.demo_service import SimulatedService
-from monitor.evaluate import JudgeState
 from monitor.errors import AlreadyJudged, UnknownRelease
+from monitor.evaluate import JudgeState
 from monitor.policy import MonitorConfig, Probe, ServicePolicy, SignalRule, Target
 from monitor.releases import Releases
 from monitor.snapshot import Registration, Snapshot, SnapshotBox
