@@ -168,7 +168,10 @@ def evaluate(
     window = candidate if inside else candidate.between(started, end)
     over = now >= started + period
     seen = observe(policy, baseline, window, now=now, started=started, final=over)
-    newest = float(window.times.max()) if window.times.size else state.seen_until
+    # The newest time with a value (a PromQL grid runs to `now`, data or not).
+    sampled = window.times[np.any(np.isfinite(window.values), axis=0)] if window.times.size \
+        else window.times
+    newest = float(sampled.max()) if sampled.size else state.seen_until
     # New samples, or the period over for a release that ran all of it (a recording ends
     # with its period, and the end's final look needs its evaluations to persist).
     cut_short = until is not None and until < started + period

@@ -578,3 +578,23 @@ def test_a_pass_names_a_signal_its_baseline_never_had() -> None:
     last = _judge(_policy(LATENCY, replace(QUEUE, name="depth")), base, renamed)[-1]
     assert last.verdict == "pass"
     assert last.reason == "not judged: depth: the baseline has no data for it"
+
+
+def test_a_finding_persists_only_on_newer_samples_not_on_grid_times_without_any() -> None:
+    # A PromQL grid runs to `now` whether the release still reports or not (replaced, say).
+    policy = _policy(QUEUE)
+    base = _baseline(policy)
+    deep = _frame(T0, 15, seed=4, queue=9.0)
+    early = deep.between(T0, T0 + 600)
+    first = evaluate(policy, base, early, started=T0, period=1800.0, now=T0 + 600)
+    [key] = first.state.streaks
+    assert first.state.streaks[key] == 1
+    later = deep.times[deep.times >= T0 + 600]
+    silent = SignalFrame(deep.names, deep.times, np.where(deep.times >= T0 + 600, np.nan,
+                                                          deep.values), deep.events, deep.trials)
+    again = evaluate(policy, base, silent, started=T0, period=1800.0, now=T0 + 900,
+                     state=first.state)
+    assert again.findings and again.state.streaks[key] == 1
+    fed = evaluate(policy, base, deep, started=T0, period=1800.0, now=T0 + 900,
+                   state=first.state)
+    assert later.size and fed.state.streaks[key] == 2
