@@ -569,7 +569,18 @@ class Releases:
         others = [r for r in self.store.releases(release.service) if r.id != release.id]
         earlier = any(r.started_at <= release.started_at and r.verdict != ROLLBACK
                       and not r.invalidated for r in others)
-        return earlier, _next_start(release, others)
+        later = [r for r in others if r.started_at > release.started_at and self._runs(r)]
+        return earlier, _next_start(release, later)
+
+    def _runs(self, release: Release) -> bool:
+        """Whether a release has taken over: its targets have reported its version (a
+        version registered before its deploy, or never deployed, replaces nothing). A
+        service read by PromQL has no scrapes to tell: its registration counts."""
+        policy = self.config.services.get(release.service)
+        if policy is None or policy.prometheus is not None:
+            return True
+        return release.version in self.store.versions_scraped(release.service, release.started_at,
+                                                              float("inf"))
 
 
 def _next_start(release: Release, releases: Sequence[Release]) -> float | None:

@@ -648,6 +648,24 @@ def test_a_release_whose_replacement_was_rolled_back_runs_again_and_its_hook_fir
     store.close()
 
 
+def test_a_version_registered_but_never_deployed_replaces_nothing(
+    service: tuple[SimulatedService, SimClock], tmp_path: Path
+) -> None:
+    simulated, clock = service
+    store = Store.open(tmp_path / "m.db")
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
+                    store, clock)
+    daemon.run_until(clock.now() + 2400)          # v2.2 passes: the baseline
+    simulated.deploy("v2.3")                      # errors jump: a bad release
+    daemon.run_until(clock.now() + 20)
+    daemon.releases.start("demo", "v2.4")         # registered; its rollout never happens
+    daemon.run_until(clock.now() + 2400)
+    bad = store.release("demo", "v2.3")
+    assert bad.verdict == "rollback" and "replaced" not in bad.reason, bad.reason
+    assert [(a.verdict, a.hook) for a in store.actions(bad.id)] == [("rollback", "rollback")]
+    store.close()
+
+
 def test_a_daemon_restarting_in_a_loop_does_not_make_one_sighting_persist(
     service: tuple[SimulatedService, SimClock], tmp_path: Path
 ) -> None:
