@@ -14,8 +14,6 @@ from baselines.frame import SignalFrame
 from monitor.exposition import split_key
 from monitor.policy import SignalRule
 
-# Slots on either side whose targets a sum's slot must match (two minutes at 15 s).
-NEIGHBOURS = 8
 _MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
 
 
@@ -114,12 +112,7 @@ class _Combine:
             return self.max
         if how == "mean":
             return np.where(seen, self.sum / np.maximum(self.count, 1.0), np.nan)
-        # A sum over fewer targets than answer around it (one down for a while, or the
-        # latest round of scrapes not yet complete) is no total: left out, not a dip. A
-        # fleet scaled down has fewer around it too, once NEIGHBOURS slots have passed.
-        padded = np.pad(self.count, NEIGHBOURS)
-        around = np.lib.stride_tricks.sliding_window_view(padded, 2 * NEIGHBOURS + 1).max(axis=1)
-        return np.where(seen & (self.count >= around), self.sum, np.nan)
+        return np.where(seen, self.sum, np.nan)
 
     def events(self) -> np.ndarray:
         return np.where(self.count_seen > 0, self.event_sum, np.nan)

@@ -148,19 +148,3 @@ def test_a_rate_across_targets_is_added_up_or_averaged_as_asked() -> None:
     added = derive([SignalRule("rate", kind="rate", metric="req_total")], raw)
     per_pod = derive([SignalRule("rate", kind="rate", metric="req_total", aggregate="mean")], raw)
     assert (added.values[0, 1], per_pod.values[0, 1]) == (30.0, 15.0)
-
-
-def test_a_sum_over_fewer_targets_than_usually_answer_is_left_out() -> None:
-    # Three pods at 10 req/s each; pod c is down for two scrapes (one missed scrape is
-    # bridged with its last value), and the latest round has only reached pod a.
-    times = np.repeat([0.0, 15.0, 30.0, 45.0, 60.0, 75.0], 3)
-    targets = ("a", "b", "c") * 6
-    counts = np.array([[0, 0, 0, 150, 150, 150, 300, 300, np.nan, 450, 450, np.nan,
-                        600, 600, 600, 750, np.nan, np.nan]], float)
-    keep = ~np.isnan(counts[0])
-    raw = RawSeries(("req_total",), times[keep],
-                    tuple(t for t, k in zip(targets, keep, strict=True) if k), counts[:, keep])
-    added = derive([SignalRule("rate", kind="rate", metric="req_total")], raw)
-    np.testing.assert_allclose(added.values[0], [np.nan, 30.0, np.nan, np.nan, 30.0, np.nan])
-    per_pod = derive([SignalRule("rate", kind="rate", metric="req_total", aggregate="mean")], raw)
-    np.testing.assert_allclose(per_pod.values[0, 1:], [10.0] * 5)
