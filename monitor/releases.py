@@ -24,14 +24,13 @@ from monitor.deadlines import Interrupter, interruptible
 from monitor.durations import format_duration
 from monitor.errors import AlreadyJudged, ScrapeError, UnknownRelease
 from monitor.evaluate import Evaluation, JudgeState, evaluate
-from monitor.exposition import split_key
-from monitor.findings import INCONCLUSIVE, PASS, PENDING, ROLLBACK
+from monitor.findings import INCONCLUSIVE, PENDING, ROLLBACK
 from monitor.health import attempted
 from monitor.hooks import HookRunner, claims
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
 from monitor.promql import PromClient, promql_frame
 from monitor.redact import redact_url
-from monitor.signals import RawSeries, derive, parse_selector
+from monitor.signals import RawSeries, derive
 from monitor.snapshot import TargetHealth
 from monitor.stages import CheckResult, run_command, run_probe
 from monitor.store import Release, Store
@@ -445,13 +444,6 @@ class Releases:
         )
         if frame.times.size == 0 and policy.prometheus is None and result.verdict == INCONCLUSIVE:
             result = replace(result, reason=result.reason + self._other_versions(release, now))
-        if result.verdict == PASS and policy.prometheus is None:
-            unseen = self._numerators_never_scraped(release.service, policy)
-            if unseen:
-                # Counted as no errors, which a misspelt name reads as too: said on a pass.
-                note = "; ".join(f"{name}: no series of {metric} ever scraped, counted as no "
-                                 "errors" for name, metric in unseen)
-                result = replace(result, reason="; ".join(filter(None, (result.reason, note))))
         if baseline is None and result.verdict == INCONCLUSIVE and release.baselines:
             found_bad = [v for v in release.baselines
                          if self.store.release(release.service, v).invalidated]
@@ -461,13 +453,6 @@ class Releases:
                     f"its baseline {'+'.join(found_bad)} was found bad (invalidated) while it "
                     "was judged, and nothing else was compared with"))
         return result, signal_views(policy.signals, baseline, frame, started=release.started_at)
-
-    def _numerators_never_scraped(self, service: str,
-                                  policy: ServicePolicy) -> list[tuple[str, str]]:
-        """(signal, metric) of each ratio whose errors' metric no target has ever reported."""
-        names = {split_key(key)[0] for key in self.store.series_keys(service).values()}
-        return [(rule.name, metric) for rule in policy.signals if rule.kind == "ratio"
-                for metric in [parse_selector(rule.numerator)[0]] if metric not in names]
 
     def _other_versions(self, release: Release, now: float) -> str:
         """Why a release has no scrape at all, when its targets report other versions: a

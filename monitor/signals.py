@@ -156,10 +156,10 @@ def _signal(
     if rule.kind == "ratio":
         events = _increase(raw.values[_rows(index, rule.numerator)][:, cols])
         trials = _increase(raw.values[_rows(index, rule.denominator)][:, cols])
-        # An error counter (`code="500"`, or one with labels of its own) has no sample
-        # before its first error: where the target counted requests, none is zero errors.
-        # (A misspelt name reads as none too: a pass names a numerator never scraped.)
-        events = np.where(np.isnan(events) & ~np.isnan(trials), 0.0, events)
+        if _family_present(index, raw, rule.numerator, cols):
+            # A labelled counter (`code="500"`) exists only from its first error: where the
+            # target counted requests and its errors' metric is there, none is zero errors.
+            events = np.where(np.isnan(events) & ~np.isnan(trials), 0.0, events)
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(trials > 0, events / trials, np.nan)
         return ratio, events, trials
@@ -168,6 +168,14 @@ def _signal(
 
 def _rows(index: _Index, selector: str) -> list[int]:
     return [row for row, _ in index.rows(selector)]
+
+
+def _family_present(index: _Index, raw: RawSeries, selector: str, cols: np.ndarray) -> bool:
+    """Whether any series of the selector's metric name, whatever its labels, has a sample
+    in these columns: then the metric's name is right, and a child missing has counted
+    nothing yet (rather than a misspelt name, which must stay without samples)."""
+    rows = _rows(index, parse_selector(selector)[0])
+    return bool(rows) and bool(np.any(~np.isnan(raw.values[rows][:, cols])))
 
 
 def _aggregate(block: np.ndarray, how: str) -> np.ndarray:

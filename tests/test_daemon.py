@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 from processes import StopOnceFileExists
@@ -994,47 +993,3 @@ def test_a_baseline_invalidated_while_a_release_is_judged_is_no_longer_its_yards
     # Said as it happened: there was a healthy release before it, until it was found bad.
     assert judged.reason == ("its baseline v2.1 was found bad (invalidated) while it was "
                              "judged, and nothing else was compared with")
-
-
-def _scrapes(store: Store, version: str, start: float, count: int, error_share: float,
-             counters: dict[str, float]) -> None:
-    """A pod's scrapes every 15 s: 600 requests each; errors counted under their own
-    metric, which has no series until the first error (prometheus_client with labels)."""
-    for index in range(count):
-        counters["requests"] += 600
-        counters["errors"] += 600 * error_share
-        keys = ["http_requests_total"] + (['app_errors_total{route="/pay"}']
-                                          if counters["errors"] else [])
-        values = [counters["requests"]] + ([counters["errors"]] if counters["errors"] else [])
-        store.write_scrape("shop", "pod", version, start + 15.0 * index,
-                           store.series_ids("shop", keys), np.array(values))
-
-
-@pytest.mark.parametrize(("share", "verdict"), [(0.09, "rollback"), (0.0, "pass")])
-def test_an_error_metric_that_appears_at_the_first_error_is_judged(share: float,
-                                                                   verdict: str) -> None:
-    clock = SimClock(start=1_000_000.0)
-    store = Store.memory()
-    rule = SignalRule("error_ratio", kind="ratio", numerator='app_errors_total{route="/pay"}',
-                      denominator="http_requests_total", critical=True, bad="increase")
-    policy = ServicePolicy(name="shop", signals=(rule,), periods={"minor": 900.0, "major": 7200.0})
-    releases = Releases(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
-    counters = {"requests": 0.0, "errors": 0.0}
-    healthy = releases.start("shop", "v1", at=clock.now())
-    _scrapes(store, "v1", clock.now(), 120, 0.0, counters)          # 30 minutes, no error
-    clock.advance(1800)
-    while store.release("shop", "v1").state != "done":
-        releases.advance(store.release("shop", "v1"))
-        clock.advance(60)
-    assert store.release("shop", "v1").verdict == "pass"
-    release = releases.start("shop", "v2", at=clock.now())
-    _scrapes(store, "v2", clock.now(), 60, share, counters)
-    for _ in range(40):
-        clock.advance(30)
-        release = releases.advance(store.release("shop", "v2"))
-        if release.state == "done":
-            break
-    assert release.verdict == verdict, release.reason
-    if verdict == "pass":   # counted as no errors, which a misspelt name would read as too
-        assert "error_ratio: no series of app_errors_total ever scraped" in release.reason
-    assert healthy.version == "v1"

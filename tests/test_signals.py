@@ -121,10 +121,10 @@ def test_a_pod_without_an_error_series_yet_counts_its_requests_with_zero_errors(
     # A release with no error at all has a ratio of zero, not no ratio.
     clean = _pods(keys, {"a": [[0, 1000], [np.nan, np.nan]]})
     assert derive([rule], clean).values[0, 1] == 0.0
-    # An error counter with labels of its own has no series at all before its first error.
-    own = SignalRule("errors", kind="ratio", numerator='errors_total{route="/pay"}',
-                     denominator="req_total")
-    assert derive([own], raw).values[0, 1] == 0.0
+    # A numerator whose metric name nothing has (a typo) stays without samples.
+    typo = SignalRule("errors", kind="ratio", numerator='reqs_total{code="500"}',
+                      denominator="req_total")
+    assert np.isnan(derive([typo], raw).values[0, 1])
 
 
 def test_a_quantile_over_pods_pools_their_buckets_as_histogram_quantile_of_the_sum() -> None:
