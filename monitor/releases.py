@@ -80,6 +80,8 @@ class Releases:
         self.last_evaluation: dict[int, float] = {}
         # Releases whose baselines this process has chosen again with its policy.
         self._rebased: set[int] = set()
+        # Releases whose targets have reported their version (see `_runs`).
+        self._running: set[int] = set()
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
         self.prom_clients: dict[tuple[str, int], PromClient] = {}
@@ -569,7 +571,8 @@ class Releases:
         others = [r for r in self.store.releases(release.service) if r.id != release.id]
         earlier = any(r.started_at <= release.started_at and r.verdict != ROLLBACK
                       and not r.invalidated for r in others)
-        later = [r for r in others if r.started_at > release.started_at and self._runs(r)]
+        later = [r for r in others if r.started_at > release.started_at
+                 and r.verdict != ROLLBACK and self._runs(r)]
         return earlier, _next_start(release, later)
 
     def _runs(self, release: Release) -> bool:
@@ -577,10 +580,12 @@ class Releases:
         version registered before its deploy, or never deployed, replaces nothing). A
         service read by PromQL has no scrapes to tell: its registration counts."""
         policy = self.config.services.get(release.service)
-        if policy is None or policy.prometheus is not None:
+        if policy is None or policy.prometheus is not None or release.id in self._running:
             return True
-        return release.version in self.store.versions_scraped(release.service, release.started_at,
-                                                              float("inf"))
+        if self.store.version_scraped_since(release.service, release.version, release.started_at):
+            self._running.add(release.id)   # once it has run, it has taken over for good
+            return True
+        return False
 
 
 def _next_start(release: Release, releases: Sequence[Release]) -> float | None:

@@ -605,6 +605,16 @@ class Store:
         wanted = None if series is None else np.unique(np.asarray(series, dtype=np.int64))
         return _unpack(rows, wanted)
 
+    def version_scraped_since(self, service: str, version: str, since: float) -> bool:
+        """Whether the service's targets have reported `version` at or after `since`: the
+        first such scrape ends the search (a version that runs is found at its start)."""
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM batches WHERE service = ? AND at >= ? AND version = ? LIMIT 1",
+                (service, float(since), version),
+            ).fetchone()
+        return row is not None
+
     def versions_scraped(self, service: str, start: float, end: float) -> list[str]:
         """The versions the service's targets reported in [start, end), sorted.
 
