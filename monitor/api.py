@@ -502,12 +502,11 @@ def _answer_health(context: _Context, request: _Request) -> Reply:
     """200 while the monitor works; 503 while its store fails (a full disk, say), when
     what it scrapes is lost and nothing is judged."""
     snapshot = context.box.get()
+    health = {"status": "ok", "last_evaluation": snapshot.last_evaluation,
+              "version": context.version}
     if snapshot.store_error:
-        return _json(503, {"status": "store failing", "error": snapshot.store_error,
-                           "last_evaluation": snapshot.last_evaluation,
-                           "version": context.version})
-    return _json(200, {"status": "ok", "last_evaluation": snapshot.last_evaluation,
-                       "version": context.version})
+        return _json(503, {**health, "status": "store failing", "error": snapshot.store_error})
+    return _json(200, health)
 
 
 def _answer_register(context: _Context, request: _Request) -> Reply:

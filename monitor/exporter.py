@@ -41,6 +41,7 @@ _FINDING_FIGURES = (
     ("n_candidate", "finding_candidate_samples",
      "Candidate samples behind the finding (requests, for an error ratio)."),
 )
+_DETECTOR = _FINDING.index("detector")
 _RATIO_FIGURES = ("effect", "lower", "upper", "tolerance")
 # A leak finding's figures are slopes in the signal's unit per second, not relative changes.
 _LEAK_FIGURES = (("candidate", "candidate"), ("baseline", "baseline"), ("lower", "lower"),
@@ -197,10 +198,10 @@ def _finding_families(documents: list[Document]) -> Iterator[GaugeMetricFamily]:
                 exhaustion[(*release, signal)] = finding.get("exhaustion")
     for field, name, documentation in _FINDING_FIGURES:
         rows = {labels: finding.get(field) for labels, finding in findings.items()
-                if field not in _RATIO_FIGURES or labels[3] != "leak"}
+                if field not in _RATIO_FIGURES or labels[_DETECTOR] != "leak"}
         yield _fill(_gauge(name, documentation, _FINDING), rows)
     slopes = {(*labels, figure): finding.get(field)
-              for labels, finding in findings.items() if labels[3] == "leak"
+              for labels, finding in findings.items() if labels[_DETECTOR] == "leak"
               for field, figure in _LEAK_FIGURES}
     yield _fill(_gauge("leak_slope_per_second",
                        "A leak finding's slope, in the signal's unit per second: the candidate's "

@@ -246,6 +246,15 @@ def test_check_config_accepts_a_good_policy(tmp_path: Path) -> None:
     assert result.stdout.rstrip().endswith(f"{path}: ok")
 
 
+def _check_config_notes(folder: Path, policy: str) -> list[str]:
+    """The notes `monitor check-config` prints for this policy, which it accepts."""
+    path = folder / "policy.toml"
+    path.write_text(policy, encoding="utf-8")
+    result = monitor("check-config", path)
+    assert result.exit_code == 0, result.output
+    return [line for line in result.stdout.splitlines() if "note:" in line]
+
+
 @pytest.mark.parametrize(("policy", "note"), [
     ('[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics"\n',
      "shop: note: no signals, smoke probes or verification commands: nothing judges its "
@@ -256,26 +265,17 @@ def test_check_config_accepts_a_good_policy(tmp_path: Path) -> None:
 ], ids=["nothing-to-judge", "signals-nothing-feeds"])
 def test_check_config_notes_a_service_that_cannot_be_judged(tmp_path: Path, policy: str,
                                                             note: str) -> None:
-    path = tmp_path / "policy.toml"
-    path.write_text(policy, encoding="utf-8")
-    result = monitor("check-config", path)
-    assert result.exit_code == 0, result.output
-    assert note in result.stdout
+    assert note in _check_config_notes(tmp_path, policy)
 
 
 def test_check_config_notes_queries_that_read_the_same_series_or_count_twice(
     tmp_path: Path,
 ) -> None:
-    path = tmp_path / "policy.toml"
-    path.write_text('[services.p.prometheus]\nurl = "http://127.0.0.1:9090"\n'
-                    '[services.p.signals.lat]\nquery = \'up{version="$verison"}\'\n'
-                    '[services.p.signals.errors]\nkind = "ratio"\n'
-                    'numerator_query = \'sum(increase(e{version="$version"}[1m]))\'\n'
-                    'denominator_query = \'sum(increase(r{version="$version"}[$step]))\'\n',
-                    encoding="utf-8")
-    result = monitor("check-config", path)
-    assert result.exit_code == 0, result.output
-    notes = [line for line in result.stdout.splitlines() if "note:" in line]
+    notes = _check_config_notes(tmp_path, '[services.p.prometheus]\nurl = "http://127.0.0.1:9090"\n'
+                                '[services.p.signals.lat]\nquery = \'up{version="$verison"}\'\n'
+                                '[services.p.signals.errors]\nkind = "ratio"\n'
+                                'numerator_query = \'sum(increase(e{version="$version"}[1m]))\'\n'
+                                'denominator_query = \'sum(increase(r{version="$version"}[$step]))\'\n')
     assert notes == [
         "p: note: signals.lat: no query uses $version, so every release is judged on the same "
         "series",
@@ -285,16 +285,12 @@ def test_check_config_notes_queries_that_read_the_same_series_or_count_twice(
 
 
 def test_check_config_notes_values_most_likely_in_the_wrong_unit(tmp_path: Path) -> None:
-    path = tmp_path / "policy.toml"
-    path.write_text('[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics"\n'
-                    'interval = "2s"\ntimeout = 1000\n'
-                    '[services.shop.signals.latency]\nmetric = "latency_seconds"\n'
-                    'tolerance = 25\nignore_below = 0.05\n'
-                    '[services.shop.signals.memory]\nmetric = "rss_bytes"\nleak = true\n'
-                    'limit = 512\n', encoding="utf-8")
-    result = monitor("check-config", path)
-    assert result.exit_code == 0, result.output
-    notes = [line for line in result.stdout.splitlines() if "note:" in line]
+    notes = _check_config_notes(tmp_path, '[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics"\n'
+                                'interval = "2s"\ntimeout = 1000\n'
+                                '[services.shop.signals.latency]\nmetric = "latency_seconds"\n'
+                                'tolerance = 25\nignore_below = 0.05\n'
+                                '[services.shop.signals.memory]\nmetric = "rss_bytes"\n'
+                                'leak = true\nlimit = 512\n')
     assert notes == [
         'shop: note: targets[0].timeout: 16m40s is longer than its interval (2s): a hanging '
         'target misses scrapes before a failure is said (durations take a unit: "2s")',

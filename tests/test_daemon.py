@@ -602,14 +602,22 @@ def _until_first_sighting(daemon: Daemon, store: Store, clock: SimClock, version
     raise AssertionError(f"{version}: no finding within 5 minutes")
 
 
+def _after_a_healthy_v2_2(simulated: SimulatedService, clock: SimClock,
+                          db: Path) -> tuple[MonitorConfig, Store, Daemon]:
+    """The demo's policy, a store at `db` and a daemon that has seen v2.2 pass (the
+    baseline of the releases after it)."""
+    config = MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)})
+    store = Store.open(db)
+    daemon = Daemon(config, store, clock)
+    daemon.run_until(clock.now() + 2400)
+    return config, store, daemon
+
+
 def test_a_bad_release_replaced_before_its_finding_persists_is_not_rolled_back_by_the_hook(
     service: tuple[SimulatedService, SimClock], tmp_path: Path
 ) -> None:
     simulated, clock = service
-    store = Store.open(tmp_path / "m.db")
-    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
-                    store, clock)
-    daemon.run_until(clock.now() + 2400)          # v2.2 passes: the baseline
+    _, store, daemon = _after_a_healthy_v2_2(simulated, clock, tmp_path / "m.db")
     simulated.deploy("v2.3")                      # errors jump and memory leaks
     _until_first_sighting(daemon, store, clock, "v2.3")
     simulated.deploy("v2.4")                      # the fix goes out before it persists
@@ -628,10 +636,7 @@ def test_a_release_whose_replacement_was_rolled_back_runs_again_and_its_hook_fir
     service: tuple[SimulatedService, SimClock], tmp_path: Path
 ) -> None:
     simulated, clock = service
-    store = Store.open(tmp_path / "m.db")
-    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
-                    store, clock)
-    daemon.run_until(clock.now() + 2400)          # v2.2 passes: the baseline
+    _, store, daemon = _after_a_healthy_v2_2(simulated, clock, tmp_path / "m.db")
     simulated.deploy("v2.3")                      # errors jump: a bad release
     daemon.run_until(clock.now() + 30)
     # v2.4 goes out and fails at once: rolled back, which puts v2.3 back in service.
@@ -652,10 +657,7 @@ def test_a_version_registered_but_never_deployed_replaces_nothing(
     service: tuple[SimulatedService, SimClock], tmp_path: Path
 ) -> None:
     simulated, clock = service
-    store = Store.open(tmp_path / "m.db")
-    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
-                    store, clock)
-    daemon.run_until(clock.now() + 2400)          # v2.2 passes: the baseline
+    _, store, daemon = _after_a_healthy_v2_2(simulated, clock, tmp_path / "m.db")
     simulated.deploy("v2.3")                      # errors jump: a bad release
     daemon.run_until(clock.now() + 20)
     daemon.releases.start("demo", "v2.4")         # registered; its rollout never happens
@@ -670,10 +672,7 @@ def test_a_daemon_restarting_in_a_loop_does_not_make_one_sighting_persist(
     service: tuple[SimulatedService, SimClock], tmp_path: Path
 ) -> None:
     simulated, clock = service
-    db = tmp_path / "m.db"
-    store = Store.open(db)
-    config = MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)})
-    Daemon(config, store, clock).run_until(clock.now() + 2400)   # v2.2 passes
+    config, store, _ = _after_a_healthy_v2_2(simulated, clock, tmp_path / "m.db")
     simulated.deploy("v2.3")
     _until_first_sighting(Daemon(config, store, clock), store, clock, "v2.3")
     first = store.release("demo", "v2.3")
@@ -693,9 +692,7 @@ def test_a_daemon_restarting_in_a_loop_past_the_period_keeps_the_evaluation_pace
     # Past the period's end an evaluation counts without new samples (the end's last look
     # must persist too): restarts must not each bring one.
     simulated, clock = service
-    store = Store.open(tmp_path / "m.db")
-    config = MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)})
-    Daemon(config, store, clock).run_until(clock.now() + 2400)   # v2.2 passes
+    config, store, _ = _after_a_healthy_v2_2(simulated, clock, tmp_path / "m.db")
     simulated.deploy("v2.3")
     _until_first_sighting(Daemon(config, store, clock), store, clock, "v2.3")
     simulated.stop()                                   # the target goes away
