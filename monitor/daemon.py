@@ -297,9 +297,9 @@ class Daemon:
             self._notice(policy, version, now)
         else:
             version = self._running_version(state.service)
-        ids = self.store.series_ids(state.service, parsed.keys)
-        self.store.write_scrape(state.service, state.health.target, version, now, ids,
-                                parsed.values)
+        keys, values = parsed.with_declared_counters()
+        ids = self.store.series_ids(state.service, keys)
+        self.store.write_scrape(state.service, state.health.target, version, now, ids, values)
         return len(parsed.keys)
 
     def _version(self, policy: ServicePolicy, parsed: ParsedScrape) -> str | None:

@@ -56,6 +56,9 @@ _SUFFIX_TYPES = {
     "_count": ("histogram", "summary"),
 }
 _INT64_MAX = 2**63 - 1
+# The label of the zero-valued series that stands for a counter family declared without a
+# sample (see `ParsedScrape.with_declared_counters`); Prometheus reserves `__` names.
+DECLARED_LABEL = "__declared__"
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,15 +66,32 @@ class ParsedScrape:
     """One scrape as columns: `values[i]` is the sample of series `keys[i]`.
 
     `types` maps each metric family to its declared type; sample names that no
-    `# TYPE` line covers appear as "untyped".
+    `# TYPE` line covers appear as "untyped". `empty_counters` are the counter families
+    declared without a sample.
     """
 
     keys: list[str]
     values: np.ndarray
     types: dict[str, str]
+    empty_counters: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def with_declared_counters(self) -> tuple[list[str], np.ndarray]:
+        """The samples to store: these, and a zero under DECLARED_LABEL for each counter
+        family declared without a sample (a labelled counter before its first increment,
+        as Python's and Java's clients expose it), so that the family reads as counting
+        nothing rather than as missing.
+
+        >>> scrape = parse('# TYPE errors_total counter\\nreqs_total 7\\n')
+        >>> scrape.with_declared_counters()[0]
+        ['reqs_total', 'errors_total{__declared__="counter"}']
+        """
+        if not self.empty_counters:
+            return self.keys, self.values
+        markers = [format_key(family, {DECLARED_LABEL: "counter"}) for family in self.empty_counters]
+        return self.keys + markers, np.concatenate([self.values, np.zeros(len(markers))])
 
 
 def parse(text: str) -> ParsedScrape:
@@ -116,7 +136,9 @@ def parse(text: str) -> ParsedScrape:
     _check_unique(keys, line_numbers)
     values = _to_floats(value_texts, line_numbers)
     _add_untyped(types, sample_names)
-    return ParsedScrape(keys=keys, values=values, types=types)
+    empty = tuple(family for family, kind in types.items()
+                  if kind == "counter" and family not in sample_names)
+    return ParsedScrape(keys=keys, values=values, types=types, empty_counters=empty)
 
 
 def format_key(name: str, labels: Mapping[str, str]) -> str:

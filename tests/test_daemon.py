@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 from processes import StopOnceFileExists
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
@@ -990,3 +991,63 @@ def test_a_baseline_invalidated_while_a_release_is_judged_is_no_longer_its_yards
     # Said as it happened: there was a healthy release before it, until it was found bad.
     assert judged.reason == ("its baseline v2.1 was found bad (invalidated) while it was "
                              "judged, and nothing else was compared with")
+
+
+class _PythonClientTarget(BaseHTTPRequestHandler):
+    """A service instrumented with prometheus_client: requests counted from the clock's
+    start, and errors in a labelled counter of their own, which exposes only its HELP and
+    TYPE lines until the first error."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        app = self.server.app  # type: ignore[attr-defined]
+        registry = CollectorRegistry()
+        Gauge("app_build_info", "Build", ["version"], registry=registry).labels(app["version"]).set(1)
+        served = 50.0 * (app["clock"].now() - app["since"])     # 50 requests a second
+        Counter("app_requests_total", "Requests", registry=registry).inc(served)
+        errors = Counter("app_errors_total", "Errors", ["kind"], registry=registry)
+        if app["errors_since"] is not None:
+            errors.labels("db").inc(0.2 * 50.0 * max(app["clock"].now() - app["errors_since"], 0.0))
+        body = generate_latest(registry)
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_labelled_error_counter_that_never_counted_is_zero_errors_not_missing() -> None:
+    # Before its first error, `app_errors_total{kind=...}` has no series at all: a release
+    # without errors must pass against a baseline without errors, not be inconclusive for
+    # want of an error series, and errors that then begin must still roll back.
+    clock = SimClock(start=1_000_000.0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PythonClientTarget)
+    server.app = {"clock": clock, "since": clock.now(), "version": "v1",  # type: ignore[attr-defined]
+                  "errors_since": None}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    policy = ServicePolicy(
+        name="shop", targets=(Target(url=url, interval=15.0, timeout=2.0),),
+        version_metric="app_build_info", periods={"minor": 600.0, "major": 600.0},
+        evaluation_interval=60.0, persistence=2,
+        signals=(SignalRule("error_ratio", kind="ratio", numerator='app_errors_total{kind="db"}',
+                            denominator="app_requests_total", critical=True),))
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    try:
+        daemon.run_until(clock.now() + 900)
+        for version, errors in (("v2", False), ("v3", True)):
+            server.app["version"] = version  # type: ignore[attr-defined]
+            if errors:
+                server.app["errors_since"] = clock.now() + 120  # type: ignore[attr-defined]
+            daemon.run_until(clock.now() + 900)
+        verdicts = {r.version: (r.verdict, r.reason) for r in store.releases("shop")}
+    finally:
+        daemon.close()
+        server.shutdown()
+        server.server_close()
+    assert verdicts["v1"][0] == "pass", verdicts
+    assert verdicts["v2"] == ("pass", "")
+    assert verdicts["v3"][0] == "rollback", verdicts["v3"]
+    assert verdicts["v3"][1].startswith("error_ratio"), verdicts["v3"]

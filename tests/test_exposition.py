@@ -362,3 +362,23 @@ def test_parse_raises_nothing_but_scrape_error(text: str) -> None:
         assert "\n" not in str(exc)
     else:
         assert len(scrape.keys) == len(set(scrape.keys)) == len(scrape.values)
+
+
+# --- counters declared without a sample ---------------------------------------------
+
+
+def test_a_counter_declared_without_a_sample_is_stored_as_one_zero_under_a_reserved_label() -> None:
+    text = ("# TYPE errors_total counter\n"           # labelled, never incremented
+            "# TYPE requests_total counter\nrequests_total 7\n"
+            "# TYPE queue_depth gauge\n"              # a gauge without a sample: unknown
+            "# TYPE latency_seconds histogram\n")     # no observation: no quantile either
+    scrape = parse(text)
+    assert scrape.keys == ["requests_total"]
+    assert scrape.empty_counters == ("errors_total",)
+    keys, values = scrape.with_declared_counters()
+    assert keys == ["requests_total", 'errors_total{__declared__="counter"}']
+    assert values.tolist() == [7.0, 0.0]
+    assert split_key(keys[1]) == ("errors_total", {"__declared__": "counter"})
+    # Once it has counted, the family is stored as it is, with no marker.
+    counted = parse(text + 'errors_total{kind="db"} 1\n')
+    assert counted.with_declared_counters()[0] == counted.keys
