@@ -59,6 +59,10 @@ Z_STEP = 4.0
 # The textbook decision interval h = 5 for a reference value k = 0.5: the CUSUM only says
 # where a shift may have begun; the part after it must still pass the calibrated test.
 CUSUM_THRESHOLD = 5.0
+# A memory climb is a leak to roll back for once the window holds this many garbage-
+# collection blocks (`leak_block`) and, past the first (left to a warm-up after the deploy),
+# still climbs, its floor still rising in the last block.
+CONFIRM_BLOCKS = 3
 CUSUM_SCALE_WINDOW = 16
 # A yardstick no smaller than this, so a baseline that is exactly zero divides nothing by zero.
 SCALE_FLOOR = 1e-12
@@ -661,6 +665,11 @@ def _leak_signals(
     baseline windows of the same length, when the baseline was long enough to calibrate
     them: a daily cycle or a saw-tooth climbs too, for a while.
     """
+    # A process that warms up after the deploy (caches, heap sizing, a JIT) climbs at first
+    # and then levels off. Once the window is long enough, its first block is left to that.
+    settled = window.span >= CONFIRM_BLOCKS * policy.leak_block
+    if settled:
+        window = window.between(window.times[0] + policy.leak_block, window.times[-1] + 1.0)
     if window.times.size < 8:
         return
     rows = [window.row(r.name) for r in rules]
@@ -693,9 +702,16 @@ def _leak_signals(
         limit = _limit(rule, window, rows[row])
         exhaustion = (float(time_to_exhaustion(level[row], slope[row], limit))
                       if limit is not None else float("inf"))
-        major = exhaustion <= policy.leak_horizon
+        # A climb is a leak to roll back for once it goes on past a warm-up, or sooner if
+        # memory would run out before that could be seen.
+        urgent = exhaustion <= CONFIRM_BLOCKS * policy.leak_block
+        climbing = urgent or (settled and _floor_rises(window.times, window.values[rows[row]],
+                                                       slope[row], policy.leak_block))
+        major = exhaustion <= policy.leak_horizon and climbing
         exhausts = (f", limit {_fmt(limit)} in {format_duration(exhaustion)}"
                     if limit is not None and np.isfinite(exhaustion) else "")
+        if exhaustion <= policy.leak_horizon and not climbing:
+            exhausts += "; a rollback once it goes on climbing (a warm-up levels off)"
         seen.findings.append(Finding(
             signal=rule.name, detector="leak", severity=MAJOR if major else MINOR,
             baseline=base_slope, candidate=float(slope[row]), effect=float(slope[row] - base_slope),
@@ -705,6 +721,17 @@ def _leak_signals(
             detail=f"grows {_fmt(slope[row] * 60)}/min (baseline {_fmt(base_slope * 60)}/min){exhausts}",
             exhaustion=exhaustion if np.isfinite(exhaustion) else None, at=now,
         ))
+
+
+def _floor_rises(times: np.ndarray, values: np.ndarray, slope: float, block: float) -> bool:
+    """Whether memory's floor (its lowest value over a garbage-collection cycle, `block`
+    long) over the last block stands above the floor of the block before by at least half
+    of what `slope` says: a leak goes on climbing, a warm-up levels off."""
+    last = values[times > times[-1] - block]
+    before = values[(times > times[-1] - 2 * block) & (times <= times[-1] - block)]
+    if not (np.any(np.isfinite(last)) and np.any(np.isfinite(before))):
+        return False
+    return bool(np.nanmin(last) - np.nanmin(before) > 0.5 * slope * block)
 
 
 def _limit(rule: SignalRule, window: SignalFrame, row: int) -> float | None:

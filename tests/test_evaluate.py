@@ -324,6 +324,40 @@ def test_a_fast_leak_to_the_limit_is_major_and_names_the_time_left() -> None:
     assert leak.exhaustion is not None and leak.exhaustion < 7200
 
 
+def _warming_up(frame: SignalFrame, rise: float, tau: float) -> SignalFrame:
+    """The frame with memory climbing `rise` bytes to its level after the deploy, settling
+    with time constant `tau` (caches filling, a heap sizing itself)."""
+    values = frame.values.copy()
+    values[frame.row("memory")] -= rise * np.exp(-(frame.times - frame.times[0]) / tau)
+    return SignalFrame(frame.names, frame.times, values, frame.events, frame.trials)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_warm_up_after_the_deploy_that_levels_off_is_no_leak(seed: int) -> None:
+    # 100 MB in the first minutes, over a 40 MB saw-tooth: over the first five minutes it
+    # projects the 1 GB limit within the horizon, and used to be rolled back as a leak.
+    policy = _policy(MEMORY)
+    history = _judge(policy, _baseline(policy), _warming_up(_frame(T0, 30, seed=40 + seed),
+                                                            rise=100e6, tau=100.0))
+    early = [f for h in history[:8] for f in h.findings if f.detector == "leak"]
+    assert early, "the climb is seen while it lasts"
+    assert all(f.severity == "minor" for f in early)
+    assert history[-1].verdict == "pass", history[-1].reason
+
+
+def test_a_leak_that_goes_on_climbing_is_rolled_back_once_past_the_warm_up() -> None:
+    # 18 MB a minute: the limit is 40 minutes away, so there is time to see the climb go on
+    # past the first garbage-collection block (3 x 240 s) before rolling back.
+    policy = _policy(MEMORY)
+    history = _judge(policy, _baseline(policy), _frame(T0, 30, seed=14, leak=3e5))
+    final = history[-1]
+    assert final.verdict == "rollback"
+    assert 720 <= final.decided_at - T0 <= 900
+    leaks = [f for h in history[:-1] for f in h.findings if f.detector == "leak"]
+    assert leaks and all(f.severity == "minor" for f in leaks)
+    assert "once it goes on climbing" in leaks[0].detail
+
+
 def test_a_slow_leak_is_minor_and_a_sawtooth_alone_is_nothing() -> None:
     policy = _policy(MEMORY)
     slow = _judge(policy, _baseline(policy), _frame(T0, 30, seed=12, leak=2e4))[-1]
