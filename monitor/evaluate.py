@@ -667,18 +667,20 @@ def _leak_signals(
     """
     # A process that warms up after the deploy (caches, heap sizing, a JIT) climbs at first
     # and then levels off. Once the window is long enough, its first block is left to that.
-    settled = window.span >= CONFIRM_BLOCKS * policy.leak_block
-    if settled:
-        window = window.between(window.times[0] + policy.leak_block, window.times[-1] + 1.0)
     if window.times.size < 8:
         return
-    rows = [window.row(r.name) for r in rules]
-    blocks = max(4, leak_blocks(window.span, policy.leak_block))
-    short_blocks = window.span / blocks < policy.leak_block
-    result = trend(window.times, window.values[rows], blocks=blocks)
+    settled = window.span >= CONFIRM_BLOCKS * policy.leak_block
+    kept = window.times >= window.times[0] + (policy.leak_block if settled else 0.0)
+    times, memory = window.times[kept], window.values[[window.row(r.name) for r in rules]][:, kept]
+    if times.size < 8:
+        return
+    span = float(times[-1] - times[0])
+    blocks = max(4, leak_blocks(span, policy.leak_block))
+    short_blocks = span / blocks < policy.leak_block
+    result = trend(times, memory, blocks=blocks)
     slope, lower, level = (np.atleast_1d(np.asarray(a, dtype=float))
                            for a in (result.slope, result.lower, result.level))
-    counts = np.sum(~np.isnan(window.values[rows]), axis=1)
+    counts = np.sum(~np.isnan(memory), axis=1)
     spreads = _stack_spreads([known[r.name].aa_slope_spread if r.name in known else ()
                               for r in rules])
     sigma = spread_at(spreads, counts)
@@ -694,19 +696,19 @@ def _leak_signals(
             # No healthy history to say how far a garbage collector's saw-tooth climbs:
             # only blocks at least one collection cycle long may call a rise a leak.
             continue
-        rise = slope[row] * window.span
+        rise = slope[row] * span
         sawtooth = (base.quantiles.get("p95", 0.0) - base.quantiles.get("p05", 0.0)
                     if base is not None and base.quantiles else 0.0)
         if short_blocks and rise <= sawtooth:
             continue  # blocks shorter than a GC cycle: only a rise beyond the saw-tooth counts
-        limit = _limit(rule, window, rows[row])
+        limit = _limit(rule, window)
         exhaustion = (float(time_to_exhaustion(level[row], slope[row], limit))
                       if limit is not None else float("inf"))
         # A climb is a leak to roll back for once it goes on past a warm-up, or sooner if
         # memory would run out before that could be seen.
         urgent = exhaustion <= CONFIRM_BLOCKS * policy.leak_block
-        climbing = urgent or (settled and _floor_rises(window.times, window.values[rows[row]],
-                                                       slope[row], policy.leak_block))
+        climbing = urgent or (settled and _floor_rises(times, memory[row], slope[row],
+                                                       policy.leak_block))
         major = exhaustion <= policy.leak_horizon and climbing
         exhausts = (f", limit {_fmt(limit)} in {format_duration(exhaustion)}"
                     if limit is not None and np.isfinite(exhaustion) else "")
@@ -717,7 +719,7 @@ def _leak_signals(
             baseline=base_slope, candidate=float(slope[row]), effect=float(slope[row] - base_slope),
             lower=float(lower[row]), upper=float(np.atleast_1d(result.upper)[row]),
             tolerance=floor, n_baseline=base.count if base is not None else 0,
-            n_candidate=int(np.sum(~np.isnan(window.values[rows[row]]))),
+            n_candidate=int(counts[row]),
             detail=f"grows {_fmt(slope[row] * 60)}/min (baseline {_fmt(base_slope * 60)}/min){exhausts}",
             exhaustion=exhaustion if np.isfinite(exhaustion) else None, at=now,
         ))
@@ -734,7 +736,7 @@ def _floor_rises(times: np.ndarray, values: np.ndarray, slope: float, block: flo
     return bool(np.nanmin(last) - np.nanmin(before) > 0.5 * slope * block)
 
 
-def _limit(rule: SignalRule, window: SignalFrame, row: int) -> float | None:
+def _limit(rule: SignalRule, window: SignalFrame) -> float | None:
     """The memory limit: the policy's, else the limit metric's latest value; a value of 0
     or less is no limit (cAdvisor's container_spec_memory_limit_bytes of an unlimited one)."""
     if rule.limit is not None:
