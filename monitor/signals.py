@@ -196,12 +196,24 @@ def _aggregate(block: np.ndarray, how: str) -> np.ndarray:
 
 
 def _increase(counters: np.ndarray) -> np.ndarray:
-    """Summed counter increase per scrape interval; a drop means the process restarted."""
+    """Summed counter increase per scrape interval (of one target's scrapes); a drop means
+    the process restarted.
+
+    A series that first appears after a scrape without it was created since: a labelled
+    child at its first increment (`code="500"` at the first error), whose value is all
+    increase, as if it had been zero before (as Prometheus's created-timestamp zero
+    injection counts it). Left out, every error of a fresh release's first minutes that
+    made a new child would go uncounted, while the baseline's long-lived children lose none.
+    """
     if counters.shape[0] == 0 or counters.shape[1] == 0:
         return np.full(counters.shape[1], np.nan)
     step = np.diff(counters, axis=1)
     reset = step < 0
     step[reset] = counters[:, 1:][reset]
+    seen = ~np.isnan(counters)
+    first = np.argmax(seen, axis=1)
+    born = np.flatnonzero(seen.any(axis=1) & (first > 0))
+    step[born, first[born] - 1] = counters[born, first[born]]
     total = _aggregate(step, "sum")
     return np.concatenate([[np.nan], total])
 

@@ -127,6 +127,24 @@ def test_a_pod_without_an_error_series_yet_counts_its_requests_with_zero_errors(
     assert np.isnan(derive([typo], raw).values[0, 1])
 
 
+def test_a_labelled_child_that_appears_counts_its_first_value_as_increase() -> None:
+    # A fresh pod: `code="500"` is created by its first errors (3 of them) between the
+    # second and third scrapes, then counts 2 more. Requests: 100 per interval, the 500s
+    # among them. A child there from the first scrape on says nothing of what it counted
+    # before it (the first interval stays unknown, as Prometheus's increase() has it).
+    keys = ['req_total{code="200"}', 'req_total{code="500"}']
+    raw = _raw(keys, [[0, 100, 197, 295], [np.nan, np.nan, 3, 5]], [0, 15, 30, 45])
+    rule = SignalRule("errors", kind="ratio", numerator='req_total{code="500"}',
+                      denominator="req_total")
+    frame = derive([rule], raw)
+    np.testing.assert_allclose(frame.events[0], [np.nan, 0, 3, 2])
+    np.testing.assert_allclose(frame.trials[0], [np.nan, 100, 100, 100])
+    # A child that vanishes for a scrape and comes back is not counted from zero again
+    # (9 errors at once): its interval has none known, the next its 1.
+    flaky = _raw(keys, [[0, 100, 200, 300], [7, np.nan, 9, 10]], [0, 15, 30, 45])
+    np.testing.assert_allclose(derive([rule], flaky).events[0], [np.nan, 0, 0, 1])
+
+
 def test_a_quantile_over_pods_pools_their_buckets_as_histogram_quantile_of_the_sum() -> None:
     # Pod a: 1000 requests within 50 ms. Pod b: 10 requests of 1-10 s. Pooled, the rank
     # 0.95 x 1010 = 959.5 falls in (0, 0.05]: 0.05 x 959.5 / 1000, what
