@@ -251,27 +251,54 @@ def _quantile(rule: SignalRule, index: _Index, raw: RawSeries, cols: np.ndarray)
     bounds, by_bound = _buckets(rule, index)
     if bounds.size == 0:
         return np.full(cols.size, np.nan)
-    return bucket_quantile(rule.quantile, bounds, _bucket_increases(bounds, by_bound, raw, cols))
+    increases = _bucket_increases(bounds, by_bound, raw, cols)
+    kept = _exported(bounds, increases)
+    if not kept.any():
+        return np.full(cols.size, np.nan)
+    return bucket_quantile(rule.quantile, bounds[kept], increases[kept])
 
 
 def _pooled_quantile(rule: SignalRule, index: _Index, raw: RawSeries,
                      per_target: Mapping[str, np.ndarray], slot: np.ndarray, size: int) -> np.ndarray:
     """`histogram_quantile(q, sum by (le) (increase(...)))`: the targets' bucket increases
     added up in each slot, then one quantile, so a quiet target weighs what it served (a
-    mean of the targets' quantiles let ten slow requests on one pod set the whole p95)."""
+    mean of the targets' quantiles let ten slow requests on one pod set the whole p95).
+    Only the bounds every target with data exports are added up."""
     bounds, by_bound = _buckets(rule, index)
     if bounds.size == 0:
         return np.full(size, np.nan)
-    pooled = np.zeros((bounds.size, size))
+    increases = {target: _bucket_increases(bounds, by_bound, raw, cols)
+                 for target, cols in per_target.items()}
+    kept = np.ones(bounds.size, dtype=bool)
+    for part in increases.values():
+        exported = _exported(bounds, part)
+        if exported.any():
+            kept &= exported
+    if not _a_histogram(bounds[kept]):
+        return np.full(size, np.nan)
+    pooled = np.zeros((int(kept.sum()), size))
     seen = np.zeros(size, dtype=bool)
-    for cols in per_target.values():
-        increases = _bucket_increases(bounds, by_bound, raw, cols)
-        whole = ~np.any(np.isnan(increases), axis=0)   # a target's histogram, every bucket
-        np.add.at(pooled.T, slot[cols][whole], increases[:, whole].T)
+    for target, cols in per_target.items():
+        part = increases[target][kept]
+        whole = ~np.any(np.isnan(part), axis=0)   # a target's histogram, every bucket
+        np.add.at(pooled.T, slot[cols][whole], part[:, whole].T)
         seen[slot[cols][whole]] = True
-    result = bucket_quantile(rule.quantile, bounds, pooled)
+    result = bucket_quantile(rule.quantile, bounds[kept], pooled)
     result[~seen] = np.nan
     return result
+
+
+def _exported(bounds: np.ndarray, increases: np.ndarray) -> np.ndarray:
+    """The bounds a target's window has any value of (the service's series list holds every
+    bucket any release exported: a release that added or dropped one has none of the other
+    layout's), all False unless they still make a histogram. A coarser histogram of the
+    same requests is still one, as `histogram_quantile` takes whatever buckets it is given."""
+    exported = np.any(~np.isnan(increases), axis=1)
+    return exported if _a_histogram(bounds[exported]) else np.zeros_like(exported)
+
+
+def _a_histogram(bounds: np.ndarray) -> bool:
+    return bounds.size >= 2 and bool(np.isinf(bounds[-1]))
 
 
 def bucket_quantile(q: float, bounds: np.ndarray, cumulative: np.ndarray) -> np.ndarray:

@@ -161,6 +161,24 @@ def test_a_quantile_over_pods_pools_their_buckets_as_histogram_quantile_of_the_s
     assert worst.values[0, 1] == pytest.approx(1 + 9 * 9.5 / 10)
 
 
+def test_a_bucket_another_release_exported_does_not_empty_the_quantile() -> None:
+    # The service's series list holds `le="0.25"`, which only the next release exports:
+    # this window has no value of it, and its quantile comes from the buckets it has.
+    # 100 requests: 80 within 0.1 s, 20 more within 0.5 s; rank 95 falls in (0.1, 0.5]:
+    # 0.1 + 0.4 x 15 / 20.
+    keys = [f'lat_bucket{{le="{b}"}}' for b in ("0.1", "0.25", "0.5", "+Inf")]
+    raw = _pods(keys, {"a": [[0, 80], [np.nan, np.nan], [0, 100], [0, 100]]})
+    for aggregate in ("sum", "max"):
+        rule = SignalRule("p95", kind="quantile", metric="lat", quantile=0.95, aggregate=aggregate)
+        assert derive([rule], raw).values[0, 1] == pytest.approx(0.1 + 0.4 * 15 / 20)
+    # Pooled over pods of two layouts, only the bounds both export are added up: 160 of
+    # 200 within 0.1 s, rank 190 in (0.1, 0.5].
+    mixed = _pods(keys, {"a": [[0, 80], [np.nan, np.nan], [0, 100], [0, 100]],
+                         "b": [[0, 80], [0, 90], [0, 100], [0, 100]]})
+    pooled = derive([SignalRule("p95", kind="quantile", metric="lat", quantile=0.95)], mixed)
+    assert pooled.values[0, 1] == pytest.approx(0.1 + 0.4 * 30 / 40)
+
+
 def test_a_rate_across_targets_is_added_up_or_averaged_as_asked() -> None:
     raw = _pods(["req_total"], {"a": [[0, 150]], "b": [[0, 300]]})
     added = derive([SignalRule("rate", kind="rate", metric="req_total")], raw)
