@@ -632,3 +632,31 @@ def test_a_finding_persists_only_on_newer_samples_not_on_grid_times_without_any(
     fed = evaluate(policy, base, deep, started=T0, period=1800.0, now=T0 + 900,
                    state=first.state)
     assert later.size and fed.state.streaks[key] == 2
+
+
+def _counted(start: float, minutes: int, errors: float | None) -> SignalFrame:
+    """An error ratio as a PromQL source gives it: 600 requests a minute, and `errors` a
+    minute, or (None) an errors' query that answered nothing, as a sum over no 5xx does."""
+    times = start + 60.0 * np.arange(minutes)
+    trials = np.full((1, minutes), 600.0)
+    events = np.full((1, minutes), np.nan if errors is None else errors)
+    return SignalFrame(("errors",), times, events / trials, events, trials)
+
+
+def test_an_errors_query_that_never_answered_for_the_baseline_is_zero_errors_once_it_answers() -> None:
+    policy = ServicePolicy(name="svc", signals=(ERRORS,), evaluation_interval=60.0, persistence=3)
+    baseline = Baseline(("v1",), summarize(_counted(T0 - 7200, 120, None)))
+    bad = _judge(policy, baseline, _counted(T0, 30, 120.0))[-1]
+    assert bad.verdict == "rollback", bad.reason
+    assert bad.reason.startswith("errors: 0.00% -> 20.00%")
+    # Silent on both sides, the query may be misspelt: no pass, and the reason says what to do.
+    silent = _judge(policy, baseline, _counted(T0, 30, None))[-1]
+    assert silent.verdict == "inconclusive"
+    assert "numerator_query answered nothing" not in silent.reason   # ERRORS reads metrics
+    promql = replace(ERRORS, numerator="", denominator="", numerator_query="sum(e)",
+                     denominator_query="sum(r)")
+    policy = replace(policy, signals=(promql,))
+    silent = _judge(policy, baseline, _counted(T0, 30, None))[-1]
+    assert (silent.verdict, silent.reason) == ("inconclusive", (
+        "errors: the baseline counted requests but its numerator_query answered nothing "
+        "(add `or vector(0)` to it if that means no errors)"))
