@@ -46,3 +46,10 @@ class SignalFrame:
     @property
     def span(self) -> float:
         return float(self.times[-1] - self.times[0]) if self.times.size > 1 else 0.0
+
+
+def measured(values: np.ndarray) -> np.ndarray:
+    """The values with +-Inf as missing: an infinite gauge (a division by zero in the
+    service, `+Inf` in its exposition) is no measurement, and one would make every spread
+    of the windows holding it infinite, silencing the tests that use them."""
+    return np.where(np.isinf(values), np.nan, values)

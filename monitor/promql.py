@@ -24,7 +24,7 @@ import requests
 from requests.auth import AuthBase
 from requests.structures import CaseInsensitiveDict
 
-from baselines.frame import SignalFrame
+from baselines.frame import SignalFrame, measured
 from monitor.clock import Clock, WallClock
 from monitor.deadlines import Interrupter, interruptible
 from monitor.errors import ConfigError, ScrapeError
@@ -494,7 +494,8 @@ def promql_frame(
                 f"signal {rule.name}: no PromQL query (set query, or numerator_query and "
                 "denominator_query for a ratio)"
             )
-    return SignalFrame(tuple(rule.name for rule in rules), plan.times(), values, events, trials)
+    return SignalFrame(tuple(rule.name for rule in rules), plan.times(),
+                       *(measured(a) for a in (values, events, trials)))
 
 
 def _on_grid(series: Sequence[RangeSeries], plan: RangePlan, how: str) -> np.ndarray:

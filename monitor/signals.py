@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from baselines.frame import SignalFrame
+from baselines.frame import SignalFrame, measured
 from monitor.exposition import split_key
 from monitor.policy import SignalRule
 
@@ -72,7 +72,7 @@ def derive(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
             events[row], trials[row] = combine.events(), combine.trials()
             with np.errstate(invalid="ignore", divide="ignore"):
                 values[row] = np.where(trials[row] > 0, events[row] / trials[row], np.nan)
-    return SignalFrame(names, grid, values, events, trials)
+    return SignalFrame(names, grid, *(measured(a) for a in (values, events, trials)))
 
 
 class _Combine:

@@ -704,6 +704,14 @@ def test_frame_places_series_on_the_grid_and_combines_them() -> None:
     assert frame.names == ("summed", "averaged", "highest", "ratio", "empty")
 
 
+def test_an_infinite_answer_is_a_missing_point() -> None:
+    # `rate(a[1m]) / rate(b[1m])` with b idle answers +Inf: no measurement of the ratio.
+    client = CannedClient({"q": [canned([0, 10, 20], [0.5, np.inf, -np.inf])]})
+    frame = promql_frame(client, [SignalRule(name="r", query="q")], start=T0, end=T0 + 25,
+                         step=10.0, variables=VARIABLES)
+    np.testing.assert_array_equal(frame.values[0], [0.5, np.nan, np.nan])
+
+
 def test_step_is_the_grid_s_own_step_so_counts_are_counted_once() -> None:
     rule = SignalRule(name="errors", kind="ratio", numerator_query="sum(increase(e[$step]))",
                       denominator_query="sum(increase(r[$step]))")

@@ -184,3 +184,9 @@ def test_a_rate_across_targets_is_added_up_or_averaged_as_asked() -> None:
     added = derive([SignalRule("rate", kind="rate", metric="req_total")], raw)
     per_pod = derive([SignalRule("rate", kind="rate", metric="req_total", aggregate="mean")], raw)
     assert (added.values[0, 1], per_pod.values[0, 1]) == (30.0, 15.0)
+
+
+def test_an_infinite_gauge_is_a_missing_sample() -> None:
+    raw = _raw(["ratio"], [[0.5, np.inf, -np.inf, 0.7]], [0, 15, 30, 45])
+    frame = derive([SignalRule("ratio", metric="ratio")], raw)
+    np.testing.assert_array_equal(frame.values[0], [0.5, np.nan, np.nan, 0.7])
