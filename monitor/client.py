@@ -7,6 +7,7 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
 import requests
 
 from monitor.clock import Clock
@@ -48,6 +49,11 @@ def remote_document(url: str, release: str, service: str | None, *,
         # A 4xx is the request's fault (two services have the release, say): bad input.
         error = Refused if re.search(r"\bHTTP 4\d\d\b", str(exc)) else MonitorError
         raise error(f"{exc} (asking for release {release!r})") from None
+    depth = nesting(body)
+    if depth > MAX_NESTING:
+        # Refused before parsing: the parser would recurse that deep, and a verdict never is.
+        raise MonitorError(f"{redact_url(url)}: the answer is not a verdict of release "
+                           f"{release!r} (nested {depth} deep)")
     try:
         document = json.loads(body)
     except (json.JSONDecodeError, RecursionError):
@@ -58,6 +64,24 @@ def remote_document(url: str, release: str, service: str | None, *,
         raise MonitorError(f"{redact_url(url)}: the answer is not a verdict of release "
                            f"{release!r} ({problem})")
     return document
+
+
+# A verdict document nests a few levels (findings, their figures); anything far deeper is
+# not one, and would only make the JSON parser recurse.
+MAX_NESTING = 32
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def nesting(body: bytes) -> int:
+    """How deep a JSON text's arrays and objects nest, counted without parsing it.
+
+    >>> nesting(b'{"a": [1, {"b": "[[[["}]}')
+    3
+    """
+    codes = np.frombuffer(_JSON_STRING.sub(b'""', body), dtype=np.uint8)
+    opens = (codes == ord("[")) | (codes == ord("{"))
+    closes = (codes == ord("]")) | (codes == ord("}"))
+    return int(np.max(np.cumsum(opens.astype(np.int64) - closes), initial=0))
 
 
 # What a verdict document must have to be taken for one.
