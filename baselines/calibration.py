@@ -8,12 +8,13 @@ each length, the root mean square of the window medians' distances from the rele
 median is measured: how far a healthy window of that length already strays, drift and all
 (a robust spread of a handful of windows would call a wandering series steady). A
 candidate window of the same length must stand well outside that spread (its z against
-it) to count. Leak signals get the same for the
-slope of their lower envelope.
+it) to count. A ratio's windows are measured as what its test compares, their errors over
+their requests pooled, not as medians of per-interval ratios. Leak signals get the same for
+the slope of their lower envelope.
 
 The spread is never taken below that of a mean of as many independent samples (the
 per-sample spread over the square root of the length; a median's would be a quarter
-wider): autocorrelation only ever widens it.
+wider; for a ratio, the binomial one): autocorrelation only ever widens it.
 
 A series that drifts (a random walk, a trend) strays further from the past than from its
 own median: a candidate window comes after the whole baseline, not inside it. So the
@@ -69,8 +70,10 @@ def robust_spread(values: np.ndarray) -> np.ndarray:
     return np.nan_to_num(spread)
 
 
-def window_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -> np.ndarray:
-    """(series, lengths): RMS distance of consecutive windows' medians from the median.
+def window_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER, *,
+                   trials: np.ndarray | None = None) -> np.ndarray:
+    """(series, lengths): RMS distance of consecutive windows' medians from the median, or
+    with `trials`, of windows' pooled ratios (values are then the events) from the whole's.
 
     NaN where the release is too short for MIN_WINDOWS windows of that length.
     """
@@ -80,36 +83,79 @@ def window_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -> np.
         return out
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        centre = np.nanmedian(values, axis=1)
+        centre = _centre(values, trials)
         for index, length in enumerate(lengths):
             if columns // length < MIN_WINDOWS:
                 break
-            distances = _window_medians(values, length) - centre[:, None]
+            distances = _windows(values, trials, length) - centre[:, None]
             out[:, index] = np.sqrt(np.nanmean(distances**2, axis=1))
-    floor = robust_spread(values)[:, None] / np.sqrt(np.asarray(lengths, dtype=float))[None, :]
+    floor = _independent(values, trials)[:, None] / np.sqrt(np.asarray(lengths, dtype=float))[None, :]
     return np.where(np.isnan(out), np.nan, np.fmax(out, floor))
 
 
-def forward_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -> np.ndarray:
+def _independent(values: np.ndarray, trials: np.ndarray | None) -> np.ndarray:
+    """(series,): the spread of one sample if samples were independent: robust, or for
+    counts the binomial one of an interval's ratio (a robust spread of a few errors per
+    interval is one error's share, whatever their rate)."""
+    if trials is None:
+        return robust_spread(values)
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ratio = np.nansum(values, axis=1) / np.nansum(trials, axis=1)
+        per_interval = np.nanmean(np.where(np.isnan(values), np.nan, trials), axis=1)
+        return np.nan_to_num(np.sqrt(ratio * (1.0 - ratio) / per_interval))
+
+
+def forward_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER, *,
+                    trials: np.ndarray | None = None) -> np.ndarray:
     """(series, lengths): RMS distance of the second half's windows from the first half's
-    median. The windows overlap by half, as in `window_spreads`; NaN where the second half
-    holds fewer than MIN_WINDOWS of them (counted in columns, missing samples included)."""
+    median (or pooled ratio, with `trials`). The windows overlap by half, as in
+    `window_spreads`; NaN where the second half holds fewer than MIN_WINDOWS of them
+    (counted in columns, missing samples included)."""
     rows, columns = values.shape
     out = np.full((rows, len(lengths)), np.nan)
     half = columns // 2
     if half == 0:
         return out
     later = values[:, half:]
+    later_trials = None if trials is None else trials[:, half:]
     with warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
-        centre = np.nanmedian(values[:, :half], axis=1)
+        centre = _centre(values[:, :half], None if trials is None else trials[:, :half])
         for index, length in enumerate(lengths):
             stride = max(1, length // 2)
             if later.shape[1] < length or (later.shape[1] - length) // stride + 1 < MIN_WINDOWS:
                 break
-            distances = _window_medians(later, length) - centre[:, None]
+            distances = _windows(later, later_trials, length) - centre[:, None]
             out[:, index] = np.sqrt(np.nanmean(distances**2, axis=1))
     return out
+
+
+def _centre(values: np.ndarray, trials: np.ndarray | None) -> np.ndarray:
+    if trials is None:
+        return np.nanmedian(values, axis=1)
+    return np.nansum(values, axis=1) / np.nansum(trials, axis=1)
+
+
+def _windows(values: np.ndarray, trials: np.ndarray | None, length: int) -> np.ndarray:
+    """Each half-overlapping window's median, or with `trials` its events over its trials:
+    the statistic a ratio is tested on. A median of per-interval ratios with a few errors
+    per interval jumps between 0 and one error's share, and hardly narrows with length."""
+    if trials is None:
+        return _window_medians(values, length)
+    index = _window_index(values.shape[1], length)
+    counted = ~np.isnan(values) & ~np.isnan(trials)
+    events = np.where(counted, values, 0.0)[:, index].sum(axis=-1)
+    total = np.where(counted, trials, 0.0)[:, index].sum(axis=-1)
+    return np.where(total > 0, events / np.where(total > 0, total, 1.0), np.nan)
+
+
+def _per_sample(values: np.ndarray, trials: np.ndarray | None) -> np.ndarray:
+    """Each interval's value: the sample, or its ratio of events to trials."""
+    if trials is None:
+        return values
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(trials > 0, values / trials, np.nan)
 
 
 def drift_bar(values: np.ndarray) -> np.ndarray:
@@ -126,7 +172,8 @@ class DriftAware(NamedTuple):
     steady: np.ndarray
 
 
-def drift_aware_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -> DriftAware:
+def drift_aware_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER, *,
+                        trials: np.ndarray | None = None) -> DriftAware:
     """`window_spreads`, or for a series that drifts the larger of it and `forward_spreads`
     (NaN wherever `window_spreads` is: a length too long to calibrate stays so); and whether
     each row is steady, its forward spread measured and close to its inside one (see
@@ -136,13 +183,14 @@ def drift_aware_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -
     ratio of the two spreads most precise: a random walk strays from its past at every
     length, while at the long lengths a handful of windows make the ratio a matter of chance.
     """
-    inside = window_spreads(values, lengths)
-    forward = forward_spreads(values, lengths)
+    inside = window_spreads(values, lengths, trials=trials)
+    forward = forward_spreads(values, lengths, trials=trials)
+    per_sample = _per_sample(values, trials)
     with np.errstate(invalid="ignore"):
-        drifting = forward[:, :1] > drift_bar(values)[:, None] * inside[:, :1]
+        drifting = forward[:, :1] > drift_bar(per_sample)[:, None] * inside[:, :1]
         wider = np.where(np.isnan(inside), np.nan, np.maximum(inside, np.nan_to_num(forward)))
     # Steady: the forward spread measured, and within what white noise shows (NaN is not).
-    count = np.sum(~np.isnan(values), axis=1)
+    count = np.sum(~np.isnan(per_sample), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         steady = forward[:, :1] <= (1.0 + STEADY_NOISE / np.sqrt(count))[:, None] * inside[:, :1]
     return DriftAware(np.where(drifting, wider, inside), steady.any(axis=1))
@@ -151,10 +199,14 @@ def drift_aware_spreads(values: np.ndarray, lengths: tuple[int, ...] = LADDER) -
 def _window_medians(values: np.ndarray, length: int) -> np.ndarray:
     """Medians of windows of `length` samples, half overlapping (twice the windows for the
     same history, so the spread is less at the mercy of where the cuts fall)."""
+    return nan_median(values[:, _window_index(values.shape[1], length)])
+
+
+def _window_index(columns: int, length: int) -> np.ndarray:
+    """(windows, length): the columns of each window, a new one every half length."""
     stride = max(1, length // 2)
-    starts = np.arange(0, values.shape[1] - length + 1, stride)
-    index = starts[:, None] + np.arange(length)[None, :]
-    return nan_median(values[:, index])
+    starts = np.arange(0, columns - length + 1, stride)
+    return starts[:, None] + np.arange(length)[None, :]
 
 
 def step_spreads(values: np.ndarray, widths: tuple[int, ...]) -> np.ndarray:

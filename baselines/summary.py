@@ -163,6 +163,12 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     else:
         phi = phi_complement = np.ones(len(count))
     spreads, steady = drift_aware_spreads(held_out)
+    # A ratio is tested on counts: its windows are calibrated as their errors over their
+    # requests, the hours' share taken out as from the counts it is tested on.
+    counted = np.flatnonzero(np.any(np.isfinite(frame.trials), axis=1))
+    if counted.size:
+        pooled = drift_aware_spreads(adjusted[counted], trials=frame.trials[counted])
+        spreads[counted], steady[counted] = pooled.spreads, pooled.steady
     # Raw values: an hourly profile is flat within each hour, so taking it out would leave a
     # step at every hour boundary.
     step_spread = step_spreads(frame.values, STEP_WIDTHS)

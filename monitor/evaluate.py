@@ -14,7 +14,7 @@ from typing import Any, Literal, NamedTuple, cast
 import numpy as np
 from scipy import stats
 
-from baselines.calibration import LADDER, spread_at
+from baselines.calibration import LADDER, MIN_WINDOWS, spread_at
 from baselines.frame import SignalFrame
 from baselines.summary import (
     Baseline,
@@ -399,6 +399,12 @@ def _compare_group(
                 words, change_at = _began(starts[row], window.times, started)
                 shifts[row] = replace(hit, detail=hit.detail + words, at=now, change_at=change_at)
     seen.findings.extend(shifts[row] for row in sorted(shifts))
+    short = _beyond_calibration(spreads, evidence.n_candidate) & evidence.eligible
+    for row in np.flatnonzero(short).tolist():
+        if row not in shifts:
+            shifted = parts[row].median + evidence.shift[row]
+            _too_short(seen, rules[row], f"median {_fmt(parts[row].median)} -> {_fmt(shifted)}",
+                       int(evidence.n_candidate[row]), window, parts[row].count)
 
 
 def _began(start: int, times: np.ndarray, started: float) -> tuple[str, float | None]:
@@ -409,6 +415,28 @@ def _began(start: int, times: np.ndarray, started: float) -> tuple[str, float | 
         return "", None
     at = float(times[start])
     return f", shift began at +{format_duration(max(at - started, 0.0))}", at
+
+
+def _beyond_calibration(spreads: np.ndarray, length: np.ndarray) -> np.ndarray:
+    """The rows whose window is more than twice as long as any the baseline had enough
+    windows of to calibrate: the longest one's spread stands in, much wider than one of
+    this length, so a real change may stand out and still not pass the bar."""
+    known = ~np.isnan(spreads)
+    last = known.shape[1] - 1 - np.argmax(known[:, ::-1], axis=1)
+    longest = np.asarray(LADDER, dtype=float)[last]
+    return known.any(axis=1) & (np.asarray(length) > 2 * longest)
+
+
+def _too_short(seen: _Observations, rule: SignalRule, what: str, length: int,
+               window: SignalFrame, baseline_count: int) -> None:
+    """A change the plain test sees but a too-short baseline cannot calibrate: no pass for
+    a signal that matters (inconclusive, with how long a baseline it takes), and a note
+    for any other."""
+    step = float(np.median(np.diff(window.times))) if window.times.size > 1 else 0.0
+    note = (f"{rule.name}: {what} stands out, but a baseline of {format_duration(baseline_count * step)} "
+            f"is too short to tell that from its own swings over {format_duration(length * step)} "
+            f"(it takes {format_duration(MIN_WINDOWS * length * step)})")
+    (seen.shortfalls if rule.critical or rule.must_have_data else seen.unjudged).append(note)
 
 
 def _stack_spreads(spreads: Sequence[tuple[float, ...]], width: int = len(LADDER)) -> np.ndarray:
@@ -613,7 +641,9 @@ def _rate_signals(
     )
     # Calibrated as the rank test is: how far healthy windows' ratios stray.
     intervals = np.sum(np.nan_to_num(window.trials[rows]) > 0, axis=1)
-    sigma = spread_at(_stack_spreads([p.aa_spread for p in parts]), intervals)
+    spreads = _stack_spreads([p.aa_spread for p in parts])
+    sigma = spread_at(spreads, intervals)
+    short = _beyond_calibration(spreads, intervals)
     excess_rate = np.atleast_1d(result.cand_rate) - np.atleast_1d(result.base_rate)
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(sigma > 0, excess_rate / sigma, np.where(excess_rate > 0, np.inf, 0.0))
@@ -651,8 +681,13 @@ def _rate_signals(
             lower, upper = bound, float("nan")
         floor = rule.ignore_below
         if not (cand_trials[row] >= rule.min_trials and excess >= rule.min_events
-                and pvalue < ALPHA and z[row] > Z_FINDING and bound > floor
-                and abs(actual - expected) > rule.absolute):
+                and pvalue < ALPHA and bound > floor and abs(actual - expected) > rule.absolute):
+            continue
+        if not z[row] > Z_FINDING:
+            if short[row]:
+                _too_short(seen, rule, f"{_pct(expected, signed=False)} -> "
+                           f"{_pct(actual, signed=False)}", int(intervals[row]), window,
+                           parts[row].count)
             continue
         major = rule.critical and bound > rule.tolerance
         seen.findings.append(Finding(

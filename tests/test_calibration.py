@@ -32,6 +32,30 @@ def test_independent_noise_gives_the_spread_of_a_median() -> None:
         assert spreads[index] == pytest.approx(np.sqrt(np.pi / 2) * 2.0 / np.sqrt(length), rel=0.2)
 
 
+def test_a_ratio_s_windows_are_calibrated_as_binomial_counts_pooled() -> None:
+    # 100 requests an interval, each an error with chance 2%: a window of L intervals has
+    # a pooled ratio with sd sqrt(p (1 - p) / (100 L)).
+    rng = np.random.default_rng(12)
+    trials = np.full((20, 8192), 100.0)
+    events = rng.binomial(100, 0.02, size=trials.shape).astype(float)
+    pooled = np.nanmedian(window_spreads(events, trials=trials), axis=0)
+    for index, length in enumerate(LADDER[:7]):
+        assert pooled[index] == pytest.approx(np.sqrt(0.02 * 0.98 / (100 * length)), rel=0.1)
+    # With under one error an interval (70 requests at 1%), medians of per-interval ratios
+    # flip between 0 and 1/70 and stand far wider than the pooled ratio the test uses.
+    sparse = rng.binomial(70, 0.01, size=(20, 4096)).astype(float)
+    medians = np.nanmedian(window_spreads(sparse / 70.0), axis=0)[3]
+    assert np.nanmedian(window_spreads(sparse, trials=np.full_like(sparse, 70.0)), axis=0)[3] == (
+        pytest.approx(np.sqrt(0.01 * 0.99 / (70 * 16)), rel=0.1))
+    assert medians > 2 * np.sqrt(0.01 * 0.99 / (70 * 16))
+    # Summarized, a ratio signal carries the pooled spreads; a missing interval is skipped.
+    events[:, 5] = np.nan
+    frame = SignalFrame(("errors",), np.arange(8192.0), events[:1] / trials[:1], events[:1],
+                        trials[:1])
+    stored = summarize(frame)["errors"].aa_spread
+    assert stored[3] == pytest.approx(np.sqrt(0.02 * 0.98 / 1600), rel=0.2)
+
+
 def test_autocorrelated_noise_is_wider_by_the_known_factor() -> None:
     rng = np.random.default_rng(12)
     phi, n = 0.8, 8192

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -660,3 +661,30 @@ def test_an_errors_query_that_never_answered_for_the_baseline_is_zero_errors_onc
     assert (silent.verdict, silent.reason) == ("inconclusive", (
         "errors: the baseline counted requests but its numerator_query answered nothing "
         "(add `or vector(0)` to it if that means no errors)"))
+
+
+def _errors_each_second(start: float, seconds: int, ratio: float, seed: int) -> SignalFrame:
+    rng = np.random.default_rng(seed)
+    times = start + np.arange(seconds, dtype=float)
+    trials = rng.poisson(70.0, seconds).astype(float)[None, :]
+    events = rng.binomial(trials.astype(int), ratio).astype(float)
+    return SignalFrame(("errors",), times, events / trials, events, trials)
+
+
+def test_a_baseline_too_short_to_calibrate_the_window_is_no_pass_for_what_stands_out() -> None:
+    # A minute of baseline scraped every second calibrates windows of up to 8 samples; the
+    # spread of those stands in for a window of 60, and 1% -> 2% errors, plain to the count
+    # test, does not clear the bar against it. It must not pass unremarked.
+    policy = ServicePolicy(name="svc", signals=(ERRORS,), evaluation_interval=15.0, persistence=3)
+    baseline = Baseline(("v1",), summarize(_errors_each_second(T0 - 60, 60, 0.01, seed=1)))
+    worse = _judge(policy, baseline, _errors_each_second(T0, 60, 0.02, seed=2), period=60.0)[-1]
+    assert worse.verdict == "inconclusive"
+    assert re.fullmatch(r"errors: \S+% -> \S+% stands out, but a baseline of 1m is too short "
+                        r"to tell that from its own swings over 1m \(it takes 4m\)",
+                        worse.reason), worse.reason
+    same = _judge(policy, baseline, _errors_each_second(T0, 60, 0.01, seed=3), period=60.0)[-1]
+    assert (same.verdict, same.reason) == ("pass", "")
+    # Four minutes of baseline calibrate a minute's window: then it is a finding.
+    longer = Baseline(("v1",), summarize(_errors_each_second(T0 - 240, 240, 0.01, seed=1)))
+    found = _judge(policy, longer, _errors_each_second(T0, 60, 0.02, seed=2), period=60.0)[-1]
+    assert found.verdict == "rollback", found.reason
