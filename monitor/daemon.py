@@ -55,6 +55,9 @@ class _TargetState:
     started: float = 0.0
     unstored: bool = False   # the last scrape was fetched but the store refused it
     planned: float = 0.0  # when the scrape in flight (or the last one) was due
+    # Whether the last stored scrape carried the policy's version_metric (None: no scrape
+    # yet, or the policy names none).
+    versioned: bool | None = None
 
 
 _Fetched = tuple[ParsedScrape | None, str, float]
@@ -265,9 +268,17 @@ class Daemon:
                 self._store_failed(exc)
                 state.unstored = True
         state.health = attempted(health, error=error, at=now, seconds=seconds, samples=stored)
-        failing = [s.health.last_error for s in self.targets
-                   if s.service == state.service and not s.health.up and s.health.last_error]
+        siblings = [s for s in self.targets if s.service == state.service]
+        failing = [s.health.last_error for s in siblings if not s.health.up and s.health.last_error]
         self.releases.source_errors[state.service] = failing[0] if failing else ""
+        policy = self.config.services[state.service]
+        # No target reporting the version: samples go to the release registered last,
+        # whatever runs, and a release never deployed would be judged on its predecessor.
+        unversioned = [s for s in siblings if s.versioned is not None]
+        self.releases.unversioned[state.service] = (
+            f"no target reports {policy.version_metric} with a {policy.version_label!r} label "
+            "(the policy's version_metric): which version ran cannot be told"
+            if unversioned and not any(s.versioned for s in unversioned) else "")
 
     def _store_failed(self, exc: StoreError) -> None:
         """Count a failed read or write of the store, and log it unless it is the one
@@ -293,6 +304,12 @@ class Daemon:
     def _store_scrape(self, state: _TargetState, parsed: ParsedScrape, now: float) -> int:
         policy = self.config.services[state.service]
         version = self._version(policy, parsed)
+        if policy.version_metric:
+            if version is None and state.versioned is not False:
+                log.warning("%s: %s: no series of %s with a %r label: its version cannot be "
+                            "told (is version_metric right?)", state.service, state.health.target,
+                            policy.version_metric, policy.version_label)
+            state.versioned = version is not None
         if version is not None:
             self._notice(policy, version, now)
         else:

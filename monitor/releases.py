@@ -24,7 +24,7 @@ from monitor.deadlines import Interrupter, interruptible
 from monitor.durations import format_duration
 from monitor.errors import AlreadyJudged, ScrapeError, UnknownRelease
 from monitor.evaluate import Evaluation, JudgeState, evaluate
-from monitor.findings import INCONCLUSIVE, PENDING, ROLLBACK
+from monitor.findings import INCONCLUSIVE, PASS, PENDING, ROLLBACK
 from monitor.health import attempted
 from monitor.hooks import HookRunner, claims
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
@@ -84,6 +84,8 @@ class Releases:
         self._running: set[int] = set()
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
+        # Per service, why the version its targets run cannot be told ("" when it can).
+        self.unversioned: dict[str, str] = {}
         self.prom_clients: dict[tuple[str, int], PromClient] = {}
         # Per service read by PromQL, how its query API answered (once it was asked).
         self.query_apis: dict[str, TargetHealth] = {}
@@ -365,6 +367,12 @@ class Releases:
         failing = self.source_errors.get(release.service, "")
         if failing and result.verdict in (PENDING, INCONCLUSIVE):
             reason = "; ".join(filter(None, (reason, f"data source failing: {failing}")))
+        unversioned = self.unversioned.get(release.service, "")
+        if unversioned and result.verdict in (PENDING, INCONCLUSIVE, PASS):
+            # Judged on samples no target said were this version's: no pass on them.
+            if result.verdict == PASS:
+                result, reason = replace(result, verdict=INCONCLUSIVE), ""
+            reason = "; ".join(filter(None, (reason, unversioned)))
         # The judge's memory (streaks) must be kept even when the verdict stays: a hotfix
         # has to be able to escalate to a rollback.
         changed = (result.verdict != release.verdict or result.done

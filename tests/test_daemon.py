@@ -1051,3 +1051,36 @@ def test_a_labelled_error_counter_that_never_counted_is_zero_errors_not_missing(
     assert verdicts["v2"] == ("pass", "")
     assert verdicts["v3"][0] == "rollback", verdicts["v3"]
     assert verdicts["v3"][1].startswith("error_ratio"), verdicts["v3"]
+
+
+def test_a_version_metric_no_target_reports_leaves_no_pass_and_is_said(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # `app_build_inf` for `app_build_info`: every sample goes to the release registered last,
+    # so v5, registered but never deployed, would pass on v4's samples.
+    clock = SimClock(start=1_000_000.0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PythonClientTarget)
+    server.app = {"clock": clock, "since": clock.now(), "version": "v4",  # type: ignore[attr-defined]
+                  "errors_since": None}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    policy = ServicePolicy(
+        name="shop", targets=(Target(url=url, interval=15.0, timeout=2.0),),
+        version_metric="app_build_inf", periods={"minor": 600.0, "major": 600.0},
+        evaluation_interval=60.0, persistence=2,
+        signals=(SignalRule("requests", kind="rate", metric="app_requests_total"),))
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    try:
+        with caplog.at_level(logging.WARNING, logger="release_monitor"):
+            daemon.releases.start("shop", "v5", at=clock.now())
+            daemon.run_until(clock.now() + 900)
+        [release] = store.releases("shop")
+    finally:
+        daemon.close()
+        server.shutdown()
+        server.server_close()
+    assert (release.verdict, release.reason) == ("inconclusive", (
+        "no target reports app_build_inf with a 'version' label (the policy's version_metric): "
+        "which version ran cannot be told"))
+    warned = [r.getMessage() for r in caplog.records if "app_build_inf" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].endswith("its version cannot be told (is version_metric right?)")
