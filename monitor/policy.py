@@ -5,6 +5,7 @@ Every mistake is reported as one line naming the file, the key and what is wrong
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
@@ -56,6 +57,16 @@ class SignalRule:
     leak: bool = False
     limit: float | None = None
     limit_metric: str = ""
+
+    def definition(self) -> str:
+        """What the signal's values are read from, and how: a baseline summarized under
+        another definition summarized other data."""
+        return json.dumps({field: getattr(self, field) for field in _DEFINING}, sort_keys=True)
+
+
+# The fields of a rule that decide its values (the others decide how they are judged).
+_DEFINING = ("kind", "metric", "numerator", "denominator", "quantile", "aggregate", "query",
+             "numerator_query", "denominator_query")
 
 
 @dataclass(frozen=True)

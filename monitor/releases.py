@@ -84,6 +84,7 @@ class Releases:
         self._running: set[int] = set()
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
+        self._resummarized: set[int] = set()   # stale baselines summarized again (or tried)
         # Per service, why the version its targets run cannot be told ("" when it can).
         self.unversioned: dict[str, str] = {}
         self.prom_clients: dict[tuple[str, int], PromClient] = {}
@@ -525,16 +526,36 @@ class Releases:
         if stored:
             signals = {name: SignalBaseline.from_summary(summary, reservoir)
                        for name, (summary, reservoir) in stored.items()}
-            return Baseline((healthy.version,), signals)
+            stale = {r.name for r in policy.signals if _stale(r, stored.get(r.name))}
+            if not stale:
+                return Baseline((healthy.version,), signals)
+            # Summarized under another definition of a signal (a metric name since put
+            # right), or before it was in the policy: those again, while samples last (the
+            # others keep their summaries, made when every sample was there).
+            fresh = self._summarized(healthy, policy, only=stale) \
+                if healthy.id not in self._resummarized else None
+            self._resummarized.add(healthy.id)
+            kept = {name: part for name, part in signals.items() if name not in stale}
+            return Baseline((healthy.version,), {**kept, **(fresh.signals if fresh else {})})
+        return self._summarized(healthy, policy)
+
+    def _summarized(self, healthy: Release, policy: ServicePolicy,
+                    only: set[str] | None = None) -> Baseline | None:
+        """The release's baseline (of the signals named `only`, or all) summarized from its
+        stored samples, and saved (None when none are left)."""
         end = self._end_of(healthy)
         start = max(healthy.started_at, end - policy.baseline_window)
         frame = self.frame(policy, healthy.service, start, end, version=healthy.version)
         if frame.times.size == 0:
             return None
         leaks = [r.name for r in policy.signals if r.leak]
-        signals = summarize(frame, leak_signals=leaks, leak_block=policy.leak_block)
-        self.store.save_baselines(healthy.id, {name: (summary.to_summary(), summary.reservoir)
-                                               for name, summary in signals.items()})
+        signals = {name: summary for name, summary in
+                   summarize(frame, leak_signals=leaks, leak_block=policy.leak_block).items()
+                   if only is None or name in only}
+        definitions = {r.name: r.definition() for r in policy.signals}
+        self.store.save_baselines(healthy.id, {
+            name: ({**summary.to_summary(), **_defined(definitions.get(name))}, summary.reservoir)
+            for name, summary in signals.items()})
         return Baseline((healthy.version,), signals)
 
     def keep_baselines(self, before: float, *, since: float = float("-inf")) -> int:
@@ -623,3 +644,18 @@ def judged_rules(policy: ServicePolicy) -> list[SignalRule]:
             rules.append(SignalRule(name=f"{rule.name}:limit", kind="gauge",
                                     metric=rule.limit_metric, aggregate="max"))
     return rules
+
+
+def _stale(rule: SignalRule, stored: tuple[dict[str, Any], Any] | None) -> bool:
+    """Whether a stored summary no longer stands for the rule: missing, made under another
+    definition, or (stored before definitions were) without a sample."""
+    if stored is None:
+        return True
+    summary = stored[0]
+    if "definition" in summary:
+        return bool(summary["definition"] != rule.definition())
+    return int(summary.get("count", 0)) == 0
+
+
+def _defined(definition: str | None) -> dict[str, str]:
+    return {"definition": definition} if definition is not None else {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -1084,3 +1085,30 @@ def test_a_version_metric_no_target_reports_leaves_no_pass_and_is_said(
         "which version ran cannot be told"))
     warned = [r.getMessage() for r in caplog.records if "app_build_inf" in r.getMessage()]
     assert len(warned) == 1 and warned[0].endswith("its version cannot be told (is version_metric right?)")
+
+
+def test_a_baseline_summarized_under_a_misspelt_metric_is_summarized_again_once_put_right() -> None:
+    clock = SimClock(start=1_000_000.0)
+    store = Store.memory()
+    [series] = store.series_ids("shop", ["app_requests_total"]).tolist()
+    _passed_release(store, "shop", "v1", clock.now() - 3600)
+    for minute in range(60):
+        store.write_scrape("shop", "t", "v1", clock.now() - 3600 + 60 * minute, [series],
+                           [100.0 * minute])
+    store.start_release("shop", "v2", at=clock.now(), change_class="minor", period=900.0,
+                        baselines=("v1",))
+    v1 = store.release("shop", "v1")
+
+    def requests_per_second(metric: str) -> float:
+        policy = ServicePolicy(name="shop", signals=(
+            SignalRule("requests", kind="rate", metric=metric),))
+        releases = Releases(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+        baseline = releases.baseline_of(v1, policy)
+        assert baseline is not None
+        return baseline.signals["requests"].median
+
+    assert math.isnan(requests_per_second("app_request_total"))   # the typo: no samples
+    # Put right, the summary stored under the typo no longer stands for the signal.
+    assert requests_per_second("app_requests_total") == pytest.approx(100 / 60)
+    [(summary, _)] = store.load_baseline(v1.id).values()
+    assert json.loads(summary["definition"])["metric"] == "app_requests_total"
