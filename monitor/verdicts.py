@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -47,13 +48,20 @@ def wait_for_release(store: Store, version: str, service: str | None, clock: Clo
 
 
 def wait_for_decision(store: Store, release: Release, clock: Clock, *, timeout: float,
-                      poll: float = POLL_SECONDS) -> Release:
-    """Poll the store until the release is done or has a rollback or hotfix verdict."""
+                      poll: float = POLL_SECONDS,
+                      judged: Callable[[], bool] | None = None) -> Release:
+    """Poll the store until the release is done or has a rollback or hotfix verdict, or
+    until `judged` (whether a daemon uses the store) has said no for UNKNOWN_GRACE: no
+    verdict will come then, and a pipeline should not wait out its whole timeout."""
     deadline = clock.now() + timeout
+    unjudged_since: float | None = None
     while release.state != "done" and release.verdict not in DECIDED:
-        if clock.now() >= deadline:
+        now = clock.now()
+        if judged is not None:
+            unjudged_since = None if judged() else (now if unjudged_since is None else unjudged_since)
+        if now >= deadline or (unjudged_since is not None and now - unjudged_since >= UNKNOWN_GRACE):
             break
-        clock.sleep_until(min(clock.now() + poll, deadline))
+        clock.sleep_until(min(now + poll, deadline))
         release = store.release(release.service, release.version)
     return release
 

@@ -18,6 +18,7 @@ import typer
 from typer.testing import CliRunner, Result
 
 from monitor.cli.app import app, main
+from monitor.clock import SimClock
 from monitor.demo import run_demo
 from monitor.lock import DaemonLock
 from monitor.store import Store
@@ -353,6 +354,27 @@ def test_release_start_without_a_policy_notes_a_service_the_database_never_saw(t
                            "not name inconclusive\n")
 
 
+def test_a_wait_that_no_daemon_can_end_stops_after_a_minute(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pipeline's 45 minutes are not waited out on a database no `monitor run` uses.
+    clocks: list[tuple[float, SimClock]] = []
+
+    def simulated() -> SimClock:
+        began = time.time()
+        clocks.append((began, SimClock(start=began)))
+        return clocks[-1][1]
+
+    monkeypatch.setattr("monitor.clock.WallClock", simulated)
+    db = tmp_path / "m.db"
+    assert monitor("release", "start", "--service", "shop", "--version", "v1",
+                   "--db", db).exit_code == 0
+    waited = monitor("verdict", "--release", "v1", "--db", db, "--wait", "--timeout", "45m")
+    assert waited.exit_code == 5, waited.output
+    assert waited.stderr.endswith(f"note: no `monitor run` used {db} for 1m: stopped waiting\n")
+    began, clock = clocks[-1]
+    assert 60.0 <= clock.now() - began <= 65.0
+
+
 def test_release_start_and_a_wait_note_that_no_daemon_runs(tmp_path: Path) -> None:
     db = tmp_path / "m.db"
     started = monitor("release", "start", "--service", "shop", "--version", "v1", "--db", db)
@@ -362,7 +384,7 @@ def test_release_start_and_a_wait_note_that_no_daemon_runs(tmp_path: Path) -> No
     waited = monitor("verdict", "--release", "v1", "--db", db, "--wait", "--timeout", "0s")
     assert waited.exit_code == 5, waited.output
     assert waited.stderr == (f"note: no `monitor run` is using {db}: the verdict will not "
-                             "change until one starts\n")
+                             "change until one starts (waiting up to 1m for one)\n")
     with DaemonLock(db):
         assert monitor("verdict", "--release", "v1", "--db", db, "--wait",
                        "--timeout", "0s").stderr == ""
@@ -965,3 +987,14 @@ def test_release_list_columns_fit_their_longest_value() -> None:
     lines = releases_table(docs).splitlines()
     starts = {line.index(" minor ") for line in lines[1:]} | {lines[0].index(" class ")}
     assert len(starts) == 1, lines      # every row's class column where the header's is
+
+
+def test_release_start_makes_no_default_database_where_none_is(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pipeline step run in another folder must not register into a new database there.
+    monkeypatch.chdir(tmp_path)
+    result = monitor("release", "start", "--service", "shop", "--version", "v1")
+    assert result.exit_code == 7, result.output
+    assert result.stderr == ("error: no database at release-monitor.db: give --db or --config, "
+                             "or run this where `monitor run` keeps its database\n")
+    assert list(tmp_path.iterdir()) == []

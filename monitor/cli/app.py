@@ -300,7 +300,9 @@ def release_start(
             cfg = MonitorConfig(path="<defaults>",
                                 services={service: default_service(service, [])})
         cfg.service(service)  # a service the policy names, before any database is made
-        store = open_store(db, cfg if config else None, create=True)
+        # Only where it was told: a default database made in whatever folder a pipeline
+        # step happens to run in would hold a release no daemon ever judges.
+        store = open_store(db, cfg if config else None, create=db is not None or config is not None)
         others = [] if config else [s for s in store.services() if s != service]
         if others and service not in store.services():
             typer.echo(f"note: {store.path or 'the database'} knows nothing of {service!r} "
@@ -373,7 +375,7 @@ def verdict(
     """
     from monitor.client import remote_document, wait_remote
     from monitor.clock import WallClock
-    from monitor.verdicts import wait_for_decision, wait_for_release
+    from monitor.verdicts import DECIDED, UNKNOWN_GRACE, wait_for_decision, wait_for_release
 
     if timeout is not None and not wait:
         raise fail("--timeout: only with --wait (without it the verdict is read at once)", EXIT_USAGE)
@@ -385,14 +387,25 @@ def verdict(
         else:
             if wait:
                 store = open_store(db, load_config(config), read_only=True)
-                if store.path and not daemon_running(store.path):
-                    typer.echo(f"note: no `monitor run` is using {store.path}: the verdict "
-                               "will not change until one starts", err=True)
+                path = store.path
+
+                def judged() -> bool:
+                    return path is not None and daemon_running(path)
+
+                if path and not judged():
+                    typer.echo(f"note: no `monitor run` is using {path}: the verdict "
+                               "will not change until one starts (waiting up to "
+                               f"{format_duration(UNKNOWN_GRACE)} for one)", err=True)
                 clock = WallClock()
                 began = clock.now()
                 found = wait_for_release(store, release, service, clock, timeout=seconds)
-                found = wait_for_decision(store, found, clock,
-                                          timeout=seconds - (clock.now() - began))
+                left = seconds - (clock.now() - began)
+                found = wait_for_decision(store, found, clock, timeout=left,
+                                          judged=judged if path else None)
+                if found.verdict not in DECIDED and found.state != "done" \
+                        and clock.now() - began < seconds and not judged():
+                    typer.echo(f"note: no `monitor run` used {path} for "
+                               f"{format_duration(UNKNOWN_GRACE)}: stopped waiting", err=True)
             else:
                 store, found = open_release(db, config, release, service, read_only=True)
             doc = document(store, found)

@@ -97,8 +97,8 @@ def open_store(db: Path | None, config: MonitorConfig | None = None, *,
     # An empty file (a `touch`, a mount placeholder) is no database either: opening it
     # would write one.
     if not create and (not path.exists() or (path.is_file() and path.stat().st_size == 0)):
-        raise StoreError(f"no database at {path}: give --db, or start with `monitor run` "
-                         "or `monitor release start`")
+        raise StoreError(f"no database at {path}: give --db or --config, or run this where "
+                         "`monitor run` keeps its database")
     return Store.open(path, read_only=read_only)
 
 
