@@ -444,9 +444,11 @@ def find_document(snapshot: Snapshot, query: Mapping[str, str]) -> Mapping[str, 
         raise BadRequest("give release=, service= or both")
     if not service:
         services = snapshot.services_with(release)
-        if len(services) > 1:
+        # A release older than those served counts too: it is no less that service's.
+        named = sorted({*services, *snapshot.older_in(release)})
+        if len(named) > 1:
             raise AmbiguousRelease(
-                f"release {release!r} exists in services {', '.join(services)}: add service="
+                f"release {release!r} exists in services {', '.join(named)}: add service="
             )
         service = services[0] if services else ""
     document = snapshot.verdict(service, release)

@@ -46,7 +46,8 @@ def make_box() -> SnapshotBox:
     verdicts = {(d["service"], d["release"]): d for d in DOCS}
     return SnapshotBox(Snapshot(verdicts=verdicts, last_evaluation=4_500.0, evaluations_total=9,
                                 services=("checkout", "search", "billing"),
-                                older={"checkout": frozenset({"v2.1"})}))
+                                older={"checkout": frozenset({"v2.1"}),
+                                       "billing": frozenset({"v8"})}))
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,9 @@ def test_url_and_metrics(server: MonitorServer) -> None:
     [
         ("service=checkout&release=v2.3", 200, ("checkout", "v2.3")),
         ("release=v2.2", 200, ("checkout", "v2.2")),
-        ("release=v8", 200, ("search", "v8")),
+        # billing's v8 is older than those served, and no less billing's: name the service.
+        ("release=v8", 400, "billing, search"),
+        ("service=search&release=v8", 200, ("search", "v8")),
         ("release=v2.3", 400, "checkout, search"),
         ("service=checkout", 200, ("checkout", "v2.3")),   # the service's latest release
         ("service=search", 200, ("search", "v8")),
