@@ -134,7 +134,8 @@ class Releases:
         if known.state == DONE:
             raise AlreadyJudged(
                 f"{service} {version} was registered before and judged already "
-                f"({known.verdict}); a new deploy needs a new version")
+                f"({known.verdict}); a new deploy needs a new version (one rolled back to needs no "
+                "registration: the monitor keeps judging the next release against it)")
         if change_class is not None and known.change_class != change_class:
             known = self._reclassify(known, change_class, policy)
             if known.state == DONE:   # judged between the read above and this write

@@ -424,7 +424,9 @@ def test_release_start_of_a_judged_version_is_an_error_that_changes_nothing(demo
                      "--db", demo_copy)
     assert result.exit_code == 2, result.output
     assert error_line(result) == ("error: demo v2.3 was registered before and judged already "
-                                  "(rollback); a new deploy needs a new version")
+                                  "(rollback); a new deploy needs a new version (one rolled back to needs "
+                                  "no registration: the monitor keeps judging the next release "
+                                  "against it)")
     with closing(Store.open(demo_copy)) as store:
         assert store.release("demo", "v2.3") == before
 
