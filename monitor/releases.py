@@ -368,7 +368,8 @@ class Releases:
         reason = result.reason
         failing = self.source_errors.get(release.service, "")
         if failing and result.verdict in (PENDING, INCONCLUSIVE):
-            reason = "; ".join(filter(None, (reason, f"data source failing: {failing}")))
+            # First: the signals' "no samples" that follow are its consequence, not typos.
+            reason = "; ".join(filter(None, (f"data source failing: {failing}", reason)))
         unversioned = self.unversioned.get(release.service, "")
         if unversioned and result.verdict in (PENDING, INCONCLUSIVE, PASS):
             # Judged on samples no target said were this version's: no pass on them.
