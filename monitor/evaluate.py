@@ -524,7 +524,7 @@ def _shift_findings(
             tolerance=rule.tolerance if major else rule.ignore_below,
             n_baseline=int(evidence.n_baseline[row]), n_candidate=int(evidence.n_candidate[row]),
             detail=(f"median {_fmt(part.median)} -> {_fmt(candidate)} "
-                    f"({_relative(shift, part.median, part.noise)}{evidence.z[row]:.1f} A/A "
+                    f"({_relative(shift, part.median, part.noise)}{_many(evidence.z[row])} A/A "
                     f"spreads, p={evidence.pvalue[row]:.2g}{', final look' if final else ''})"),
         )
     return out
@@ -588,7 +588,7 @@ def _judge_step(
             detail=(f"jumped at the release: median of the last {count} samples {_fmt(before)} -> "
                     f"first {count} after {_fmt(after)} "
                     f"({_relative(step, before, parts[row].noise)}"
-                    f"{z[index, width]:.1f} A/A steps)"),
+                    f"{_many(z[index, width])} A/A steps)"),
         )
     return out
 
@@ -874,6 +874,11 @@ def _more_time(missing: float, per_second: float) -> str:
     if per_second <= 0:
         return " (no traffic: cannot tell how long)"
     return f" (about {format_duration(missing / per_second)} more at the current traffic)"
+
+
+def _many(z: float) -> str:
+    """How many spreads, to a point: against a baseline that never moved, thousands."""
+    return f"{z:.1f}" if z < 1000 else "over 1000"
 
 
 def _fmt(value: float) -> str:

@@ -688,3 +688,18 @@ def test_a_baseline_too_short_to_calibrate_the_window_is_no_pass_for_what_stands
     longer = Baseline(("v1",), summarize(_errors_each_second(T0 - 240, 240, 0.01, seed=1)))
     found = _judge(policy, longer, _errors_each_second(T0, 60, 0.02, seed=2), period=60.0)[-1]
     assert found.verdict == "rollback", found.reason
+
+
+def test_a_shift_from_a_baseline_that_never_moved_is_told_in_words_not_300_digits() -> None:
+    def flat(start: float, level: float, seed: int) -> SignalFrame:
+        times = start + STEP * np.arange(120)
+        values = np.full((1, 120), level)
+        values[0, ::7] += np.random.default_rng(seed).normal(0.0, 1e-9, values[0, ::7].size)
+        nan = np.full((1, 120), np.nan)
+        return SignalFrame(("queue",), times, values, nan, nan.copy())
+
+    policy = _policy(QUEUE)
+    baseline = Baseline(("v1",), summarize(flat(T0 - 7200, 24.3e6, seed=1)))
+    final = _judge(policy, baseline, flat(T0, 68.4e6, seed=2))[-1]
+    [finding] = final.findings
+    assert "(+181.5%, over 1000 A/A spreads, p=" in finding.detail, finding.detail
