@@ -35,7 +35,13 @@ def parse_duration(text: str | int | float) -> float:
 
 
 def format_duration(seconds: float) -> str:
-    """A short human form: 45s, 12m30s, 2h05m."""
+    """A short human form: 45s, 12m30s, 2h05m; under a second, 500ms.
+
+    >>> format_duration(0.5), format_duration(59.6), format_duration(7500)
+    ('500ms', '1m', '2h05m')
+    """
+    if 0 < seconds < 0.9995:
+        return f"{round(seconds * 1000)}ms"
     seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"

@@ -222,8 +222,9 @@ def unit_notes(policy: ServicePolicy) -> list[str]:
         if target.timeout > target.interval:
             notes.append(f"targets[{index}].timeout: {format_duration(target.timeout)} is longer "
                          f"than its interval ({format_duration(target.interval)}): a hanging "
-                         "target misses scrapes before a failure is said (durations take a "
-                         "unit: \"2s\")")
+                         "target misses scrapes before a failure is said"
+                         # Minutes of timeout: most likely milliseconds meant.
+                         + (' (durations take a unit: "2s")' if target.timeout >= 100 else ""))
     for rule in policy.signals:
         for key in ("tolerance", "ignore_below"):
             value = getattr(rule, key)
