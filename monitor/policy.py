@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -249,12 +250,17 @@ class _Reader:
         return str(value)
 
     def argv(self, key: str) -> tuple[str, ...]:
+        """An argument list; a program given by a relative path (`./verify.sh`) is found
+        relative to the policy file, as its other paths are, wherever the daemon runs."""
         value = self.get(key, list, None)
         if value is None:
             return ()
         if not value or not all(isinstance(part, str) for part in value):
             raise self.fail(key, "must be a non-empty list of strings (an argument list)")
-        return tuple(value)
+        program = value[0]
+        if "/" in program and not os.path.isabs(program) and not self.path.startswith("<"):
+            program = os.path.abspath(os.path.join(os.path.dirname(self.path), program))
+        return (program, *value[1:])
 
     def tables(self, key: str) -> list[tuple[str, Mapping[str, Any]]]:
         """An array of tables, each with its own key path for errors."""

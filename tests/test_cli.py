@@ -222,13 +222,22 @@ def test_a_command_whose_program_cannot_be_found_is_refused(tmp_path: Path, tabl
                                                             key: str) -> None:
     path = tmp_path / "policy.toml"
     path.write_text(POLICY + "\n" + table, encoding="utf-8")
-    program = "no-such-program-7f3a" if "verify" in key else "./no-such-script-7f3a"
+    # A program given by a relative path is looked for beside the policy file.
+    program, where = (("no-such-program-7f3a", "on PATH") if "verify" in key
+                      else (str(tmp_path / "no-such-script-7f3a"), "found from the policy file"))
     for args in (("check-config", path), ("run", "--config", path)):
         result = monitor(*args)
         assert result.exit_code == 2, result.output
         assert error_line(result) == (
             f"error: {path}: services.shop.{key}: {program!r} is not an executable program "
-            "here (PATH, or a path from the monitor's working directory)")
+            f"({where})")
+    if "hooks" in key:
+        # Once there, it is found wherever the command runs.
+        script = tmp_path / "no-such-script-7f3a"
+        script.write_text("#!/bin/sh\nexit 0\n", encoding="utf-8")
+        script.chmod(0o755)
+        assert monitor("check-config", path).exit_code == 0
+        script.unlink()
     # A hook that only says what it would run needs no program yet.
     path.write_text(POLICY + '\n[[services.shop.hooks]]\nname = "undo"\n'
                     'command = ["./no-such-script-7f3a"]\ndry_run = true\n', encoding="utf-8")

@@ -247,9 +247,9 @@ def check_programs(cfg: MonitorConfig) -> None:
                      if h.command and not h.dry_run]
         for key, argv in commands:
             if shutil.which(argv[0], path=path) is None:
+                where = "found from the policy file" if "/" in argv[0] else "on PATH"
                 raise ConfigError(f"{cfg.path}: services.{name}.{key}: {argv[0]!r} is not an "
-                                  "executable program here (PATH, or a path from the "
-                                  "monitor's working directory)")
+                                  f"executable program ({where})")
 
 
 def counted(count: int, noun: str) -> str:
