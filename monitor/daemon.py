@@ -27,7 +27,8 @@ from monitor.health import attempted, gist
 from monitor.hooks import HookRunner
 from monitor.names import name_problem
 from monitor.policy import MonitorConfig, ServicePolicy, Target
-from monitor.releases import Releases
+from monitor.releases import Releases, judged_rules
+from monitor.scrape_check import scraped_names, unread
 from monitor.snapshot import RECENT_RELEASES, Snapshot, SnapshotBox, TargetHealth
 from monitor.store import Release, Store
 from monitor.verdicts import document
@@ -99,6 +100,10 @@ class Daemon:
         # One session per scraping thread: a session shared between threads lets one thread
         # close or reuse a connection another is still reading (requests#1871).
         self._thread_sessions = threading.local()
+        # Per service, the metric names of each target's first scrape, until all have
+        # answered and the policy's names are checked against them (`_check_names`).
+        self._first_names: dict[str, dict[str, set[str]]] = {}
+        self._names_checked: set[str] = set()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
         self.started_at = clock.now()
@@ -314,10 +319,28 @@ class Daemon:
             self._notice(policy, version, now)
         else:
             version = self._running_version(state.service)
+        self._check_names(state, parsed)
         keys, values = parsed.with_declared_counters()
         ids = self.store.series_ids(state.service, keys)
         self.store.write_scrape(state.service, state.health.target, version, now, ids, values)
         return len(parsed.keys)
+
+    def _check_names(self, state: _TargetState, parsed: ParsedScrape) -> None:
+        """Once every target of a service has answered once: warn of each metric its policy
+        reads that none of them has (a misspelt name), now rather than at a period's end."""
+        if state.service in self._names_checked:
+            return
+        seen = self._first_names.setdefault(state.service, {})
+        if state.health.target in seen:
+            return
+        seen[state.health.target] = scraped_names(parsed.keys) | set(parsed.empty_counters)
+        if set(seen) < {s.health.target for s in self.targets if s.service == state.service}:
+            return
+        self._names_checked.add(state.service)
+        names = set().union(*seen.values())
+        del self._first_names[state.service]
+        for line in unread(judged_rules(self.config.services[state.service]), names):
+            log.warning("%s: %s in the scrapes of its targets", state.service, line)
 
     def _version(self, policy: ServicePolicy, parsed: ParsedScrape) -> str | None:
         """The version a target reports, from a label such as build_info{version="..."}."""

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 from processes import StopOnceFileExists
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
@@ -1006,6 +1006,7 @@ class _PythonClientTarget(BaseHTTPRequestHandler):
         Gauge("app_build_info", "Build", ["version"], registry=registry).labels(app["version"]).set(1)
         served = 50.0 * (app["clock"].now() - app["since"])     # 50 requests a second
         Counter("app_requests_total", "Requests", registry=registry).inc(served)
+        Histogram("app_latency_seconds", "Latency", registry=registry).observe(0.1)
         errors = Counter("app_errors_total", "Errors", ["kind"], registry=registry)
         if app["errors_since"] is not None:
             errors.labels("db").inc(0.2 * 50.0 * max(app["clock"].now() - app["errors_since"], 0.0))
@@ -1113,3 +1114,43 @@ def test_a_baseline_summarized_under_a_misspelt_metric_is_summarized_again_once_
     assert requests_per_second("app_requests_total") == pytest.approx(100 / 60)
     [(summary, _)] = store.load_baseline(v1.id).values()
     assert json.loads(summary["definition"])["metric"] == "app_requests_total"
+
+
+def test_metrics_the_policy_reads_that_no_target_has_are_warned_of_at_the_first_scrape(
+        caplog: pytest.LogCaptureFixture) -> None:
+    clock = SimClock(start=1_000_000.0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _PythonClientTarget)
+    server.app = {"clock": clock, "since": clock.now(), "version": "v1",  # type: ignore[attr-defined]
+                  "errors_since": None}
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+    policy = ServicePolicy(
+        name="shop", targets=(Target(url=url, interval=15.0, timeout=2.0),),
+        version_metric="app_build_info", signals=(
+            SignalRule("requests", kind="rate", metric="app_request_total"),        # a typo
+            SignalRule("latency", metric="app_latency_seconds"),                    # a histogram
+            SignalRule("errors", kind="ratio", numerator='app_errors_total{kind="db"}',
+                       denominator="app_requests_total"),                          # all there
+            SignalRule("memory", leak=True, metric="process_resident_memory_bytes",
+                       limit_metric="app_memory_limit_bytes"),                     # neither
+        ))
+    daemon = Daemon(MonitorConfig(path="<test>", services={"shop": policy}), Store.memory(), clock)
+    try:
+        with caplog.at_level(logging.WARNING, logger="release_monitor"):
+            daemon.run_until(clock.now() + 60)
+    finally:
+        daemon.close()
+        server.shutdown()
+        server.server_close()
+    warned = [r.getMessage() for r in caplog.records if "in the scrapes of its targets" in r.getMessage()]
+    assert warned == [
+        "shop: signals.requests: no series of app_request_total (did you mean app_requests_total?) "
+        "in the scrapes of its targets",
+        'shop: signals.latency: no series of app_latency_seconds (it is a histogram: kind = '
+        '"quantile") in the scrapes of its targets',
+        "shop: signals.memory: no series of process_resident_memory_bytes in the scrapes of its "
+        "targets",
+        "shop: signals.memory.limit_metric: no series of app_memory_limit_bytes in the scrapes "
+        "of its targets",
+    ]
+

@@ -1,0 +1,64 @@
+"""Whether a service's first scrape has what its policy reads: a misspelt metric is said
+when the daemon starts, not when a checking period ends with "no samples"."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from monitor.exposition import split_key
+from monitor.policy import SignalRule
+
+
+def scraped_names(keys: Iterable[str]) -> set[str]:
+    """The metric names of a scrape's series keys."""
+    return {split_key(key)[0] if "{" in key else key for key in keys}
+
+
+def unread(rules: Iterable[SignalRule], names: set[str]) -> list[str]:
+    """One line per metric a rule reads that no series of the scrape has, with the likely
+    mistake: a histogram read as a gauge, a name close to one that is there.
+
+    >>> rule = SignalRule("latency", metric="http_request_duration_seconds")
+    >>> unread([rule], {"http_request_duration_seconds_bucket"})[0].split(": ", 1)[1]
+    'no series of http_request_duration_seconds (it is a histogram: kind = "quantile")'
+    """
+    lines = []
+    for rule in rules:
+        for role, name in _read(rule):
+            if name not in names:
+                lines.append(f"{_key(rule)}: no series of {name}{_hint(rule, role, name, names)}")
+    return lines
+
+
+def _key(rule: SignalRule) -> str:
+    """Where the policy names what the rule reads (a memory limit's metric is its signal's)."""
+    signal, _, limit = rule.name.partition(":")
+    return f"signals.{signal}.limit_metric" if limit else f"signals.{signal}"
+
+
+def _read(rule: SignalRule) -> list[tuple[str, str]]:
+    """(role, metric name) of what a scraped rule reads; histograms by their buckets."""
+    if rule.query or rule.numerator_query:
+        return []
+    if rule.kind == "ratio":
+        return [("numerator", _name(rule.numerator)), ("denominator", _name(rule.denominator))]
+    if rule.kind == "quantile":
+        return [("metric", _name(rule.metric) + "_bucket")]
+    return [("metric", _name(rule.metric))]
+
+
+def _name(selector: str) -> str:
+    return selector.split("{", 1)[0].strip()
+
+
+def _hint(rule: SignalRule, role: str, name: str, names: set[str]) -> str:
+    if rule.kind != "quantile" and f"{name}_bucket" in names:
+        return ' (it is a histogram: kind = "quantile")'
+    if role == "numerator":
+        # A labelled error counter may have no series before its first error.
+        close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
+        return (f" (did you mean {close[0]}?)" if close else
+                " yet (fine if it appears with the first error; else check the name)")
+    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
+    return f" (did you mean {close[0]}?)" if close else ""
