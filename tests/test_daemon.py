@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 import requests
@@ -1020,36 +1021,58 @@ class _PythonClientTarget(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_labelled_error_counter_that_never_counted_is_zero_errors_not_missing() -> None:
-    # Before its first error, `app_errors_total{kind=...}` has no series at all: a release
-    # without errors must pass against a baseline without errors, not be inconclusive for
-    # want of an error series, and errors that then begin must still roll back.
+class _PythonApp(NamedTuple):
+    """A _PythonClientTarget on loopback: its clock, its URL, and what it runs (`version`,
+    and `errors_since`, the clock time its errors begin, or None)."""
+
+    clock: SimClock
+    url: str
+    state: dict[str, Any]
+
+    def policy(self, **settings: Any) -> ServicePolicy:
+        return ServicePolicy(name="shop", targets=(Target(url=self.url, interval=15.0,
+                                                          timeout=2.0),), **settings)
+
+    def daemon(self, policy: ServicePolicy, store: Store) -> Daemon:
+        return Daemon(MonitorConfig(path="<test>", services={"shop": policy}), store, self.clock)
+
+
+@pytest.fixture()
+def python_app() -> Iterator[_PythonApp]:
     clock = SimClock(start=1_000_000.0)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _PythonClientTarget)
     server.app = {"clock": clock, "since": clock.now(), "version": "v1",  # type: ignore[attr-defined]
                   "errors_since": None}
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    policy = ServicePolicy(
-        name="shop", targets=(Target(url=url, interval=15.0, timeout=2.0),),
+    yield _PythonApp(clock, f"http://127.0.0.1:{server.server_address[1]}/metrics",
+                     server.app)  # type: ignore[attr-defined]
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_labelled_error_counter_that_never_counted_is_zero_errors_not_missing(
+        python_app: _PythonApp) -> None:
+    # Before its first error, `app_errors_total{kind=...}` has no series at all: a release
+    # without errors must pass against a baseline without errors, not be inconclusive for
+    # want of an error series, and errors that then begin must still roll back.
+    clock, state = python_app.clock, python_app.state
+    policy = python_app.policy(
         version_metric="app_build_info", periods={"minor": 600.0, "major": 600.0},
         evaluation_interval=60.0, persistence=2,
         signals=(SignalRule("error_ratio", kind="ratio", numerator='app_errors_total{kind="db"}',
                             denominator="app_requests_total", critical=True),))
     store = Store.memory()
-    daemon = Daemon(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    daemon = python_app.daemon(policy, store)
     try:
         daemon.run_until(clock.now() + 900)
         for version, errors in (("v2", False), ("v3", True)):
-            server.app["version"] = version  # type: ignore[attr-defined]
+            state["version"] = version
             if errors:
-                server.app["errors_since"] = clock.now() + 120  # type: ignore[attr-defined]
+                state["errors_since"] = clock.now() + 120
             daemon.run_until(clock.now() + 900)
         verdicts = {r.version: (r.verdict, r.reason) for r in store.releases("shop")}
     finally:
         daemon.close()
-        server.shutdown()
-        server.server_close()
     assert verdicts["v1"][0] == "pass", verdicts
     assert verdicts["v2"] == ("pass", "")
     assert verdicts["v3"][0] == "rollback", verdicts["v3"]
@@ -1057,22 +1080,16 @@ def test_a_labelled_error_counter_that_never_counted_is_zero_errors_not_missing(
 
 
 def test_a_version_metric_no_target_reports_leaves_no_pass_and_is_said(
-        caplog: pytest.LogCaptureFixture) -> None:
+        python_app: _PythonApp, caplog: pytest.LogCaptureFixture) -> None:
     # `app_build_inf` for `app_build_info`: every sample goes to the release registered last,
-    # so v5, registered but never deployed, would pass on v4's samples.
-    clock = SimClock(start=1_000_000.0)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _PythonClientTarget)
-    server.app = {"clock": clock, "since": clock.now(), "version": "v4",  # type: ignore[attr-defined]
-                  "errors_since": None}
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    policy = ServicePolicy(
-        name="shop", targets=(Target(url=url, interval=15.0, timeout=2.0),),
+    # so v5, registered but never deployed, would pass on v1's samples.
+    clock = python_app.clock
+    policy = python_app.policy(
         version_metric="app_build_inf", periods={"minor": 600.0, "major": 600.0},
         evaluation_interval=60.0, persistence=2,
         signals=(SignalRule("requests", kind="rate", metric="app_requests_total"),))
     store = Store.memory()
-    daemon = Daemon(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    daemon = python_app.daemon(policy, store)
     try:
         with caplog.at_level(logging.WARNING, logger="release_monitor"):
             daemon.releases.start("shop", "v5", at=clock.now())
@@ -1080,8 +1097,6 @@ def test_a_version_metric_no_target_reports_leaves_no_pass_and_is_said(
         [release] = store.releases("shop")
     finally:
         daemon.close()
-        server.shutdown()
-        server.server_close()
     assert (release.verdict, release.reason) == ("inconclusive", (
         "no target reports app_build_inf with a 'version' label (the policy's version_metric): "
         "which version ran cannot be told"))
@@ -1117,31 +1132,21 @@ def test_a_baseline_summarized_under_a_misspelt_metric_is_summarized_again_once_
 
 
 def test_metrics_the_policy_reads_that_no_target_has_are_warned_of_at_the_first_scrape(
-        caplog: pytest.LogCaptureFixture) -> None:
-    clock = SimClock(start=1_000_000.0)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _PythonClientTarget)
-    server.app = {"clock": clock, "since": clock.now(), "version": "v1",  # type: ignore[attr-defined]
-                  "errors_since": None}
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
-    policy = ServicePolicy(
-        name="shop", targets=(Target(url=url, interval=15.0, timeout=2.0),),
-        version_metric="app_build_info", signals=(
-            SignalRule("requests", kind="rate", metric="app_request_total"),        # a typo
-            SignalRule("latency", metric="app_latency_seconds"),                    # a histogram
-            SignalRule("errors", kind="ratio", numerator='app_errors_total{kind="db"}',
-                       denominator="app_requests_total"),                          # all there
-            SignalRule("memory", leak=True, metric="process_resident_memory_bytes",
-                       limit_metric="app_memory_limit_bytes"),                     # neither
-        ))
-    daemon = Daemon(MonitorConfig(path="<test>", services={"shop": policy}), Store.memory(), clock)
+        python_app: _PythonApp, caplog: pytest.LogCaptureFixture) -> None:
+    policy = python_app.policy(version_metric="app_build_info", signals=(
+        SignalRule("requests", kind="rate", metric="app_request_total"),        # a typo
+        SignalRule("latency", metric="app_latency_seconds"),                    # a histogram
+        SignalRule("errors", kind="ratio", numerator='app_errors_total{kind="db"}',
+                   denominator="app_requests_total"),                          # all there
+        SignalRule("memory", leak=True, metric="process_resident_memory_bytes",
+                   limit_metric="app_memory_limit_bytes"),                     # neither
+    ))
+    daemon = python_app.daemon(policy, Store.memory())
     try:
         with caplog.at_level(logging.WARNING, logger="release_monitor"):
-            daemon.run_until(clock.now() + 60)
+            daemon.run_until(python_app.clock.now() + 60)
     finally:
         daemon.close()
-        server.shutdown()
-        server.server_close()
     warned = [r.getMessage() for r in caplog.records if "in the scrapes of its targets" in r.getMessage()]
     assert warned == [
         "shop: signals.requests: no series of app_request_total (did you mean app_requests_total?) "
