@@ -136,8 +136,10 @@ def parse(text: str) -> ParsedScrape:
     _check_unique(keys, line_numbers)
     values = _to_floats(value_texts, line_numbers)
     _add_untyped(types, sample_names)
+    # OpenMetrics names a counter's family without the `_total` its samples carry.
     empty = tuple(family for family, kind in types.items()
-                  if kind == "counter" and family not in sample_names)
+                  if kind == "counter" and family not in sample_names
+                  and f"{family}_total" not in sample_names)
     return ParsedScrape(keys=keys, values=values, types=types, empty_counters=empty)
 
 

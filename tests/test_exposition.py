@@ -382,3 +382,5 @@ def test_a_counter_declared_without_a_sample_is_stored_as_one_zero_under_a_reser
     # Once it has counted, the family is stored as it is, with no marker.
     counted = parse(text + 'errors_total{kind="db"} 1\n')
     assert counted.with_declared_counters()[0] == counted.keys
+    # A family named as OpenMetrics names it, without the `_total` of its samples, has them.
+    assert parse("# TYPE jobs counter\njobs_total 3\n").empty_counters == ()
