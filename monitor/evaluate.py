@@ -261,8 +261,7 @@ def observe(
     # baseline: judged against it, a critical signal would pass whatever it does.
     known = {r.name: baseline.signals[r.name] for r in rules
              if baseline is not None and r.name in baseline.signals
-             and (_has_data(r, baseline.signals[r.name])
-                  or _errors_never_answered(r, baseline.signals[r.name], window))}
+             and _has_data(r, baseline.signals[r.name])}
     ranked = [r for r in rules if r.kind != "ratio" and r.name in known]
     counted = [r for r in rules if r.kind == "ratio" and r.name in known]
     leaking = [r for r in rules if r.leak]
@@ -294,15 +293,6 @@ def observe(
 
 def _has_data(rule: SignalRule, part: SignalBaseline) -> bool:
     return part.count > 0 and (rule.kind != "ratio" or part.trials > 0)
-
-
-def _errors_never_answered(rule: SignalRule, part: SignalBaseline, window: SignalFrame) -> bool:
-    """A ratio whose baseline counted requests but whose errors' query answered nothing: a
-    sum over no series (no 5xx ever) is an empty answer in PromQL, not zero. Once the
-    candidate's errors answer, the query is known to be right, and the baseline's silence
-    is zero errors; until then it may as well be a misspelt query."""
-    return (rule.kind == "ratio" and part.trials > 0
-            and bool(np.any(np.isfinite(window.events[window.row(rule.name)]))))
 
 
 def _stack_reservoirs(parts: Sequence[SignalBaseline]) -> np.ndarray:
