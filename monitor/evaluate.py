@@ -63,6 +63,9 @@ CUSUM_THRESHOLD = 5.0
 # collection blocks (`leak_block`) and, past the first (left to a warm-up after the deploy),
 # still climbs, its floor still rising in the last block.
 CONFIRM_BLOCKS = 3
+# ...unless memory would run out within this many blocks, twice the wait for that: then
+# there is no time to tell a leak from a warm-up.
+URGENT_BLOCKS = 2 * CONFIRM_BLOCKS
 CUSUM_SCALE_WINDOW = 16
 # A yardstick no smaller than this, so a baseline that is exactly zero divides nothing by zero.
 SCALE_FLOOR = 1e-12
@@ -270,7 +273,7 @@ def observe(
     if counted:
         _rate_signals(counted, known, window, now, seen)
     if leaking:
-        _leak_signals(policy, leaking, known, window, now, seen)
+        _leak_signals(policy, leaking, known, window, now, seen, final=final)
     _data_checks(rules, window, now=now, started=started, seen=seen)
     if baseline is not None:
         for rule in rules:
@@ -696,7 +699,7 @@ def _rate_signals(
 
 def _leak_signals(
     policy: ServicePolicy, rules: Sequence[SignalRule], known: Mapping[str, SignalBaseline],
-    window: SignalFrame, now: float, seen: _Observations,
+    window: SignalFrame, now: float, seen: _Observations, *, final: bool = False,
 ) -> None:
     """Lower-envelope slope of memory, against the baseline's slope and the memory limit.
 
@@ -708,7 +711,9 @@ def _leak_signals(
     # and then levels off. Once the window is long enough, its first block is left to that.
     if window.times.size < 8:
         return
-    settled = window.span >= CONFIRM_BLOCKS * policy.leak_block
+    # Once the period is over, two blocks past the first are all there will be (a 15-minute
+    # period of 5-minute blocks holds barely three, from a first scrape just after the start).
+    settled = window.span >= (CONFIRM_BLOCKS - (1 if final else 0)) * policy.leak_block
     kept = window.times >= window.times[0] + (policy.leak_block if settled else 0.0)
     times, memory = window.times[kept], window.values[[window.row(r.name) for r in rules]][:, kept]
     if times.size < 8:
@@ -745,7 +750,7 @@ def _leak_signals(
                       if limit is not None else float("inf"))
         # A climb is a leak to roll back for once it goes on past a warm-up, or sooner if
         # memory would run out before that could be seen.
-        urgent = exhaustion <= CONFIRM_BLOCKS * policy.leak_block
+        urgent = exhaustion <= URGENT_BLOCKS * policy.leak_block
         climbing = urgent or (settled and _floor_rises(times, memory[row], slope[row],
                                                        policy.leak_block))
         major = exhaustion <= policy.leak_horizon and climbing

@@ -1009,3 +1009,15 @@ def test_release_start_makes_no_default_database_where_none_is(
     assert result.stderr == ("error: no database at release-monitor.db: give --db or --config, "
                              "or run this where `monitor run` keeps its database\n")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_check_config_notes_leak_blocks_too_long_to_see_a_leak_go_on_within_the_period(
+        tmp_path: Path) -> None:
+    memory = ('[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics"\n'
+              '[services.shop.signals.memory]\nmetric = "rss_bytes"\nleak = true\n'
+              'limit = 1073741824\n')
+    assert _check_config_notes(tmp_path, memory) == []          # 5m blocks in 15m: room
+    assert _check_config_notes(tmp_path, '[services.shop]\nleak_block = "8m"\n' + memory) == [
+        "shop: note: leak_block: 8m leaves no room to see a leak go on climbing within the 15m "
+        "period (it takes 2 blocks after the first): a leak there is a rollback only if memory "
+        "would run out within 48m"]

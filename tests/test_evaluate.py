@@ -342,7 +342,8 @@ def test_a_warm_up_after_the_deploy_that_levels_off_is_no_leak(seed: int) -> Non
                                                             rise=100e6, tau=100.0))
     early = [f for h in history[:8] for f in h.findings if f.detector == "leak"]
     assert early, "the climb is seen while it lasts"
-    assert all(f.severity == "minor" for f in early)
+    # At its steepest it projects the limit within six blocks (urgent), but not for long.
+    assert [h.verdict for h in history[:-1]] == ["pending"] * (len(history) - 1)
     assert history[-1].verdict == "pass", history[-1].reason
 
 
@@ -702,3 +703,20 @@ def test_a_shift_from_a_baseline_that_never_moved_is_told_in_words_not_300_digit
     final = _judge(policy, baseline, flat(T0, 68.4e6, seed=2))[-1]
     [finding] = final.findings
     assert "(+181.5%, over 1000 A/A spreads, p=" in finding.detail, finding.detail
+
+
+@pytest.mark.parametrize(("leak", "rise", "verdict"), [
+    (3e5, 0.0, "rollback"),      # 18 MB a minute, the limit 38 minutes away
+    (1.5e5, 0.0, "rollback"),    # 9 MB a minute, 76 minutes away
+    (0.0, 100e6, "pass"),        # a warm-up of 100 MB that levels off
+])
+def test_with_the_default_blocks_and_period_a_leak_rolls_back_and_a_warm_up_passes(
+        leak: float, rise: float, verdict: str) -> None:
+    # 5-minute blocks in a 15-minute period, the first scrape 5 s after the deploy: three
+    # whole blocks never fit before the period ends, so the end decides on two.
+    policy = ServicePolicy(name="svc", signals=(MEMORY,), evaluation_interval=60.0, persistence=3)
+    baseline = Baseline(("v1",), summarize(_frame(T0 - 7200, 120, seed=1), leak_signals=["memory"],
+                                           leak_block=policy.leak_block))
+    candidate = _warming_up(_frame(T0 + 5.0, 20, seed=14, leak=leak), rise=rise, tau=100.0)
+    final = _judge(policy, baseline, candidate, period=policy.period("minor"))[-1]
+    assert final.verdict == verdict, final.reason

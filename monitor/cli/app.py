@@ -225,6 +225,15 @@ def unit_notes(policy: ServicePolicy) -> list[str]:
                          "target misses scrapes before a failure is said"
                          # Minutes of timeout: most likely milliseconds meant.
                          + (' (durations take a unit: "2s")' if target.timeout >= 100 else ""))
+    from monitor.evaluate import CONFIRM_BLOCKS, URGENT_BLOCKS
+
+    shortest = min(policy.periods.values(), default=0.0)
+    if any(r.leak for r in policy.signals) and (CONFIRM_BLOCKS - 1) * policy.leak_block >= shortest:
+        notes.append(f"leak_block: {format_duration(policy.leak_block)} leaves no room to see "
+                     f"a leak go on climbing within the {format_duration(shortest)} period "
+                     f"(it takes {CONFIRM_BLOCKS - 1} blocks after the first): a leak there is a "
+                     f"rollback only if memory would run out within "
+                     f"{format_duration(URGENT_BLOCKS * policy.leak_block)}")
     for rule in policy.signals:
         for key in ("tolerance", "ignore_below"):
             value = getattr(rule, key)
