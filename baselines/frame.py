@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -21,6 +22,9 @@ class SignalFrame:
     values: np.ndarray
     events: np.ndarray
     trials: np.ndarray
+    # Per quantile signal, the histogram's upper bounds its values were taken over: a
+    # quantile interpolated in other buckets is not the same measurement.
+    layouts: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, names: tuple[str, ...]) -> SignalFrame:
@@ -40,7 +44,7 @@ class SignalFrame:
         keep = (self.times >= start) & (self.times < end)
         return SignalFrame(
             self.names, self.times[keep], self.values[:, keep], self.events[:, keep],
-            self.trials[:, keep],
+            self.trials[:, keep], self.layouts,
         )
 
     @property

@@ -58,6 +58,8 @@ class SignalBaseline:
     tail_end: float = float("nan")
     tail_step: float = float("nan")
     aa_step_spread: tuple[float, ...] = ()
+    # A quantile's histogram bounds (SignalFrame.layouts); () when not one, or not known.
+    layout: tuple[float, ...] = ()
 
     @property
     def median(self) -> float:
@@ -77,6 +79,8 @@ class SignalBaseline:
         summary["aa_slope_spread"] = [_finite_or_none(v) for v in self.aa_slope_spread]
         summary["aa_step_spread"] = [_finite_or_none(v) for v in self.aa_step_spread]
         summary["tail"] = [_finite_or_none(v) for v in self.tail]
+        # JSON has no infinity: the +Inf bucket is written as null.
+        summary["layout"] = [_finite_or_none(v) for v in self.layout]
         return {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in summary.items()}
 
     @classmethod
@@ -96,6 +100,8 @@ class SignalBaseline:
             aa_slope_spread=_floats(summary.get("aa_slope_spread", [])),
             aa_step_spread=_floats(summary.get("aa_step_spread", [])),
             tail=np.asarray(_floats(summary.get("tail", [])), dtype=float),
+            layout=tuple(float("inf") if v is None else float(v)
+                         for v in summary.get("layout", [])),
             reservoir=np.asarray(reservoir, dtype=float),
             **scalars,
         )
@@ -200,6 +206,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
             tail_end=float(frame.times[-1]) if frame.times.size else float("nan"),
             tail_step=tail_step,
             aa_step_spread=tuple(float(v) for v in step_spread[row]),
+            layout=tuple(frame.layouts.get(name, ())),
         )
     return out
 
@@ -382,5 +389,6 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             reservoir=thin(pooled, RESERVOIR_SIZE),
             # Several releases have no one moment that the candidate follows on from.
             tail=np.zeros(0), aa_step_spread=(),
+            layout=parts[0].layout if all(p.layout == parts[0].layout for p in parts) else (),
         )
     return Baseline(releases, merged)

@@ -265,6 +265,11 @@ def observe(
     known = {r.name: baseline.signals[r.name] for r in rules
              if baseline is not None and r.name in baseline.signals
              and _has_data(r, baseline.signals[r.name])}
+    # A quantile interpolated in other buckets is another measurement: no comparison.
+    rebucketed = {name: _layout_change(part.layout, window.layouts.get(name, ()))
+                  for name, part in known.items()
+                  if part.layout and window.layouts.get(name) and part.layout != window.layouts[name]}
+    known = {name: part for name, part in known.items() if name not in rebucketed}
     ranked = [r for r in rules if r.kind != "ratio" and r.name in known]
     counted = [r for r in rules if r.kind == "ratio" and r.name in known]
     leaking = [r for r in rules if r.leak]
@@ -283,7 +288,9 @@ def observe(
             # nothing, it was not judged, and a pass must say so.
             part = baseline.signals.get(rule.name)
             missing = f"{rule.name}: the baseline has no data for it"
-            if rule.numerator_query and part is not None and part.trials > 0:
+            if rule.name in rebucketed:
+                missing = f"{rule.name}: {rebucketed[rule.name]}"
+            elif rule.numerator_query and part is not None and part.trials > 0:
                 missing = (f"{rule.name}: the baseline counted requests but its numerator_query "
                            "answered nothing (add `or vector(0)` to it if that means no errors)")
             noted = {note.partition(":")[0] for note in seen.unjudged}
@@ -292,6 +299,15 @@ def observe(
             elif not rule.leak and rule.name not in noted:   # a leak is judged on its own
                 seen.unjudged.append(missing)
     return seen
+
+
+def _layout_change(before: tuple[float, ...], after: tuple[float, ...]) -> str:
+    def bounds(layout: tuple[float, ...]) -> str:
+        return ", ".join("+Inf" if np.isinf(b) else f"{b:g}" for b in layout)
+
+    return (f"its histogram's buckets changed ({bounds(before)} -> {bounds(after)}): a "
+            "quantile in other buckets is not comparable with the baseline's (`monitor "
+            "baselines pin` this release, once trusted, for the releases after it)")
 
 
 def _has_data(rule: SignalRule, part: SignalBaseline) -> bool:

@@ -494,8 +494,8 @@ def promql_frame(
                 f"signal {rule.name}: no PromQL query (set query, or numerator_query and "
                 "denominator_query for a ratio)"
             )
-    return SignalFrame(tuple(rule.name for rule in rules), plan.times(),
-                       *(measured(a) for a in (values, events, trials)))
+    return SignalFrame(tuple(rule.name for rule in rules), plan.times(), measured(values),
+                       measured(events), measured(trials))
 
 
 def _on_grid(series: Sequence[RangeSeries], plan: RangePlan, how: str) -> np.ndarray:

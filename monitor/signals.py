@@ -59,10 +59,14 @@ def derive(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
     grid, slot = _grid(raw.times, per_target)
     shape = (len(rules), grid.size)
     values, events, trials = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    layouts: dict[str, tuple[float, ...]] = {}
     for row, rule in enumerate(rules):
-        if rule.kind == "quantile" and rule.aggregate != "max":
-            values[row] = _pooled_quantile(rule, index, raw, per_target, slot, grid.size)
-            continue
+        if rule.kind == "quantile":
+            layout = _common_layout(rule, index, raw, per_target)
+            layouts[rule.name] = tuple(float(b) for b in layout)
+            if rule.aggregate != "max":
+                values[row] = _pooled_quantile(rule, index, raw, per_target, slot, grid.size, layout)
+                continue
         combine = _Combine(grid.size)
         for cols in per_target.values():
             v, e, t = _signal(rule, index, raw, cols)
@@ -72,7 +76,7 @@ def derive(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
             events[row], trials[row] = combine.events(), combine.trials()
             with np.errstate(invalid="ignore", divide="ignore"):
                 values[row] = np.where(trials[row] > 0, events[row] / trials[row], np.nan)
-    return SignalFrame(names, grid, *(measured(a) for a in (values, events, trials)))
+    return SignalFrame(names, grid, measured(values), measured(events), measured(trials), layouts)
 
 
 class _Combine:
@@ -259,33 +263,40 @@ def _quantile(rule: SignalRule, index: _Index, raw: RawSeries, cols: np.ndarray)
 
 
 def _pooled_quantile(rule: SignalRule, index: _Index, raw: RawSeries,
-                     per_target: Mapping[str, np.ndarray], slot: np.ndarray, size: int) -> np.ndarray:
+                     per_target: Mapping[str, np.ndarray], slot: np.ndarray, size: int,
+                     layout: np.ndarray) -> np.ndarray:
     """`histogram_quantile(q, sum by (le) (increase(...)))`: the targets' bucket increases
     added up in each slot, then one quantile, so a quiet target weighs what it served (a
     mean of the targets' quantiles let ten slow requests on one pod set the whole p95).
-    Only the bounds every target with data exports are added up."""
-    bounds, by_bound = _buckets(rule, index)
-    if bounds.size == 0:
+    Only the bounds of `layout`, which every target with data exports, are added up."""
+    if layout.size == 0:
         return np.full(size, np.nan)
-    increases = {target: _bucket_increases(bounds, by_bound, raw, cols)
-                 for target, cols in per_target.items()}
-    kept = np.ones(bounds.size, dtype=bool)
-    for part in increases.values():
-        exported = _exported(bounds, part)
-        if exported.any():
-            kept &= exported
-    if not _a_histogram(bounds[kept]):
-        return np.full(size, np.nan)
-    pooled = np.zeros((int(kept.sum()), size))
+    _, by_bound = _buckets(rule, index)
+    pooled = np.zeros((layout.size, size))
     seen = np.zeros(size, dtype=bool)
-    for target, cols in per_target.items():
-        part = increases[target][kept]
+    for cols in per_target.values():
+        part = _bucket_increases(layout, by_bound, raw, cols)
         whole = ~np.any(np.isnan(part), axis=0)   # a target's histogram, every bucket
         np.add.at(pooled.T, slot[cols][whole], part[:, whole].T)
         seen[slot[cols][whole]] = True
-    result = bucket_quantile(rule.quantile, bounds[kept], pooled)
+    result = bucket_quantile(rule.quantile, layout, pooled)
     result[~seen] = np.nan
     return result
+
+
+def _common_layout(rule: SignalRule, index: _Index, raw: RawSeries,
+                   per_target: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The histogram bounds every target with data exports in these columns (the service's
+    series list holds every bucket any release exported); empty unless they make one."""
+    bounds, by_bound = _buckets(rule, index)
+    if bounds.size == 0:
+        return bounds
+    kept = np.ones(bounds.size, dtype=bool)
+    for cols in per_target.values():
+        exported = _exported(bounds, _bucket_increases(bounds, by_bound, raw, cols))
+        if exported.any():
+            kept &= exported
+    return bounds[kept] if _a_histogram(bounds[kept]) else np.array([])
 
 
 def _exported(bounds: np.ndarray, increases: np.ndarray) -> np.ndarray:

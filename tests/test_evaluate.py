@@ -13,10 +13,13 @@ from baselines.frame import SignalFrame
 from baselines.summary import Baseline, SignalBaseline, summarize
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.policy import ServicePolicy, SignalRule
+from monitor.signals import RawSeries, derive
 
 STEP = 15.0
 T0 = 1_000_000.0
 LATENCY = SignalRule("latency", bad="increase", critical=True, tolerance=0.25)
+LATENCY_P95 = SignalRule("latency", kind="quantile", metric="lat", quantile=0.95, bad="increase",
+                         critical=True, tolerance=0.25)
 QUEUE = SignalRule("queue", bad="increase")
 ERRORS = SignalRule("errors", kind="ratio", bad="increase", critical=True, tolerance=0.5,
                     numerator="e_total", denominator="r_total")
@@ -720,3 +723,38 @@ def test_with_the_default_blocks_and_period_a_leak_rolls_back_and_a_warm_up_pass
     candidate = _warming_up(_frame(T0 + 5.0, 20, seed=14, leak=leak), rise=rise, tau=100.0)
     final = _judge(policy, baseline, candidate, period=policy.period("minor"))[-1]
     assert final.verdict == verdict, final.reason
+
+
+def _latency_histogram(start: float, minutes: int, bounds: tuple[float, ...],
+                       seed: int) -> SignalFrame:
+    """A p95 read from cumulative buckets of the same latencies (lognormal, median 120 ms),
+    exported with these bounds; the service's series list has every bound either layout has."""
+    every = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, np.inf)
+    rng = np.random.default_rng(seed)
+    latencies = rng.lognormal(np.log(0.12), 0.6, (minutes * 4, 300))
+    counts = np.cumsum([[np.sum(batch <= b) for b in every] for batch in latencies], axis=0).T
+    rows = [counts[i] if b in bounds else np.full(minutes * 4, np.nan) for i, b in enumerate(every)]
+    keys = tuple(f'lat_bucket{{le="{"+Inf" if np.isinf(b) else b}"}}' for b in every)
+    times = start + STEP * np.arange(minutes * 4)
+    raw = RawSeries(keys, times, ("pod",) * times.size, np.array(rows, dtype=float))
+    return derive([LATENCY_P95], raw)
+
+
+def test_a_quantile_in_other_buckets_than_its_baseline_s_is_not_compared() -> None:
+    # The same latencies: dropping the 0.2 and 0.3 buckets moves the interpolated p95 by a
+    # third, which compared would be a rollback.
+    fine, coarse = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, np.inf), (0.05, 0.1, 0.5, 1.0, np.inf)
+    policy = _policy(LATENCY_P95)
+    stored = summarize(_latency_histogram(T0 - 7200, 120, fine, seed=1))["latency"]
+    # Kept with the baseline, +Inf and all.
+    assert SignalBaseline.from_summary(stored.to_summary(), stored.reservoir).layout == fine
+    baseline = Baseline(("v1",), {"latency": stored})
+    same = _judge(policy, baseline, _latency_histogram(T0, 30, fine, seed=2))[-1]
+    assert (same.verdict, same.reason) == ("pass", "")
+    changed = _judge(policy, baseline, _latency_histogram(T0, 30, coarse, seed=2))[-1]
+    assert (changed.verdict, changed.reason) == ("inconclusive", (
+        "latency: its histogram's buckets changed (0.05, 0.1, 0.2, 0.3, 0.5, 1, +Inf -> 0.05, "
+        "0.1, 0.5, 1, +Inf): a quantile in other buckets is not comparable with the "
+        "baseline's (`monitor baselines pin` this release, once trusted, for the releases "
+        "after it)"))
+

@@ -170,7 +170,9 @@ def test_a_bucket_another_release_exported_does_not_empty_the_quantile() -> None
     raw = _pods(keys, {"a": [[0, 80], [np.nan, np.nan], [0, 100], [0, 100]]})
     for aggregate in ("sum", "max"):
         rule = SignalRule("p95", kind="quantile", metric="lat", quantile=0.95, aggregate=aggregate)
-        assert derive([rule], raw).values[0, 1] == pytest.approx(0.1 + 0.4 * 15 / 20)
+        frame = derive([rule], raw)
+        assert frame.values[0, 1] == pytest.approx(0.1 + 0.4 * 15 / 20)
+        assert frame.layouts == {"p95": (0.1, 0.5, np.inf)}   # what it was taken over
     # Pooled over pods of two layouts, only the bounds both export are added up: 160 of
     # 200 within 0.1 s, rank 190 in (0.1, 0.5].
     mixed = _pods(keys, {"a": [[0, 80], [np.nan, np.nan], [0, 100], [0, 100]],
