@@ -62,11 +62,9 @@ def derive(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
     layouts: dict[str, tuple[float, ...]] = {}
     for row, rule in enumerate(rules):
         if rule.kind == "quantile":
-            layout = _common_layout(rule, index, raw, per_target)
+            values[row], layout = _quantile_row(rule, index, raw, per_target, slot, grid.size)
             layouts[rule.name] = tuple(float(b) for b in layout)
-            if rule.aggregate != "max":
-                values[row] = _pooled_quantile(rule, index, raw, per_target, slot, grid.size, layout)
-                continue
+            continue
         combine = _Combine(grid.size)
         for cols in per_target.values():
             v, e, t = _signal(rule, index, raw, cols)
@@ -167,7 +165,7 @@ def _signal(
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = np.where(trials > 0, events / trials, np.nan)
         return ratio, events, trials
-    return _quantile(rule, index, raw, cols), nothing, nothing
+    raise ValueError(f"signal {rule.name}: kind {rule.kind!r} is read by _quantile_row")
 
 
 def _rows(index: _Index, selector: str) -> list[int]:
@@ -250,53 +248,50 @@ def _bucket_increases(bounds: np.ndarray, by_bound: Mapping[float, list[int]], r
     return np.vstack([_increase(raw.values[by_bound[b]][:, cols]) for b in bounds])
 
 
-def _quantile(rule: SignalRule, index: _Index, raw: RawSeries, cols: np.ndarray) -> np.ndarray:
-    """histogram_quantile over one target's buckets' increase in each scrape interval."""
+def _quantile_row(rule: SignalRule, index: _Index, raw: RawSeries,
+                  per_target: Mapping[str, np.ndarray], slot: np.ndarray,
+                  size: int) -> tuple[np.ndarray, np.ndarray]:
+    """A histogram's quantile on the grid, and the bounds it was taken over.
+
+    Pooled, as `histogram_quantile(q, sum by (le) (increase(...)))`: the targets' bucket
+    increases added up in each slot, then one quantile, so a quiet target weighs what it
+    served (a mean of the targets' quantiles let ten slow requests on one pod set the whole
+    p95), over the bounds every target with data exports (the service's series list holds
+    every bucket any release exported). With `aggregate = "max"`, each target's own
+    quantile over its own bounds, and the worst."""
     bounds, by_bound = _buckets(rule, index)
+    nothing = np.full(size, np.nan)
     if bounds.size == 0:
-        return np.full(cols.size, np.nan)
-    increases = _bucket_increases(bounds, by_bound, raw, cols)
-    kept = _exported(bounds, increases)
-    if not kept.any():
-        return np.full(cols.size, np.nan)
-    return bucket_quantile(rule.quantile, bounds[kept], increases[kept])
-
-
-def _pooled_quantile(rule: SignalRule, index: _Index, raw: RawSeries,
-                     per_target: Mapping[str, np.ndarray], slot: np.ndarray, size: int,
-                     layout: np.ndarray) -> np.ndarray:
-    """`histogram_quantile(q, sum by (le) (increase(...)))`: the targets' bucket increases
-    added up in each slot, then one quantile, so a quiet target weighs what it served (a
-    mean of the targets' quantiles let ten slow requests on one pod set the whole p95).
-    Only the bounds of `layout`, which every target with data exports, are added up."""
+        return nothing, bounds
+    increases = {target: _bucket_increases(bounds, by_bound, raw, cols)
+                 for target, cols in per_target.items()}
+    exported = {target: _exported(bounds, part) for target, part in increases.items()}
+    answering = [kept for kept in exported.values() if kept.any()]
+    if not answering:
+        return nothing, np.array([])
+    kept = np.logical_and.reduce(answering)
+    layout = bounds[kept] if _a_histogram(bounds[kept]) else np.array([])
+    if rule.aggregate == "max":
+        combine = _Combine(size)
+        for target, cols in per_target.items():
+            own = exported[target]
+            if own.any():
+                blank = np.full(cols.size, np.nan)
+                combine.add(slot[cols], bucket_quantile(rule.quantile, bounds[own],
+                                                        increases[target][own]), blank, blank)
+        return combine.values("max"), layout
     if layout.size == 0:
-        return np.full(size, np.nan)
-    _, by_bound = _buckets(rule, index)
+        return nothing, layout
     pooled = np.zeros((layout.size, size))
     seen = np.zeros(size, dtype=bool)
-    for cols in per_target.values():
-        part = _bucket_increases(layout, by_bound, raw, cols)
+    for target, cols in per_target.items():
+        part = increases[target][kept]
         whole = ~np.any(np.isnan(part), axis=0)   # a target's histogram, every bucket
         np.add.at(pooled.T, slot[cols][whole], part[:, whole].T)
         seen[slot[cols][whole]] = True
     result = bucket_quantile(rule.quantile, layout, pooled)
     result[~seen] = np.nan
-    return result
-
-
-def _common_layout(rule: SignalRule, index: _Index, raw: RawSeries,
-                   per_target: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The histogram bounds every target with data exports in these columns (the service's
-    series list holds every bucket any release exported); empty unless they make one."""
-    bounds, by_bound = _buckets(rule, index)
-    if bounds.size == 0:
-        return bounds
-    kept = np.ones(bounds.size, dtype=bool)
-    for cols in per_target.values():
-        exported = _exported(bounds, _bucket_increases(bounds, by_bound, raw, cols))
-        if exported.any():
-            kept &= exported
-    return bounds[kept] if _a_histogram(bounds[kept]) else np.array([])
+    return result, layout
 
 
 def _exported(bounds: np.ndarray, increases: np.ndarray) -> np.ndarray:

@@ -192,3 +192,19 @@ def test_an_infinite_gauge_is_a_missing_sample() -> None:
     raw = _raw(["ratio"], [[0.5, np.inf, -np.inf, 0.7]], [0, 15, 30, 45])
     frame = derive([SignalRule("ratio", metric="ratio")], raw)
     np.testing.assert_array_equal(frame.values[0], [0.5, np.nan, np.nan, 0.7])
+
+
+def test_a_worst_pod_quantile_with_pods_scraped_unevenly_and_no_layout_without_data() -> None:
+    # Pod a scraped three times, pod b twice: each target's own p95, the worst per slot.
+    keys = tuple(f'lat_bucket{{le="{b}"}}' for b in ("0.1", "1", "+Inf"))
+    a = [[0, 100, 200], [0, 100, 200], [0, 100, 200]]          # all within 0.1 s
+    b = [[0, 0], [0, 10], [0, 10]]                               # all within (0.1, 1]
+    values = np.hstack([np.array(a, float), np.array(b, float)])
+    raw = RawSeries(keys, np.array([0.0, 15.0, 30.0, 1.0, 16.0]), ("a", "a", "a", "b", "b"), values)
+    worst = derive([SignalRule("p95", kind="quantile", metric="lat", quantile=0.95,
+                               aggregate="max")], raw)
+    np.testing.assert_allclose(worst.values[0], [np.nan, 0.1 + 0.9 * 9.5 / 10, 0.1 * 95 / 100])
+    assert worst.layouts == {"p95": (0.1, 1.0, np.inf)}
+    # No target with a histogram in the window: no layout either (not every bound ever seen).
+    empty = RawSeries(keys, np.array([0.0, 15.0]), ("a", "a"), np.full((3, 2), np.nan))
+    assert derive([SignalRule("p95", kind="quantile", metric="lat")], empty).layouts == {"p95": ()}
