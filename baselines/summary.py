@@ -58,7 +58,8 @@ class SignalBaseline:
     tail_end: float = float("nan")
     tail_step: float = float("nan")
     aa_step_spread: tuple[float, ...] = ()
-    # A quantile's histogram bounds (SignalFrame.layouts); () when not one, or not known.
+    # A quantile's histogram bounds (SignalFrame.layouts); () when not one, or not known;
+    # (NaN,) for releases of different bounds merged.
     layout: tuple[float, ...] = ()
 
     @property
@@ -389,6 +390,8 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             reservoir=thin(pooled, RESERVOIR_SIZE),
             # Several releases have no one moment that the candidate follows on from.
             tail=np.zeros(0), aa_step_spread=(),
-            layout=parts[0].layout if all(p.layout == parts[0].layout for p in parts) else (),
+            # Releases of different buckets pooled: like no candidate's (NaN matches none).
+            layout=parts[0].layout if all(p.layout == parts[0].layout for p in parts)
+            else (float("nan"),),
         )
     return Baseline(releases, merged)

@@ -305,9 +305,11 @@ def _layout_change(before: tuple[float, ...], after: tuple[float, ...]) -> str:
     def bounds(layout: tuple[float, ...]) -> str:
         return ", ".join("+Inf" if np.isinf(b) else f"{b:g}" for b in layout)
 
-    return (f"its histogram's buckets changed ({bounds(before)} -> {bounds(after)}): a "
-            "quantile in other buckets is not comparable with the baseline's (`monitor "
-            "baselines pin` this release, once trusted, for the releases after it)")
+    change = ("its baseline's releases used different histogram buckets"
+              if any(np.isnan(b) for b in before)
+              else f"its histogram's buckets changed ({bounds(before)} -> {bounds(after)})")
+    return (f"{change}: a quantile in other buckets is not comparable with the baseline's "
+            "(`monitor baselines pin` this release, once trusted, for the releases after it)")
 
 
 def _has_data(rule: SignalRule, part: SignalBaseline) -> bool:

@@ -529,12 +529,16 @@ class Releases:
             signals = {name: SignalBaseline.from_summary(summary, reservoir)
                        for name, (summary, reservoir) in stored.items()}
             stale = {r.name for r in policy.signals if _stale(r, stored.get(r.name))}
-            if not stale:
+            # Quantiles stored before their buckets were kept: summarized again if they can
+            # be, else compared as they are.
+            unlaid = {r.name for r in policy.signals if r.kind == "quantile"
+                      and r.name in stored and "layout" not in stored[r.name][0]} - stale
+            if not stale and not unlaid:
                 return Baseline((healthy.version,), signals)
             # Summarized under another definition of a signal (a metric name since put
             # right), or before it was in the policy: those again, while samples last (the
             # others keep their summaries, made when every sample was there).
-            fresh = self._summarized(healthy, policy, only=stale) \
+            fresh = self._summarized(healthy, policy, only=stale | unlaid) \
                 if healthy.id not in self._resummarized else None
             self._resummarized.add(healthy.id)
             kept = {name: part for name, part in signals.items() if name not in stale}

@@ -16,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pytest
 import requests
 from processes import StopOnceFileExists
@@ -1159,3 +1160,27 @@ def test_metrics_the_policy_reads_that_no_target_has_are_warned_of_at_the_first_
         "of its targets",
     ]
 
+
+
+def test_a_quantile_stored_before_its_buckets_were_kept_is_summarized_again() -> None:
+    clock = SimClock(start=1_000_000.0)
+    store = Store.memory()
+    keys = [f'lat_bucket{{le="{b}"}}' for b in ("0.1", "1", "+Inf")]
+    ids = store.series_ids("shop", keys)
+    _passed_release(store, "shop", "v1", clock.now() - 3600)
+    for minute in range(60):
+        store.write_scrape("shop", "t", "v1", clock.now() - 3600 + 60 * minute, ids,
+                           [90.0 * minute, 100.0 * minute, 100.0 * minute])
+    v1 = store.release("shop", "v1")
+    policy = ServicePolicy(name="shop", signals=(
+        SignalRule("latency", kind="quantile", metric="lat", quantile=0.5),))
+    releases = Releases(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    assert releases.baseline_of(v1, policy) is not None
+    # As a build without bucket layouts stored it.
+    [(summary, reservoir)] = store.load_baseline(v1.id).values()
+    del summary["layout"]
+    store.save_baselines(v1.id, {"latency": (summary, reservoir)})
+    again = Releases(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    baseline = again.baseline_of(v1, policy)
+    assert baseline is not None and baseline.signals["latency"].layout == (0.1, 1.0, np.inf)
+    assert "layout" in store.load_baseline(v1.id)["latency"][0]

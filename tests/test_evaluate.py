@@ -10,7 +10,7 @@ import pytest
 
 from baselines.calibration import spread_at
 from baselines.frame import SignalFrame
-from baselines.summary import Baseline, SignalBaseline, summarize
+from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.policy import ServicePolicy, SignalRule
 from monitor.signals import RawSeries, derive
@@ -758,3 +758,15 @@ def test_a_quantile_in_other_buckets_than_its_baseline_s_is_not_compared() -> No
         "baseline's (`monitor baselines pin` this release, once trusted, for the releases "
         "after it)"))
 
+
+
+def test_a_baseline_merged_from_releases_of_different_buckets_is_not_compared_either() -> None:
+    fine, coarse = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, np.inf), (0.05, 0.1, 0.5, 1.0, np.inf)
+    policy = _policy(LATENCY_P95)
+    merged = merge([Baseline((f"v{i}",), summarize(_latency_histogram(T0 - 7200 * (3 - i), 120,
+                                                                      layout, seed=i)))
+                    for i, layout in ((1, coarse), (2, fine))])
+    final = _judge(policy, merged, _latency_histogram(T0, 30, fine, seed=3))[-1]
+    assert final.verdict == "inconclusive"
+    assert final.reason.startswith("latency: its baseline's releases used different histogram "
+                                   "buckets: a quantile in other buckets is not comparable"), final.reason
