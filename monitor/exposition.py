@@ -90,7 +90,9 @@ class ParsedScrape:
         """
         if not self.empty_counters:
             return self.keys, self.values
-        markers = [format_key(family, {DECLARED_LABEL: "counter"}) for family in self.empty_counters]
+        # Named as its samples would be (OpenMetrics declares `errors` for `errors_total`).
+        markers = [format_key(family if family.endswith("_total") else f"{family}_total",
+                              {DECLARED_LABEL: "counter"}) for family in self.empty_counters]
         return self.keys + markers, np.concatenate([self.values, np.zeros(len(markers))])
 
 

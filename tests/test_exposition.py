@@ -384,3 +384,6 @@ def test_a_counter_declared_without_a_sample_is_stored_as_one_zero_under_a_reser
     assert counted.with_declared_counters()[0] == counted.keys
     # A family named as OpenMetrics names it, without the `_total` of its samples, has them.
     assert parse("# TYPE jobs counter\njobs_total 3\n").empty_counters == ()
+    # ...and one without any is stored under the name its samples will have.
+    assert parse("# TYPE jobs counter\n").with_declared_counters()[0] == [
+        'jobs_total{__declared__="counter"}']
