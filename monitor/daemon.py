@@ -333,7 +333,7 @@ class Daemon:
         seen = self._first_names.setdefault(state.service, {})
         if state.health.target in seen:
             return
-        seen[state.health.target] = scraped_names(parsed.keys) | set(parsed.empty_counters)
+        seen[state.health.target] = scraped_names(parsed.with_declared_counters()[0])
         if set(seen) < {s.health.target for s in self.targets if s.service == state.service}:
             return
         self._names_checked.add(state.service)
