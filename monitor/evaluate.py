@@ -63,9 +63,9 @@ CUSUM_THRESHOLD = 5.0
 # collection blocks (`leak_block`) and, past the first (left to a warm-up after the deploy),
 # still climbs, its floor still rising in the last block.
 CONFIRM_BLOCKS = 3
-# ...unless memory would run out within this many blocks, twice the wait for that: then
-# there is no time to tell a leak from a warm-up.
-URGENT_BLOCKS = 2 * CONFIRM_BLOCKS
+# ...unless memory would run out within this many blocks, the wait for that: then there
+# is no time to tell a leak from a warm-up.
+URGENT_BLOCKS = CONFIRM_BLOCKS
 CUSUM_SCALE_WINDOW = 16
 # A yardstick no smaller than this, so a baseline that is exactly zero divides nothing by zero.
 SCALE_FLOOR = 1e-12
@@ -769,8 +769,8 @@ def _leak_signals(
         # A climb is a leak to roll back for once it goes on past a warm-up, or sooner if
         # memory would run out before that could be seen.
         urgent = exhaustion <= URGENT_BLOCKS * policy.leak_block
-        climbing = urgent or (settled and _floor_rises(times, memory[row], slope[row],
-                                                       policy.leak_block))
+        climbing = urgent or (settled and _floor_rises(
+            window.times, window.values[window.row(rule.name)], slope[row], policy.leak_block))
         major = exhaustion <= policy.leak_horizon and climbing
         exhausts = (f", limit {_fmt(limit)} in {format_duration(exhaustion)}"
                     if limit is not None and np.isfinite(exhaustion) else "")
@@ -790,12 +790,17 @@ def _leak_signals(
 def _floor_rises(times: np.ndarray, values: np.ndarray, slope: float, block: float) -> bool:
     """Whether memory's floor (its lowest value over a garbage-collection cycle, `block`
     long) over the last block stands above the floor of the block before by at least half
-    of what `slope` says: a leak goes on climbing, a warm-up levels off."""
-    last = values[times > times[-1] - block]
-    before = values[(times > times[-1] - 2 * block) & (times <= times[-1] - block)]
-    if not (np.any(np.isfinite(last)) and np.any(np.isfinite(before))):
-        return False
-    return bool(np.nanmin(last) - np.nanmin(before) > 0.5 * slope * block)
+    of what `slope` says, and by at least half of what that block rose over the one before
+    it: a leak goes on climbing, a warm-up levels off (slowing down as it does)."""
+    floors = []
+    for back in (3, 2, 1):
+        inside = values[(times > times[-1] - back * block) & (times <= times[-1] - (back - 1) * block)]
+        floors.append(float(np.nanmin(inside)) if np.any(np.isfinite(inside)) else np.nan)
+    earlier, before, last = floors
+    rises = last - before > 0.5 * slope * block
+    # The block before last may hold the deploy's first moments: no slowing shown then.
+    slowing = np.isfinite(earlier) and last - before < 0.5 * (before - earlier)
+    return bool(rises and not slowing)
 
 
 def _limit(rule: SignalRule, window: SignalFrame) -> float | None:

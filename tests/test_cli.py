@@ -1020,4 +1020,4 @@ def test_check_config_notes_leak_blocks_too_long_to_see_a_leak_go_on_within_the_
     assert _check_config_notes(tmp_path, '[services.shop]\nleak_block = "8m"\n' + memory) == [
         "shop: note: leak_block: 8m leaves no room to see a leak go on climbing within the 15m "
         "period (it takes 2 blocks after the first): a leak there is a rollback only if memory "
-        "would run out within 48m"]
+        "would run out within 24m"]

@@ -345,7 +345,7 @@ def test_a_warm_up_after_the_deploy_that_levels_off_is_no_leak(seed: int) -> Non
                                                             rise=100e6, tau=100.0))
     early = [f for h in history[:8] for f in h.findings if f.detector == "leak"]
     assert early, "the climb is seen while it lasts"
-    # At its steepest it projects the limit within six blocks (urgent), but not for long.
+    assert all(f.severity == "minor" for f in early)
     assert [h.verdict for h in history[:-1]] == ["pending"] * (len(history) - 1)
     assert history[-1].verdict == "pass", history[-1].reason
 
@@ -708,21 +708,24 @@ def test_a_shift_from_a_baseline_that_never_moved_is_told_in_words_not_300_digit
     assert "(+181.5%, over 1000 A/A spreads, p=" in finding.detail, finding.detail
 
 
-@pytest.mark.parametrize(("leak", "rise", "verdict"), [
-    (3e5, 0.0, "rollback"),      # 18 MB a minute, the limit 38 minutes away
-    (1.5e5, 0.0, "rollback"),    # 9 MB a minute, 76 minutes away
-    (0.0, 100e6, "pass"),        # a warm-up of 100 MB that levels off
+@pytest.mark.parametrize(("leak", "rise", "tau", "verdicts"), [
+    (3e5, 0.0, 1.0, {"rollback"}),             # 18 MB a minute, the limit 38 minutes away
+    (1.5e5, 0.0, 1.0, {"rollback"}),           # 9 MB a minute, 76 minutes away
+    (0.0, 100e6, 100.0, {"pass"}),             # warm-ups that level off...
+    (0.0, 150e6, 150.0, {"pass"}),
+    (0.0, 200e6, 150.0, {"pass"}),
+    (0.0, 100e6, 300.0, {"pass", "hotfix"}),   # ...or still climb a little at the end
 ])
-def test_with_the_default_blocks_and_period_a_leak_rolls_back_and_a_warm_up_passes(
-        leak: float, rise: float, verdict: str) -> None:
+def test_with_the_default_blocks_and_period_a_leak_rolls_back_and_a_warm_up_does_not(
+        leak: float, rise: float, tau: float, verdicts: set[str]) -> None:
     # 5-minute blocks in a 15-minute period, the first scrape 5 s after the deploy: three
     # whole blocks never fit before the period ends, so the end decides on two.
     policy = ServicePolicy(name="svc", signals=(MEMORY,), evaluation_interval=60.0, persistence=3)
     baseline = Baseline(("v1",), summarize(_frame(T0 - 7200, 120, seed=1), leak_signals=["memory"],
                                            leak_block=policy.leak_block))
-    candidate = _warming_up(_frame(T0 + 5.0, 20, seed=14, leak=leak), rise=rise, tau=100.0)
+    candidate = _warming_up(_frame(T0 + 5.0, 20, seed=14, leak=leak), rise=rise, tau=tau)
     final = _judge(policy, baseline, candidate, period=policy.period("minor"))[-1]
-    assert final.verdict == verdict, final.reason
+    assert final.verdict in verdicts, final.reason
 
 
 def _latency_histogram(start: float, minutes: int, bounds: tuple[float, ...],
