@@ -291,7 +291,16 @@ def test_check_config_notes_queries_that_read_the_same_series_or_count_twice(
         "series",
         "p: note: signals.errors: a count over a fixed window counts an event in every step it "
         "covers; use increase(...[$step]), with a step of at least two scrape intervals",
+        "p: note: signals.errors: numerator_query answers nothing while there are no errors (a "
+        "sum over no series), and a baseline without an answer is not compared with; add `or "
+        "vector(0)` if that means no errors",
     ]
+    fallback = _check_config_notes(tmp_path, '[services.p.prometheus]\nurl = "http://127.0.0.1:9090"\n'
+                                   '[services.p.signals.errors]\nkind = "ratio"\n'
+                                   'numerator_query = \'sum(increase(e{version="$version"}[$step])) '
+                                   'or vector(0)\'\n'
+                                   'denominator_query = \'sum(increase(r{version="$version"}[$step]))\'\n')
+    assert fallback == []
 
 
 def test_check_config_notes_values_most_likely_in_the_wrong_unit(tmp_path: Path) -> None:

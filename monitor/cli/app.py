@@ -206,6 +206,10 @@ def query_notes(policy: ServicePolicy) -> list[str]:
             notes.append(f"signals.{rule.name}: a count over a fixed window counts an event in "
                          "every step it covers; use increase(...[$step]), with a step of at "
                          "least two scrape intervals")
+        if rule.numerator_query and not re.search(r"\bor\b", rule.numerator_query):
+            notes.append(f"signals.{rule.name}: numerator_query answers nothing while there are "
+                         "no errors (a sum over no series), and a baseline without an answer is "
+                         "not compared with; add `or vector(0)` if that means no errors")
     return notes
 
 
