@@ -216,19 +216,26 @@ def test_the_daemon_takes_the_policy_s_baselines_for_a_release_registered_withou
     assert store.rebase(judged.id, ("v1",)).baselines == ("v2", "v1")
 
 
-class _StartingUp(BaseHTTPRequestHandler):
+class _Answering(BaseHTTPRequestHandler):
+    """A loopback target's handler: answers with a body and logs nothing."""
+
+    def answer(self, body: bytes, status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class _StartingUp(_Answering):
     """Answers 503 to its first `server.unready` requests (a pod still starting), then 200."""
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         self.server.seen += 1  # type: ignore[attr-defined]
         status = 503 if self.server.seen <= self.server.unready else 200  # type: ignore[attr-defined]
-        self.send_response(status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(b"ok", status)
 
 
 @pytest.mark.parametrize(("unready", "verdict", "waited"), [
@@ -397,21 +404,14 @@ def test_a_release_registered_from_the_cli_is_picked_up(
     store.close()
 
 
-class _BadTarget(BaseHTTPRequestHandler):
+class _BadTarget(_Answering):
     hang = threading.Event()
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         if self.path.startswith("/hang"):
             self.hang.wait(10)
             return
-        body = b"# TYPE up gauge\nup 1\nthis is not a metric line at all\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(b"# TYPE up gauge\nup 1\nthis is not a metric line at all\n")
 
 
 @pytest.fixture()
@@ -997,7 +997,7 @@ def test_a_baseline_invalidated_while_a_release_is_judged_is_no_longer_its_yards
                              "judged, and nothing else was compared with")
 
 
-class _PythonClientTarget(BaseHTTPRequestHandler):
+class _PythonClientTarget(_Answering):
     """A service instrumented with prometheus_client: requests counted from the clock's
     start, and errors in a labelled counter of their own, which exposes only its HELP and
     TYPE lines until the first error."""
@@ -1012,14 +1012,7 @@ class _PythonClientTarget(BaseHTTPRequestHandler):
         errors = Counter("app_errors_total", "Errors", ["kind"], registry=registry)
         if app["errors_since"] is not None:
             errors.labels("db").inc(0.2 * 50.0 * max(app["clock"].now() - app["errors_since"], 0.0))
-        body = generate_latest(registry)
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+        self.answer(generate_latest(registry))
 
 
 class _PythonApp(NamedTuple):
