@@ -477,6 +477,11 @@ def _ignore_hangups() -> None:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)   # as `nohup` starts a command
 
 
+def _default_hangups() -> None:
+    # Whatever the test run inherited (a suite started under nohup ignores hang-ups).
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(("stop", "nohup"), [(signal.SIGTERM, False), (signal.SIGHUP, False),
                                              (signal.SIGTERM, True)],
                          ids=["sigterm", "sighup", "nohup"])
@@ -498,7 +503,7 @@ def test_monitor_run_serves_refuses_a_second_daemon_and_stops_cleanly(
         [sys.executable, "-m", "monitor", "run", "--config", str(policy)],
         stdout=subprocess.PIPE, stderr=errors, text=True,
         env={**environment, "PYTHONUNBUFFERED": "1"},
-        preexec_fn=_ignore_hangups if nohup else None,
+        preexec_fn=_ignore_hangups if nohup else _default_hangups,
     )
     try:
         assert process.stdout is not None
