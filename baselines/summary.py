@@ -351,6 +351,15 @@ def _mean_profile(profiles: Sequence[tuple[float, ...] | None]) -> tuple[float, 
     return tuple(float(v) for v in np.mean(np.array(known, dtype=float), axis=0))
 
 
+def _merged_layout(layouts: Sequence[tuple[float, ...]]) -> tuple[float, ...]:
+    """The parts' one histogram layout (unknown ones aside); releases of different buckets
+    pooled are like no candidate's: (NaN,) matches none."""
+    known = {layout for layout in layouts if layout}
+    if len(known) > 1:
+        return (float("nan"),)
+    return next(iter(known), ())
+
+
 def merge(baselines: Sequence[Baseline]) -> Baseline:
     """Several healthy releases judged as one: pooled counts and reservoirs."""
     if len(baselines) == 1:
@@ -390,8 +399,6 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             reservoir=thin(pooled, RESERVOIR_SIZE),
             # Several releases have no one moment that the candidate follows on from.
             tail=np.zeros(0), aa_step_spread=(),
-            # Releases of different buckets pooled: like no candidate's (NaN matches none).
-            layout=parts[0].layout if all(p.layout == parts[0].layout for p in parts)
-            else (float("nan"),),
+            layout=_merged_layout([p.layout for p in parts]),
         )
     return Baseline(releases, merged)

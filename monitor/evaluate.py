@@ -798,7 +798,10 @@ def _floor_rises(times: np.ndarray, values: np.ndarray, slope: float, block: flo
         floors.append(float(np.nanmin(inside)) if np.any(np.isfinite(inside)) else np.nan)
     earlier, before, last = floors
     rises = last - before > 0.5 * slope * block
-    # The block before last may hold the deploy's first moments: no slowing shown then.
+    # Not against the deploy's first block, left to a warm-up: a leak that started with one
+    # would read as slowing down.
+    if times[-1] - 3 * block < times[0] + block:
+        return bool(rises)
     slowing = np.isfinite(earlier) and last - before < 0.5 * (before - earlier)
     return bool(rises and not slowing)
 

@@ -90,9 +90,11 @@ class ParsedScrape:
         """
         if not self.empty_counters:
             return self.keys, self.values
-        # Named as its samples would be (OpenMetrics declares `errors` for `errors_total`).
-        markers = [format_key(family if family.endswith("_total") else f"{family}_total",
-                              {DECLARED_LABEL: "counter"}) for family in self.empty_counters]
+        # Under the names its samples may have: `errors` declares `errors_total` in
+        # OpenMetrics, and `errors` itself in the 0.0.4 format of older clients.
+        names = [name for family in self.empty_counters for name in (
+            (family,) if family.endswith("_total") else (family, f"{family}_total"))]
+        markers = [format_key(name, {DECLARED_LABEL: "counter"}) for name in names]
         return self.keys + markers, np.concatenate([self.values, np.zeros(len(markers))])
 
 

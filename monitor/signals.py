@@ -272,6 +272,9 @@ def _quantile_row(rule: SignalRule, index: _Index, raw: RawSeries,
     kept = np.logical_and.reduce(answering)
     layout = bounds[kept] if _a_histogram(bounds[kept]) else np.array([])
     if rule.aggregate == "max":
+        # Each target's own quantile in its own buckets: one layout if they all share it.
+        own_layouts = {tuple(bounds[kept_by]) for kept_by in answering}
+        layout = np.array(own_layouts.pop()) if len(own_layouts) == 1 else np.array([np.nan])
         combine = _Combine(size)
         for target, cols in per_target.items():
             own = exported[target]

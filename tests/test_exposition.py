@@ -384,6 +384,7 @@ def test_a_counter_declared_without_a_sample_is_stored_as_one_zero_under_a_reser
     assert counted.with_declared_counters()[0] == counted.keys
     # A family named as OpenMetrics names it, without the `_total` of its samples, has them.
     assert parse("# TYPE jobs counter\njobs_total 3\n").empty_counters == ()
-    # ...and one without any is stored under the name its samples will have.
+    # ...and one without any is stored under both names its samples may have (OpenMetrics'
+    # and the 0.0.4 format of older clients).
     assert parse("# TYPE jobs counter\n").with_declared_counters()[0] == [
-        'jobs_total{__declared__="counter"}']
+        'jobs{__declared__="counter"}', 'jobs_total{__declared__="counter"}']

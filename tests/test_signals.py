@@ -205,6 +205,14 @@ def test_a_worst_pod_quantile_with_pods_scraped_unevenly_and_no_layout_without_d
                                aggregate="max")], raw)
     np.testing.assert_allclose(worst.values[0], [np.nan, 0.1 + 0.9 * 9.5 / 10, 0.1 * 95 / 100])
     assert worst.layouts == {"p95": (0.1, 1.0, np.inf)}
+    # Targets of different buckets: no one layout the worst quantile was taken in.
+    mixed = RawSeries(tuple(f'lat_bucket{{le="{b}"}}' for b in ("0.1", "0.5", "1", "+Inf")),
+                      np.array([0.0, 15.0, 1.0, 16.0]), ("a", "a", "b", "b"),
+                      np.array([[0, 10, np.nan, np.nan], [np.nan, np.nan, 0, 10],
+                                [0, 10, 0, 10], [0, 10, 0, 10]], dtype=float))
+    [layout] = derive([SignalRule("p95", kind="quantile", metric="lat",
+                                  aggregate="max")], mixed).layouts.values()
+    assert len(layout) == 1 and np.isnan(layout[0])
     # No target with a histogram in the window: no layout either (not every bound ever seen).
     empty = RawSeries(keys, np.array([0.0, 15.0]), ("a", "a"), np.full((3, 2), np.nan))
     assert derive([SignalRule("p95", kind="quantile", metric="lat")], empty).layouts == {"p95": ()}
