@@ -319,13 +319,13 @@ class Daemon:
             self._notice(policy, version, now)
         else:
             version = self._running_version(state.service)
-        self._check_names(state, parsed)
         keys, values = parsed.with_declared_counters()
+        self._check_names(state, keys)
         ids = self.store.series_ids(state.service, keys)
         self.store.write_scrape(state.service, state.health.target, version, now, ids, values)
         return len(parsed.keys)
 
-    def _check_names(self, state: _TargetState, parsed: ParsedScrape) -> None:
+    def _check_names(self, state: _TargetState, keys: list[str]) -> None:
         """Once every target of a service has answered once: warn of each metric its policy
         reads that none of them has (a misspelt name), now rather than at a period's end."""
         if state.service in self._names_checked:
@@ -333,7 +333,7 @@ class Daemon:
         seen = self._first_names.setdefault(state.service, {})
         if state.health.target in seen:
             return
-        seen[state.health.target] = scraped_names(parsed.with_declared_counters()[0])
+        seen[state.health.target] = scraped_names(keys)
         if set(seen) < {s.health.target for s in self.targets if s.service == state.service}:
             return
         self._names_checked.add(state.service)

@@ -725,10 +725,10 @@ def _leak_signals(
     baseline windows of the same length, when the baseline was long enough to calibrate
     them: a daily cycle or a saw-tooth climbs too, for a while.
     """
-    # A process that warms up after the deploy (caches, heap sizing, a JIT) climbs at first
-    # and then levels off. Once the window is long enough, its first block is left to that.
     if window.times.size < 8:
         return
+    # A process that warms up after the deploy (caches, heap sizing, a JIT) climbs at first
+    # and then levels off: once the window is long enough, its first block is left to that.
     # Once the period is over, two blocks past the first are all there will be (a 15-minute
     # period of 5-minute blocks holds barely three, from a first scrape just after the start).
     settled = window.span >= (CONFIRM_BLOCKS - (1 if final else 0)) * policy.leak_block

@@ -6,13 +6,13 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-from monitor.exposition import split_key
 from monitor.policy import SignalRule
+from monitor.signals import parse_selector
 
 
 def scraped_names(keys: Iterable[str]) -> set[str]:
-    """The metric names of a scrape's series keys."""
-    return {split_key(key)[0] if "{" in key else key for key in keys}
+    """The metric names of a scrape's (canonical) series keys."""
+    return {key.partition("{")[0] for key in keys}
 
 
 def unread(rules: Iterable[SignalRule], names: set[str]) -> list[str]:
@@ -42,23 +42,19 @@ def _read(rule: SignalRule) -> list[tuple[str, str]]:
     if rule.query or rule.numerator_query:
         return []
     if rule.kind == "ratio":
-        return [("numerator", _name(rule.numerator)), ("denominator", _name(rule.denominator))]
+        return [("numerator", parse_selector(rule.numerator)[0]),
+                ("denominator", parse_selector(rule.denominator)[0])]
     if rule.kind == "quantile":
-        return [("metric", _name(rule.metric) + "_bucket")]
-    return [("metric", _name(rule.metric))]
-
-
-def _name(selector: str) -> str:
-    return selector.split("{", 1)[0].strip()
+        return [("metric", parse_selector(rule.metric)[0] + "_bucket")]
+    return [("metric", parse_selector(rule.metric)[0])]
 
 
 def _hint(rule: SignalRule, role: str, name: str, names: set[str]) -> str:
     if rule.kind != "quantile" and f"{name}_bucket" in names:
         return ' (it is a histogram: kind = "quantile")'
-    if role == "numerator":
-        # A labelled error counter may have no series before its first error.
-        close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
-        return (f" (did you mean {close[0]}?)" if close else
-                " yet (fine if it appears with the first error; else check the name)")
     close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
-    return f" (did you mean {close[0]}?)" if close else ""
+    if close:
+        return f" (did you mean {close[0]}?)"
+    # A labelled error counter may have no series before its first error.
+    return " yet (fine if it appears with the first error; else check the name)" \
+        if role == "numerator" else ""

@@ -266,14 +266,12 @@ def _quantile_row(rule: SignalRule, index: _Index, raw: RawSeries,
     increases = {target: _bucket_increases(bounds, by_bound, raw, cols)
                  for target, cols in per_target.items()}
     exported = {target: _exported(bounds, part) for target, part in increases.items()}
-    answering = [kept for kept in exported.values() if kept.any()]
+    answering = [own for own in exported.values() if own.any()]
     if not answering:
         return nothing, np.array([])
-    kept = np.logical_and.reduce(answering)
-    layout = bounds[kept] if _a_histogram(bounds[kept]) else np.array([])
     if rule.aggregate == "max":
         # Each target's own quantile in its own buckets: one layout if they all share it.
-        own_layouts = {tuple(bounds[kept_by]) for kept_by in answering}
+        own_layouts = {tuple(bounds[own]) for own in answering}
         layout = np.array(own_layouts.pop()) if len(own_layouts) == 1 else np.array([np.nan])
         combine = _Combine(size)
         for target, cols in per_target.items():
@@ -283,8 +281,10 @@ def _quantile_row(rule: SignalRule, index: _Index, raw: RawSeries,
                 combine.add(slot[cols], bucket_quantile(rule.quantile, bounds[own],
                                                         increases[target][own]), blank, blank)
         return combine.values("max"), layout
-    if layout.size == 0:
-        return nothing, layout
+    kept = np.logical_and.reduce(answering)
+    if not _a_histogram(bounds[kept]):
+        return nothing, np.array([])
+    layout = bounds[kept]
     pooled = np.zeros((layout.size, size))
     seen = np.zeros(size, dtype=bool)
     for target, cols in per_target.items():
