@@ -17,6 +17,7 @@ from monitor.clock import SimClock
 from monitor.daemon import Daemon
 from monitor.demo_service import SimulatedService
 from monitor.durations import format_duration
+from monitor.figures import finding_figures, signal_units, unit_of
 from monitor.policy import (
     Hook,
     MonitorConfig,
@@ -26,7 +27,7 @@ from monitor.policy import (
     Target,
     VerifyCommand,
 )
-from monitor.render import after, figure
+from monitor.render import after
 from monitor.snapshot import SnapshotBox
 from monitor.store import Store
 from monitor.verdicts import document
@@ -150,12 +151,13 @@ def _summary(step: Step, doc: dict[str, Any]) -> str:
         lines.append(f"      reason: {doc['reason']}")
     findings = doc.get("findings", [])
     width = max((len(f["signal"]) for f in findings), default=0)
+    units = signal_units(doc)
     for f in findings:
         if f["detector"] in ("smoke", "verification"):
             lines.append(f"      {f['severity']:<5} {f['signal']:<{width}}  {f['detector']}: "
                          f"{f.get('detail', '')}")
             continue
+        base, cand, _, _ = finding_figures(f, units.get(f["signal"]) or unit_of(f))
         lines.append(f"      {f['severity']:<5} {f['signal']:<{width}}  {f['detector']:<11} "
-                     f"baseline {figure(f.get('baseline')):>8}  candidate "
-                     f"{figure(f.get('candidate')):>8}  {f.get('detail', '')}")
+                     f"baseline {base:>12}  candidate {cand:>12}  {f.get('detail', '')}")
     return "\n".join(lines)

@@ -27,6 +27,7 @@ from detectors import compare, cusum, rate_increase, time_to_exhaustion, trend
 from detectors.step import WIDTHS as STEP_WIDTHS
 from detectors.step import release_step
 from monitor.durations import format_duration
+from monitor.figures import format_value, unit_of
 from monitor.findings import (
     FINAL,
     HOTFIX,
@@ -414,7 +415,8 @@ def _compare_group(
     for row in np.flatnonzero(short).tolist():
         if row not in shifts:
             shifted = parts[row].median + evidence.shift[row]
-            _too_short(seen, rules[row], f"median {_fmt(parts[row].median)} -> {_fmt(shifted)}",
+            rule = rules[row]
+            _too_short(seen, rule, f"median {_fmt(parts[row].median, rule)} -> {_fmt(shifted, rule)}",
                        int(evidence.n_candidate[row]), window, parts[row].count)
 
 
@@ -534,7 +536,7 @@ def _shift_findings(
             upper=_share(evidence.upper[row], scale[row]),
             tolerance=rule.tolerance if major else rule.ignore_below,
             n_baseline=int(evidence.n_baseline[row]), n_candidate=int(evidence.n_candidate[row]),
-            detail=(f"median {_fmt(part.median)} -> {_fmt(candidate)} "
+            detail=(f"median {_fmt(part.median, rule)} -> {_fmt(candidate, rule)} "
                     f"({_relative(shift, part.median, part.noise)}{_many(evidence.z[row])} A/A "
                     f"spreads, p={evidence.pvalue[row]:.2g}{', final look' if final else ''})"),
         )
@@ -596,8 +598,8 @@ def _judge_step(
             lower=_share(low, scale[row]), upper=_share(high, scale[row]),
             tolerance=rule.tolerance if major else rule.ignore_below,
             n_baseline=count, n_candidate=count,
-            detail=(f"jumped at the release: median of the last {count} samples {_fmt(before)} -> "
-                    f"first {count} after {_fmt(after)} "
+            detail=(f"jumped at the release: median of the last {count} samples "
+                    f"{_fmt(before, rule)} -> first {count} after {_fmt(after, rule)} "
                     f"({_relative(step, before, parts[row].noise)}"
                     f"{_many(z[index, width])} A/A steps)"),
         )
@@ -772,7 +774,7 @@ def _leak_signals(
         climbing = urgent or (settled and _floor_rises(
             window.times, window.values[window.row(rule.name)], slope[row], policy.leak_block))
         major = exhaustion <= policy.leak_horizon and climbing
-        exhausts = (f", limit {_fmt(limit)} in {format_duration(exhaustion)}"
+        exhausts = (f", limit {_fmt(limit, rule)} in {format_duration(exhaustion)}"
                     if limit is not None and np.isfinite(exhaustion) else "")
         if exhaustion <= policy.leak_horizon and not climbing:
             exhausts += "; a rollback once it goes on climbing (a warm-up levels off)"
@@ -782,7 +784,8 @@ def _leak_signals(
             lower=float(lower[row]), upper=float(np.atleast_1d(result.upper)[row]),
             tolerance=floor, n_baseline=base.count if base is not None else 0,
             n_candidate=int(counts[row]),
-            detail=f"grows {_fmt(slope[row] * 60)}/min (baseline {_fmt(base_slope * 60)}/min){exhausts}",
+            detail=(f"grows {_fmt(slope[row] * 60, rule)}/min (baseline {_fmt(base_slope * 60, rule)}"
+                    f"/min){exhausts}"),
             exhaustion=exhaustion if np.isfinite(exhaustion) else None, at=now,
         ))
 
@@ -902,14 +905,9 @@ def _many(z: float) -> str:
     return f"{z:.1f}" if z < 1000 else "over 1000"
 
 
-def _fmt(value: float) -> str:
-    if not np.isfinite(value):
-        return str(value)
-    magnitude = abs(value)
-    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if magnitude >= size:
-            return f"{value / size:.3g}{unit}"
-    return f"{value:.3g}"
+def _fmt(value: float, rule: SignalRule) -> str:
+    """A value of `rule`'s signal in its unit, as the verdict's tables show it."""
+    return format_value(unit_of({"signal": rule.name, "kind": rule.kind, "limit": rule.limit}), value)
 
 
 def _share(change: float, scale: float) -> float:

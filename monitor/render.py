@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.durations import format_duration
+from monitor.figures import finding_figures, format_value, signal_units, unit_of
 
 
 def when(seconds: float | None) -> str:
@@ -22,18 +23,6 @@ def after(doc: Mapping[str, Any], key: str) -> str:
     if moment is None:
         return "-"
     return "+" + format_duration(moment - doc["started_at"])
-
-
-def figure(value: Any) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, float):
-        magnitude = abs(value)
-        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-            if magnitude >= size:
-                return f"{value / size:.3g}{unit}"
-        return f"{value:.4g}"
-    return str(value)
 
 
 def verdict_text(doc: Mapping[str, Any]) -> str:
@@ -61,15 +50,18 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
     if findings:
         lines.append("  evidence:")
         wide = _name_width(f["signal"] for f in findings)
+        units = signal_units(doc)
         lines.append(f"    {'signal':<{wide}} {'detector':<12} {'severity':<8} "
-                     f"{'baseline':>10} {'candidate':>10}  detail")
+                     f"{'baseline':>12} {'candidate':>12}  detail")
         for f in findings:
+            unit = units.get(f["signal"]) or unit_of({"signal": f["signal"]})
+            base, cand, _, _ = finding_figures(f, unit)
             lines.append(
                 f"    {f['signal']:<{wide}} {f['detector']:<12} {f['severity']:<8} "
-                f"{figure(f.get('baseline')):>10} {figure(f.get('candidate')):>10}  "
-                f"{f.get('detail', '')}"
+                f"{base:>12} {cand:>12}  {f.get('detail', '')}"
             )
     return "\n".join(lines)
+
 
 
 def hook_state(hook: Mapping[str, Any]) -> str:
@@ -119,9 +111,10 @@ def signals_text(views: Sequence[Mapping[str, Any]]) -> list[str]:
     for view in views:
         base = (view.get("baseline") or {}).get("p50")
         spark = sparkline(view.get("baseline_series", []), view.get("values", []))
+        unit = unit_of(view)
         lines.append(
-            f"    {view['signal']:<{wide}} {spark:<33} "
-            f"baseline p50 {figure(base):>8}  candidate p50 {figure(view.get('candidate')):>8}"
+            f"    {view['signal']:<{wide}} {spark:<33} baseline p50 {format_value(unit, base):>9}"
+            f"  candidate p50 {format_value(unit, view.get('candidate')):>9}"
         )
     return lines
 

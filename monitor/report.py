@@ -11,13 +11,21 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from monitor.durations import format_duration
-from monitor.findings import FINAL, SHIFT_DETECTORS, VERDICTS, json_safe
-from monitor.render import after, figure, when
+from monitor.figures import (
+    Scale,
+    finding_figures,
+    finite_number,
+    format_value,
+    scale_for,
+    signal_units,
+    unit_of,
+)
+from monitor.findings import VERDICTS, json_safe
+from monitor.render import after, when
 
 Point = tuple[float, float]
 # The leak projection is drawn to the limit unless that lies beyond this many times the
@@ -27,8 +35,6 @@ PROJECTION_MIN_SECONDS = 300.0
 TIME_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600,
               43200, 86400, 172800, 604800)
 VALUE_TICKS = 5
-# Their effects, bounds and tolerances are shares of the baseline.
-RELATIVE_DETECTORS = (*SHIFT_DETECTORS, FINAL, "rate")
 
 
 def render_report(doc: Mapping[str, Any]) -> str:
@@ -43,7 +49,7 @@ def render_report(doc: Mapping[str, Any]) -> str:
     """
     views: Sequence[Mapping[str, Any]] = doc.get("signals") or []
     findings: Sequence[Mapping[str, Any]] = doc.get("findings") or []
-    units = {str(v.get("signal")): unit_of(v) for v in views}
+    units = signal_units(doc)
     plots = [plot_spec(view, findings, doc) for view in views]
     title = f"{doc.get('service')} {doc.get('release')}: {doc.get('verdict')}"
     return "\n".join([
@@ -81,88 +87,13 @@ def _esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
 # ---------------------------------------------------------------- units
-
-
-@dataclass(frozen=True)
-class Scale:
-    """Values divided by `factor` read in `suffix`: bytes / 2**20 read in ' MiB'."""
-
-    factor: float
-    suffix: str
-
-    def label(self, value: float, digits: int = 3) -> str:
-        scaled = value / self.factor
-        return f"{float(f'{scaled:.{digits}g}'):.{max(digits, 6)}g}{self.suffix}"
-
-    def tick_labels(self, ticks: Sequence[float]) -> list[str]:
-        """Labels of axis ticks, with as many digits as it takes to tell them apart: ticks
-        0.2 MiB apart near 191 MiB read 191.2 and 191.4, not 191 twice."""
-        for digits in range(3, 13):
-            labels = [self.label(t, digits) for t in ticks]
-            if len(set(labels)) == len(labels):
-                return labels
-        return labels
-
-
-_IEC = ((2.0**40, " TiB"), (2.0**30, " GiB"), (2.0**20, " MiB"), (2.0**10, " KiB"))
-_SI = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
-
-
-def unit_of(view: Mapping[str, Any]) -> str:
-    """What a signal's numbers measure: percent, bytes, seconds, rate (per second) or plain."""
-    name = str(view.get("signal", "")).lower()
-    kind = view.get("kind")
-    if kind == "ratio":
-        return "percent"
-    if view.get("limit") is not None or "memory" in name or "bytes" in name:
-        return "bytes"
-    if kind == "quantile" or any(word in name for word in ("latency", "duration", "seconds")):
-        return "seconds"
-    return "rate" if kind == "rate" else "plain"
-
-
-def scale_for(unit: str, magnitude: float) -> Scale:
-    """The scale that keeps numbers around `magnitude` short: 283607447 bytes -> MiB."""
-    magnitude = abs(magnitude)
-    if unit == "percent":
-        return Scale(0.01, "%")
-    if unit == "seconds":
-        if 0 < magnitude < 1e-3:
-            return Scale(1e-6, " µs")
-        return Scale(1e-3, " ms") if 0 < magnitude < 1 else Scale(1.0, " s")
-    if unit == "bytes":
-        return next((Scale(size, suffix) for size, suffix in _IEC if magnitude >= size),
-                    Scale(1.0, " B"))
-    per = "/s" if unit == "rate" else ""
-    return next((Scale(size, suffix + per) for size, suffix in _SI if magnitude >= size),
-                Scale(1.0, per))
-
-
-def format_value(unit: str, value: Any) -> str:
-    """One number in its signal's unit: format_value("bytes", 3 * 2**30) == '3 GiB'."""
-    number = _number(value)
-    if number is None:
-        return "-"
-    return scale_for(unit, number).label(number)
 
 
 def format_offset(seconds: float) -> str:
     """Time after the release started: '+0s', '+4m30s', '-15s'."""
     sign = "-" if seconds < 0 else "+"
     return sign + format_duration(abs(seconds))
-
-
-def _percent(value: float | None, signed: bool = True) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 100:+.3g}%" if signed else f"{value * 100:.3g}%"
 
 
 # ---------------------------------------------------------------- header and tables
@@ -196,12 +127,12 @@ def _header(doc: Mapping[str, Any]) -> str:
 
 
 def _duration(seconds: Any) -> str:
-    number = _number(seconds)
+    number = finite_number(seconds)
     return format_duration(number) if number is not None else "-"
 
 
 def _after(doc: Mapping[str, Any], key: str) -> str:
-    if _number(doc.get(key)) is None or _number(doc.get("started_at")) is None:
+    if finite_number(doc.get(key)) is None or finite_number(doc.get("started_at")) is None:
         return "-"
     return after(doc, key)
 
@@ -224,8 +155,8 @@ def _checks_table(checks: Sequence[Mapping[str, Any]], doc: Mapping[str, Any]) -
     rows = []
     for check in checks:
         ok = bool(check.get("ok"))
-        at = _number(check.get("at"))
-        started = _number(doc.get("started_at"))
+        at = finite_number(check.get("at"))
+        started = finite_number(doc.get("started_at"))
         rows.append(_row([
             ("", _esc(check.get("stage"))), ("", _esc(check.get("name"))),
             ("ok" if ok else "fail", "ok" if ok else "FAIL"), ("", _esc(check.get("detail"))),
@@ -237,7 +168,8 @@ def _checks_table(checks: Sequence[Mapping[str, Any]], doc: Mapping[str, Any]) -
 
 
 def _findings_table(findings: Sequence[Mapping[str, Any]], units: Mapping[str, str]) -> str:
-    rows = [_finding_row(f, units.get(str(f.get("signal")), "plain")) for f in findings]
+    rows = [_finding_row(f, units.get(str(f.get("signal"))) or unit_of({"signal": f.get("signal")}))
+            for f in findings]
     return _table("Findings", "findings",
                   ("signal", "detector", "severity", "baseline", "candidate", "effect [interval]",
                    "tolerance", "samples", "detail"),
@@ -258,53 +190,8 @@ def _finding_row(finding: Mapping[str, Any], unit: str) -> str:
 
 
 def _count(value: Any) -> str:
-    number = _number(value)
+    number = finite_number(value)
     return "-" if number is None else f"{number:.0f}"
-
-
-def finding_figures(finding: Mapping[str, Any], unit: str) -> tuple[str, str, str, str]:
-    """Baseline, candidate, effect with its interval, and tolerance, as read in the table.
-
-    Shift and rate detectors state effects relative to the baseline (percent); the leak
-    detector states slopes, read here per minute in the signal's unit.
-    """
-    detector = finding.get("detector")
-    base, cand, effect, lower, upper, tolerance = (
-        _number(finding.get(k)) for k in ("baseline", "candidate", "effect", "lower", "upper",
-                                          "tolerance"))
-    if detector in RELATIVE_DETECTORS:
-        return (format_value(unit, base), format_value(unit, cand),
-                _with_interval(effect, lower, upper, _percent), _percent(tolerance, signed=False))
-    if detector == "leak":
-        # lower/upper bound the candidate's slope; the effect is that slope less the baseline's.
-        shift = base or 0.0
-        lower = None if lower is None else lower - shift
-        upper = None if upper is None else upper - shift
-        return (_per_minute(unit, base), _per_minute(unit, cand),
-                _with_interval(effect, lower, upper, lambda v: _per_minute(unit, v, signed=True)),
-                _per_minute(unit, tolerance))
-    return figure(base), figure(cand), _with_interval(effect, lower, upper, figure), figure(tolerance)
-
-
-def _per_minute(unit: str, slope: float | None, signed: bool = False) -> str:
-    if slope is None:
-        return "-"
-    text = format_value(unit if unit != "rate" else "plain", slope * 60) + "/min"
-    return ("+" + text) if signed and slope >= 0 else text
-
-
-def _with_interval(effect: float | None, lower: float | None, upper: float | None,
-                   show: Callable[[float], str]) -> str:
-    """'+17.9% [+15.1%, +20.2%]', or one-sided '+17.9% (≥ +15.1%)'."""
-    if effect is None:
-        return "-"
-    if lower is not None and upper is not None:
-        return f"{show(effect)} [{show(lower)}, {show(upper)}]"
-    if lower is not None:
-        return f"{show(effect)} (≥ {show(lower)})"
-    if upper is not None:
-        return f"{show(effect)} (≤ {show(upper)})"
-    return show(effect)
 
 
 # ---------------------------------------------------------------- plots
@@ -355,26 +242,26 @@ def _unit_name(scale: Scale) -> str:
 
 
 def _points(times: Sequence[Any], values: Sequence[Any]) -> list[Point]:
-    pairs = ((_number(t), _number(v)) for t, v in zip(times, values, strict=False))
+    pairs = ((finite_number(t), finite_number(v)) for t, v in zip(times, values, strict=False))
     return [(t, v) for t, v in pairs if t is not None and v is not None]
 
 
 def _band(baseline: Any, points: Sequence[Point]) -> dict[str, float] | None:
     if not isinstance(baseline, Mapping) or not points:
         return None
-    p05, p50, p95 = (_number(baseline.get(q)) for q in ("p05", "p50", "p95"))
+    p05, p50, p95 = (finite_number(baseline.get(q)) for q in ("p05", "p50", "p95"))
     if p05 is None or p50 is None or p95 is None:
         return None
     return {"x0": points[0][0], "x1": points[-1][0], "p05": p05, "p50": p50, "p95": p95}
 
 
 def _markers(findings: Sequence[Mapping[str, Any]], doc: Mapping[str, Any]) -> list[dict[str, Any]]:
-    started = _number(doc.get("started_at"))
+    started = finite_number(doc.get("started_at"))
     if started is None:
         return []
     marks = []
     for finding in findings:
-        change = _number(finding.get("change_at"))
+        change = finite_number(finding.get("change_at"))
         if change is not None:
             offset = change - started
             marks.append({"t": offset, "label": f"{finding.get('detector')}: shift began "
@@ -385,14 +272,14 @@ def _markers(findings: Sequence[Mapping[str, Any]], doc: Mapping[str, Any]) -> l
 def _projection(view: Mapping[str, Any], findings: Sequence[Mapping[str, Any]],
                 doc: Mapping[str, Any], points: Sequence[Point], unit: str) -> dict[str, Any] | None:
     """The leak's straight line from the latest value to the limit, reached at exhaustion."""
-    limit, latest = _number(view.get("limit")), _number(view.get("latest"))
+    limit, latest = finite_number(view.get("limit")), finite_number(view.get("latest"))
     leak = next((f for f in findings if f.get("detector") == "leak"
-                 and _number(f.get("exhaustion")) is not None), None)
+                 and finite_number(f.get("exhaustion")) is not None), None)
     if leak is None or limit is None or latest is None or not points:
         return None
     start = points[-1][0]
-    evaluated = _number(leak.get("at"))
-    started = _number(doc.get("started_at"))
+    evaluated = finite_number(leak.get("at"))
+    started = finite_number(doc.get("started_at"))
     origin = evaluated - started if evaluated is not None and started is not None else start
     reach = max(start, origin + float(leak["exhaustion"]))
     label = f"limit {format_value(unit, limit)} reached {format_offset(reach)}"

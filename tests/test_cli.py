@@ -912,6 +912,25 @@ def test_evidence_columns_line_up_with_long_signal_names() -> None:
                                                      strict=True)}) == 1
 
 
+def test_evidence_reads_in_each_signals_unit() -> None:
+    from monitor.render import verdict_text
+
+    doc = {"service": "shop", "release": "v2.3", "baseline_release": "v2.2", "verdict": "rollback",
+           "started_at": 0.0, "period_seconds": 900.0, "state": "done", "change_class": "minor",
+           "signals": [{"signal": "errors", "kind": "ratio"}, {"signal": "rss", "kind": "gauge",
+                                                                "limit": 2**30}],
+           "findings": [
+               {"signal": "errors", "detector": "rate", "severity": "major", "baseline": 0.0055,
+                "candidate": 0.06, "detail": ""},
+               {"signal": "rss", "detector": "leak", "severity": "major", "baseline": 0.0,
+                "candidate": 3 * 2**20 / 60, "detail": ""},
+               {"signal": "p99_latency", "detector": "compare", "severity": "minor",
+                "baseline": 0.25, "candidate": 0.4, "detail": ""}]}
+    rows = [row.split() for row in verdict_text(doc).split("evidence:\n")[1].splitlines()[1:]]
+    assert [row[3:] for row in rows] == [["0.55%", "6%"], ["0", "B/min", "3", "MiB/min"],
+                                         ["250", "ms", "400", "ms"]]
+
+
 @pytest.mark.parametrize("command", [("verdict", "--release", "v1"),
                                      ("release", "start", "--service", "shop", "--version", "v1")])
 def test_a_url_without_a_scheme_is_bad_input(command: tuple[str, ...],

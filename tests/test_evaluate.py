@@ -326,6 +326,10 @@ def test_a_fast_leak_to_the_limit_is_major_and_names_the_time_left() -> None:
     leak = next(f for f in final.findings if f.detector == "leak")
     assert leak.candidate == pytest.approx(1.5e6, rel=0.1)
     assert leak.exhaustion is not None and leak.exhaustion < 7200
+    # Memory reads in binary units, as in the report: 1e9 bytes are 954 MiB.
+    grows = re.match(r"grows ([0-9.]+) MiB/min \(baseline .*\), limit 954 MiB in ", leak.detail)
+    assert grows is not None, leak.detail
+    assert float(grows[1]) == pytest.approx(leak.candidate * 60 / 2**20, rel=0.01)
 
 
 def _warming_up(frame: SignalFrame, rise: float, tau: float) -> SignalFrame:

@@ -24,11 +24,9 @@ from typer.testing import CliRunner
 from monitor import report as report_module
 from monitor.cli.report import report as report_command
 from monitor.demo import run_demo
+from monitor.figures import Scale, finding_figures, format_value
 from monitor.report import (
-    Scale,
     embed_json,
-    finding_figures,
-    format_value,
     plot_spec,
     render_report,
     time_ticks,

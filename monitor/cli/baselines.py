@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 
@@ -17,7 +18,8 @@ from monitor.cli.common import (
     open_store,
 )
 from monitor.errors import UnknownRelease
-from monitor.render import figure, when
+from monitor.figures import format_value, unit_of
+from monitor.render import when
 
 app = typer.Typer(rich_markup_mode=None, help="List, pin, unpin and invalidate baselines.",
                   no_args_is_help=True)
@@ -51,9 +53,17 @@ def list_baselines(
                            f"{len(stored)} signal summaries")
                 for signal, (summary, reservoir) in sorted(stored.items()):
                     quantiles = summary.get("quantiles") or {}
+                    unit = unit_of({"signal": signal, "kind": _kind(summary)})
                     typer.echo(f"      {signal:<18} n={summary.get('count')} "
-                               f"p50={figure(quantiles.get('p50'))} "
-                               f"p95={figure(quantiles.get('p95'))} reservoir={reservoir.size}")
+                               f"p50={format_value(unit, quantiles.get('p50'))} "
+                               f"p95={format_value(unit, quantiles.get('p95'))} "
+                               f"reservoir={reservoir.size}")
+
+
+def _kind(summary: dict[str, Any]) -> str | None:
+    """The signal's kind, from the definition it was summarized under (when stored)."""
+    definition = summary.get("definition")
+    return json.loads(definition).get("kind") if isinstance(definition, str) else None
 
 
 @app.command("pin")
