@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import requests
 
 from monitor.allocator import cap_malloc_arenas, return_free_memory
@@ -27,7 +28,7 @@ from monitor.health import attempted, gist
 from monitor.hooks import HookRunner
 from monitor.names import name_problem
 from monitor.policy import MonitorConfig, ServicePolicy, Target
-from monitor.releases import Releases, judged_rules
+from monitor.releases import Releases, judged_metric_names, judged_rules
 from monitor.scrape_check import scraped_names, unread
 from monitor.snapshot import RECENT_RELEASES, Snapshot, SnapshotBox, TargetHealth
 from monitor.store import Release, Store
@@ -36,6 +37,9 @@ from monitor.verdicts import document
 log = logging.getLogger("release_monitor")
 
 PRUNE_EVERY = 3600.0
+# How many times its targets' max_series a service's stored series may grow to with the
+# metrics its policy reads (releases that rename series, new label values over a week).
+SERIES_HISTORY = 10
 HOOK_WORKERS = 8
 # After a step failed in a way nothing else caught, the next try (not a busy loop).
 STEP_RETRY_SECONDS = 5.0
@@ -70,7 +74,8 @@ ScrapeStartHook = Callable[[str, float, float], None]
 
 
 def _scrape(target: Target, session: requests.Session) -> ParsedScrape:
-    return scrape(target.url, timeout=target.timeout, max_bytes=target.max_bytes, session=session)
+    return scrape(target.url, timeout=target.timeout, max_bytes=target.max_bytes,
+                  max_series=target.max_series, session=session)
 
 
 class Daemon:
@@ -104,6 +109,7 @@ class Daemon:
         # answered and the policy's names are checked against them (`_check_names`).
         self._first_names: dict[str, dict[str, set[str]]] = {}
         self._names_checked: set[str] = set()
+        self._series_capped: set[str] = set()   # services warned of leaving series out
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
         self.started_at = clock.now()
@@ -267,6 +273,8 @@ class Daemon:
         if parsed is not None:
             try:
                 stored = self._store_scrape(state, parsed, now)
+            except ScrapeError as exc:
+                error = str(exc)   # the target's: more series than the store takes
             except StoreError as exc:
                 # The target answered; the store could not keep it: the store's failure,
                 # not the target's (its alert and runbook are about the disk).
@@ -321,9 +329,42 @@ class Daemon:
             version = self._running_version(state.service)
         keys, values = parsed.with_declared_counters()
         self._check_names(state, keys)
+        keys, values = self._admitted(state, keys, values)
         ids = self.store.series_ids(state.service, keys)
         self.store.write_scrape(state.service, state.health.target, version, now, ids, values)
         return len(parsed.keys)
+
+    def _admitted(self, state: _TargetState, keys: list[str], values: np.ndarray
+                  ) -> tuple[list[str], np.ndarray]:
+        """The series of a scrape the store takes. A label of unbounded values (a request
+        id, a user, a raw path) makes new series at every scrape, and each is kept until
+        the retention has passed: once the service holds its targets' `max_series`, new
+        series of metrics the policy does not read are left out, and past SERIES_HISTORY
+        times that, new series of the metrics it does read fail the scrape."""
+        new = self.store.new_series(state.service, keys)
+        if not new:
+            return keys, values
+        room = max(t.target.max_series for t in self.targets if t.service == state.service)
+        held = self.store.series_count(state.service)
+        if held + len(new) <= room:
+            return keys, values
+        policy = self.config.services[state.service]
+        read = judged_metric_names(policy) | {policy.version_metric}
+        left_out = {key for key in new if split_key(key)[0] not in read}
+        judged = len(new) - len(left_out)
+        if judged and held + judged > SERIES_HISTORY * room:
+            raise ScrapeError(
+                f"{state.health.target}: {judged} new series of the metrics the policy reads, "
+                f"and the service already holds {held}: more than {SERIES_HISTORY} x its "
+                f"max_series ({room}); a label with unbounded values?")
+        if left_out and state.service not in self._series_capped:
+            self._series_capped.add(state.service)
+            log.warning("%s: %d new series would pass its targets' max_series (%d) with the "
+                        "%d held: new series of metrics the policy does not read are no "
+                        "longer stored (a label with unbounded values?)",
+                        state.service, len(new), room, held)
+        kept = np.fromiter((key not in left_out for key in keys), dtype=bool, count=len(keys))
+        return [key for key, keep in zip(keys, kept, strict=True) if keep], values[kept]
 
     def _check_names(self, state: _TargetState, keys: list[str]) -> None:
         """Once every target of a service has answered once: warn of each metric its policy

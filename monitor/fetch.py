@@ -68,10 +68,12 @@ def scrape(
     *,
     timeout: float,
     max_bytes: int,
+    max_series: int | None = None,
     headers: Mapping[str, str] | None = None,
     session: requests.Session | None = None,
 ) -> ParsedScrape:
     """Fetch `url` (as `fetch`) and parse it; any problem is one ScrapeError naming the URL.
+    More than `max_series` series fail the scrape, as Prometheus's `sample_limit` does.
 
     >>> scrape("http://127.0.0.1:9100/metrics", timeout=2.0, max_bytes=8 << 20)  # doctest: +SKIP
     ParsedScrape(keys=['node_load1', ...], values=array([0.42, ...]), types={...})
@@ -83,9 +85,12 @@ def scrape(
     except UnicodeDecodeError as exc:
         raise ScrapeError(f"{where}: body is not UTF-8 (bad byte at offset {exc.start})") from None
     try:
-        return parse(text)
+        parsed = parse(text)
     except ScrapeError as exc:
         raise ScrapeError(f"{where}: {exc}") from None
+    if max_series is not None and len(parsed.keys) > max_series:
+        raise ScrapeError(f"{where}: {len(parsed.keys)} series, more than max_series = {max_series}")
+    return parsed
 
 
 class TransientScrapeError(ScrapeError):

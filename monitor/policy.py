@@ -96,6 +96,7 @@ class Target:
     interval: float = 15.0
     timeout: float = 5.0
     max_bytes: int = 10 * 1024 * 1024
+    max_series: int = 20_000
     name: str = ""
 
     @property
@@ -226,6 +227,13 @@ class _Reader:
         if not value >= low:
             raise self.fail(key, f"must be at least {low:g}, got {value!r}")
         return float(value)
+
+    def count(self, key: str, default: int, *, low: int) -> int:
+        """A whole number, at least `low` (2048.5 bytes is a mistake, not 2048)."""
+        value: int = self.get(key, int, default)
+        if value < low:
+            raise self.fail(key, f"must be at least {low}, got {value!r}")
+        return value
 
     def duration(self, key: str, default: float) -> float:
         value = self.get(key, (str, int, float), None)
@@ -602,7 +610,8 @@ def _target(reader: _Reader) -> Target:
         url=_url(reader, "url"),
         interval=reader.duration("interval", 15.0),
         timeout=reader.duration("timeout", 5.0),
-        max_bytes=int(reader.number("max_bytes", 10 * 1024 * 1024, low=1024)),
+        max_bytes=reader.count("max_bytes", 10 * 1024 * 1024, low=1024),
+        max_series=reader.count("max_series", 20_000, low=1),
         name=reader.get("name", str, ""),
     )
     problem = name_problem(target.name) if "name" in reader.table else None

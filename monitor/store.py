@@ -288,6 +288,7 @@ class Store:
         self._lock = threading.RLock()
         self._joined = 0   # depth of `transaction()` blocks, in the thread holding the lock
         self._series: dict[str, dict[str, int]] = {}
+        self._series_counts: dict[str, int] = {}   # per service, counted once, then kept
         # Series scraped since the last prune, and the latest scrape's time: what `prune`
         # marks as seen (kept in memory, so a scrape writes no series row).
         self._seen: set[int] = set()
@@ -505,6 +506,34 @@ class Store:
             known.update(self._get_or_create_series(service, missing))
         return np.fromiter((known[key] for key in keys), dtype=np.int64, count=len(keys))
 
+    def new_series(self, service: str, keys: Sequence[str]) -> list[str]:
+        """The keys among `keys` that `service` has no series for yet (in their order).
+
+        Example:
+            >>> store = Store.memory()
+            >>> _ = store.series_ids("demo", ["up"])
+            >>> store.new_series("demo", ["up", "rss_bytes"])
+            ['rss_bytes']
+        """
+        known = self._series.setdefault(service, {})
+        missing = [key for key in dict.fromkeys(keys) if key not in known]
+        if missing:
+            with self._reading() as conn:
+                for key in missing:
+                    row = conn.execute("SELECT id FROM series WHERE service = ? AND key = ?",
+                                       (service, key)).fetchone()
+                    if row is not None:
+                        known[key] = int(row[0])
+        return [key for key in missing if key not in known]
+
+    def series_count(self, service: str) -> int:
+        """How many series of `service` the store holds."""
+        if service not in self._series_counts:
+            with self._reading() as conn:
+                self._series_counts[service] = int(conn.execute(
+                    "SELECT COUNT(*) FROM series WHERE service = ?", (service,)).fetchone()[0])
+        return self._series_counts[service]
+
     def _get_or_create_series(self, service: str, keys: list[str]) -> dict[str, int]:
         """Look up `keys`, inserting the absent ones, under the write lock."""
         found: dict[str, int] = {}
@@ -519,6 +548,8 @@ class Store:
                     )
                     assert cursor.lastrowid is not None  # always set after an INSERT
                     found[key] = cursor.lastrowid
+                    if service in self._series_counts:
+                        self._series_counts[service] += 1
                 else:
                     found[key] = int(row[0])
         return found
@@ -668,6 +699,7 @@ class Store:
             conn.execute("DELETE FROM series WHERE last_at < ?", (float(before),))
         for service, key in gone:
             self._series.get(service, {}).pop(key, None)
+            self._series_counts.pop(service, None)   # counted again when next asked
 
     def sample_count(self, service: str | None = None) -> int:
         """How many samples are stored, for one service or all."""

@@ -1188,3 +1188,81 @@ def test_a_quantile_stored_before_its_buckets_were_kept_is_summarized_again() ->
     baseline = again.baseline_of(v1, policy)
     assert baseline is not None and baseline.signals["latency"].layout == (0.1, 1.0, np.inf)
     assert "layout" in store.load_baseline(v1.id)["latency"][0]
+
+
+class _Churning(_Answering):
+    """Every answer brings new series: `unread_new` of a metric no rule reads (a user id
+    label) and `read_new` of the error counter the policy reads (a request id label)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+        server = self.server
+        server.scrapes += 1  # type: ignore[attr-defined]
+        n = server.scrapes  # type: ignore[attr-defined]
+        lines = ["# TYPE errors_total counter", "errors_total 3"]
+        lines += [f'errors_total{{request="{n}-{i}"}} 1'
+                  for i in range(server.read_new)]  # type: ignore[attr-defined]
+        lines += [f'logins_total{{user="{n}-{i}"}} 1'
+                  for i in range(server.unread_new)]  # type: ignore[attr-defined]
+        self.answer(("\n".join(lines) + "\n").encode())
+
+
+def _churning_daemon(read_new: int, unread_new: int, max_series: int
+                     ) -> Iterator[tuple[Daemon, Store, SimClock]]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Churning)
+    server.daemon_threads = True
+    server.scrapes, server.read_new, server.unread_new = 0, read_new, unread_new  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    clock = SimClock(start=1_000_000.0)
+    target = Target(url=f"http://127.0.0.1:{server.server_address[1]}/metrics",
+                    max_series=max_series, name="churn")
+    policy = ServicePolicy(name="shop", targets=(target,),
+                           signals=(SignalRule("errors", metric="errors_total", kind="rate"),))
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    try:
+        yield daemon, store, clock
+    finally:
+        daemon.close()
+        store.close()
+        server.shutdown()
+        server.server_close()
+
+
+def test_series_of_unread_metrics_stop_being_stored_at_max_series(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    for daemon, store, clock in _churning_daemon(read_new=0, unread_new=30, max_series=100):
+        with caplog.at_level(logging.WARNING, logger="release_monitor"):
+            daemon.run_until(clock.now() + 20 * 15)
+        # Three scrapes fit (a fourth would make 121); the counter the policy reads goes on.
+        assert store.series_count("shop") == 1 + 3 * 30
+        [health] = daemon.box.get().targets
+        assert health.up and health.errors_total == 0
+        window = store.read_window("shop", 0, clock.now() + 1)
+        keys = store.series_keys("shop")
+        stored = [keys[int(i)] for i in window.series_ids]
+        assert window.values[stored.index("errors_total")].size >= 20
+        warned = [r.getMessage() for r in caplog.records if "no longer stored" in r.getMessage()]
+        assert warned == ["shop: 30 new series would pass its targets' max_series (100) with "
+                          "the 91 held: new series of metrics the policy does not read are no "
+                          "longer stored (a label with unbounded values?)"]
+
+
+def test_new_series_of_a_read_metric_past_ten_times_max_series_fail_the_scrape() -> None:
+    for daemon, store, clock in _churning_daemon(read_new=40, unread_new=0, max_series=50):
+        daemon.run_until(clock.now() + 20 * 15)
+        # 1 + 12 x 40 = 481 series fit under 10 x 50; the 13th scrape's 40 more would not.
+        assert store.series_count("shop") == 481
+        [health] = daemon.box.get().targets
+        assert not health.up
+        assert health.last_error == (
+            "churn: 40 new series of the metrics the policy reads, and the service already "
+            "holds 481: more than 10 x its max_series (50); a label with unbounded values?")
+
+
+def test_a_scrape_of_more_series_than_max_series_fails() -> None:
+    for daemon, store, clock in _churning_daemon(read_new=0, unread_new=60, max_series=60):
+        daemon.run_until(clock.now() + 30)
+        [health] = daemon.box.get().targets
+        assert not health.up and store.series_count("shop") == 0
+        assert health.last_error.endswith("/metrics: 61 series, more than max_series = 60")

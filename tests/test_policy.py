@@ -384,6 +384,12 @@ MISTAKES = [
     pytest.param(with_line('metric = "http_request_duration_seconds"', "min_samples = 2.9"),
                  "services.shop.signals.latency.min_samples", "must be a whole number, got 2.9",
                  id="min-samples-fraction"),
+    pytest.param(with_line('url = "http://127.0.0.1:8080/metrics"', "max_bytes = 2048.5"),
+                 "services.shop.targets[0].max_bytes", "expected a whole number, got 2048.5",
+                 id="max-bytes-fraction"),
+    pytest.param(with_line('url = "http://127.0.0.1:8080/metrics"', "max_series = 0"),
+                 "services.shop.targets[0].max_series", "must be at least 1, got 0",
+                 id="max-series-zero"),
 ]
 
 
