@@ -18,6 +18,7 @@ import numpy as np
 
 from monitor.errors import RecordingError
 from monitor.exposition import split_key
+from monitor.files import written_whole
 from monitor.signals import RawSeries
 
 HEADER = ("timestamp", "release", "signal", "value", "target")
@@ -159,18 +160,17 @@ def write_recording(path: str | Path, samples: dict[str, RawSeries]) -> int:
     """Write raw samples of one or more releases; returns the number of rows written."""
     count = 0
     try:
-        handle = open(path, "w", newline="", encoding="utf-8")
+        with written_whole(path) as handle:
+            writer = csv.writer(handle)
+            writer.writerow(HEADER)
+            for release, raw in samples.items():
+                for column, (at, target) in enumerate(zip(raw.times, raw.targets, strict=True)):
+                    for row, key in enumerate(raw.keys):
+                        value = raw.values[row, column]
+                        if not np.isnan(value):
+                            writer.writerow((repr(float(at)), release, key, repr(float(value)),
+                                             target))
+                            count += 1
     except OSError as exc:
         raise RecordingError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    with handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        for release, raw in samples.items():
-            for column, (at, target) in enumerate(zip(raw.times, raw.targets, strict=True)):
-                for row, key in enumerate(raw.keys):
-                    value = raw.values[row, column]
-                    if not np.isnan(value):
-                        writer.writerow((repr(float(at)), release, key, repr(float(value)),
-                                         target))
-                        count += 1
     return count

@@ -1049,3 +1049,24 @@ def test_check_config_notes_leak_blocks_too_long_to_see_a_leak_go_on_within_the_
         "shop: note: leak_block: 8m leaves no room to see a leak go on climbing within the 15m "
         "period (it takes 2 blocks after the first): a leak there is a rollback only if memory "
         "would run out within 24m"]
+
+
+@pytest.mark.parametrize("command", ["record", "report"])
+@pytest.mark.parametrize("companion", ["", "-wal", "-shm", ".lock"])
+def test_out_refuses_the_database_it_reads(demo_db: Path, command: str, companion: str) -> None:
+    before = demo_db.read_bytes()
+    out = Path(f"{demo_db}{companion}")
+    result = monitor(command, "--release", "v2.3", "--db", demo_db, "--out", out)
+    assert result.exit_code == 2, result.output
+    assert error_line(result) == (f"error: --out: {out} is the database {demo_db} (or one of "
+                                  "its files): give another path")
+    assert demo_db.read_bytes() == before
+
+
+def test_out_refuses_the_database_under_another_name(demo_db: Path, tmp_path: Path) -> None:
+    alias = tmp_path / "alias.db"
+    alias.symlink_to(demo_db)
+    result = monitor("record", "--release", "v2.3", "--db", demo_db, "--out", alias)
+    assert result.exit_code == 2, result.output
+    assert monitor("release", "list", "--db", demo_db).exit_code == 0
+

@@ -111,6 +111,20 @@ def database_path(db: Path | None, config: MonitorConfig | None = None) -> Path:
     return Path(DEFAULT_DB)
 
 
+def output_file(out: Path, store: Store) -> Path:
+    """`out`, unless it is the database the command reads or one of its companion files:
+    writing there would destroy the release history (and a running daemon's database)."""
+    if store.path is not None:
+        database = Path(store.path)
+        for name in (database, Path(f"{database}-wal"), Path(f"{database}-shm"),
+                     lock_file(database)):
+            if out.resolve() == name.resolve() or (out.exists() and name.exists()
+                                                   and out.samefile(name)):
+                raise fail(f"--out: {out} is the database {database} (or one of its files): "
+                           "give another path", EXIT_USAGE)
+    return out
+
+
 def remove_database(path: Path) -> None:
     """Delete a database this command created and could not go on with, and its companions."""
     for name in (str(path), f"{path}-wal", f"{path}-shm", lock_file(path)):

@@ -17,6 +17,7 @@ from monitor.cli.common import (
     echo_json,
     fail,
     open_release,
+    output_file,
 )
 from monitor.errors import ConfigError
 from monitor.policy import MonitorConfig, ServicePolicy
@@ -108,6 +109,7 @@ def record(
 
     with clear_errors():
         store, found = open_release(db, config, release, service, read_only=True)
+        output_file(out, store)
         releases = store.releases(found.service)
         wanted = [found.version, *found.baselines]
         samples = {}

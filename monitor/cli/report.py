@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from monitor.cli.common import ConfigOption, DbOption, ReleaseServiceOption, clear_errors, fail, open_release
+from monitor.cli.common import (
+    ConfigOption,
+    DbOption,
+    ReleaseServiceOption,
+    clear_errors,
+    fail,
+    open_release,
+    output_file,
+)
+from monitor.files import written_whole
 from monitor.verdicts import EXIT_USAGE, document
 
 
@@ -28,11 +37,13 @@ def report(
     with clear_errors():
         store, found = open_release(db, config, release, service, read_only=True)
         try:
+            output_file(out, store)
             page = render_report(document(store, found))
         finally:
             store.close()
     try:
-        out.write_text(page, encoding="utf-8")
+        with written_whole(out) as handle:
+            handle.write(page)
     except OSError as exc:
         raise fail(f"--out: cannot write {out}: {exc.strerror or exc}", EXIT_USAGE) from None
     typer.echo(str(out))
