@@ -19,6 +19,7 @@ from monitor.durations import format_duration, parse_duration
 from monitor.errors import ConfigError
 from monitor.names import name_problem
 from monitor.redact import redact_url
+from monitor.urls import url_problem
 
 SIGNAL_KINDS = ("gauge", "rate", "ratio", "quantile")
 DIRECTIONS = ("increase", "decrease", "both")
@@ -599,9 +600,12 @@ def _fraction(reader: _Reader, key: str, default: float) -> float:
 
 def _url(reader: _Reader, key: str, *, required: bool = True) -> str:
     url = str(reader.require(key, str) if required else reader.get(key, str, ""))
-    if url and not re.match(r"^https?://[^/\s]+", url, re.IGNORECASE):
+    problem = url_problem(url) if url else None
+    if problem == "expected an http:// or https:// URL":
         # Shown without credentials or query: a URL may carry a password or a token.
-        raise reader.fail(key, f"expected an http:// or https:// URL, got {redact_url(url)!r}")
+        raise reader.fail(key, f"{problem}, got {redact_url(url)!r}")
+    if problem:
+        raise reader.fail(key, f"{problem}: {redact_url(url)!r}")
     return url
 
 

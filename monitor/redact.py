@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from urllib.parse import unquote_plus, urlsplit
 
 
@@ -24,7 +25,11 @@ def redact_url(url: str, *, path: bool = True) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        return "<invalid URL>"
+        # Unparsable (a port out of range, an unclosed "["): shown as written, less what may
+        # be secret.
+        head, _, query = url.split("#", 1)[0].partition("?")
+        return printable(re.sub(r"//[^/]*@", "//", head, count=1) + ("?***" if query else ""),
+                         limit=200)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"

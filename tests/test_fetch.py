@@ -563,7 +563,8 @@ def test_an_invalid_url_is_a_scrape_error() -> None:
         ("http://host/m?s3cr3t", "http://host/m?***"),       # a bare value, all secret
         ("http://host/m?s3cr3t&a=1&&b", "http://host/m?***&a=***&***"),
         ("http://host/m\x1b[2J", "http://host/m?[2J"),
-        ("http://[::1/metrics", "<invalid URL>"),
+        ("http://[::1/metrics", "http://[::1/metrics"),
+        ("http://u:pw@h:99999/m?token=t#x", "http://h:99999/m?***"),   # unparsable, still safe
     ],
 )
 def test_redact_url(url: str, safe: str) -> None:
