@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -56,7 +57,7 @@ def remote_document(url: str, release: str, service: str | None, *,
                            f"{release!r} (nested {depth} deep)")
     try:
         document = json.loads(body)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, a number of 5,000 digits
         raise MonitorError(f"{redact_url(url)}: the answer is not JSON") from None
     problem = _not_a_verdict(document, release, service)
     if problem:
@@ -84,8 +85,13 @@ def nesting(body: bytes) -> int:
     return int(np.max(np.cumsum(opens.astype(np.int64) - closes), initial=0))
 
 
-# What a verdict document must have to be taken for one.
+# What a verdict document must have to be taken for one...
 _DOCUMENT_KEYS = ("service", "release", "verdict", "state")
+# ...and to be shown: its other texts, numbers, and lists with each item's texts.
+_SHOWN_TEXTS = ("change_class",)
+_SHOWN_NUMBERS = ("started_at", "period_seconds")
+_SHOWN_LISTS = {"checks": ("stage", "name", "detail"), "hooks": ("hook", "verdict", "state"),
+                "findings": ("signal", "detector", "severity"), "signals": ("signal",)}
 
 
 def _not_a_verdict(document: Any, release: str, service: str | None) -> str:
@@ -99,6 +105,19 @@ def _not_a_verdict(document: Any, release: str, service: str | None) -> str:
         return f"unknown verdict {document['verdict'][:40]!r}"
     if document["release"] != release or service is not None and document["service"] != service:
         return f"it is about {document['service'][:40]!r} {document['release'][:40]!r}"
+    for key in _SHOWN_TEXTS:
+        if not isinstance(document.get(key), str):
+            return f"{key}: missing or not a string"
+    for key in _SHOWN_NUMBERS:
+        value = document.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            return f"{key}: missing or not a number"
+    for key, texts in _SHOWN_LISTS.items():
+        items = document.get(key, [])
+        if not isinstance(items, list) or not all(
+                isinstance(item, dict) and all(isinstance(item.get(t), str) for t in texts)
+                for item in items):
+            return f"{key}: not a list of objects with {', '.join(texts)}"
     return ""
 
 

@@ -135,8 +135,10 @@ def parse(text: str) -> ParsedScrape:
         value_texts.append(value_text)
         line_numbers.append(line_number)
         sample_names.add(name)
-        if timestamp is not None and len(timestamp) > 18 and int(timestamp) > _INT64_MAX:
-            raise ScrapeError(f"line {line_number}: timestamp {timestamp} is out of range")
+        # int64 has at most 19 digits; int() of thousands of digits is itself refused.
+        if timestamp is not None and len(timestamp.lstrip("-")) > 18 and (
+                len(timestamp.lstrip("-")) > 19 or abs(int(timestamp)) > _INT64_MAX):
+            raise ScrapeError(f"line {line_number}: timestamp {_snippet(timestamp)} is out of range")
     _check_unique(keys, line_numbers)
     values = _to_floats(value_texts, line_numbers)
     _add_untyped(types, sample_names)
@@ -205,7 +207,7 @@ def _duplicate_label(pairs: list[tuple[str, str]]) -> str:
     seen: set[str] = set()
     for label, _ in pairs:
         if label in seen:
-            return f"label {label!r} appears twice"
+            return f"label {_snippet(label)} appears twice"
         seen.add(label)
     return "a label appears twice"
 
@@ -236,9 +238,9 @@ def _read_comment(line: str, line_number: int, types: dict[str, str]) -> None:
         raise ScrapeError(f"line {line_number}: TYPE needs a valid metric name and a type")
     family, metric_type = match.groups()
     if metric_type not in METRIC_TYPES:
-        raise ScrapeError(f"line {line_number}: invalid metric type {metric_type!r}")
+        raise ScrapeError(f"line {line_number}: invalid metric type {_snippet(metric_type)}")
     if family in types:
-        raise ScrapeError(f"line {line_number}: second TYPE line for {family}")
+        raise ScrapeError(f"line {line_number}: second TYPE line for {_snippet(family)}")
     types[family] = metric_type
 
 
@@ -250,7 +252,7 @@ def _check_unique(keys: list[str], line_numbers: list[int]) -> None:
     for key, line_number in zip(keys, line_numbers, strict=True):
         if key in first_line:
             raise ScrapeError(
-                f"line {line_number}: duplicate series {key} (first on line {first_line[key]})"
+                f"line {line_number}: duplicate series {_snippet(key, 80)} (first on line {first_line[key]})"
             )
         first_line[key] = line_number
 
@@ -261,7 +263,7 @@ def _to_floats(value_texts: list[str], line_numbers: list[int]) -> np.ndarray:
     for index in np.flatnonzero(np.isinf(values)):
         text = value_texts[index]
         if text.lstrip("+-")[0] not in "iI":
-            raise ScrapeError(f"line {line_numbers[index]}: value {text} is out of range")
+            raise ScrapeError(f"line {line_numbers[index]}: value {_snippet(text)} is out of range")
     values.flags.writeable = False
     return values
 

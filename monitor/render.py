@@ -40,7 +40,7 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
     if doc.get("first_alarm_at"):
         lines.append(f"  first alarm {after(doc, 'first_alarm_at')}")
     for check in doc.get("checks", []):
-        mark = "ok  " if check["ok"] else "FAIL"
+        mark = "ok  " if check.get("ok") is True else "FAIL"
         lines.append(f"  {mark} {check['stage']}: {check['name']} ({check['detail']})")
     for hook in doc.get("hooks", []):
         lines.append(f"  hook {hook['hook']} on {hook['verdict']}: {hook_state(hook)}")
@@ -68,10 +68,10 @@ def hook_state(hook: Mapping[str, Any]) -> str:
     """A hook action as a person reads it: under way, or how it ended and after how many tries."""
     if hook["state"] == "claimed":
         return "under way (or left for the next start)"
-    tries = hook["attempts"]
+    tries = hook.get("attempts")
     ended = "delivered" if hook["state"] == "done" else "FAILED"
     counted = f" after {tries} attempt{'s' if tries != 1 else ''}" if tries else ""
-    return f"{ended}{counted} ({hook['outcome']})"
+    return f"{ended}{counted} ({hook.get('outcome', '')})"
 
 
 BARS = "▁▂▃▄▅▆▇█"

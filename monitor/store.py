@@ -27,6 +27,10 @@ import sqlite_utils
 
 from monitor.errors import AmbiguousRelease, NotABaseline, StoreError, UnknownRelease
 
+# A verdict's reason is read in terminals, kept with every evaluation and handed to hooks
+# as one environment value (Linux refuses one over 128 KiB): past this it is cut.
+REASON_LIMIT = 4096
+
 CHANGE_CLASSES = ("minor", "major")
 STATES = ("smoke", "verification", "watching", "done")
 VERDICTS = ("pending", "pass", "hotfix", "rollback", "inconclusive")
@@ -999,6 +1003,8 @@ class Store:
         """
         fields = {"verdict": verdict, "state": state, "judge_state": judge_state}
         _check_release_values(fields)
+        if len(reason) > REASON_LIMIT:
+            reason = reason[: REASON_LIMIT - 3] + "..."
         findings_json = _to_json(findings)
         with self._writing() as conn:
             current = self._release_by_id(conn, release_id)

@@ -25,7 +25,8 @@ from monitor.snapshot import Snapshot, SnapshotBox
 
 
 def _box(verdict: str, state: str) -> SnapshotBox:
-    doc = {"service": "shop", "release": "v2", "verdict": verdict, "state": state}
+    doc = {"service": "shop", "release": "v2", "verdict": verdict, "state": state,
+           "change_class": "minor", "started_at": 0.0, "period_seconds": 900.0}
     return SnapshotBox(Snapshot(verdicts={("shop", "v2"): doc}, services=("shop",)))
 
 
@@ -195,6 +196,16 @@ def answers() -> Iterator[Callable[[bytes], str]]:
     (b'{"service": "shop", "release": "v1", "verdict": "pass", "state": "done"}',
      "it is about 'shop' 'v1'"),
     (b'[{"verdict": "pass"}]', "not an object"),
+    (b'{"service": "shop", "release": "v2", "verdict": "pass", "state": "done"}',
+     "change_class: missing or not a string"),
+    (b'{"service": "shop", "release": "v2", "verdict": "pass", "state": "done", '
+     b'"change_class": "minor", "started_at": NaN, "period_seconds": 900}',
+     "started_at: missing or not a number"),
+    (b'{"service": "shop", "release": "v2", "verdict": "pass", "state": "done", '
+     b'"change_class": "minor", "started_at": 0, "period_seconds": 900, "findings": [{}]}',
+     "findings: not a list of objects with signal, detector, severity"),
+    (b'{"verdict": "' + "pass \xe9".encode("latin-1") + b'"}', "the answer is not JSON"),
+    (b'{"started_at": ' + b"9" * 5000 + b"}", "the answer is not JSON"),
 ])
 def test_an_answer_that_is_not_the_verdict_asked_for_is_an_error_never_a_pass(
         answers: Callable[[bytes], str], body: bytes, problem: str) -> None:

@@ -259,7 +259,7 @@ def test_malformed_help_and_type_lines_are_rejected(line: str, message: str) -> 
 
 def test_a_second_type_line_for_a_family_is_rejected() -> None:
     text = "# TYPE up gauge\nup 1\n# TYPE up counter\n"
-    assert parse_error(text) == "line 3: second TYPE line for up"
+    assert parse_error(text) == "line 3: second TYPE line for 'up'"
 
 
 # --- whole-scrape rules --------------------------------------------------------------
@@ -267,7 +267,7 @@ def test_a_second_type_line_for_a_family_is_rejected() -> None:
 
 def test_duplicate_series_fail_naming_both_lines() -> None:
     text = 'a 1\nm{x="1",y="2"} 1\nb 2\nm{y="2",x="1"} 3\n'
-    assert parse_error(text) == 'line 4: duplicate series m{x="1",y="2"} (first on line 2)'
+    assert parse_error(text) == """line 4: duplicate series 'm{x="1",y="2"}' (first on line 2)"""
 
 
 def test_one_bad_line_among_a_thousand_fails_the_whole_scrape() -> None:
@@ -388,3 +388,14 @@ def test_a_counter_declared_without_a_sample_is_stored_as_one_zero_under_a_reser
     # and the 0.0.4 format of older clients).
     assert parse("# TYPE jobs counter\n").with_declared_counters()[0] == [
         'jobs{__declared__="counter"}', 'jobs_total{__declared__="counter"}']
+
+
+@pytest.mark.parametrize("body", [
+    '# TYPE up ' + "z" * 100_000 + "\nup 1\n",
+    'big{id="' + "x" * 100_000 + '"} 1\nbig{id="' + "x" * 100_000 + '"} 2\n',
+    "up 1" + "0" * 400 + "\n",
+    "up 1 9" + "9" * 100_000 + "\n",
+], ids=["type", "duplicate", "value", "timestamp"])
+def test_an_error_quotes_at_most_a_short_excerpt_of_a_huge_line(body: str) -> None:
+    message = parse_error(body)
+    assert len(message) < 200, message[:300]

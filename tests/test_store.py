@@ -18,7 +18,7 @@ import sqlite_utils
 
 import monitor.store as store_module
 from monitor.errors import AmbiguousRelease, NotABaseline, StoreError, UnknownRelease
-from monitor.store import SERIES_GRACE, Action, Check, Release, Store
+from monitor.store import REASON_LIMIT, SERIES_GRACE, Action, Check, Release, Store
 
 NOBODY = 65534
 T0 = 1_767_225_600.0
@@ -385,7 +385,9 @@ def test_awkward_strings_round_trip_unchanged(store: Store, text: str) -> None:
     updated = store.add_verdict(release.id, at=T0, verdict="hotfix", reason=text,
                                 findings=[{text: text}], first_alarm_at=None, decided_at=T0,
                                 state="watching", judge_state=text)
-    assert (updated.reason, updated.judge_state) == (text, text)
+    # Only the reason is cut, past REASON_LIMIT (its own test checks where).
+    assert updated.reason == (text if len(text) <= REASON_LIMIT else updated.reason)
+    assert updated.reason.startswith(text[: REASON_LIMIT - 3]) and updated.judge_state == text
     assert store.verdicts(release.id)[0].findings == [{text: text}]
     store.save_baselines(release.id, {text: ({text: text}, np.ones(2))})
     assert store.load_baseline(release.id)[text][0] == {text: text}
@@ -795,3 +797,16 @@ def test_migration_4_counts_older_series_as_seen_at_their_service_s_latest_scrap
             assert conn.execute("SELECT DISTINCT last_at FROM series").fetchall() == [(500.0,)]
         store.prune(500.0 + SERIES_GRACE - 1.0)
         assert sorted(store.series_keys("demo").values()) == ["a", "b"]
+
+
+def test_a_reason_longer_than_the_limit_is_cut() -> None:
+    store = Store.memory()
+    release = store.start_release("shop", "v2", at=0.0, change_class="minor", period=60.0,
+                                  baselines=())
+    long = "data source failing: " + "x" * 200_000
+    store.add_verdict(release.id, at=60.0, verdict="inconclusive", reason=long, findings=[],
+                      first_alarm_at=None, decided_at=60.0, state="done", judge_state="{}")
+    stored = store.release("shop", "v2").reason
+    assert len(stored) == REASON_LIMIT
+    assert stored == long[: REASON_LIMIT - 3] + "..."
+    assert store.verdicts(release.id)[-1].reason == stored
