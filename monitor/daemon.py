@@ -128,6 +128,8 @@ class Daemon:
         self.store_error = ""    # the store's failure now ("" while it works)
         self._store_said = ""    # the failure last logged
         self._store_failed_at = float("-inf")
+        self._reads_failing_since: float | None = None
+        self._store_failed_reading = False   # the failure now is of reads, not writes
         self.next_prune = self.started_at + PRUNE_EVERY
         self._pruned_before = float("-inf")   # what the last prune removed: before this
         workers = min(_MAX_SCRAPE_WORKERS, len(self.targets))
@@ -183,13 +185,14 @@ class Daemon:
         """Do everything due now; return when something is next due."""
         now = self.clock.now()
         writes = (self.store.writes_ok, self.store.writes_failed)
+        errors = self.store_errors_total
         self._collect_scrapes()
         self._start_scrapes(now)
         self._register_deploys()
         self._advance_releases()
         if now >= self.next_prune:
             self._prune(now)
-        self._store_health(writes)
+        self._store_health(writes, errors)
         self.publish()
         return self._next_due()
 
@@ -301,16 +304,28 @@ class Daemon:
             log.error("store: %s", exc)
             self._store_said = str(exc)
 
-    def _store_health(self, writes: tuple[int, int]) -> None:
-        """After a step: the store fails while its writes are refused, and works again once
-        they have all gone in for STORE_RECOVERY_SECONDS (a nearly full disk takes some
-        writes and refuses others; a step without writes changes nothing)."""
+    def _store_health(self, writes: tuple[int, int], errors: int) -> None:
+        """After a step: the store fails while its writes are refused, or once its reads
+        have failed at every step for STORE_RECOVERY_SECONDS (a damaged page; a backup
+        holding the file a moment is no failure). It works again once, for
+        STORE_RECOVERY_SECONDS, writes have all gone in (a nearly full disk takes some
+        writes and refuses others; a step without writes changes nothing), or for failed
+        reads, nothing has failed."""
         ok = self.store.writes_ok - writes[0]
         failed = self.store.writes_failed - writes[1]
         now = self.clock.now()
+        if self.store_errors_total == errors:
+            self._reads_failing_since = None
+        elif self._reads_failing_since is None:
+            self._reads_failing_since = now
+        elif now - self._reads_failing_since >= STORE_RECOVERY_SECONDS:
+            self.store_error, self._store_failed_at = self._store_said, now
+            self._store_failed_reading = True
         if failed:
             self.store_error, self._store_failed_at = self.store.write_error, now
-        elif ok and self.store_error and now - self._store_failed_at >= STORE_RECOVERY_SECONDS:
+            self._store_failed_reading = False
+        elif (self.store_error and now - self._store_failed_at >= STORE_RECOVERY_SECONDS
+              and (ok or self._store_failed_reading)):
             log.info("store works again")
             self.store_error = self._store_said = ""
 

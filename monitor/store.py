@@ -245,6 +245,8 @@ def _add_series_last_seen(db: sqlite_utils.Database) -> None:
                     "(SELECT MAX(at) FROM batches WHERE batches.service = series.service)")
 
 
+# The tables the migrations make.
+TABLES = ("releases", "series", "batches", "baselines", "checks", "verdicts", "actions", "pins")
 MIGRATIONS: tuple[Callable[[sqlite_utils.Database], None], ...] = (
     _create_schema,
     _add_verdict_signals,
@@ -308,11 +310,14 @@ class Store:
             self._refuse_foreign()
             if read_only:
                 self._check_schema()
+                self._check_tables()
                 return
             self._enable_wal()
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
         self._migrate()
+        with self._failures("open"):
+            self._check_tables()
 
     def _refuse_foreign(self) -> None:
         """Never write into another program's database: one with tables but not ours is
@@ -323,6 +328,17 @@ class Store:
         if tables and "releases" not in tables:
             raise StoreError(f"{self.path or ':memory:'} is not a release-monitor database "
                              "(another program's tables are in it): give another --db")
+
+    def _check_tables(self) -> None:
+        """Every table of the schema is there: a file with one dropped is damaged, and
+        would fail the daemon's every step while its health said it was well."""
+        tables = {row[0] for row in self._conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [name for name in TABLES if name not in tables]
+        if missing:
+            raise StoreError(f"database {self.path or ':memory:'} lacks its table"
+                             f"{'s' if len(missing) > 1 else ''} {', '.join(missing)}: it is "
+                             "damaged; restore it from a backup, or move it away to start afresh")
 
     def _enable_wal(self) -> None:
         """Switch to WAL, waiting out others doing the same on a new file.

@@ -228,3 +228,35 @@ def test_a_read_that_fails_once_leaves_the_monitor_healthy(tmp_path: Path,
     assert box.get().store_error == ""
     daemon.close()
     store.close()
+
+
+def test_reads_that_go_on_failing_fail_the_monitors_health_until_they_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = SimClock(start=1_000_000.0)
+    store = Store.open(tmp_path / "m.db")
+    box = SnapshotBox()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"checkout": ServicePolicy(
+        name="checkout")}), store, clock, box=box)
+    real, damaged = store.active_releases, [True]
+
+    def reading() -> list[Release]:
+        if damaged[0]:
+            raise StoreError("cannot read m.db: database disk image is malformed")
+        return real()
+
+    monkeypatch.setattr(store, "active_releases", reading)
+    health = []
+    for _ in range(4):   # at +0s, +30s, +60s, +90s
+        daemon.step()
+        health.append(box.get().store_error)
+        clock.advance(30)
+    malformed = "cannot read m.db: database disk image is malformed"
+    assert health == ["", "", malformed, malformed]   # failing at every step for 60s
+    damaged[0] = False
+    for _ in range(3):   # at +120s, +150s, +180s: 60s after the last failure, it works
+        daemon.step()
+        health.append(box.get().store_error)
+        clock.advance(30)
+    assert health[4:] == [malformed, "", ""]
+    daemon.close()
+    store.close()

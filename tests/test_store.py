@@ -810,3 +810,19 @@ def test_a_reason_longer_than_the_limit_is_cut() -> None:
     assert len(stored) == REASON_LIMIT
     assert stored == long[: REASON_LIMIT - 3] + "..."
     assert store.verdicts(release.id)[-1].reason == stored
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_database_missing_a_table_is_refused_as_damaged(tmp_path: Path, read_only: bool) -> None:
+    path = tmp_path / "m.db"
+    with Store.open(path) as store:
+        store.start_release("shop", "v1", at=T0, change_class="minor", period=60.0, baselines=())
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("DROP TABLE verdicts")
+        conn.commit()
+    with pytest.raises(StoreError) as caught:
+        Store.open(path, read_only=read_only)
+    assert str(caught.value) == (f"database {path} lacks its table verdicts: it is damaged; "
+                                 "restore it from a backup, or move it away to start afresh")
+    with closing(sqlite3.connect(path)) as conn:   # and nothing else changed
+        assert conn.execute("SELECT version FROM releases").fetchall() == [("v1",)]
