@@ -28,7 +28,10 @@ VERDICTS_FOR_HOOKS = ("pass", "hotfix", "rollback", "inconclusive")
 AGGREGATIONS = ("sum", "mean", "max")
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
-_SELECTOR = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{\s*([a-zA-Z_][a-zA-Z0-9_]*="[^"]*"\s*,?\s*)*\})?$')
+_MATCHER = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
+# A name, and label matchers separated by commas (a trailing one allowed), as in PromQL.
+_SELECTOR = re.compile(
+    rf"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{{\s*(?:{_MATCHER}(?:\s*,\s*{_MATCHER})*\s*,?\s*)?\}})?$")
 
 T = TypeVar("T")
 
@@ -516,6 +519,10 @@ def _selector(reader: _Reader, key: str, required: bool) -> str:
     value = reader.require(key, str) if required else reader.get(key, str, "")
     if value and not _SELECTOR.match(value):
         raise reader.fail(key, f"not a metric selector such as name{{label=\"value\"}}: {value!r}")
+    labels = re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', value)
+    twice = sorted({label for label in labels if labels.count(label) > 1})
+    if twice:
+        raise reader.fail(key, f"label {twice[0]!r} is matched twice: {value!r}")
     return str(value)
 
 

@@ -19,7 +19,11 @@ import numpy as np
 from monitor.errors import RecordingError
 from monitor.exposition import split_key
 from monitor.files import written_whole
+from monitor.redact import printable
 from monitor.signals import RawSeries
+
+# Series x scrapes of one release that a replay holds in memory (8 bytes each: 400 MB).
+MAX_CELLS = 50_000_000
 
 HEADER = ("timestamp", "release", "signal", "value", "target")
 # A recording without the target column is one target's (the file stands for it).
@@ -28,7 +32,9 @@ LATEST_TIME = 4102444800.0  # 2100-01-01T00:00:00Z
 # Units that exports write times in by mistake; a hint names the first that fits.
 _FINER_UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))
 # As strict as Prometheus: no digit separators, hex floats or non-ASCII digits.
-_NUMBER = re.compile(r"^[+-]?(?:\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|NaN|[Ii]nf)$")
+# One way only to match each digit: `\d+\.?\d*` would try every split of a long run of
+# digits, for minutes on a cell of 100,000.
+_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|NaN|[Ii]nf)$")
 _SPECIAL = {"NaN": math.nan, "Inf": math.inf, "inf": math.inf}
 
 
@@ -46,7 +52,7 @@ def parse_number(text: str) -> float:
     """A float as Prometheus's parser accepts it; ValueError otherwise."""
     text = text.strip()
     if not _NUMBER.match(text) or not text.isascii():
-        raise ValueError(f"not a number: {text!r}")
+        raise ValueError(f"not a number: {_brief(text)}")
     sign = -1.0 if text.startswith("-") else 1.0
     bare = text.lstrip("+-")
     return sign * _SPECIAL[bare] if bare in _SPECIAL else float(text)
@@ -61,12 +67,12 @@ def parse_timestamp(text: str) -> float:
         pass
     else:
         if not math.isfinite(seconds):
-            raise ValueError(f"not a finite time: {text!r}")
+            raise ValueError(f"not a finite time: {_brief(text)}")
         return _in_range(seconds, text)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise ValueError(f"not a unix time or ISO 8601 time: {text!r}") from None
+        raise ValueError(f"not a unix time or ISO 8601 time: {_brief(text)}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return _in_range(moment.timestamp(), text)
@@ -77,7 +83,7 @@ def _in_range(seconds: float, text: str) -> float:
     if not 0.0 <= seconds < LATEST_TIME:
         units = [unit for unit, per_second in _FINER_UNITS if 0.0 < seconds / per_second < LATEST_TIME]
         hint = f" ({units[0]}?)" if units else ""
-        raise ValueError(f"time {text!r} is not between 1970 and 2100 in unix seconds{hint}")
+        raise ValueError(f"time {_brief(text)} is not between 1970 and 2100 in unix seconds{hint}")
     return seconds
 
 
@@ -125,15 +131,20 @@ def _rows(name: str, reader: Iterable[list[str]]) -> Iterable[_Row]:
         except ValueError as exc:
             raise RecordingError(f"{name}: line {number}: {exc}") from None
         except Exception:
-            raise RecordingError(f"{name}: line {number}: bad signal {signal!r}") from None
+            raise RecordingError(f"{name}: line {number}: bad signal {_brief(signal)}") from None
         if not release.strip():
             raise RecordingError(f"{name}: line {number}: empty release")
         sample = (at, release.strip(), signal.strip(), target)
         if sample in seen:
-            raise RecordingError(f"{name}: line {number}: a second value of {signal.strip()!r} "
+            raise RecordingError(f"{name}: line {number}: a second value of {_brief(signal.strip())} "
                                  f"at {stamp.strip()} (the first is on line {seen[sample]})")
         seen[sample] = number
         yield at, release.strip(), signal.strip(), number_value, target
+
+
+def _brief(text: str) -> str:
+    """A cell quoted in an error: one line, and short (a cell may be 100 KB)."""
+    return repr(printable(text, limit=60))
 
 
 def _assemble(name: str, rows: list[_Row]) -> Recording:
@@ -146,6 +157,13 @@ def _assemble(name: str, rows: list[_Row]) -> Recording:
     for release, samples in by_release.items():
         # One column per scrape: a moment and the target scraped then.
         scrapes = sorted({(at, target) for at, _, _, target in samples})
+        if len(keys) * len(scrapes) > MAX_CELLS:
+            # A replay holds every series at every scrape: rows each with a series and a
+            # time of their own would take gigabytes for a file of a few hundred KB.
+            raise RecordingError(
+                f"{name}: release {_brief(release)} has {len(keys)} series and {len(scrapes)} "
+                f"scrapes, more than a replay holds ({MAX_CELLS:,} values): does every row "
+                "have a series or a time of its own?")
         column = {scrape: index for index, scrape in enumerate(scrapes)}
         values = np.full((len(keys), len(scrapes)), np.nan)
         for at, signal, value, target in samples:

@@ -45,7 +45,8 @@ class _Index:
         return [
             (row, labels)
             for row, (series_name, labels) in enumerate(self.parsed)
-            if series_name == name and all(labels.get(k) == v for k, v in wanted.items())
+            # As in PromQL, label="" matches series without that label.
+            if series_name == name and all(labels.get(k, "") == v for k, v in wanted.items())
         ]
 
 

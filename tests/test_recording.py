@@ -105,6 +105,8 @@ def test_releases_are_ordered_by_their_first_sample(tmp_path: Path) -> None:
                      f"a second value of 'up' at {T0} (the first is on line 2)", id="same-sample-twice"),
         pytest.param(HEADER.replace("value", "value,target"), f"{T0},v1,up,1,a\n{T0},v1,up,1\n", 3,
                      "expected 5 fields, got 4", id="target-column-left-empty"),
+        pytest.param(HEADER, f"{T0},v1,up,{'9' * 100_000}x\n", 2,
+                     f"not a number: '{'9' * 57}...'", id="a-huge-cell-quoted-short"),
     ],
 )
 def test_bad_lines_are_refused_with_file_and_line(
@@ -121,6 +123,18 @@ def test_the_target_column_keeps_scrapes_of_the_same_moment_apart(tmp_path: Path
                      header=HEADER.replace("value", "value,target"))
     series = load_recording(path).series["v1"]
     assert series.targets == ("a", "b") and series.values.tolist() == [[1.0, 0.0]]
+
+
+def test_a_recording_too_sparse_to_hold_is_refused_before_allocating(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("monitor.recording.MAX_CELLS", 100)
+    # Eleven rows, each with a series and a time of its own: 11 x 11 values.
+    path = write_csv(tmp_path, "".join(f"{T0 + i},v1,s{i},1\n" for i in range(11)))
+    assert recording_error(path) == (
+        f"{path}: release 'v1' has 11 series and 11 scrapes, more than a replay holds (100 "
+        "values): does every row have a series or a time of its own?")
+    path = write_csv(tmp_path, "".join(f"{T0 + i},v1,s{i},1\n" for i in range(10)))
+    assert load_recording(path).series["v1"].values.shape == (10, 10)
 
 
 def test_a_recording_without_samples_is_refused(tmp_path: Path) -> None:

@@ -30,6 +30,14 @@ def test_selector_labels_narrow_the_series() -> None:
     assert frame.values[0, 1] == pytest.approx(1.0)
 
 
+def test_an_empty_label_value_matches_series_without_the_label() -> None:
+    # As in PromQL: req_total{canary=""} is the series that carry no canary label.
+    raw = _raw(['req_total{code="500"}', 'req_total{canary="yes",code="500"}'],
+               [[0, 150], [0, 15]], [0, 15])
+    frame = derive([SignalRule("main", kind="rate", metric='req_total{canary=""}')], raw)
+    assert frame.values[0, 1] == pytest.approx(10.0)
+
+
 def test_ratio_keeps_counts_for_the_rate_test() -> None:
     raw = _raw(["err_total", "req_total"], [[0, 2, 10], [0, 100, 300]], [0, 15, 30])
     rule = SignalRule("error_ratio", kind="ratio", numerator="err_total", denominator="req_total")
