@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from monitor.durations import format_duration, parse_duration
 from monitor.errors import ConfigError
-from monitor.names import name_problem
+from monitor.names import name_problem, service_name_problem
 from monitor.redact import redact_url
 from monitor.urls import url_problem
 
@@ -27,7 +27,6 @@ CHANGE_CLASSES = ("minor", "major")
 VERDICTS_FOR_HOOKS = ("pass", "hotfix", "rollback", "inconclusive")
 AGGREGATIONS = ("sum", "mean", "max")
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _MATCHER = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
 # A name, and label matchers separated by commas (a trailing one allowed), as in PromQL.
 _SELECTOR = re.compile(
@@ -367,8 +366,9 @@ def parse_policy(text: str, name: str = "<policy>") -> MonitorConfig:
 def _as_table(root: _Reader, service: str, body: Any) -> Mapping[str, Any]:
     if not isinstance(body, dict):
         raise root.fail(f"services.{service}", "expected a table")
-    if not _NAME.match(service):
-        raise root.fail(f"services.{service}", "service names use letters, digits, _ . -")
+    problem = service_name_problem(service)
+    if problem:
+        raise root.fail(f"services.{service}", problem)
     return body
 
 

@@ -475,6 +475,7 @@ def test_release_start_refuses_a_service_the_policy_does_not_name(tmp_path: Path
     ("--version", "v" * 201, "must have 1 to 200 characters"),
     ("--version", "v\x1b[31mred", "must be printable"),
     ("--service", " shop", "must be printable"),
+    ("--service", "shop front", "service names use letters, digits, _ . -"),   # no policy's
 ])
 def test_release_start_refuses_names_the_api_would(tmp_path: Path, option: str, value: str,
                                                    problem: str) -> None:

@@ -35,7 +35,7 @@ from monitor.cli.common import (
 from monitor.durations import format_duration
 from monitor.errors import ConfigError, MonitorError, StoreError
 from monitor.lock import DaemonLock, daemon_running
-from monitor.names import name_problem
+from monitor.names import name_problem, service_name_problem
 from monitor.policy import (
     CHANGE_CLASSES,
     MonitorConfig,
@@ -292,8 +292,8 @@ def release_start(
     if change is not None and change not in CHANGE_CLASSES:
         raise fail(f"--change: must be one of {', '.join(CHANGE_CLASSES)}, got {change!r}",
                    EXIT_USAGE)
-    for option, name in (("--service", service), ("--version", version)):
-        problem = name_problem(name)
+    for option, name, problem in (("--service", service, service_name_problem(service)),
+                                  ("--version", version, name_problem(version))):
         if problem is not None:
             raise fail(f"{option}: {problem}, got {name[:40]!r}", EXIT_USAGE)
     if url is not None:
