@@ -340,9 +340,12 @@ def parse_policy(text: str, name: str = "<policy>") -> MonitorConfig:
         service: _service(root.child(f"services.{service}", _as_table(root, service, body)), service)
         for service, body in services_table.items()
     }
+    database = monitor.get("database", str, "release-monitor.db")
+    if not database or "\x00" in database:
+        raise monitor.fail("database", "must be a file name, without NUL characters")
     config = MonitorConfig(
         path=name,
-        database=monitor.get("database", str, "release-monitor.db"),
+        database=database,
         listen_host=host,
         listen_port=port,
         retention=monitor.duration("retention", 7 * 86400.0),

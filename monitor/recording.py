@@ -55,7 +55,12 @@ def parse_number(text: str) -> float:
         raise ValueError(f"not a number: {_brief(text)}")
     sign = -1.0 if text.startswith("-") else 1.0
     bare = text.lstrip("+-")
-    return sign * _SPECIAL[bare] if bare in _SPECIAL else float(text)
+    if bare in _SPECIAL:
+        return sign * _SPECIAL[bare]
+    value = float(text)
+    if math.isinf(value):   # 1e400: out of range, as the scrape parser says of it
+        raise ValueError(f"value {_brief(text)} is out of range")
+    return value
 
 
 def parse_timestamp(text: str) -> float:

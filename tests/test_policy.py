@@ -400,6 +400,8 @@ MISTAKES = [
                                  "'latency{a=\"b\",a=\"c\"}'"),
                  "services.shop.signals.latency.metric", "label 'a' is matched twice",
                  id="selector-label-twice"),
+    pytest.param(MINIMAL + '[monitor]\ndatabase = "a\\u0000b"\n', "monitor.database",
+                 "must be a file name, without NUL characters", id="database-nul"),
     pytest.param(with_line('url = "http://127.0.0.1:8080/metrics"', "max_bytes = 2048.5"),
                  "services.shop.targets[0].max_bytes", "expected a whole number, got 2048.5",
                  id="max-bytes-fraction"),

@@ -105,6 +105,8 @@ def test_releases_are_ordered_by_their_first_sample(tmp_path: Path) -> None:
                      f"a second value of 'up' at {T0} (the first is on line 2)", id="same-sample-twice"),
         pytest.param(HEADER.replace("value", "value,target"), f"{T0},v1,up,1,a\n{T0},v1,up,1\n", 3,
                      "expected 5 fields, got 4", id="target-column-left-empty"),
+        pytest.param(HEADER, f"{T0},v1,up,1e400\n", 2, "value '1e400' is out of range",
+                     id="overflowing-value"),
         pytest.param(HEADER, f"{T0},v1,up,{'9' * 100_000}x\n", 2,
                      f"not a number: '{'9' * 57}...'", id="a-huge-cell-quoted-short"),
     ],
