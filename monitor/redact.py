@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from urllib.parse import unquote_plus, urlsplit
 
 
@@ -26,10 +25,12 @@ def redact_url(url: str, *, path: bool = True) -> str:
         port = parts.port
     except ValueError:
         # Unparsable (a port out of range, an unclosed "["): shown as written, less what may
-        # be secret.
-        head, _, query = url.split("#", 1)[0].partition("?")
-        return printable(re.sub(r"//[^/]*@", "//", head, count=1) + ("?***" if query else ""),
-                         limit=200)
+        # be secret. A password may hold "/", "?" or "#" too, so everything up to the last
+        # "@" goes first.
+        _, at, rest = url.rpartition("@")
+        scheme = url[: url.index("//") + 2] if "//" in url.split("@", 1)[0] else ""
+        head, _, query = (scheme + rest if at else url).split("#", 1)[0].partition("?")
+        return printable(head + ("?***" if query else ""), limit=200)
     host = parts.hostname or ""
     if ":" in host:
         host = f"[{host}]"
