@@ -129,6 +129,7 @@ class Daemon:
         self._store_said = ""    # the failure last logged
         self._store_failed_at = float("-inf")
         self._reads_failing_since: float | None = None
+        self._errors_seen = 0   # store_errors_total at the last health check
         self._store_failed_reading = False   # the failure now is of reads, not writes
         self.next_prune = self.started_at + PRUNE_EVERY
         self._pruned_before = float("-inf")   # what the last prune removed: before this
@@ -185,14 +186,13 @@ class Daemon:
         """Do everything due now; return when something is next due."""
         now = self.clock.now()
         writes = (self.store.writes_ok, self.store.writes_failed)
-        errors = self.store_errors_total
         self._collect_scrapes()
         self._start_scrapes(now)
         self._register_deploys()
         self._advance_releases()
         if now >= self.next_prune:
             self._prune(now)
-        self._store_health(writes, errors)
+        self._store_health(writes)
         self.publish()
         return self._next_due()
 
@@ -304,17 +304,21 @@ class Daemon:
             log.error("store: %s", exc)
             self._store_said = str(exc)
 
-    def _store_health(self, writes: tuple[int, int], errors: int) -> None:
-        """After a step: the store fails while its writes are refused, or once its reads
-        have failed at every step for STORE_RECOVERY_SECONDS (a damaged page; a backup
-        holding the file a moment is no failure). It works again once, for
-        STORE_RECOVERY_SECONDS, writes have all gone in (a nearly full disk takes some
-        writes and refuses others; a step without writes changes nothing), or for failed
-        reads, nothing has failed."""
+    def _store_health(self, writes: tuple[int, int]) -> None:
+        """After a step, whether the store fails. It fails:
+        - while its writes are refused (a full disk), until all have gone in for
+          STORE_RECOVERY_SECONDS (a nearly full disk takes some and refuses others);
+        - once its reads have failed at every step for STORE_RECOVERY_SECONDS (a damaged
+          page; a backup holding the file a moment is no failure), until nothing has
+          failed for as long.
+        """
         ok = self.store.writes_ok - writes[0]
         failed = self.store.writes_failed - writes[1]
         now = self.clock.now()
-        if self.store_errors_total == errors:
+        # Failures since the last look, the last step's publishing included.
+        errors = self.store_errors_total - self._errors_seen
+        self._errors_seen = self.store_errors_total
+        if not errors:
             self._reads_failing_since = None
         elif self._reads_failing_since is None:
             self._reads_failing_since = now

@@ -230,33 +230,36 @@ def test_a_read_that_fails_once_leaves_the_monitor_healthy(tmp_path: Path,
     store.close()
 
 
+@pytest.mark.parametrize("failing", ["active_releases", "services"])   # judging, publishing
 def test_reads_that_go_on_failing_fail_the_monitors_health_until_they_work(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str) -> None:
     clock = SimClock(start=1_000_000.0)
     store = Store.open(tmp_path / "m.db")
     box = SnapshotBox()
     daemon = Daemon(MonitorConfig(path="<test>", services={"checkout": ServicePolicy(
         name="checkout")}), store, clock, box=box)
-    real, damaged = store.active_releases, [True]
+    real, damaged = getattr(store, failing), [True]
 
-    def reading() -> list[Release]:
+    def reading() -> Any:
         if damaged[0]:
             raise StoreError("cannot read m.db: database disk image is malformed")
         return real()
 
-    monkeypatch.setattr(store, "active_releases", reading)
+    monkeypatch.setattr(store, failing, reading)
     health = []
-    for _ in range(4):   # at +0s, +30s, +60s, +90s
+    for _ in range(5):   # at +0s, +30s, +60s, +90s, +120s
         daemon.step()
         health.append(box.get().store_error)
         clock.advance(30)
     malformed = "cannot read m.db: database disk image is malformed"
-    assert health == ["", "", malformed, malformed]   # failing at every step for 60s
+    # Failing at every step for 60s; what publishing read fails is seen at the next step.
+    seen = 0 if failing == "active_releases" else 1
+    assert health == ["", ""] + [""] * seen + [malformed] * (3 - seen)
     damaged[0] = False
-    for _ in range(3):   # at +120s, +150s, +180s: 60s after the last failure, it works
+    for _ in range(3):   # 60s after the last failure, it works again
         daemon.step()
         health.append(box.get().store_error)
         clock.advance(30)
-    assert health[4:] == [malformed, "", ""]
+    assert health[5:] == [malformed] * (1 + seen) + [""] * (2 - seen)
     daemon.close()
     store.close()
