@@ -557,6 +557,7 @@ class Store:
     def _get_or_create_series(self, service: str, keys: list[str]) -> dict[str, int]:
         """Look up `keys`, inserting the absent ones, under the write lock."""
         found: dict[str, int] = {}
+        created = 0
         with self._writing() as conn:
             for key in keys:
                 row = conn.execute(
@@ -568,10 +569,12 @@ class Store:
                     )
                     assert cursor.lastrowid is not None  # always set after an INSERT
                     found[key] = cursor.lastrowid
-                    if service in self._series_counts:
-                        self._series_counts[service] += 1
+                    created += 1
                 else:
                     found[key] = int(row[0])
+        # Counted once committed: a refused write (a full disk) created nothing.
+        if service in self._series_counts:
+            self._series_counts[service] += created
         return found
 
     def series_keys(self, service: str) -> dict[int, str]:

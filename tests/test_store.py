@@ -826,3 +826,23 @@ def test_a_database_missing_a_table_is_refused_as_damaged(tmp_path: Path, read_o
                                  "restore it from a backup, or move it away to start afresh")
     with closing(sqlite3.connect(path)) as conn:   # and nothing else changed
         assert conn.execute("SELECT version FROM releases").fetchall() == [("v1",)]
+
+
+def test_the_series_count_follows_creation_prune_and_a_refused_write() -> None:
+    store = Store.memory()
+    ids = store.series_ids("shop", ["up", "rss_bytes"])
+    assert store.series_count("shop") == 2
+    store._conn.execute("PRAGMA query_only = ON")   # every write refused, as by a full disk
+    with pytest.raises(StoreError):
+        store.series_ids("shop", ["errors_total"])
+    store._conn.execute("PRAGMA query_only = OFF")
+    assert store.series_count("shop") == 2
+    store.write_scrape("shop", "t", "v1", T0, ids[:1], [1.0])
+    store.write_scrape("shop", "t", "v1", T0 + 600, ids, [1.0, 2.0])
+    store.prune(T0 - 1)                  # marks what was scraped as seen
+    store.prune(T0 + SERIES_GRACE + 1)   # up was last seen at T0 + 600: both stay
+    assert store.series_count("shop") == 2
+    store.write_scrape("shop", "t", "v1", T0 + 1200, ids[1:], [2.0])
+    store.prune(T0 + 600 + SERIES_GRACE + 1)   # up last seen at T0 + 600: forgotten
+    assert store.series_count("shop") == 1
+    assert store.new_series("shop", ["up", "rss_bytes"]) == ["up"]
