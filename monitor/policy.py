@@ -522,10 +522,11 @@ def _selector(reader: _Reader, key: str, required: bool) -> str:
     value = reader.require(key, str) if required else reader.get(key, str, "")
     if value and not _SELECTOR.match(value):
         raise reader.fail(key, f"not a metric selector such as name{{label=\"value\"}}: {value!r}")
-    labels = re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="', value)
-    twice = sorted({label for label in labels if labels.count(label) > 1})
-    if twice:
-        raise reader.fail(key, f"label {twice[0]!r} is matched twice: {value!r}")
+    # Two values for one label match nothing (the same value twice is PromQL's business).
+    matched: dict[str, str] = {}
+    for label, wanted in re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"', value):
+        if matched.setdefault(label, wanted) != wanted:
+            raise reader.fail(key, f"label {label!r} is matched to two values: {value!r}")
     return str(value)
 
 

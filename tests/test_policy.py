@@ -398,7 +398,7 @@ MISTAKES = [
                  id="selector-without-comma"),
     pytest.param(MINIMAL.replace('"http_request_duration_seconds"',
                                  "'latency{a=\"b\",a=\"c\"}'"),
-                 "services.shop.signals.latency.metric", "label 'a' is matched twice",
+                 "services.shop.signals.latency.metric", "label 'a' is matched to two values",
                  id="selector-label-twice"),
     pytest.param(MINIMAL + '[monitor]\ndatabase = "a\\u0000b"\n', "monitor.database",
                  "must be a file name, without NUL characters", id="database-nul"),
@@ -491,3 +491,13 @@ def test_a_signal_without_bad_gets_the_default_direction() -> None:
     rules = {rule.name: rule for rule in parse_policy(text).services["shop"].signals}
     assert rules["checkout_success"].bad == "decrease"
     assert rules["errors"].bad == "increase"
+
+
+@pytest.mark.parametrize("selector", ['errs_total{path="/api?path=",code="500"}',
+                                      'errs_total{job="a", route="/x?job="}',
+                                      'errs_total{code="500",code="500"}'])
+def test_selectors_that_look_like_a_label_twice_but_are_not_are_read(
+        tmp_path: Path, selector: str) -> None:
+    text = MINIMAL.replace('"http_request_duration_seconds"', repr(selector))
+    config = load_policy(write(tmp_path, text))
+    assert config.services["shop"].signals[0].metric == selector
