@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.durations import format_duration
-from monitor.figures import finding_figures, format_value, signal_units, unit_of
+from monitor.figures import finding_figures, finite_number, format_value, signal_units, unit_of
 
 
 def when(seconds: float | None) -> str:
@@ -19,10 +19,10 @@ def when(seconds: float | None) -> str:
 
 def after(doc: Mapping[str, Any], key: str) -> str:
     """How long after the release started a moment came, e.g. '+4m30s'."""
-    moment = doc.get(key)
-    if moment is None:
+    moment, started = finite_number(doc.get(key)), finite_number(doc.get("started_at"))
+    if moment is None or started is None:
         return "-"
-    return "+" + format_duration(moment - doc["started_at"])
+    return "+" + format_duration(moment - started)
 
 
 def verdict_text(doc: Mapping[str, Any]) -> str:
@@ -80,7 +80,7 @@ SPARK_POINTS = 16
 
 def sparkline(baseline: Sequence[float], candidate: Sequence[float]) -> str:
     """Baseline and candidate on one shared scale, split by a bar: '▂▃▂▃│▅▆▇█'."""
-    left, right = _squeeze(baseline), _squeeze(candidate)
+    left, right = _squeeze(_numbers(baseline)), _squeeze(_numbers(candidate))
     points = [v for v in (*left, *right) if math.isfinite(v)]
     if not points:
         return ""
@@ -93,6 +93,13 @@ def sparkline(baseline: Sequence[float], candidate: Sequence[float]) -> str:
         return BARS[min(len(BARS) - 1, int((value - low) / span * len(BARS)))]
 
     return "".join(map(bar, left)) + "│" + "".join(map(bar, right))
+
+
+def _numbers(values: Any) -> list[float]:
+    """A view's values as floats: NaN for a gap (JSON's null), nothing for what is no list."""
+    if not isinstance(values, list | tuple):
+        return []
+    return [math.nan if (number := finite_number(v)) is None else number for v in values]
 
 
 def _squeeze(values: Sequence[float]) -> list[float]:
@@ -109,7 +116,8 @@ def signals_text(views: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["  signals (baseline │ candidate):"]
     wide = _name_width(view["signal"] for view in views)
     for view in views:
-        base = (view.get("baseline") or {}).get("p50")
+        baseline = view.get("baseline")
+        base = baseline.get("p50") if isinstance(baseline, Mapping) else None
         spark = sparkline(view.get("baseline_series", []), view.get("values", []))
         unit = unit_of(view)
         lines.append(

@@ -932,6 +932,23 @@ def test_evidence_reads_in_each_signals_unit() -> None:
                                          ["250", "ms", "400", "ms"]]
 
 
+def test_a_verdict_with_odd_fields_is_shown_with_gaps_not_a_traceback() -> None:
+    from monitor.render import verdict_text
+
+    doc = {"service": "shop", "release": "v2.3", "verdict": "pass", "state": "done",
+           "change_class": "minor", "started_at": 0.0, "period_seconds": 900.0,
+           "decided_at": "soon", "first_alarm_at": [1],
+           "checks": [{"stage": "smoke", "name": "home", "detail": "200"}],
+           "hooks": [{"hook": "notify", "verdict": "pass", "state": "done"}],
+           "signals": [{"signal": "cpu", "baseline": [1, 2], "baseline_series": "x",
+                        "values": [None, "7", 1.0, 2.0]}]}
+    text = verdict_text(doc)
+    assert text.startswith("shop v2.3: PASS at -\n")
+    assert "  FAIL smoke: home (200)" in text          # no "ok": not shown as passing
+    assert "hook notify on pass: delivered ()" in text
+    assert "cpu                │  ▁█ " in text        # two gaps, then the two numbers
+
+
 @pytest.mark.parametrize("command", [("verdict", "--release", "v1"),
                                      ("release", "start", "--service", "shop", "--version", "v1")])
 def test_a_url_without_a_scheme_is_bad_input(command: tuple[str, ...],
