@@ -357,15 +357,17 @@ class Daemon:
                   ) -> tuple[list[str], np.ndarray]:
         """The series of a scrape the store takes. A label of unbounded values (a request
         id, a user, a raw path) makes new series at every scrape, and each is kept until
-        the retention has passed: once the service holds its targets' `max_series`, new
-        series of metrics the policy does not read are left out, and past SERIES_HISTORY
-        times that, new series of the metrics it does read fail the scrape."""
+        the retention has passed: once the service holds as many as its targets'
+        `max_series` together, new series of metrics the policy does not read are left
+        out, and past SERIES_HISTORY times that, new series of the metrics it does read
+        fail the scrape (what is judged is never judged on part of its series)."""
         new = self.store.new_series(state.service, keys)
         if not new:
             return keys, values
-        room = max(t.target.max_series for t in self.targets if t.service == state.service)
+        room = sum(t.target.max_series for t in self.targets if t.service == state.service)
         held = self.store.series_count(state.service)
         if held + len(new) <= room:
+            self._series_capped.discard(state.service)   # warned again if it comes back
             return keys, values
         policy = self.config.services[state.service]
         read = judged_metric_names(policy) | {policy.version_metric}
@@ -378,7 +380,7 @@ class Daemon:
                 f"max_series ({room}); a label with unbounded values?")
         if left_out and state.service not in self._series_capped:
             self._series_capped.add(state.service)
-            log.warning("%s: %d new series would pass its targets' max_series (%d) with the "
+            log.warning("%s: %d new series would pass its targets' max_series (%d together) with the "
                         "%d held: new series of metrics the policy does not read are no "
                         "longer stored (a label with unbounded values?)",
                         state.service, len(new), room, held)

@@ -1088,3 +1088,20 @@ def test_out_refuses_the_database_under_another_name(demo_db: Path, tmp_path: Pa
     assert result.exit_code == 2, result.output
     assert monitor("release", "list", "--db", demo_db).exit_code == 0
 
+
+
+def test_check_config_notes_a_query_secret_missing_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        '[services.checkout]\n[services.checkout.prometheus]\nurl = "http://127.0.0.1:9090"\n'
+        'bearer_token_env = "PROM_TOKEN"\n[services.checkout.signals.latency]\n'
+        'query = \'histogram_quantile(0.95, rate(x_bucket{version="$version"}[$step]))\'\n',
+        encoding="utf-8")
+    monkeypatch.delenv("PROM_TOKEN", raising=False)
+    result = monitor("check-config", path)
+    assert result.exit_code == 0, result.output
+    assert ("checkout: note: prometheus.bearer_token_env: PROM_TOKEN is not set, so every "
+            "query fails (its releases end inconclusive)") in result.stdout.splitlines()
+    monkeypatch.setenv("PROM_TOKEN", "t")
+    assert "PROM_TOKEN" not in monitor("check-config", path).stdout

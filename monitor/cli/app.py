@@ -129,6 +129,9 @@ def run(
             if cfg.api_token_env and not token:
                 typer.echo(f"note: {cfg.path}: monitor.api_token_env: {cfg.api_token_env} is "
                            "not set, so deploys cannot be registered over HTTP (403)", err=True)
+            for name, policy in cfg.services.items():
+                for note in secret_notes(policy):
+                    typer.echo(f"note: {cfg.path}: services.{name}.{note}", err=True)
             try:
                 server = serve(box, host=host, port=port, version=__version__,
                                token=token or None)
@@ -180,7 +183,7 @@ def check_config(
         elif policy.signals and not policy.targets and policy.prometheus is None:
             typer.echo(f"{name}: note: signals but no targets and no [prometheus]: nothing "
                        "feeds them, so its releases end inconclusive")
-        for note in query_notes(policy) + unit_notes(policy):
+        for note in query_notes(policy) + unit_notes(policy) + secret_notes(policy):
             typer.echo(f"{name}: note: {note}")
     typer.echo(f"{config}: ok")
 
@@ -190,6 +193,19 @@ def check_database_folder(cfg: MonitorConfig) -> None:
     folder = database_path(None, cfg).parent
     if not folder.is_dir():
         raise ConfigError(f"{cfg.path}: monitor.database: directory {folder} does not exist")
+
+
+def secret_notes(policy: ServicePolicy) -> list[str]:
+    """Secrets the policy reads from environment variables that are not set here: every
+    query would fail, and releases end inconclusive."""
+    source = policy.prometheus
+    if source is None:
+        return []
+    return [f"prometheus.{key}: {variable} is not set, so every query fails (its releases "
+            "end inconclusive)"
+            for key, variable in (("bearer_token_env", source.bearer_token_env),
+                                  ("basic_password_env", source.basic_password_env))
+            if variable and not os.environ.get(variable)]
 
 
 def query_notes(policy: ServicePolicy) -> list[str]:
