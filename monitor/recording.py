@@ -22,8 +22,11 @@ from monitor.files import written_whole
 from monitor.redact import printable
 from monitor.signals import RawSeries
 
-# Series x scrapes of one release that a replay holds in memory (8 bytes each: 400 MB).
-MAX_CELLS = 50_000_000
+# A replay holds every series at every scrape of a release (8 bytes each). A file whose
+# rows fill few of those cells (each row a series and a time of its own) would need
+# gigabytes for a few hundred KB: past MAX_CELLS, at most SPARSENESS cells per row.
+MAX_CELLS = 10_000_000
+SPARSENESS = 20
 
 HEADER = ("timestamp", "release", "signal", "value", "target")
 # A recording without the target column is one target's (the file stands for it).
@@ -162,13 +165,12 @@ def _assemble(name: str, rows: list[_Row]) -> Recording:
     for release, samples in by_release.items():
         # One column per scrape: a moment and the target scraped then.
         scrapes = sorted({(at, target) for at, _, _, target in samples})
-        if len(keys) * len(scrapes) > MAX_CELLS:
-            # A replay holds every series at every scrape: rows each with a series and a
-            # time of their own would take gigabytes for a file of a few hundred KB.
+        cells = len(keys) * len(scrapes)
+        if cells > MAX_CELLS and cells > SPARSENESS * len(samples):
             raise RecordingError(
-                f"{name}: release {_brief(release)} has {len(keys)} series and {len(scrapes)} "
-                f"scrapes, more than a replay holds ({MAX_CELLS:,} values): does every row "
-                "have a series or a time of its own?")
+                f"{name}: release {_brief(release)} has {len(samples)} samples of "
+                f"{len(keys)} series over {len(scrapes)} scrapes, too sparse to replay "
+                f"({cells:,} values to hold): does every row have a series or a time of its own?")
         column = {scrape: index for index, scrape in enumerate(scrapes)}
         values = np.full((len(keys), len(scrapes)), np.nan)
         for at, signal, value, target in samples:

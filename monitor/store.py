@@ -130,6 +130,17 @@ class Action:
     at: float
 
 
+def _bounded_reason(reason: str) -> str:
+    """`reason`, its middle cut past REASON_LIMIT: the judge's findings come first and the
+    hints on what ran (versions reported, sources failing) last."""
+    if len(reason) <= REASON_LIMIT:
+        return reason
+    # Room for the longest marker the count could need; what is cut is then exact.
+    keep = REASON_LIMIT - len(f" [... {len(reason)} characters cut ...] ")
+    marker = f" [... {len(reason) - keep} characters cut ...] "
+    return reason[: keep // 2] + marker + reason[len(reason) - (keep - keep // 2):]
+
+
 # ---------------------------------------------------------------- migrations
 
 
@@ -1022,8 +1033,7 @@ class Store:
         """
         fields = {"verdict": verdict, "state": state, "judge_state": judge_state}
         _check_release_values(fields)
-        if len(reason) > REASON_LIMIT:
-            reason = reason[: REASON_LIMIT - 3] + "..."
+        reason = _bounded_reason(reason)
         findings_json = _to_json(findings)
         with self._writing() as conn:
             current = self._release_by_id(conn, release_id)

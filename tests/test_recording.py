@@ -130,13 +130,15 @@ def test_the_target_column_keeps_scrapes_of_the_same_moment_apart(tmp_path: Path
 def test_a_recording_too_sparse_to_hold_is_refused_before_allocating(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("monitor.recording.MAX_CELLS", 100)
-    # Eleven rows, each with a series and a time of its own: 11 x 11 values.
+    monkeypatch.setattr("monitor.recording.SPARSENESS", 4)
+    # Eleven rows, each with a series and a time of its own: 11 x 11 values for 11 samples.
     path = write_csv(tmp_path, "".join(f"{T0 + i},v1,s{i},1\n" for i in range(11)))
     assert recording_error(path) == (
-        f"{path}: release 'v1' has 11 series and 11 scrapes, more than a replay holds (100 "
-        "values): does every row have a series or a time of its own?")
-    path = write_csv(tmp_path, "".join(f"{T0 + i},v1,s{i},1\n" for i in range(10)))
-    assert load_recording(path).series["v1"].values.shape == (10, 10)
+        f"{path}: release 'v1' has 11 samples of 11 series over 11 scrapes, too sparse to "
+        "replay (121 values to hold): does every row have a series or a time of its own?")
+    # As many values, all filled: held, however many.
+    dense = "".join(f"{T0 + t},v1,s{i},1\n" for t in range(11) for i in range(11))
+    assert load_recording(write_csv(tmp_path, dense)).series["v1"].values.shape == (11, 11)
 
 
 def test_a_recording_without_samples_is_refused(tmp_path: Path) -> None:
