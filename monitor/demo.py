@@ -17,7 +17,7 @@ from monitor.clock import SimClock
 from monitor.daemon import Daemon
 from monitor.demo_service import SimulatedService
 from monitor.durations import format_duration
-from monitor.figures import finding_figures, signal_units, unit_of
+from monitor.figures import finding_figures, finding_unit, signal_units
 from monitor.policy import (
     Hook,
     MonitorConfig,
@@ -157,7 +157,7 @@ def _summary(step: Step, doc: dict[str, Any]) -> str:
             lines.append(f"      {f['severity']:<5} {f['signal']:<{width}}  {f['detector']}: "
                          f"{f.get('detail', '')}")
             continue
-        base, cand, _, _ = finding_figures(f, units.get(f["signal"]) or unit_of(f))
+        base, cand, _, _ = finding_figures(f, finding_unit(units, f["signal"]))
         lines.append(f"      {f['severity']:<5} {f['signal']:<{width}}  {f['detector']:<11} "
                      f"baseline {base:>12}  candidate {cand:>12}  {f.get('detail', '')}")
     return "\n".join(lines)

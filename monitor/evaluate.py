@@ -907,7 +907,8 @@ def _many(z: float) -> str:
 
 def _fmt(value: float, rule: SignalRule) -> str:
     """A value of `rule`'s signal in its unit, as the verdict's tables show it."""
-    return format_value(unit_of({"signal": rule.name, "kind": rule.kind, "limit": rule.limit}), value)
+    return format_value(unit_of({"signal": rule.name, "kind": rule.kind, "limit": rule.limit,
+                                 "leak": rule.leak}), value)
 
 
 def _share(change: float, scale: float) -> float:

@@ -52,17 +52,21 @@ def unit_of(view: Mapping[str, Any]) -> str:
     kind = view.get("kind")
     if kind == "ratio":
         return "percent"
-    if view.get("limit") is not None or "memory" in name or "bytes" in name:
+    if view.get("limit") is not None or view.get("leak") or "memory" in name or "bytes" in name:
         return "bytes"
     if kind == "quantile" or any(word in name for word in ("latency", "duration", "seconds")):
         return "seconds"
     return "rate" if kind == "rate" else "plain"
 
 
-
 def signal_units(doc: Mapping[str, Any]) -> dict[str, str]:
     """Each judged signal's unit, from what a verdict document says of it."""
     return {str(view.get("signal")): unit_of(view) for view in doc.get("signals") or ()}
+
+
+def finding_unit(units: Mapping[str, str], signal: Any) -> str:
+    """A finding's unit: its signal's (`signal_units`), else what the name says."""
+    return units.get(str(signal)) or unit_of({"signal": signal})
 
 def scale_for(unit: str, magnitude: float) -> Scale:
     """The scale that keeps numbers around `magnitude` short: 283607447 bytes -> MiB."""

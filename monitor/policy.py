@@ -612,11 +612,9 @@ def _fraction(reader: _Reader, key: str, default: float) -> float:
 def _url(reader: _Reader, key: str, *, required: bool = True) -> str:
     url = str(reader.require(key, str) if required else reader.get(key, str, ""))
     problem = url_problem(url) if url else None
-    if problem == "expected an http:// or https:// URL":
+    if problem:
         # Shown without credentials or query: a URL may carry a password or a token.
         raise reader.fail(key, f"{problem}, got {redact_url(url)!r}")
-    if problem:
-        raise reader.fail(key, f"{problem}: {redact_url(url)!r}")
     return url
 
 

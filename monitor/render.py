@@ -8,7 +8,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.durations import format_duration
-from monitor.figures import finding_figures, finite_number, format_value, signal_units, unit_of
+from monitor.figures import (
+    finding_figures,
+    finding_unit,
+    finite_number,
+    format_value,
+    signal_units,
+    unit_of,
+)
 
 
 def when(seconds: float | None) -> str:
@@ -54,14 +61,12 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
         lines.append(f"    {'signal':<{wide}} {'detector':<12} {'severity':<8} "
                      f"{'baseline':>12} {'candidate':>12}  detail")
         for f in findings:
-            unit = units.get(f["signal"]) or unit_of({"signal": f["signal"]})
-            base, cand, _, _ = finding_figures(f, unit)
+            base, cand, _, _ = finding_figures(f, finding_unit(units, f["signal"]))
             lines.append(
                 f"    {f['signal']:<{wide}} {f['detector']:<12} {f['severity']:<8} "
                 f"{base:>12} {cand:>12}  {f.get('detail', '')}"
             )
     return "\n".join(lines)
-
 
 
 def hook_state(hook: Mapping[str, Any]) -> str:

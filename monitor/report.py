@@ -18,6 +18,7 @@ from monitor.durations import format_duration
 from monitor.figures import (
     Scale,
     finding_figures,
+    finding_unit,
     finite_number,
     format_value,
     scale_for,
@@ -168,8 +169,7 @@ def _checks_table(checks: Sequence[Mapping[str, Any]], doc: Mapping[str, Any]) -
 
 
 def _findings_table(findings: Sequence[Mapping[str, Any]], units: Mapping[str, str]) -> str:
-    rows = [_finding_row(f, units.get(str(f.get("signal"))) or unit_of({"signal": f.get("signal")}))
-            for f in findings]
+    rows = [_finding_row(f, finding_unit(units, f.get("signal"))) for f in findings]
     return _table("Findings", "findings",
                   ("signal", "detector", "severity", "baseline", "candidate", "effect [interval]",
                    "tolerance", "samples", "detail"),

@@ -32,6 +32,7 @@ def signal_views(rules: Sequence[SignalRule], baseline: Baseline | None, frame: 
             "bad": rule.bad,
             "critical": rule.critical,
             "limit": rule.limit,
+            "leak": rule.leak,
             "baseline": None if base is None else {
                 q: base.quantiles.get(q) for q in ("p05", "p50", "p95")
             },

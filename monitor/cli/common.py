@@ -111,8 +111,8 @@ def database_path(db: Path | None, config: MonitorConfig | None = None) -> Path:
     return Path(DEFAULT_DB)
 
 
-def output_file(out: Path, store: Store) -> Path:
-    """`out`, unless it is the database the command reads or one of its companion files:
+def refuse_database_as_out(out: Path, store: Store) -> None:
+    """Fail when `out` is the database the command reads or one of its companion files:
     writing there would destroy the release history (and a running daemon's database)."""
     if store.path is not None:
         database = Path(store.path)
@@ -122,7 +122,6 @@ def output_file(out: Path, store: Store) -> Path:
                                                    and out.samefile(name)):
                 raise fail(f"--out: {out} is the database {database} (or one of its files): "
                            "give another path", EXIT_USAGE)
-    return out
 
 
 def remove_database(path: Path) -> None:

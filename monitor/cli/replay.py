@@ -17,7 +17,7 @@ from monitor.cli.common import (
     echo_json,
     fail,
     open_release,
-    output_file,
+    refuse_database_as_out,
 )
 from monitor.errors import ConfigError
 from monitor.policy import MonitorConfig, ServicePolicy
@@ -109,7 +109,7 @@ def record(
 
     with clear_errors():
         store, found = open_release(db, config, release, service, read_only=True)
-        output_file(out, store)
+        refuse_database_as_out(out, store)
         releases = store.releases(found.service)
         wanted = [found.version, *found.baselines]
         samples = {}

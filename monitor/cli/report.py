@@ -14,7 +14,7 @@ from monitor.cli.common import (
     clear_errors,
     fail,
     open_release,
-    output_file,
+    refuse_database_as_out,
 )
 from monitor.files import written_whole
 from monitor.verdicts import EXIT_USAGE, document
@@ -37,7 +37,7 @@ def report(
     with clear_errors():
         store, found = open_release(db, config, release, service, read_only=True)
         try:
-            output_file(out, store)
+            refuse_database_as_out(out, store)
             page = render_report(document(store, found))
         finally:
             store.close()
