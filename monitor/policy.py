@@ -734,15 +734,24 @@ def default_rule(signal: str) -> SignalRule:
     )
 
 
+# What client libraries export of the runtime that says nothing of a release's health:
+# a start time (new at each deploy), address space reserved, limits, the collector's own
+# bookkeeping, build information.
+_NO_HEALTH_SIGNAL = re.compile(
+    r"process_start_time_seconds|process_virtual_memory(_max)?_bytes|process_max_fds"
+    r"|python_gc_\w+|python_info|go_info|go_gc_duration_seconds\w*")
+
+
 def default_rules(names: Sequence[str]) -> tuple[SignalRule, ...]:
     """The default rule of each metric name, a histogram's (`X_bucket`) as its p95 signal
-    `X_p95`; its `X_sum`, and every `X_created` (a process's start time, new at each
-    deploy), are no health signals of their own."""
+    `X_p95`; its `X_sum`, every `X_created` (a process's start time, new at each deploy)
+    and the runtime's own bookkeeping (`_NO_HEALTH_SIGNAL`) are no health signals."""
     histograms = {n.removesuffix("_bucket") for n in names if n.endswith("_bucket")}
     rules = []
     for name in sorted(names):
         family, _, suffix = name.rpartition("_")
-        if suffix == "created" or family in histograms and suffix == "sum":
+        if (suffix == "created" or family in histograms and suffix == "sum"
+                or _NO_HEALTH_SIGNAL.fullmatch(name)):
             continue
         if family in histograms and suffix == "bucket":
             rules.append(replace(default_rule(family), name=f"{family}_p95", kind="quantile",

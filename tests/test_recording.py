@@ -262,3 +262,24 @@ def test_replay_without_a_policy_judges_a_histogram_by_its_p95_not_its_totals(
     assert {f.signal for f in slower.evaluation.findings} >= {"latency_seconds_p95"}
     judged = {f.signal for f in slower.evaluation.findings}
     assert not judged & {"latency_seconds_sum", "latency_seconds_created"}
+
+
+def test_replay_without_a_policy_leaves_out_the_runtimes_bookkeeping(tmp_path: Path) -> None:
+    # A Python service's new release: a new process, more address space reserved, its
+    # collector busier. None of it is a regression; resident memory stays the same.
+    keys = ("process_start_time_seconds", "process_virtual_memory_bytes",
+            'python_gc_objects_collected_total{generation="0"}', "process_resident_memory_bytes")
+    times = T0 + 15.0 * np.arange(400)
+    rng = np.random.default_rng(3)
+    new = times >= times[300]
+    values = np.vstack([np.where(new, T0 + 4500, T0 - 3600),
+                        np.where(new, 475e6, 333e6) + rng.normal(0, 1e5, 400),
+                        np.cumsum(np.where(new, 300.0, 100.0)),
+                        80e6 + rng.normal(0, 1e5, 400)])
+    path = tmp_path / "python.csv"
+    write_recording(path, {
+        "v1": RawSeries(keys, times[:300], ("t",) * 300, values[:, :300]),
+        "v2": RawSeries(keys, times[300:], ("t",) * 100, values[:, 300:]),
+    })
+    result = replay(load_recording(path), release="v2")
+    assert result.evaluation.verdict == "pass", result.to_dict()
