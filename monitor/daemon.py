@@ -377,12 +377,12 @@ class Daemon:
             raise ScrapeError(
                 f"{state.health.target}: {judged} new series of the metrics the policy reads, "
                 f"and the service already holds {held}: more than {SERIES_HISTORY} x its "
-                f"max_series ({room}); a label with unbounded values?")
+                f"targets' max_series ({room} together); a label with unbounded values?")
         if left_out and state.service not in self._series_capped:
             self._series_capped.add(state.service)
-            log.warning("%s: %d new series would pass its targets' max_series (%d together) with the "
-                        "%d held: new series of metrics the policy does not read are no "
-                        "longer stored (a label with unbounded values?)",
+            log.warning("%s: %d new series would pass its targets' max_series (%d together) "
+                        "with the %d held: new series of metrics the policy does not read are "
+                        "no longer stored (a label with unbounded values?)",
                         state.service, len(new), room, held)
         kept = np.fromiter((key not in left_out for key in keys), dtype=bool, count=len(keys))
         return [key for key, keep in zip(keys, kept, strict=True) if keep], values[kept]

@@ -850,7 +850,7 @@ def _data_checks(
             continue
         count = int(np.sum(~np.isnan(window.values[row])))
         if count < rule.min_samples:
-            more = _more_time(rule.min_samples - count, count / elapsed)
+            more = _more_time(rule.min_samples - count, count / elapsed, "pace of samples")
             noun = "sample" if count == 1 else "samples"
             seen.shortfalls.append(f"{rule.name}: {count} {noun}, {rule.min_samples} needed{more}")
 
@@ -894,10 +894,12 @@ def _sources(rule: SignalRule) -> str:
     return rule.metric or rule.query or rule.name
 
 
-def _more_time(missing: float, per_second: float) -> str:
+def _more_time(missing: float, per_second: float, pace: str = "traffic") -> str:
+    """How much longer `missing` takes at `per_second`: requests come with traffic, a
+    signal's samples at the pace of its scrapes (or query steps)."""
     if per_second <= 0:
         return " (no traffic: cannot tell how long)"
-    return f" (about {format_duration(missing / per_second)} more at the current traffic)"
+    return f" (about {format_duration(missing / per_second)} more at the current {pace})"
 
 
 def _many(z: float) -> str:

@@ -1105,3 +1105,22 @@ def test_check_config_notes_a_query_secret_missing_from_the_environment(
             "query fails (its releases end inconclusive)") in result.stdout.splitlines()
     monkeypatch.setenv("PROM_TOKEN", "t")
     assert "PROM_TOKEN" not in monitor("check-config", path).stdout
+
+
+def test_check_config_notes_a_period_too_short_for_the_samples_a_signal_needs(
+        tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        '[services.checkout]\n[services.checkout.period]\nminor = "5m"\n'
+        '[services.checkout.prometheus]\nurl = "http://127.0.0.1:9090"\nstep = "1m"\n'
+        '[services.checkout.signals.latency_p95]\ncritical = true\n'
+        'query = \'histogram_quantile(0.95, rate(x_bucket{version="$version"}[$step]))\'\n',
+        encoding="utf-8")
+    result = monitor("check-config", path)
+    assert result.exit_code == 0, result.output
+    assert ("checkout: note: signals.latency_p95: the 5m period holds about 5 samples at one "
+            "per 1m (prometheus.step), fewer than its min_samples (10): its releases end "
+            "inconclusive; shorten the step or lengthen the period") in result.stdout.splitlines()
+    path.write_text(path.read_text(encoding="utf-8").replace('step = "1m"', 'step = "15s"'),
+                    encoding="utf-8")
+    assert "min_samples" not in monitor("check-config", path).stdout

@@ -1206,16 +1206,17 @@ class _Churning(_Answering):
         self.answer(("\n".join(lines) + "\n").encode())
 
 
-def _churning_daemon(read_new: int, unread_new: int, max_series: int
+def _churning_daemon(read_new: int, unread_new: int, max_series: int, replicas: int = 1
                      ) -> Iterator[tuple[Daemon, Store, SimClock]]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Churning)
     server.daemon_threads = True
     server.scrapes, server.read_new, server.unread_new = 0, read_new, unread_new  # type: ignore[attr-defined]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     clock = SimClock(start=1_000_000.0)
-    target = Target(url=f"http://127.0.0.1:{server.server_address[1]}/metrics",
-                    max_series=max_series, name="churn")
-    policy = ServicePolicy(name="shop", targets=(target,),
+    targets = tuple(Target(url=f"http://127.0.0.1:{server.server_address[1]}/metrics",
+                           max_series=max_series, name="churn" + "-2" * index)
+                    for index in range(replicas))
+    policy = ServicePolicy(name="shop", targets=targets,
                            signals=(SignalRule("errors", metric="errors_total", kind="rate"),))
     store = Store.memory()
     daemon = Daemon(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
@@ -1243,9 +1244,9 @@ def test_series_of_unread_metrics_stop_being_stored_at_max_series(
         stored = [keys[int(i)] for i in window.series_ids]
         assert window.values[stored.index("errors_total")].size >= 20
         warned = [r.getMessage() for r in caplog.records if "no longer stored" in r.getMessage()]
-        assert warned == ["shop: 30 new series would pass its targets' max_series (100) with "
-                          "the 91 held: new series of metrics the policy does not read are no "
-                          "longer stored (a label with unbounded values?)"]
+        assert warned == ["shop: 30 new series would pass its targets' max_series (100 "
+                          "together) with the 91 held: new series of metrics the policy does "
+                          "not read are no longer stored (a label with unbounded values?)"]
 
 
 def test_new_series_of_a_read_metric_past_ten_times_max_series_fail_the_scrape() -> None:
@@ -1257,7 +1258,8 @@ def test_new_series_of_a_read_metric_past_ten_times_max_series_fail_the_scrape()
         assert not health.up
         assert health.last_error == (
             "churn: 40 new series of the metrics the policy reads, and the service already "
-            "holds 481: more than 10 x its max_series (50); a label with unbounded values?")
+            "holds 481: more than 10 x its targets' max_series (50 together); a label with "
+            "unbounded values?")
 
 
 def test_a_scrape_of_more_series_than_max_series_fails() -> None:
@@ -1266,3 +1268,12 @@ def test_a_scrape_of_more_series_than_max_series_fails() -> None:
         [health] = daemon.box.get().targets
         assert not health.up and store.series_count("shop") == 0
         assert health.last_error.endswith("/metrics: 61 series, more than max_series = 60")
+
+
+def test_replicas_together_may_hold_as_many_series_as_their_max_series_add_up_to() -> None:
+    for daemon, store, clock in _churning_daemon(read_new=0, unread_new=30, max_series=50,
+                                                 replicas=2):
+        daemon.run_until(clock.now() + 20 * 15)
+        # Room for 100: three scrapes' worth fit (one target alone would hold 31).
+        assert store.series_count("shop") == 1 + 3 * 30
+        assert all(health.up for health in daemon.box.get().targets)

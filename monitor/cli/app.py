@@ -183,7 +183,8 @@ def check_config(
         elif policy.signals and not policy.targets and policy.prometheus is None:
             typer.echo(f"{name}: note: signals but no targets and no [prometheus]: nothing "
                        "feeds them, so its releases end inconclusive")
-        for note in query_notes(policy) + unit_notes(policy) + secret_notes(policy):
+        for note in (query_notes(policy) + unit_notes(policy) + sampling_notes(policy)
+                     + secret_notes(policy)):
             typer.echo(f"{name}: note: {note}")
     typer.echo(f"{config}: ok")
 
@@ -193,6 +194,27 @@ def check_database_folder(cfg: MonitorConfig) -> None:
     folder = database_path(None, cfg).parent
     if not folder.is_dir():
         raise ConfigError(f"{cfg.path}: monitor.database: directory {folder} does not exist")
+
+
+def sampling_notes(policy: ServicePolicy) -> list[str]:
+    """Signals that must have `min_samples` samples, which the shortest checking period
+    cannot hold at one sample per scrape interval (or query step): its releases would all
+    end inconclusive, whatever the traffic."""
+    if policy.prometheus is not None:
+        pace, source = policy.prometheus.step, "prometheus.step"
+    elif policy.targets:
+        pace, source = max(t.interval for t in policy.targets), "the targets' interval"
+    else:
+        return []
+    shortest = min(policy.periods.values(), default=0.0)
+    held = int(shortest // pace)
+    return [f"signals.{rule.name}: the {format_duration(shortest)} period holds about {held} "
+            f"samples at one per {format_duration(pace)} ({source}), fewer than its "
+            f"min_samples ({rule.min_samples}): its releases end inconclusive; shorten the "
+            "step or lengthen the period"
+            for rule in policy.signals
+            if (rule.critical or rule.must_have_data) and rule.kind != "ratio"
+            and held < rule.min_samples]
 
 
 def secret_notes(policy: ServicePolicy) -> list[str]:
