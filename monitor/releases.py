@@ -82,6 +82,7 @@ class Releases:
         self._rebased: set[int] = set()
         # Releases whose targets have reported their version (see `_runs`).
         self._running: set[int] = set()
+        self._awaiting_deploy: set[int] = set()   # releases whose wait was logged
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
         self._resummarized: set[int] = set()   # stale baselines summarized again (or tried)
@@ -163,12 +164,28 @@ class Releases:
         if release.state in (SMOKE, VERIFICATION) and release.id not in self._rebased:
             release = self._take_policy_baselines(release, policy)
         if release.state == SMOKE:
+            if self._not_deployed_yet(release, policy):
+                return release
             return self._smoke(release)
         if release.state == VERIFICATION:
             return self._verification(release)
         if release.state == WATCHING:
             return self._watch(release)
         return release
+
+    def _not_deployed_yet(self, release: Release, policy: ServicePolicy) -> bool:
+        """Whether the smoke test waits: a version registered before its deploy would have
+        its predecessor probed in its name. Only a version label can tell what runs; the
+        wait ends with the checking period (a deploy that never came is judged as ever)."""
+        if not (policy.version_metric and policy.targets) or self._runs(release):
+            return False
+        if self.clock.now() >= release.started_at + release.period:
+            return False
+        if release.id not in self._awaiting_deploy:
+            self._awaiting_deploy.add(release.id)
+            log.info("%s %s: smoke test waits until a target reports version %s",
+                     release.service, release.version, release.version)
+        return True
 
     def _outside_policy(self, release: Release) -> Release:
         """A release of a service the policy does not name (a typo given to `release start`

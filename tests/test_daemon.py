@@ -887,6 +887,9 @@ def test_a_stage_s_results_and_what_they_decide_are_stored_together(
     store = Store.memory()
     releases = Releases(MonitorConfig(path="<test>", services={policy.name: policy}), store, clock)
     release = releases.start(policy.name, "v2.2")
+    # A target reports the version: it runs, so its smoke test is due.
+    store.write_scrape(policy.name, "t", "v2.2", clock.now(), store.series_ids(policy.name, ["up"]),
+                       [1.0])
 
     def disk_full(*args: object, **kwargs: object) -> None:
         raise StoreError("cannot write to m.db: database or disk is full")
@@ -1277,3 +1280,24 @@ def test_replicas_together_may_hold_as_many_series_as_their_max_series_add_up_to
         # Room for 100: three scrapes' worth fit (one target alone would hold 31).
         assert store.series_count("shop") == 1 + 3 * 30
         assert all(health.up for health in daemon.box.get().targets)
+
+
+def test_a_version_registered_before_its_deploy_is_smoke_tested_once_it_runs(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    simulated, clock = service
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
+                    store, clock)
+    daemon.run_until(clock.now() + 60)          # v2.2 runs, and is noticed
+    daemon.releases.start("demo", "v2.5")       # a pipeline registers before it deploys
+    daemon.run_until(clock.now() + 120)
+    waiting = store.release("demo", "v2.5")
+    # Probing now would test v2.2 in v2.5's name (and pass: v2.5 cannot reach its database).
+    assert waiting.state == "smoke" and store.checks(waiting.id) == []
+    simulated.deploy("v2.5")
+    daemon.run_until(clock.now() + 120)
+    release = store.release("demo", "v2.5")
+    assert release.verdict == "rollback" and release.reason.startswith("smoke failed"), release
+    daemon.close()
+    store.close()
