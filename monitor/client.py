@@ -15,7 +15,7 @@ from monitor.clock import Clock
 from monitor.errors import MonitorError, Refused, UnknownRelease
 from monitor.fetch import bounded_request
 from monitor.findings import HOTFIX, ROLLBACK
-from monitor.redact import redact_url
+from monitor.redact import printable, redact_url
 from monitor.snapshot import RECENT_RELEASES
 from monitor.verdicts import EXIT_CODES, UNKNOWN_GRACE
 
@@ -33,23 +33,26 @@ def remote_document(url: str, release: str, service: str | None, *,
     where = f"GET {redact_url(endpoint)}"
     try:
         with requests.Session() as session:
-            _, body = bounded_request(session, requests.Request("GET", endpoint, params=params),
-                                      where=where, timeout=timeout, max_bytes=_LIMIT)
-    except MonitorError as exc:
+            answer, body = bounded_request(
+                session, requests.Request("GET", endpoint, params=params), where=where,
+                timeout=timeout, max_bytes=_LIMIT, any_status=True)
+    except MonitorError as exc:   # no answer (the URL has its query hidden)
+        raise MonitorError(f"{exc} (asking for release {release!r})") from None
+    if answer.status_code != 200:
         shown = redact_url(url)
-        if "HTTP 410" in str(exc):
+        if answer.status_code == 410:
             # Known, and no wait will bring it back: the API serves only the latest ones.
             raise Refused(f"release {release!r} is older than the latest {RECENT_RELEASES} of "
                           f"its service that the monitor at {shown} serves; ask its database: "
-                          "monitor verdict --db") from None
-        if "HTTP 404" in str(exc):
+                          "monitor verdict --db")
+        if answer.status_code == 404:
             raise UnknownRelease(
                 f"no release {release!r} at {shown} (it serves the latest {RECENT_RELEASES} "
-                "of each service; older ones: monitor verdict --db)") from None
-        # The URL in the message has its query hidden (it might carry a token elsewhere).
+                "of each service; older ones: monitor verdict --db)")
         # A 4xx is the request's fault (two services have the release, say): bad input.
-        error = Refused if re.search(r"\bHTTP 4\d\d\b", str(exc)) else MonitorError
-        raise error(f"{exc} (asking for release {release!r})") from None
+        error = Refused if 400 <= answer.status_code < 500 else MonitorError
+        raise error(f"{where}: HTTP {answer.status_code} {_error_detail(body)}".rstrip()
+                    + f" (asking for release {release!r})")
     depth = nesting(body)
     if depth > MAX_NESTING:
         # Refused before parsing: the parser would recurse that deep, and a verdict never is.
@@ -133,12 +136,18 @@ def register_remote(url: str, service: str, version: str, change_class: str | No
         answer, body = bounded_request(session, request, where=f"POST {redact_url(where)}",
                                        timeout=timeout, max_bytes=_LIMIT, any_status=True)
     if answer.status_code != 202:
-        try:
-            detail = str(json.loads(body).get("error", ""))
-        except (ValueError, AttributeError):
-            detail = ""
         refused = Refused if 400 <= answer.status_code < 500 else MonitorError
-        raise refused(f"{redact_url(where)}: HTTP {answer.status_code} {detail}".rstrip())
+        raise refused(f"{redact_url(where)}: HTTP {answer.status_code} "
+                      f"{_error_detail(body)}".rstrip())
+
+
+def _error_detail(body: bytes) -> str:
+    """What the monitor's API says went wrong (its JSON `error`), on one short line."""
+    try:
+        detail = json.loads(body).get("error", "")
+    except (ValueError, AttributeError, RecursionError):
+        return ""
+    return printable(str(detail), limit=200)
 
 
 def _base(url: str) -> str:

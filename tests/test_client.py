@@ -100,8 +100,12 @@ def test_a_refused_request_ends_the_wait_at_once() -> None:
     server = serve(box, version="t")
     clock = SimClock(start=0.0)
     try:
-        with pytest.raises(Refused, match="HTTP 400"):
+        with pytest.raises(Refused) as caught:
             wait_remote(f"http://127.0.0.1:{server.port}", "v2", None, clock, timeout=3600.0)
+        # The API's own words say what to do.
+        assert str(caught.value).endswith("/api/v1/verdict: HTTP 400 release 'v2' exists in "
+                                          "services cart, shop: add service= (asking for "
+                                          "release 'v2')")
     finally:
         server.shutdown()
     assert clock.now() == 0.0
