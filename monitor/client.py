@@ -38,7 +38,7 @@ def remote_document(url: str, release: str, service: str | None, *,
                 timeout=timeout, max_bytes=_LIMIT, any_status=True)
     except MonitorError as exc:   # no answer (the URL has its query hidden)
         raise MonitorError(f"{exc} (asking for release {release!r})") from None
-    if answer.status_code != 200:
+    if not 200 <= answer.status_code < 300:
         shown = redact_url(url)
         if answer.status_code == 410:
             # Known, and no wait will bring it back: the API serves only the latest ones.
@@ -51,7 +51,8 @@ def remote_document(url: str, release: str, service: str | None, *,
                 "of each service; older ones: monitor verdict --db)")
         # A 4xx is the request's fault (two services have the release, say): bad input.
         error = Refused if 400 <= answer.status_code < 500 else MonitorError
-        raise error(f"{where}: HTTP {answer.status_code} {_error_detail(body)}".rstrip()
+        detail = _error_detail(body) or answer.reason or ""
+        raise error(f"{where}: HTTP {answer.status_code} {detail}".rstrip()
                     + f" (asking for release {release!r})")
     depth = nesting(body)
     if depth > MAX_NESTING:

@@ -522,7 +522,7 @@ def _selector(reader: _Reader, key: str, required: bool) -> str:
     value = reader.require(key, str) if required else reader.get(key, str, "")
     if value and not _SELECTOR.match(value):
         raise reader.fail(key, f"not a metric selector such as name{{label=\"value\"}}: {value!r}")
-    # Two values for one label match nothing (the same value twice is PromQL's business).
+    # Two values for one label match nothing; the same value twice matches as once.
     matched: dict[str, str] = {}
     for label, wanted in re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"', value):
         if matched.setdefault(label, wanted) != wanted:

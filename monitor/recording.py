@@ -24,8 +24,9 @@ from monitor.signals import RawSeries
 
 # A replay holds every series at every scrape of a release (8 bytes each). A file whose
 # rows fill few of those cells (each row a series and a time of its own) would need
-# gigabytes for a few hundred KB: past MAX_CELLS, at most SPARSENESS cells per row.
-MAX_CELLS = 10_000_000
+# gigabytes for a few hundred KB: past MAX_CELLS (400 MB), at most SPARSENESS cells per
+# row (series labelled by pod are as sparse as there are pods).
+MAX_CELLS = 50_000_000
 SPARSENESS = 20
 
 HEADER = ("timestamp", "release", "signal", "value", "target")
@@ -170,7 +171,7 @@ def _assemble(name: str, rows: list[_Row]) -> Recording:
             raise RecordingError(
                 f"{name}: release {_brief(release)} has {len(samples)} samples of "
                 f"{len(keys)} series over {len(scrapes)} scrapes, too sparse to replay "
-                f"({cells:,} values to hold): does every row have a series or a time of its own?")
+                f"({cells:,} values to hold): does every row have a series, time or target of its own?")
         column = {scrape: index for index, scrape in enumerate(scrapes)}
         values = np.full((len(keys), len(scrapes)), np.nan)
         for at, signal, value, target in samples:

@@ -24,12 +24,13 @@ def redact_url(url: str, *, path: bool = True) -> str:
         parts = urlsplit(url)
         port = parts.port
     except ValueError:
-        # Unparsable (a port out of range, an unclosed "["): shown as written, less what may
-        # be secret. A password may hold "/", "?" or "#" too, so everything up to the last
-        # "@" goes first.
-        _, at, rest = url.rpartition("@")
-        scheme = url[: url.index("//") + 2] if "//" in url.split("@", 1)[0] else ""
-        head, _, query = (scheme + rest if at else url).split("#", 1)[0].partition("?")
+        # Unparsable (a port out of range, an unclosed "["): shown as written, less its query.
+        # With an "@" anywhere, where credentials end cannot be told (a password may hold
+        # "/", "?" or "#"), so only the scheme is shown.
+        scheme = url[: url.index("//") + 2] if "//" in url else ""
+        if "@" in url:
+            return printable(f"{scheme}*** (credentials hidden)", limit=200)
+        head, _, query = url.split("#", 1)[0].partition("?")
         return printable(head + ("?***" if query else ""), limit=200)
     host = parts.hostname or ""
     if ":" in host:

@@ -163,9 +163,11 @@ class Releases:
             release = self._take_policy_period(release, policy)
         if release.state in (SMOKE, VERIFICATION) and release.id not in self._rebased:
             release = self._take_policy_baselines(release, policy)
-        if release.state == SMOKE:
-            if self._not_deployed_yet(release, policy):
+        if release.state == SMOKE and self._awaits_deploy(release, policy):
+            if self.clock.now() < release.started_at + release.period:
                 return release
+            return self._never_deployed(release)
+        if release.state == SMOKE:
             return self._smoke(release)
         if release.state == VERIFICATION:
             return self._verification(release)
@@ -173,19 +175,32 @@ class Releases:
             return self._watch(release)
         return release
 
-    def _not_deployed_yet(self, release: Release, policy: ServicePolicy) -> bool:
-        """Whether the smoke test waits: a version registered before its deploy would have
-        its predecessor probed in its name. Only a version label can tell what runs; the
-        wait ends with the checking period (a deploy that never came is judged as ever)."""
+    def _awaits_deploy(self, release: Release, policy: ServicePolicy) -> bool:
+        """Whether the smoke test waits for the release to run: a version registered before
+        its deploy would have its predecessor probed in its name. Only a version label can
+        tell what runs."""
         if not (policy.version_metric and policy.targets) or self._runs(release):
-            return False
-        if self.clock.now() >= release.started_at + release.period:
+            self._awaiting_deploy.discard(release.id)
             return False
         if release.id not in self._awaiting_deploy:
             self._awaiting_deploy.add(release.id)
             log.info("%s %s: smoke test waits until a target reports version %s",
                      release.service, release.version, release.version)
         return True
+
+    def _never_deployed(self, release: Release) -> Release:
+        """A release whose targets never reported its version within its checking period:
+        nothing of it was seen, so nothing is judged."""
+        self._awaiting_deploy.discard(release.id)
+        now = self.clock.now()
+        reason = (f"never deployed: no target reported version {release.version!r} within "
+                  f"its {format_duration(release.period)} checking period"
+                  f"{self._other_versions(release, now)}")
+        decided = self.store.add_verdict(
+            release.id, at=now, verdict=INCONCLUSIVE, reason=reason, findings=[],
+            first_alarm_at=None, decided_at=now, state=DONE, judge_state=release.judge_state)
+        log.warning("%s %s: INCONCLUSIVE: %s", release.service, release.version, reason)
+        return decided
 
     def _outside_policy(self, release: Release) -> Release:
         """A release of a service the policy does not name (a typo given to `release start`

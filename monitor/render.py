@@ -27,7 +27,7 @@ def when(seconds: float | None) -> str:
 def after(doc: Mapping[str, Any], key: str) -> str:
     """How long after the release started a moment came, e.g. '+4m30s'."""
     moment, started = finite_number(doc.get(key)), finite_number(doc.get("started_at"))
-    if moment is None or started is None:
+    if moment is None or started is None or not math.isfinite(moment - started):
         return "-"
     return "+" + format_duration(moment - started)
 
@@ -91,6 +91,8 @@ def sparkline(baseline: Sequence[float], candidate: Sequence[float]) -> str:
         return ""
     low, high = min(points), max(points)
     span = (high - low) or 1.0
+    if not math.isfinite(span):   # -1e308 to 1e308: no scale shows both
+        return ""
 
     def bar(value: float) -> str:
         if not math.isfinite(value):
@@ -112,8 +114,10 @@ def _squeeze(values: Sequence[float]) -> list[float]:
     if len(values) <= SPARK_POINTS:
         return list(values)
     size = len(values) / SPARK_POINTS
-    return [sum(chunk) / len(chunk) for chunk in
-            (values[int(i * size): int((i + 1) * size)] for i in range(SPARK_POINTS)) if chunk]
+    chunks = (values[int(i * size): int((i + 1) * size)] for i in range(SPARK_POINTS))
+    # A gap blanks only a slice with nothing else in it.
+    return [sum(valid) / len(valid) if (valid := [v for v in chunk if math.isfinite(v)])
+            else math.nan for chunk in chunks if chunk]
 
 
 def signals_text(views: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -896,6 +896,9 @@ def test_sparkline_puts_both_on_one_scale() -> None:
     assert sparkline([1, 1, 1, 1], [2, 2]) == "▁▁▁▁│██"
     assert sparkline([0, 7], [3.5]) == "▁█│▅"
     assert sparkline([], []) == ""
+    # A gap blanks only a slice with nothing else in it; no scale spans -1e308 to 1e308.
+    assert sparkline([1.0, None, 2.0, None] * 8, [3.0]) == "▁▅" * 8 + "│█"
+    assert sparkline([-1e308], [1e308]) == ""
 
 
 def test_evidence_columns_line_up_with_long_signal_names() -> None:
@@ -1101,8 +1104,9 @@ def test_check_config_notes_a_query_secret_missing_from_the_environment(
     monkeypatch.delenv("PROM_TOKEN", raising=False)
     result = monitor("check-config", path)
     assert result.exit_code == 0, result.output
-    assert ("checkout: note: prometheus.bearer_token_env: PROM_TOKEN is not set, so every "
-            "query fails (its releases end inconclusive)") in result.stdout.splitlines()
+    assert ("checkout: note: prometheus.bearer_token_env: PROM_TOKEN is not set in this "
+            "environment; where the daemon runs without it, every query fails (its releases "
+            "end inconclusive)") in result.stdout.splitlines()
     monkeypatch.setenv("PROM_TOKEN", "t")
     assert "PROM_TOKEN" not in monitor("check-config", path).stdout
 

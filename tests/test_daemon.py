@@ -30,6 +30,7 @@ from monitor.clock import SimClock
 from monitor.daemon import Daemon
 from monitor.demo import demo_policy
 from monitor.demo_service import SimulatedService
+from monitor.durations import format_duration
 from monitor.errors import AlreadyJudged, UnknownRelease
 from monitor.evaluate import JudgeState
 from monitor.policy import MonitorConfig, Probe, ServicePolicy, SignalRule, Target
@@ -1299,5 +1300,25 @@ def test_a_version_registered_before_its_deploy_is_smoke_tested_once_it_runs(
     daemon.run_until(clock.now() + 120)
     release = store.release("demo", "v2.5")
     assert release.verdict == "rollback" and release.reason.startswith("smoke failed"), release
+    daemon.close()
+    store.close()
+
+
+def test_a_version_never_deployed_ends_inconclusive_without_a_probe_in_its_name(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    simulated, clock = service
+    store = Store.memory()
+    policy = demo_policy(simulated.url)
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": policy}), store, clock)
+    daemon.run_until(clock.now() + 60)
+    daemon.releases.start("demo", "v2.5")
+    daemon.run_until(clock.now() + policy.periods["minor"] + 120)
+    release = store.release("demo", "v2.5")
+    assert (release.verdict, release.state) == ("inconclusive", "done")
+    assert release.reason == (f"never deployed: no target reported version 'v2.5' within its "
+                              f"{format_duration(policy.periods['minor'])} checking period; "
+                              "the targets report version 'v2.2', not 'v2.5'")
+    assert store.checks(release.id) == []
     daemon.close()
     store.close()

@@ -564,10 +564,11 @@ def test_an_invalid_url_is_a_scrape_error() -> None:
         ("http://host/m?s3cr3t&a=1&&b", "http://host/m?***&a=***&***"),
         ("http://host/m\x1b[2J", "http://host/m?[2J"),
         ("http://[::1/metrics", "http://[::1/metrics"),
-        ("http://u:pw@h:99999/m?token=t#x", "http://h:99999/m?***"),   # unparsable, still safe
-        ("http://user:pa/ss@host:99999/m", "http://host:99999/m"),
-        ("http://user:pa#ss@host:99999", "http://host:99999"),
-        ("http://user:p?w@host:99999/m", "http://host:99999/m"),
+        ("http://h:99999/m?token=t#x", "http://h:99999/m?***"),       # unparsable, still safe
+        ("http://u:pw@h:99999/m", "http://*** (credentials hidden)"),
+        ("http://user:pa/ss@host:99999/m", "http://*** (credentials hidden)"),
+        ("http://user:pa#ss@host:99999", "http://*** (credentials hidden)"),
+        ("http://user:p?w@host:99999/m", "http://*** (credentials hidden)"),
     ],
 )
 def test_redact_url(url: str, safe: str) -> None:

@@ -63,3 +63,20 @@ def test_what_is_no_regular_file_is_written_directly(tmp_path: Path) -> None:
     reader.join(timeout=10)
     assert received == ["through the pipe"] and fifo.exists()
     assert [p.name for p in tmp_path.iterdir()] == ["pipe"]
+
+
+def test_a_stream_path_is_written_directly_even_when_it_resolves_to_a_file(
+        tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "out.txt"
+    out.write_text("earlier line\n", encoding="utf-8")
+    program = ("from monitor.files import written_whole\n"
+               "with written_whole('/dev/stdout') as handle:\n"
+               "    handle.write('report\\n')\n")
+    with open(out, "a", encoding="utf-8") as appended:   # the shell's `>> out.txt`
+        subprocess.run([sys.executable, "-c", program], stdout=appended, check=True)
+    assert out.read_text(encoding="utf-8") == "earlier line\nreport\n"
+    piped = subprocess.run([sys.executable, "-c", program], capture_output=True, check=True)
+    assert piped.stdout == b"report\n"

@@ -135,7 +135,7 @@ def test_a_recording_too_sparse_to_hold_is_refused_before_allocating(
     path = write_csv(tmp_path, "".join(f"{T0 + i},v1,s{i},1\n" for i in range(11)))
     assert recording_error(path) == (
         f"{path}: release 'v1' has 11 samples of 11 series over 11 scrapes, too sparse to "
-        "replay (121 values to hold): does every row have a series or a time of its own?")
+        "replay (121 values to hold): does every row have a series, time or target of its own?")
     # As many values, all filled: held, however many.
     dense = "".join(f"{T0 + t},v1,s{i},1\n" for t in range(11) for i in range(11))
     assert load_recording(write_csv(tmp_path, dense)).series["v1"].values.shape == (11, 11)

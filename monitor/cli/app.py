@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -203,18 +204,25 @@ def sampling_notes(policy: ServicePolicy) -> list[str]:
     if policy.prometheus is not None:
         pace, source = policy.prometheus.step, "prometheus.step"
     elif policy.targets:
-        pace, source = max(t.interval for t in policy.targets), "the targets' interval"
+        # The grid signals are read on: the typical target's interval.
+        pace = statistics.median(t.interval for t in policy.targets)
+        source = "the targets' interval"
     else:
         return []
     shortest = min(policy.periods.values(), default=0.0)
     held = int(shortest // pace)
-    return [f"signals.{rule.name}: the {format_duration(shortest)} period holds about {held} "
-            f"samples at one per {format_duration(pace)} ({source}), fewer than its "
-            f"min_samples ({rule.min_samples}): its releases end inconclusive; shorten the "
-            "step or lengthen the period"
-            for rule in policy.signals
-            if (rule.critical or rule.must_have_data) and rule.kind != "ratio"
-            and held < rule.min_samples]
+    notes = []
+    for rule in policy.signals:
+        if not (rule.critical or rule.must_have_data) or rule.kind == "ratio":
+            continue   # a ratio needs requests (min_trials), which come with traffic
+        # A counter's rate, and a histogram's quantile, begin at their second sample.
+        counted = held - (rule.kind != "gauge")
+        if counted < rule.min_samples:
+            notes.append(f"signals.{rule.name}: the {format_duration(shortest)} period holds "
+                         f"about {counted} samples at one per {format_duration(pace)} "
+                         f"({source}), fewer than its min_samples ({rule.min_samples}): its "
+                         "releases end inconclusive; shorten the step or lengthen the period")
+    return notes
 
 
 def secret_notes(policy: ServicePolicy) -> list[str]:
@@ -223,8 +231,8 @@ def secret_notes(policy: ServicePolicy) -> list[str]:
     source = policy.prometheus
     if source is None:
         return []
-    return [f"prometheus.{key}: {variable} is not set, so every query fails (its releases "
-            "end inconclusive)"
+    return [f"prometheus.{key}: {variable} is not set in this environment; where the daemon "
+            "runs without it, every query fails (its releases end inconclusive)"
             for key, variable in (("bearer_token_env", source.bearer_token_env),
                                   ("basic_password_env", source.basic_password_env))
             if variable and not os.environ.get(variable)]
