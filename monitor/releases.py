@@ -82,7 +82,6 @@ class Releases:
         self._rebased: set[int] = set()
         # Releases whose targets have reported their version (see `_runs`).
         self._running: set[int] = set()
-        self._awaiting_deploy: set[int] = set()   # releases whose wait was logged
         # Per service, the error of a source that is failing now (set by the daemon).
         self.source_errors: dict[str, str] = {}
         self._resummarized: set[int] = set()   # stale baselines summarized again (or tried)
@@ -165,7 +164,7 @@ class Releases:
             release = self._take_policy_baselines(release, policy)
         if release.state == SMOKE and self._awaits_deploy(release, policy):
             if self.clock.now() < release.started_at + release.period:
-                return release
+                return self._waiting_for_deploy(release)
             return self._never_deployed(release)
         if release.state == SMOKE:
             return self._smoke(release)
@@ -179,19 +178,22 @@ class Releases:
         """Whether the smoke test waits for the release to run: a version registered before
         its deploy would have its predecessor probed in its name. Only a version label can
         tell what runs."""
-        if not (policy.version_metric and policy.targets) or self._runs(release):
-            self._awaiting_deploy.discard(release.id)
-            return False
-        if release.id not in self._awaiting_deploy:
-            self._awaiting_deploy.add(release.id)
-            log.info("%s %s: smoke test waits until a target reports version %s",
-                     release.service, release.version, release.version)
-        return True
+        return bool(policy.version_metric and policy.targets) and not self._runs(release)
+
+    def _waiting_for_deploy(self, release: Release) -> Release:
+        """The release as it waits, its pending reason saying for what (said once)."""
+        reason = f"waiting for a target to report version {release.version!r} before its smoke test"
+        if release.reason == reason:
+            return release
+        log.info("%s %s: %s", release.service, release.version, reason)
+        return self.store.add_verdict(
+            release.id, at=self.clock.now(), verdict=PENDING, reason=reason, findings=[],
+            first_alarm_at=None, decided_at=None, state=release.state,
+            judge_state=release.judge_state)
 
     def _never_deployed(self, release: Release) -> Release:
         """A release whose targets never reported its version within its checking period:
         nothing of it was seen, so nothing is judged."""
-        self._awaiting_deploy.discard(release.id)
         now = self.clock.now()
         reason = (f"never deployed: no target reported version {release.version!r} within "
                   f"its {format_duration(release.period)} checking period"
@@ -308,7 +310,8 @@ class Releases:
                 self.store.add_check(release.id, stage=stage, name=result.name, ok=result.ok,
                                      detail=result.detail, at=now)
             if not failed:
-                return self.store.update_release(release.id, state=following)
+                # What it waited for (its deploy) is over.
+                return self.store.update_release(release.id, state=following, reason="")
             reason = f"{stage} failed: " + "; ".join(f"{r.name}: {r.detail}" for r in failed)
             findings = [{"signal": r.name, "detector": stage, "severity": "major",
                          "baseline": None, "candidate": None, "effect": None,

@@ -1296,10 +1296,32 @@ def test_a_version_registered_before_its_deploy_is_smoke_tested_once_it_runs(
     waiting = store.release("demo", "v2.5")
     # Probing now would test v2.2 in v2.5's name (and pass: v2.5 cannot reach its database).
     assert waiting.state == "smoke" and store.checks(waiting.id) == []
+    assert (waiting.verdict, waiting.reason) == (
+        "pending", "waiting for a target to report version 'v2.5' before its smoke test")
     simulated.deploy("v2.5")
     daemon.run_until(clock.now() + 120)
     release = store.release("demo", "v2.5")
     assert release.verdict == "rollback" and release.reason.startswith("smoke failed"), release
+    daemon.close()
+    store.close()
+
+
+def test_once_its_deploy_is_seen_a_release_no_longer_says_it_waits(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    simulated, clock = service
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
+                    store, clock)
+    daemon.run_until(clock.now() + 60)
+    daemon.releases.start("demo", "v2.4")      # smoke passes: a minor regression only
+    daemon.run_until(clock.now() + 60)
+    assert store.release("demo", "v2.4").reason.startswith("waiting for a target")
+    simulated.deploy("v2.4")
+    daemon.run_until(clock.now() + 60)
+    release = store.release("demo", "v2.4")
+    assert release.state == "watching" and not release.reason.startswith("waiting"), release
+    assert all(check.ok for check in store.checks(release.id))
     daemon.close()
     store.close()
 
