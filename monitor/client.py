@@ -6,7 +6,6 @@ import json
 import math
 import re
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import requests
@@ -17,6 +16,7 @@ from monitor.fetch import bounded_request
 from monitor.findings import HOTFIX, ROLLBACK
 from monitor.redact import printable, redact_url
 from monitor.snapshot import RECENT_RELEASES
+from monitor.urls import url_problem
 from monitor.verdicts import EXIT_CODES, UNKNOWN_GRACE
 
 _LIMIT = 8 * 1024 * 1024
@@ -153,13 +153,7 @@ def _error_detail(body: bytes) -> str:
 
 def _base(url: str) -> str:
     """The monitor's base URL; ValueError (bad input) unless it is http(s) with a host."""
-    try:
-        parts = urlsplit(url)
-        if parts.port == 0:  # raises ValueError for a port out of range
-            raise ValueError("port 0")
-    except ValueError:
-        parts = urlsplit("")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if url_problem(url):
         # Credentials or a query may hold secrets: those are hidden, the rest shown as given.
         shown = redact_url(url) if "@" in url or "?" in url else url[:80]
         raise ValueError(f"--url: {shown!r} is not an http(s) URL with a host and a valid "

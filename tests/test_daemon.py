@@ -1283,15 +1283,23 @@ def test_replicas_together_may_hold_as_many_series_as_their_max_series_add_up_to
         assert all(health.up for health in daemon.box.get().targets)
 
 
+def _registered_before_its_deploy(simulated: SimulatedService, clock: SimClock,
+                                  version: str) -> tuple[Store, Daemon]:
+    """A daemon on the demo's policy that has noticed v2.2 run, and `version` registered
+    (as a pipeline may, before it deploys)."""
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
+                    store, clock)
+    daemon.run_until(clock.now() + 60)
+    daemon.releases.start("demo", version)
+    return store, daemon
+
+
 def test_a_version_registered_before_its_deploy_is_smoke_tested_once_it_runs(
     service: tuple[SimulatedService, SimClock]
 ) -> None:
     simulated, clock = service
-    store = Store.memory()
-    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
-                    store, clock)
-    daemon.run_until(clock.now() + 60)          # v2.2 runs, and is noticed
-    daemon.releases.start("demo", "v2.5")       # a pipeline registers before it deploys
+    store, daemon = _registered_before_its_deploy(simulated, clock, "v2.5")
     daemon.run_until(clock.now() + 120)
     waiting = store.release("demo", "v2.5")
     # Probing now would test v2.2 in v2.5's name (and pass: v2.5 cannot reach its database).
@@ -1310,11 +1318,8 @@ def test_once_its_deploy_is_seen_a_release_no_longer_says_it_waits(
     service: tuple[SimulatedService, SimClock]
 ) -> None:
     simulated, clock = service
-    store = Store.memory()
-    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": demo_policy(simulated.url)}),
-                    store, clock)
-    daemon.run_until(clock.now() + 60)
-    daemon.releases.start("demo", "v2.4")      # smoke passes: a minor regression only
+    # Its smoke test passes: a minor regression only.
+    store, daemon = _registered_before_its_deploy(simulated, clock, "v2.4")
     daemon.run_until(clock.now() + 60)
     assert store.release("demo", "v2.4").reason.startswith("waiting for a target")
     simulated.deploy("v2.4")
@@ -1330,11 +1335,8 @@ def test_a_version_never_deployed_ends_inconclusive_without_a_probe_in_its_name(
     service: tuple[SimulatedService, SimClock]
 ) -> None:
     simulated, clock = service
-    store = Store.memory()
-    policy = demo_policy(simulated.url)
-    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": policy}), store, clock)
-    daemon.run_until(clock.now() + 60)
-    daemon.releases.start("demo", "v2.5")
+    store, daemon = _registered_before_its_deploy(simulated, clock, "v2.5")
+    policy = daemon.config.services["demo"]
     daemon.run_until(clock.now() + policy.periods["minor"] + 120)
     release = store.release("demo", "v2.5")
     assert (release.verdict, release.state) == ("inconclusive", "done")
