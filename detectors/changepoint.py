@@ -10,6 +10,7 @@ hair above or below zero, and the change start or the alarm can move by a few sa
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,9 +21,11 @@ from detectors._arrays import (
     BoolArray,
     FloatArray,
     IntArray,
+    Scratch,
     as_series,
     per_series,
     row_chunks,
+    run_chunks,
     unbatch,
 )
 
@@ -81,10 +84,12 @@ def cusum(
     scale = per_series(reference_scale, n_series, single, "reference_scale")
     usable = np.isfinite(mean) & np.isfinite(scale) & (scale > 0) & ~np.isnan(values).all(axis=-1)
     result = _empty(n_series)
-    for chunk in row_chunks(n_series, values.shape[1]):
-        rows = np.flatnonzero(usable[chunk]) + chunk.start
-        if rows.size:
-            _fill(result, rows, values[rows], mean[rows], scale[rows], threshold, drift, direction)
+
+    def fill(rows: IntArray, _: Scratch) -> None:
+        _fill(result, rows, values[rows], mean[rows], scale[rows], threshold, drift, direction)
+
+    chunks = (np.flatnonzero(usable[c]) + c.start for c in row_chunks(n_series, values.shape[1]))
+    run_chunks([functools.partial(fill, rows) for rows in chunks if rows.size])
     return ChangeResult(**{name: unbatch(field, single) for name, field in result.items()})
 
 

@@ -104,6 +104,7 @@ def compare(
     *,
     confidence: float = 0.95,
     alternative: Alternative = "two-sided",
+    interval_below: float | None = None,
 ) -> CompareResult:
     """Rank test of candidate against baseline, with the Hodges-Lehmann shift.
 
@@ -114,6 +115,9 @@ def compare(
     (one side infinite for a one-sided `alternative`; "greater" means the candidate is
     larger). A row without values on either side gives NaN. Above EXACT_PAIRS differences
     per row the shift and interval are close approximations (see the module's notes).
+    With `interval_below`, only rows whose p-value is below it get a shift and interval
+    (NaN elsewhere): a caller that acts on significant rows alone skips the costliest part
+    of the test for the rest.
 
     Example (R: wilcox.test(c(10,20,30,40), c(1,2,3,4), conf.int=TRUE)):
 
@@ -140,7 +144,8 @@ def compare(
     pvalue = _normal_pvalue(u, n, m, sigma, alternative)
     lower_rank = _normal_lower_rank(n, m, sigma, confidence, alternative)
     _apply_exact(exact, u, n, m, confidence, alternative, pvalue, lower_rank)
-    shift, lower, upper = _shift_interval(base, cand, n, m, tied, lower_rank, alternative)
+    wanted = usable if interval_below is None else usable & (pvalue < interval_below)
+    shift, lower, upper = _shift_interval(base, cand, n, m, tied, lower_rank, alternative, wanted)
     u[~usable] = np.nan
     pvalue[~usable] = np.nan
     return CompareResult(
@@ -495,12 +500,14 @@ def _shift_interval(
     tied: BoolArray,
     lower_rank: IntArray,
     alternative: str,
+    wanted: BoolArray,
 ) -> tuple[FloatArray, FloatArray, FloatArray]:
-    """Hodges-Lehmann shift and interval ends: exact for small rows, from atoms for large."""
+    """Hodges-Lehmann shift and interval ends of the `wanted` rows (NaN for the rest):
+    exact for small rows, from atoms for large."""
     shift, lower, upper = (np.full(base.shape[0], np.nan) for _ in range(3))
     rows = _Rows(base, cand, n, m, lower_rank, shift, lower, upper)
     tasks: list[Callable[[Scratch], None]] = []
-    for work, chosen, per_row in _methods(rows, tied):
+    for work, chosen, per_row in _methods(rows, tied, wanted):
         step = rows_per_chunk(per_row)
         tasks += [functools.partial(work, rows, chosen[start : start + step])
                   for start in range(0, len(chosen), step)]
@@ -512,14 +519,14 @@ def _shift_interval(
     return shift, lower, upper
 
 
-def _methods(rows: _Rows, tied: BoolArray) -> list[tuple[_ChunkWork, IntArray, int]]:
-    """How each usable row is done, with the work per row that sizes its chunks.
+def _methods(rows: _Rows, tied: BoolArray, wanted: BoolArray) -> list[tuple[_ChunkWork, IntArray, int]]:
+    """How each wanted row is done, with the work per row that sizes its chunks.
 
     Rows of the exact path share their sizes (the differences are one matrix); the atom
     paths take rows of any sizes together. Only rows with ties can have few distinct values.
     """
     pairs = rows.n * rows.m
-    usable = pairs > 0
+    usable = wanted & (pairs > 0)
     small = np.flatnonzero(usable & (pairs <= EXACT_PAIRS))
     methods: list[tuple[_ChunkWork, IntArray, int]] = [
         (functools.partial(_all_differences, n_base=n_base, n_cand=n_cand), small[group],

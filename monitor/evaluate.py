@@ -486,7 +486,10 @@ def _shift_evidence(
     nothing of); and the whole interval (the wider of the rank test's and the calibrated
     one) beyond the signal's ignore_below.
     """
-    result = compare(base, values, confidence=0.95, alternative=_ALTERNATIVE[direction])
+    # Only a row the rank test finds (p < ALPHA) can make a finding: the rest skip the
+    # shift's interval, the test's costliest part.
+    result = compare(base, values, confidence=0.95, alternative=_ALTERNATIVE[direction],
+                     interval_below=ALPHA)
     shift, lower, upper = (np.atleast_1d(np.asarray(a, dtype=float)) for a in
                            (result.shift, result.lower, result.upper))
     n_base = np.atleast_1d(result.n_baseline)
@@ -580,9 +583,8 @@ def _judge_step(
         # The step's direction must be the one judged at its width, now as at the start.
         held = (z_now > Z_STEP) & (np.sign(latest.step) == np.sign(found.step))
         z = np.where(held, z, np.nan)
-    for index, row in enumerate(adjacent):
-        if not np.any(z[index] > Z_STEP):
-            continue
+    for index in np.flatnonzero(np.any(z > Z_STEP, axis=1)).tolist():
+        row = adjacent[index]
         width = int(np.nanargmax(z[index]))
         rule, step = rules[row], float(found.step[index, width])
         low, high = step - Z_INTERVAL * sigma[index, width], step + Z_INTERVAL * sigma[index, width]
@@ -828,18 +830,20 @@ def _data_checks(
 ) -> None:
     """Signals that matter but have too little data, with how much longer it would take."""
     elapsed = max(now - started, 1.0)
-    for rule in rules:
-        row = window.row(rule.name)
-        counted = window.trials[row] if rule.kind == "ratio" else window.values[row]
-        if not np.any(np.isfinite(counted)):
+    rows = np.array([window.row(rule.name) for rule in rules], dtype=np.int64)
+    ratio = np.array([rule.kind == "ratio" for rule in rules], dtype=bool)
+    needed = np.array([rule.critical or rule.must_have_data for rule in rules], dtype=bool)
+    # One pass over the window: only signals without data or with a data floor need words.
+    sampled = np.where(ratio, np.any(np.isfinite(window.trials), axis=1)[rows],
+                       np.any(np.isfinite(window.values), axis=1)[rows])
+    for index in np.flatnonzero(~sampled | needed).tolist():
+        rule, row = rules[index], int(rows[index])
+        if not sampled[index]:
             # Nothing at all, rather than too little: most often a metric name that the
             # target does not expose, which waiting will not fix. A signal that need not
             # have data does not hold the verdict up, but a pass says it was not judged.
             missing = f"{rule.name}: no samples of {_sources(rule)}"
-            needed = rule.critical or rule.must_have_data
-            (seen.shortfalls if needed else seen.unjudged).append(missing)
-            continue
-        if not (rule.critical or rule.must_have_data):
+            (seen.shortfalls if needed[index] else seen.unjudged).append(missing)
             continue
         if rule.kind == "ratio":
             trials = float(np.nansum(window.trials[row]))

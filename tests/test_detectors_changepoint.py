@@ -83,10 +83,12 @@ def test_rows_equal_the_reference_loop(direction):
     assert_rows_match(values * 3 + 7, mean * 3 + 7, scale * 3, direction=direction, threshold=3.0, drift=0.25)
 
 
-def test_chunking_does_not_change_results(monkeypatch):
+def test_chunking_and_threads_do_not_change_results(monkeypatch):
     values = step_signals(40, 200, 120, np.linspace(-2, 2, 40), 1.0, seed=4)
+    monkeypatch.setattr(arrays, "WORKERS", 1)
     whole = cusum(values, reference_mean=0.0, reference_scale=1.0, direction="both")
-    monkeypatch.setattr(arrays, "CHUNK_ELEMENTS", 1000)
+    monkeypatch.setattr(arrays, "WORKERS", 2)
+    monkeypatch.setattr(arrays, "CHUNK_ELEMENTS", 1000)  # chunks of five rows, on two threads
     chunked = cusum(values, reference_mean=0.0, reference_scale=1.0, direction="both")
     for field in FIELDS:
         np.testing.assert_array_equal(getattr(chunked, field), getattr(whole, field))

@@ -466,6 +466,24 @@ def test_large_rows_do_not_depend_on_their_neighbours_threads_or_chunks(monkeypa
         np.testing.assert_array_equal(getattr(whole, field), [getattr(a, field) for a in alone])
 
 
+@pytest.mark.parametrize("alternative", ALTERNATIVES)
+def test_interval_below_skips_only_the_rows_at_or_above_it(alternative):
+    rng = np.random.default_rng(43)
+    base = rng.normal(0.0, 1.0, size=(30, 512))
+    cand = rng.normal(0.0, 1.0, size=(30, 720)) + np.linspace(-0.3, 0.3, 30)[:, None]
+    small_base, small_cand = base[:, :40], cand[:, :30]  # the exact path too
+    for b, c in ((base, cand), (small_base, small_cand)):
+        full = compare(b, c, alternative=alternative)
+        part = compare(b, c, alternative=alternative, interval_below=0.01)
+        kept = full.pvalue < 0.01
+        assert 0 < kept.sum() < len(kept)
+        for field in ("statistic", "pvalue", "n_baseline", "n_candidate"):
+            np.testing.assert_array_equal(getattr(part, field), getattr(full, field))
+        for field in ("shift", "lower", "upper"):
+            np.testing.assert_array_equal(getattr(part, field)[kept], getattr(full, field)[kept])
+            assert np.all(np.isnan(getattr(part, field)[~kept]))
+
+
 def test_order_keys_sort_as_the_floats_do():
     from detectors.compare import _order_keys
 
