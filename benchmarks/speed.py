@@ -545,7 +545,8 @@ def report(figures: dict[str, Any]) -> str:
             f"judge = {f['judge_vs_floor']:.0f}x the floor",
             f"  one more interval (steady state): {f['steady_state_seconds']:.3f} s = "
             f"{f['steady_state_fraction']:.2f} of a full evaluation ({f['steady_state_cpu_fraction']:.2f} "
-            "in CPU): the rank test, its interval and the CUSUM are recomputed over the whole window",
+            "in CPU): the rank test, its interval where it is significant, and the CUSUM are "
+            "recomputed over the whole window",
             f"  series-by-series loop (scipy, ruptures Binseg; {f['loop_series_timed']:.0f} series "
             f"timed, scaled): {f['loop_seconds_scaled']:.1f} s = {f['judge_speedup_vs_loop']:.0f}x slower",
         ]

@@ -2,6 +2,11 @@
 
 A recording replays a past release through the same evaluation core as the daemon, so a
 policy can be tried on past incidents before it is trusted with a rollback.
+
+A service read by PromQL has no raw samples in the monitor, only the signals its queries
+answer: those are recorded as they were judged, each on its own series
+(`promql_signal{name="error_ratio"}`, and a ratio's counts per step on
+`promql_events{...}` and `promql_trials{...}`), and read back by name (`recorded_frame`).
 """
 
 from __future__ import annotations
@@ -9,16 +14,18 @@ from __future__ import annotations
 import csv
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
+from baselines.frame import SignalFrame, measured
 from monitor.errors import RecordingError
-from monitor.exposition import split_key
+from monitor.exposition import format_key, split_key
 from monitor.files import written_whole
+from monitor.policy import SignalRule
 from monitor.redact import printable
 from monitor.signals import RawSeries
 
@@ -40,6 +47,9 @@ _FINER_UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e
 # digits, for minutes on a cell of 100,000.
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|NaN|[Ii]nf)$")
 _SPECIAL = {"NaN": math.nan, "Inf": math.inf, "inf": math.inf}
+# The series of a signal read by PromQL, and the target column of its rows.
+PROMQL_VALUES, PROMQL_EVENTS, PROMQL_TRIALS = "promql_signal", "promql_events", "promql_trials"
+PROMQL_TARGET = "promql"
 
 
 @dataclass(frozen=True)
@@ -200,3 +210,32 @@ def write_recording(path: str | Path, samples: dict[str, RawSeries]) -> int:
     except OSError as exc:
         raise RecordingError(f"{path}: cannot write: {exc.strerror or exc}") from None
     return count
+
+
+def frame_as_samples(frame: SignalFrame) -> RawSeries:
+    """A frame of signals read by PromQL as the raw samples a recording holds: each
+    signal's values, and a ratio's events and trials, on series named after it."""
+    keys, rows = [], []
+    for row, name in enumerate(frame.names):
+        for metric, block in ((PROMQL_VALUES, frame.values), (PROMQL_EVENTS, frame.events),
+                              (PROMQL_TRIALS, frame.trials)):
+            if np.any(~np.isnan(block[row])):
+                keys.append(format_key(metric, {"name": name}))
+                rows.append(block[row])
+    values = np.array(rows) if rows else np.full((0, frame.times.size), np.nan)
+    return RawSeries(tuple(keys), frame.times, (PROMQL_TARGET,) * frame.times.size, values)
+
+
+def recorded_frame(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
+    """The frame that `frame_as_samples` recorded, one row per rule (NaN where the
+    recording has nothing of it): what a service read by PromQL was judged on."""
+    row_of = {key: index for index, key in enumerate(raw.keys)}
+    shape = (len(rules), raw.times.size)
+    blocks = {metric: np.full(shape, np.nan) for metric in (PROMQL_VALUES, PROMQL_EVENTS, PROMQL_TRIALS)}
+    for index, rule in enumerate(rules):
+        for metric, block in blocks.items():
+            found = row_of.get(format_key(metric, {"name": rule.name}))
+            if found is not None:
+                block[index] = raw.values[found]
+    return SignalFrame(tuple(rule.name for rule in rules), raw.times, measured(blocks[PROMQL_VALUES]),
+                       measured(blocks[PROMQL_EVENTS]), measured(blocks[PROMQL_TRIALS]))

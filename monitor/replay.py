@@ -13,10 +13,10 @@ from baselines.summary import Baseline, summarize
 from monitor.errors import RecordingError
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.exposition import split_key
-from monitor.policy import ServicePolicy, default_service
-from monitor.recording import Recording
+from monitor.policy import ServicePolicy, SignalRule, default_service
+from monitor.recording import Recording, recorded_frame
 from monitor.releases import judged_rules
-from monitor.signals import derive
+from monitor.signals import RawSeries, derive
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def replay(
     interval = max(policy.evaluation_interval, step)
     policy = replace(policy, evaluation_interval=interval)
     rules = judged_rules(policy)
-    candidate = derive(rules, candidate_raw)
+    candidate = _frame(policy, rules, candidate_raw)
     started = recording.first_sample(release)
     checking = period if period is not None else policy.period("minor")
     reference = _baseline(policy, recording, base_name, rules) if base_name else None
@@ -92,9 +92,15 @@ def _previous(recording: Recording, release: str) -> str | None:
     return order[index - 1] if index > 0 else None
 
 
+def _frame(policy: ServicePolicy, rules: list[SignalRule], raw: RawSeries) -> SignalFrame:
+    """The signals as the daemon read them: by PromQL (recorded as they were answered) or
+    derived from the scraped samples."""
+    return recorded_frame(rules, raw) if policy.prometheus is not None else derive(rules, raw)
+
+
 def _baseline(policy: ServicePolicy, recording: Recording, name: str,
-              rules: list[Any]) -> Baseline:
-    frame = derive(rules, recording.series[name])
+              rules: list[SignalRule]) -> Baseline:
+    frame = _frame(policy, rules, recording.series[name])
     leaks = [r.name for r in policy.signals if r.leak]
     return Baseline((name,), summarize(frame, leak_signals=leaks, leak_block=policy.leak_block))
 

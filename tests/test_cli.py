@@ -727,7 +727,8 @@ def test_record_of_a_release_without_samples_writes_nothing(tmp_path: Path) -> N
     result = monitor("record", "--db", db, "--release", "v1", "--out", out)
     assert result.exit_code == 2, result.output
     assert error_line(result) == (
-        "error: no samples of v1 of service shop are stored: nothing to record")
+        "error: no samples of v1 of service shop are stored (a service read by PromQL is "
+        "recorded with its --config): nothing to record")
     assert not out.exists()
 
 

@@ -21,12 +21,14 @@ import numpy as np
 import prometheus_server
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
+from monitor.cli.app import app
 from monitor.clock import SimClock, WallClock
 from monitor.deadlines import Interrupter
 from monitor.demo_service import SimulatedService
 from monitor.errors import ConfigError, ScrapeError
-from monitor.policy import MonitorConfig, PromSource, ServicePolicy, SignalRule
+from monitor.policy import MonitorConfig, PromSource, ServicePolicy, SignalRule, load_policy
 from monitor.promql import (
     MAX_POINTS_PER_REQUEST,
     MAX_REQUESTS_PER_QUERY,
@@ -36,6 +38,7 @@ from monitor.promql import (
     promql_frame,
     substitute,
 )
+from monitor.recording import load_recording, recorded_frame
 from monitor.releases import Releases
 from monitor.store import Store
 
@@ -657,6 +660,69 @@ def test_a_vector_answer_is_rejected(fake: FakeProm) -> None:
     fake.state.script = [(200, {}, json.dumps(payload).encode())]
     with pytest.raises(ScrapeError, match="expected a matrix result, got 'vector'"):
         ask(client_for(fake.base))
+
+
+def test_record_writes_what_the_queries_answer_and_replay_reads_it_back(
+        live: Live, tmp_path: Path) -> None:
+    policy_path = tmp_path / "policy.toml"
+    policy_path.write_text(
+        f'[services.{SERVICE}]\n[services.{SERVICE}.prometheus]\nurl = "{live.url}"\nstep = "1s"\n'
+        f'[services.{SERVICE}.signals.memory]\nbad = "increase"\n'
+        f'query = \'max(process_resident_memory_bytes{{job="$service"}})\'\n'
+        f'[services.{SERVICE}.signals.errors]\nkind = "ratio"\nbad = "increase"\n'
+        f'numerator_query = \'sum(increase(http_request_errors_total{{job="$service"}}[5s]))\'\n'
+        f'denominator_query = \'sum(increase(http_requests_total{{job="$service"}}[5s]))\'\n',
+        encoding="utf-8")
+    db, out = tmp_path / "m.db", tmp_path / "rec.csv"
+    baseline_at, release_at = float(live.grid[0]), float(live.grid[3])
+    with Store.open(db) as store:
+        store.start_release(SERVICE, "v2.2", at=baseline_at, change_class="minor", period=600.0,
+                            baselines=())
+        store.start_release(SERVICE, VERSION, at=release_at, change_class="minor", period=600.0,
+                            baselines=("v2.2",))
+    cli = CliRunner(env={"RELEASE_MONITOR_DB": None, "RELEASE_MONITOR_CONFIG": None})
+    # Prometheus had every scrape before this in when the recording was made.
+    settled = time.time() - 1.0
+    recorded = cli.invoke(app, ["record", "--config", str(policy_path), "--db", str(db),
+                                "--release", VERSION, "--out", str(out)])
+    assert recorded.exit_code == 0, recorded.output
+    assert f"samples of v2.2, {VERSION} to {out}" in recorded.stdout
+    recording = load_recording(out)
+    rules = list(load_policy(policy_path).services[SERVICE].signals)
+    # What the queries answer over the same times, asked again: the same numbers.
+    for version, start in (("v2.2", baseline_at), (VERSION, release_at)):
+        back = recorded_frame(rules, recording.series[version])
+        kept = back.times <= settled
+        assert back.times[0] == start and kept.sum() >= 2
+        asked = promql_frame(live.client, rules, start=start, end=float(back.times[kept][-1]),
+                             step=1.0, variables={"service": SERVICE, "version": version})
+        np.testing.assert_array_equal(back.times[kept], asked.times)
+        assert np.all(asked.values[0] > 1e6)              # real resident memory
+        for block in ("values", "events", "trials"):
+            np.testing.assert_array_equal(getattr(back, block)[:, kept], getattr(asked, block))
+    replayed = cli.invoke(app, ["replay", str(out), "--policy", str(policy_path),
+                                "--release", VERSION, "--json"])
+    assert replayed.exit_code in (0, 5, 6), replayed.output
+    assert json.loads(replayed.stdout)["baseline_release"] == "v2.2"
+
+
+def test_record_from_a_query_api_that_does_not_answer_names_it_and_writes_nothing(
+        tmp_path: Path) -> None:
+    policy_path = tmp_path / "policy.toml"
+    policy_path.write_text(
+        '[services.shop.prometheus]\nurl = "http://127.0.0.1:9"\nretries = 0\n'
+        '[services.shop.signals.memory]\nquery = "process_resident_memory_bytes"\n',
+        encoding="utf-8")
+    db, out = tmp_path / "m.db", tmp_path / "rec.csv"
+    with Store.open(db) as store:
+        store.start_release(SERVICE, VERSION, at=T0, change_class="minor", period=600.0,
+                            baselines=())
+    result = CliRunner().invoke(app, ["record", "--config", str(policy_path), "--db", str(db),
+                                      "--release", VERSION, "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith(
+        "error: signal memory: Prometheus http://127.0.0.1:9: ") and "cannot connect" in result.stderr
+    assert not out.exists()
 
 
 # --- promql_frame on a known answer -----------------------------------------------------------

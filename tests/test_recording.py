@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from baselines.frame import SignalFrame
 from monitor.errors import RecordingError
-from monitor.recording import load_recording, write_recording
+from monitor.policy import PromSource, ServicePolicy, SignalRule
+from monitor.recording import frame_as_samples, load_recording, recorded_frame, write_recording
 from monitor.replay import replay
 from monitor.signals import RawSeries
 
@@ -283,3 +285,67 @@ def test_replay_without_a_policy_leaves_out_the_runtimes_bookkeeping(tmp_path: P
     })
     result = replay(load_recording(path), release="v2")
     assert result.evaluation.verdict == "pass", result.to_dict()
+
+
+# --- services read by PromQL: their signals recorded as they were judged -----------------
+
+
+def _queried_frame(seed: int, start: float, points: int, error_share: float) -> SignalFrame:
+    """What a service's PromQL queries answered: a latency, a ratio's counts, a signal
+    with an odd name, and one that answered nothing."""
+    rng = np.random.default_rng(seed)
+    trials = rng.poisson(600.0, points).astype(float)
+    events = rng.binomial(trials.astype(np.int64), error_share).astype(float)
+    events[3] = trials[3] = np.nan                  # a step the counters did not answer
+    latency = rng.normal(0.2, 0.01, points)
+    odd = rng.normal(5.0, 0.5, points)
+    nothing = np.full(points, np.nan)
+    nan = np.full(points, np.nan)
+    return SignalFrame(
+        ("latency", "errors", 'queue "depth" p99', "silent"), start + 15.0 * np.arange(points),
+        np.array([latency, events / trials, odd, nothing]),
+        np.array([nan, events, nan, nan]), np.array([nan, trials, nan, nan]))
+
+
+PROMQL_POLICY = ServicePolicy(
+    name="shop", prometheus=PromSource(url="http://127.0.0.1:9090", step=15.0),
+    signals=(SignalRule("latency", query="q1", bad="increase"),
+             SignalRule("errors", kind="ratio", numerator_query="e", denominator_query="t",
+                        bad="increase", critical=True),
+             SignalRule('queue "depth" p99', query="q2"),
+             SignalRule("silent", query="q3")),
+    evaluation_interval=15.0)
+
+
+def test_signals_read_by_promql_round_trip_exactly(tmp_path: Path) -> None:
+    frames = {"v1": _queried_frame(1, T0, 200, 0.01), "v2": _queried_frame(2, T0 + 3000, 80, 0.01)}
+    path = tmp_path / "promql.csv"
+    write_recording(path, {version: frame_as_samples(f) for version, f in frames.items()})
+    recording = load_recording(path)
+    assert recording.releases == ("v1", "v2")
+    rules = list(PROMQL_POLICY.signals)
+    for version, frame in frames.items():
+        back = recorded_frame(rules, recording.series[version])
+        assert back.names == frame.names
+        # Only the times some signal answered at are kept: all of them here.
+        np.testing.assert_array_equal(back.times, frame.times)
+        for block in ("values", "events", "trials"):
+            np.testing.assert_array_equal(getattr(back, block), getattr(frame, block))
+    assert 'promql_signal{name="queue \\"depth\\" p99"}' in recording.series["v1"].keys
+    assert not any("silent" in key for key in recording.series["v1"].keys)
+
+
+@pytest.mark.parametrize(("error_share", "verdict"), [(0.01, "pass"), (0.08, "rollback")])
+def test_replay_judges_a_promql_recording_on_the_recorded_signals(
+        tmp_path: Path, error_share: float, verdict: str) -> None:
+    frames = {"v1": _queried_frame(3, T0, 400, 0.01),
+              "v2": _queried_frame(4, T0 + 400 * 15.0, 80, error_share)}
+    path = tmp_path / "promql.csv"
+    write_recording(path, {version: frame_as_samples(f) for version, f in frames.items()})
+    result = replay(load_recording(path), release="v2", policy=PROMQL_POLICY, period=900.0)
+    assert (result.baseline_release, result.evaluation.verdict) == ("v1", verdict)
+    if verdict == "rollback":
+        assert [f.signal for f in result.evaluation.findings] == ["errors"]
+    # The silent signal is not critical: it is named as not judged, not a shortfall.
+    else:
+        assert "silent: no samples" in result.evaluation.reason

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
@@ -16,6 +18,7 @@ from monitor.cli.common import (
     duration_option,
     echo_json,
     fail,
+    load_config,
     open_release,
     refuse_database_as_out,
 )
@@ -23,6 +26,10 @@ from monitor.errors import ConfigError
 from monitor.policy import MonitorConfig, ServicePolicy
 from monitor.render import verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE
+
+if TYPE_CHECKING:
+    from monitor.signals import RawSeries
+    from monitor.store import Release, Store
 
 # The verdict whose exit code a replay of several recordings ends with: the gravest.
 GRAVITY = ("pass", "pending", "inconclusive", "hotfix", "rollback")
@@ -102,28 +109,80 @@ def record(
     db: DbOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Write a release's raw samples, and its baseline's, as a recording for replay."""
+    """Write a release's raw samples, and its baseline's, as a recording for replay.
+
+    A service read by PromQL (give its --config) is recorded from its query API: each
+    signal as its queries answer, over the window the monitor judges it on.
+    """
     from monitor.errors import RecordingError
     from monitor.recording import write_recording
-    from monitor.signals import RawSeries
 
     with clear_errors():
         store, found = open_release(db, config, release, service, read_only=True)
         refuse_database_as_out(out, store)
-        releases = store.releases(found.service)
-        wanted = [found.version, *found.baselines]
-        samples = {}
-        keys = store.series_keys(found.service)
-        for version in reversed(wanted):
-            this = next(r for r in releases if r.version == version)
-            later = [r.started_at for r in releases if r.started_at > this.started_at]
-            end = min(later) if later else float("inf")
-            window = store.read_window(found.service, this.started_at, end, version=version)
-            samples[version] = RawSeries(tuple(keys[int(i)] for i in window.series_ids),
-                                         window.times, window.targets, window.values)
+        settings = load_config(config)
+        policy = settings.services.get(found.service) if settings is not None else None
+        if policy is not None and policy.prometheus is not None:
+            samples = _queried_samples(store, found, policy)
+            source = "answered by its PromQL queries"
+        else:
+            samples = _scraped_samples(store, found)
+            source = "are stored" + ("" if settings is not None else
+                                     " (a service read by PromQL is recorded with its --config)")
         if not np.any(~np.isnan(samples[found.version].values)):
             # A recording of nothing would only fail later, at replay.
             raise RecordingError(f"no samples of {found.version} of service {found.service} "
-                                 "are stored: nothing to record")
+                                 f"{source}: nothing to record")
         rows = write_recording(out, samples)
     typer.echo(f"wrote {rows} samples of {', '.join(samples)} to {out}")
+
+
+def _recorded_versions(store: Store, found: Release) -> Iterator[tuple[Release, float]]:
+    """The release's baselines, then the release, each with when the next release began
+    (infinity for none): the order a recording holds them in."""
+    releases = store.releases(found.service)
+    for version in reversed([found.version, *found.baselines]):
+        this = next(r for r in releases if r.version == version)
+        later = [r.started_at for r in releases if r.started_at > this.started_at]
+        yield this, min(later) if later else float("inf")
+
+
+def _scraped_samples(store: Store, found: Release) -> dict[str, RawSeries]:
+    """Every stored sample of each release."""
+    from monitor.signals import RawSeries
+
+    keys = store.series_keys(found.service)
+    samples = {}
+    for this, end in _recorded_versions(store, found):
+        window = store.read_window(found.service, this.started_at, end, version=this.version)
+        samples[this.version] = RawSeries(tuple(keys[int(i)] for i in window.series_ids),
+                                          window.times, window.targets, window.values)
+    return samples
+
+
+def _queried_samples(store: Store, found: Release, policy: ServicePolicy) -> dict[str, RawSeries]:
+    """Each release's signals as its PromQL queries answer them now, over what the daemon
+    reads: a baseline's last `baseline_window` before the next release, the release's
+    checking period and the evaluations a finding may need past it."""
+    from monitor.promql import PromClient, promql_frame
+    from monitor.recording import frame_as_samples
+    from monitor.releases import judged_rules
+
+    source = policy.prometheus
+    assert source is not None
+    now = time.time()
+    samples = {}
+    with PromClient(source) as client:
+        for this, end in _recorded_versions(store, found):
+            end = min(end, now)
+            start = this.started_at
+            if this.version == found.version:
+                end = min(end, start + policy.period(this.change_class)
+                          + policy.persistence * policy.evaluation_interval)
+            else:
+                start = max(start, end - policy.baseline_window)
+            frame = promql_frame(client, judged_rules(policy), start=start, end=end,
+                                 step=source.step,
+                                 variables={"service": found.service, "version": this.version})
+            samples[this.version] = frame_as_samples(frame)
+    return samples
