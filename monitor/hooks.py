@@ -154,16 +154,25 @@ class HookRunner:
 
     def _fire(self, release: Release, hook: Hook, key: str) -> Outcome:
         body = payload(release, hook, key)
+        # A delivery that a stop cut short counts on from the attempts it had made.
+        earlier = sum(a.attempts for a in self.store.actions(release.id)
+                      if a.verdict == release.verdict and a.hook == hook.name)
         outcome: Outcome | None
         if hook.dry_run:
             outcome, attempts = Outcome(True, "dry run: not sent"), 0
         else:
             outcome, attempts = self._with_retries(hook, body)
+        attempts += earlier
         if outcome is None:
             log.warning("hook %s for %s %s %s: left for the next start (shutting down after "
                         "%d attempts)", hook.name, release.service, release.version,
                         release.verdict, attempts)
-            return Outcome(False, "left for the next start: shutting down")
+            left = Outcome(False, "left for the next start: shutting down")
+            # Still claimed, so the next start delivers it; its attempts so far are kept.
+            self.store.finish_action(release.id, verdict=release.verdict, hook=hook.name,
+                                     state="claimed", attempts=attempts, outcome=left.detail,
+                                     at=self.clock.now())
+            return left
         log.log(logging.INFO if outcome.ok else logging.WARNING, "hook %s for %s %s %s: %s",
                 hook.name, release.service, release.version, release.verdict, outcome.detail)
         if not outcome.ok:

@@ -92,15 +92,17 @@ def test_shutdown_stops_the_retries_and_leaves_the_delivery_for_the_next_start(
     # One backoff (1 s) after the first attempt, none after the second.
     assert len(keys) == 2 and clock.now() - began == 1.0
     assert outcome == Outcome(False, "left for the next start: shutting down")
-    assert [a.state for a in store.actions(release.id)] == ["claimed"]
-    assert "left for the next start" in caplog.text
-    # The next start delivers it, with the same key.
+    assert [(a.state, a.attempts, a.outcome) for a in store.actions(release.id)] == [
+        ("claimed", 2, "left for the next start: shutting down")]
+    assert "shutting down after 2 attempts" in caplog.text
+    # The next start delivers it, with the same key, counting on from the two attempts.
     again = HookRunner(store, SimClock(), send=lambda h, b: keys.append(b["idempotency_key"])
                        or Outcome(True, "ok"))
     [(_, action)] = store.unfinished_actions()
     again.resume(release, hook, action.key)
     assert len(set(keys)) == 1 and len(keys) == 3
     assert store.unfinished_actions() == []
+    assert [(a.state, a.attempts) for a in store.actions(release.id)] == [("done", 3)]
 
 
 def test_a_failed_delivery_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
