@@ -126,6 +126,8 @@ def compare(
     (22.5, 6.0, 39.0, 0.02857)
     """
     _validate(confidence, alternative)
+    if interval_below is not None and not 0.0 < interval_below <= 1.0:
+        raise ValueError(f"interval_below must be in (0, 1], got {interval_below!r}")
     base, single = as_series(baseline, "baseline")
     cand, single_candidate = as_series(candidate, "candidate")
     if single != single_candidate or base.shape[0] != cand.shape[0]:

@@ -461,7 +461,9 @@ def _stack_spreads(spreads: Sequence[tuple[float, ...]], width: int = len(LADDER
 
 
 class _ShiftEvidence(NamedTuple):
-    """The whole-window rank test of several signals, calibrated, before any bar."""
+    """The whole-window rank test of several signals, calibrated, before any bar. Where
+    the rank test finds nothing (p >= ALPHA) the shift and its interval are not computed:
+    NaN, so z and bound are too (-inf), and the row is not eligible."""
 
     shift: np.ndarray
     lower: np.ndarray
@@ -833,7 +835,7 @@ def _data_checks(
     rows = np.array([window.row(rule.name) for rule in rules], dtype=np.int64)
     ratio = np.array([rule.kind == "ratio" for rule in rules], dtype=bool)
     needed = np.array([rule.critical or rule.must_have_data for rule in rules], dtype=bool)
-    # One pass over the window: only signals without data or with a data floor need words.
+    # One look at every row at once: only signals without data or with a data floor need words.
     sampled = np.where(ratio, np.any(np.isfinite(window.trials), axis=1)[rows],
                        np.any(np.isfinite(window.values), axis=1)[rows])
     for index in np.flatnonzero(~sampled | needed).tolist():

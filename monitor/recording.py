@@ -226,6 +226,12 @@ def frame_as_samples(frame: SignalFrame) -> RawSeries:
     return RawSeries(tuple(keys), frame.times, (PROMQL_TARGET,) * frame.times.size, values)
 
 
+def queried(raw: RawSeries) -> bool:
+    """Whether samples are signals recorded from PromQL queries (`frame_as_samples`)."""
+    return bool(raw.keys) and all(
+        split_key(key)[0] in (PROMQL_VALUES, PROMQL_EVENTS, PROMQL_TRIALS) for key in raw.keys)
+
+
 def recorded_frame(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
     """The frame that `frame_as_samples` recorded, one row per rule (NaN where the
     recording has nothing of it): what a service read by PromQL was judged on."""

@@ -14,7 +14,7 @@ from monitor.errors import RecordingError
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.exposition import split_key
 from monitor.policy import ServicePolicy, SignalRule, default_service
-from monitor.recording import Recording, recorded_frame
+from monitor.recording import Recording, queried, recorded_frame
 from monitor.releases import judged_rules
 from monitor.signals import RawSeries, derive
 
@@ -64,6 +64,7 @@ def replay(
     if base_name is not None and base_name not in recording.series:
         raise RecordingError(f"{recording.path}: no baseline release {base_name!r}")
     candidate_raw = recording.series[release]
+    _check_source(recording, candidate_raw, policy)
     if policy is None:
         names = sorted({split_key(key)[0] for key in candidate_raw.keys})
         policy = default_service("replay", names)
@@ -77,6 +78,21 @@ def replay(
     reference = _baseline(policy, recording, base_name, rules) if base_name else None
     return _run(recording.path, policy, release, base_name, reference, candidate, started,
                 checking, _next_start(recording, release))
+
+
+def _check_source(recording: Recording, raw: RawSeries, policy: ServicePolicy | None) -> None:
+    """A recording is replayed as it was read: signals recorded from PromQL queries under
+    a policy that reads them so, scraped samples under one that scrapes."""
+    if policy is None or policy.prometheus is None:
+        if queried(raw):
+            raise RecordingError(
+                f"{recording.path}: holds signals recorded from PromQL queries: replay it with "
+                "the policy of the service they were read for (--policy), whose [prometheus] "
+                "reads them")
+    elif raw.keys and not queried(raw):
+        raise RecordingError(
+            f"{recording.path}: holds scraped samples, but the policy reads service "
+            f"{policy.name} by PromQL ([prometheus]): replay it with a policy that scrapes")
 
 
 def _next_start(recording: Recording, release: str) -> float | None:

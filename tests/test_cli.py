@@ -727,9 +727,51 @@ def test_record_of_a_release_without_samples_writes_nothing(tmp_path: Path) -> N
     result = monitor("record", "--db", db, "--release", "v1", "--out", out)
     assert result.exit_code == 2, result.output
     assert error_line(result) == (
-        "error: no samples of v1 of service shop are stored (a service read by PromQL is "
-        "recorded with its --config): nothing to record")
+        "error: no samples of v1 of service shop are stored: nothing to record; a service "
+        "read by PromQL is recorded with its --config")
     assert not out.exists()
+
+
+def test_record_of_a_release_whose_baseline_has_no_samples_left_writes_nothing(
+        tmp_path: Path) -> None:
+    db, out = tmp_path / "m.db", tmp_path / "v2.csv"
+    with Store.open(db) as store:
+        store.start_release("shop", "v1", at=0.0, change_class="minor", period=60.0, baselines=())
+        store.start_release("shop", "v2", at=600.0, change_class="minor", period=60.0,
+                            baselines=("v1",))
+        ids = store.series_ids("shop", ["up"])
+        for at in (610.0, 620.0):   # v1's samples are gone (pruned), v2's are there
+            store.write_scrape("shop", "127.0.0.1:8080", "v2", at, ids, [1.0])
+    result = monitor("record", "--db", db, "--release", "v2", "--out", out)
+    assert result.exit_code == 2, result.output
+    assert error_line(result) == (
+        "error: no samples of v1, the baseline of v2 of service shop, are stored (past their "
+        "retention?): a replay without them would judge v2 as the service's first release; "
+        "a service read by PromQL is recorded with its --config")
+    assert not out.exists()
+
+
+def test_replay_refuses_a_recording_read_otherwise_than_its_policy_reads(
+        demo_db: Path, tmp_path: Path) -> None:
+    scraped = tmp_path / "scraped.csv"
+    assert monitor("record", "--db", demo_db, "--release", "v2.3", "--out", scraped).exit_code == 0
+    by_promql = tmp_path / "promql.toml"
+    by_promql.write_text('[services.shop.prometheus]\nurl = "http://127.0.0.1:9"\n'
+                         '[services.shop.signals.up]\nquery = "up"\n', encoding="utf-8")
+    result = monitor("replay", scraped, "--policy", by_promql, "--release", "v2.3")
+    assert result.exit_code == 2, result.output
+    assert error_line(result) == (
+        f"error: {scraped}: holds scraped samples, but the policy reads service shop by PromQL "
+        "([prometheus]): replay it with a policy that scrapes")
+    queried = tmp_path / "queried.csv"
+    queried.write_text('timestamp,release,signal,value,target\n'
+                       '0,v1,"promql_signal{name=""up""}",1,promql\n'
+                       '0,v2,"promql_signal{name=""up""}",1,promql\n', encoding="utf-8")
+    result = monitor("replay", queried, "--release", "v2")
+    assert result.exit_code == 2, result.output
+    assert error_line(result) == (
+        f"error: {queried}: holds signals recorded from PromQL queries: replay it with the policy "
+        "of the service they were read for (--policy), whose [prometheus] reads them")
 
 
 @pytest.mark.parametrize(

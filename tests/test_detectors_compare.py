@@ -234,6 +234,8 @@ def test_empty_rows_are_nan_and_do_not_poison_others():
         ({"alternative": "bigger"}, "alternative"),
         ({"confidence": 1.0}, "confidence"),
         ({"confidence": 0.0}, "confidence"),
+        ({"interval_below": 0.0}, "interval_below"),
+        ({"interval_below": float("nan")}, "interval_below"),
     ],
 )
 def test_invalid_parameters_raise(kwargs, word):

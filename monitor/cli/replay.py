@@ -124,22 +124,32 @@ def record(
         policy = settings.services.get(found.service) if settings is not None else None
         if policy is not None and policy.prometheus is not None:
             samples = _queried_samples(store, found, policy)
-            source = "answered by its PromQL queries"
+            where, hint = "answered by its PromQL queries", ""
         else:
             samples = _scraped_samples(store, found)
-            source = "are stored" + ("" if settings is not None else
-                                     " (a service read by PromQL is recorded with its --config)")
-        if not np.any(~np.isnan(samples[found.version].values)):
-            # A recording of nothing would only fail later, at replay.
+            where = "are stored"
+            hint = "" if settings is not None else "; a service read by PromQL is recorded with its --config"
+        # A release without samples would only fail later, at replay; a baseline without
+        # them would replay the release as a service's first, judged on leaks alone.
+        empty = [version for version, raw in samples.items() if not np.any(~np.isnan(raw.values))]
+        if found.version in empty:
             raise RecordingError(f"no samples of {found.version} of service {found.service} "
-                                 f"{source}: nothing to record")
-        rows = write_recording(out, samples)
-    typer.echo(f"wrote {rows} samples of {', '.join(samples)} to {out}")
+                                 f"{where}: nothing to record{hint}")
+        if found.baselines and set(found.baselines) <= set(empty):
+            raise RecordingError(
+                f"no samples of {'+'.join(found.baselines)}, the baseline of {found.version} of "
+                f"service {found.service}, {where} (past their retention?): a replay without "
+                f"them would judge {found.version} as the service's first release{hint}")
+        written = {version: raw for version, raw in samples.items() if version not in empty}
+        rows = write_recording(out, written)
+    typer.echo(f"wrote {rows} samples of {', '.join(written)} to {out}")
 
 
 def _recorded_versions(store: Store, found: Release) -> Iterator[tuple[Release, float]]:
-    """The release's baselines, then the release, each with when the next release began
-    (infinity for none): the order a recording holds them in."""
+    """The release's baselines, then the release, each with when the release after it
+    began (infinity for none): its first stretch of running, the one a baseline is
+    summarized over when the release after it is judged. The order a recording holds
+    them in."""
     releases = store.releases(found.service)
     for version in reversed([found.version, *found.baselines]):
         this = next(r for r in releases if r.version == version)
@@ -177,8 +187,7 @@ def _queried_samples(store: Store, found: Release, policy: ServicePolicy) -> dic
             end = min(end, now)
             start = this.started_at
             if this.version == found.version:
-                end = min(end, start + policy.period(this.change_class)
-                          + policy.persistence * policy.evaluation_interval)
+                end = min(end, start + this.period + policy.persistence * policy.evaluation_interval)
             else:
                 start = max(start, end - policy.baseline_window)
             frame = promql_frame(client, judged_rules(policy), start=start, end=end,
