@@ -379,14 +379,14 @@ def _compare_group(
     for row in sorted(found_rows + [r for r, hit in late.items() if hit is not None]):
         words, change_at = _began(starts[row], window.times, started)
         hit = judged[row]
-        if hit is None and detected[row] and starts[row] > 0:
-            hit = late[row]
-            if hit is not None:
-                hit = replace(hit, detector="changepoint", detail=hit.detail + words)
-        elif hit is not None:
-            hit = replace(hit, detail=hit.detail + words)
         if hit is not None:
-            shifts[row] = replace(hit, at=now, change_at=change_at)
+            shifts[row] = replace(hit, detail=hit.detail + words, at=now, change_at=change_at)
+            continue
+        # Seen only in the part after the change point.
+        hit = late[row]
+        assert hit is not None
+        shifts[row] = replace(hit, detector="changepoint", detail=hit.detail + words, at=now,
+                              change_at=change_at)
     # The step at the release where nothing major was seen: its narrower interval may show
     # a jump that the whole window, drowned in the daily swing, could not.
     # Counted in samples, not scrapes: a signal mostly missing has too little to judge.
@@ -585,9 +585,11 @@ def _judge_step(
         # The step's direction must be the one judged at its width, now as at the start.
         held = (z_now > Z_STEP) & (np.sign(latest.step) == np.sign(found.step))
         z = np.where(held, z, np.nan)
-    for index in np.flatnonzero(np.any(z > Z_STEP, axis=1)).tolist():
+    jumped = np.flatnonzero(np.any(z > Z_STEP, axis=1))
+    # The width at which each row that jumped stands furthest out (a NaN width never does).
+    furthest = np.argmax(np.where(np.isnan(z[jumped]), -np.inf, z[jumped]), axis=1)
+    for index, width in zip(jumped.tolist(), furthest.tolist(), strict=True):
         row = adjacent[index]
-        width = int(np.nanargmax(z[index]))
         rule, step = rules[row], float(found.step[index, width])
         low, high = step - Z_INTERVAL * sigma[index, width], step + Z_INTERVAL * sigma[index, width]
         bound = float(_bound(low / scale[row], high / scale[row], direction))
