@@ -463,7 +463,7 @@ def _stack_spreads(spreads: Sequence[tuple[float, ...]], width: int = len(LADDER
 class _ShiftEvidence(NamedTuple):
     """The whole-window rank test of several signals, calibrated, before any bar. Where
     the rank test finds nothing (p >= ALPHA) the shift and its interval are not computed:
-    NaN, so z and bound are too (-inf), and the row is not eligible."""
+    they are NaN there, z too, bound -inf, and the row is not eligible."""
 
     shift: np.ndarray
     lower: np.ndarray
