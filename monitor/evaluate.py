@@ -847,6 +847,9 @@ def _data_checks(
             # target does not expose, which waiting will not fix. A signal that need not
             # have data does not hold the verdict up, but a pass says it was not judged.
             missing = f"{rule.name}: no samples of {_sources(rule)}"
+            if "[$step]" in rule.query + rule.numerator_query + rule.denominator_query:
+                missing += (" (a range of [$step] holds two scrapes only if prometheus.step is "
+                            "at least twice the scrape interval)")
             (seen.shortfalls if needed[index] else seen.unjudged).append(missing)
             continue
         if rule.kind == "ratio":

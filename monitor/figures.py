@@ -52,6 +52,8 @@ def unit_of(view: Mapping[str, Any]) -> str:
     kind = view.get("kind")
     if kind == "ratio":
         return "percent"
+    if kind == "rate" and name.endswith("_count"):
+        return "rate"   # a histogram's observations per second, whatever they measure
     if view.get("limit") is not None or view.get("leak") or "memory" in name or "bytes" in name:
         return "bytes"
     if kind == "quantile" or any(word in name for word in ("latency", "duration", "seconds")):

@@ -232,6 +232,11 @@ def queried(raw: RawSeries) -> bool:
         split_key(key)[0] in (PROMQL_VALUES, PROMQL_EVENTS, PROMQL_TRIALS) for key in raw.keys)
 
 
+def recorded_signals(raw: RawSeries) -> set[str]:
+    """The names of the signals `frame_as_samples` recorded."""
+    return {split_key(key)[1].get("name", "") for key in raw.keys}
+
+
 def recorded_frame(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
     """The frame that `frame_as_samples` recorded, one row per rule (NaN where the
     recording has nothing of it): what a service read by PromQL was judged on."""

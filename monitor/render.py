@@ -121,17 +121,23 @@ def _squeeze(values: Sequence[float]) -> list[float]:
 
 
 def signals_text(views: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One line per judged signal: baseline │ candidate sparkline and the two medians."""
+    """One line per judged signal: baseline │ candidate sparkline and the two medians (of
+    a ratio, its value over all its requests)."""
     lines = ["  signals (baseline │ candidate):"]
     wide = _name_width(view["signal"] for view in views)
     for view in views:
-        baseline = view.get("baseline")
-        base = baseline.get("p50") if isinstance(baseline, Mapping) else None
+        baseline, pooled = view.get("baseline"), view.get("pooled")
+        if isinstance(pooled, Mapping):
+            # A ratio over all its requests: the median step of a rare error has none.
+            label, base, candidate = "all", pooled.get("baseline"), pooled.get("candidate")
+        else:
+            label, candidate = "p50", view.get("candidate")
+            base = baseline.get("p50") if isinstance(baseline, Mapping) else None
         spark = sparkline(view.get("baseline_series", []), view.get("values", []))
         unit = unit_of(view)
         lines.append(
-            f"    {view['signal']:<{wide}} {spark:<33} baseline p50 {format_value(unit, base):>9}"
-            f"  candidate p50 {format_value(unit, view.get('candidate')):>9}"
+            f"    {view['signal']:<{wide}} {spark:<33} baseline {label} {format_value(unit, base):>9}"
+            f"  candidate {label} {format_value(unit, candidate):>9}"
         )
     return lines
 

@@ -14,9 +14,10 @@ from monitor.errors import RecordingError
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.exposition import split_key
 from monitor.policy import ServicePolicy, SignalRule, default_service
-from monitor.recording import Recording, queried, recorded_frame
+from monitor.recording import Recording, queried, recorded_frame, recorded_signals
 from monitor.releases import judged_rules
 from monitor.signals import RawSeries, derive
+from monitor.views import signal_views
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class ReplayResult:
     period: float
     evaluation: Evaluation
     evaluations: int
+    signals: tuple[dict[str, Any], ...] = ()   # as `monitor verdict` shows them (views)
 
     def to_dict(self) -> dict[str, Any]:
         e = self.evaluation
@@ -45,6 +47,7 @@ class ReplayResult:
             "first_alarm_at": e.first_alarm_at,
             "evaluations": self.evaluations,
             "findings": [f.to_dict() for f in e.findings],
+            "signals": list(self.signals),
         }
 
 
@@ -76,8 +79,13 @@ def replay(
     started = recording.first_sample(release)
     checking = period if period is not None else policy.period("minor")
     reference = _baseline(policy, recording, base_name, rules) if base_name else None
-    return _run(recording.path, policy, release, base_name, reference, candidate, started,
-                checking, _next_start(recording, release))
+    result = _run(recording.path, policy, release, base_name, reference, candidate, started,
+                  checking, _next_start(recording, release))
+    # What the judge saw by its decision, as the daemon stores it with a verdict.
+    decided = result.evaluation.decided_at or started + checking
+    seen = candidate.between(started, decided + 1e-6)
+    return replace(result, signals=tuple(signal_views(policy.signals, reference, seen,
+                                                      started=started)))
 
 
 def _check_source(recording: Recording, raw: RawSeries, policy: ServicePolicy | None) -> None:
@@ -93,6 +101,16 @@ def _check_source(recording: Recording, raw: RawSeries, policy: ServicePolicy | 
         raise RecordingError(
             f"{recording.path}: holds scraped samples, but the policy reads service "
             f"{policy.name} by PromQL ([prometheus]): replay it with a policy that scrapes")
+    else:
+        recorded = set().union(*(recorded_signals(r) for r in recording.series.values()))
+        judged = {rule.name for rule in policy.signals}
+        unknown, absent = sorted(recorded - judged), sorted(judged - recorded)
+        if unknown and absent:
+            # Every signal of the policy with no samples at all would be read as a query
+            # that answered nothing.
+            raise RecordingError(
+                f"{recording.path}: holds signals {', '.join(unknown)} that the policy does not "
+                f"judge, and nothing of its {', '.join(absent)}: was a signal renamed?")
 
 
 def _next_start(recording: Recording, release: str) -> float | None:

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from baselines.frame import SignalFrame
-from baselines.summary import Baseline
+from baselines.summary import Baseline, SignalBaseline
 from monitor.policy import SignalRule
 
 CANDIDATE_POINTS = 120
@@ -26,7 +26,7 @@ def signal_views(rules: Sequence[SignalRule], baseline: Baseline | None, frame: 
         times, points = downsample(frame.times - started, values, CANDIDATE_POINTS)
         base = baseline.signals.get(rule.name) if baseline is not None else None
         valid = values[~np.isnan(values)]
-        views.append({
+        view: dict[str, Any] = {
             "signal": rule.name,
             "kind": rule.kind,
             "bad": rule.bad,
@@ -43,8 +43,22 @@ def signal_views(rules: Sequence[SignalRule], baseline: Baseline | None, frame: 
             "latest": float(valid[-1]) if valid.size else None,
             "times": _rounded(times),
             "values": _rounded(points),
-        })
+        }
+        if rule.kind == "ratio":
+            view["pooled"] = _pooled(rule, base, frame)
+        views.append(view)
     return views
+
+
+def _pooled(rule: SignalRule, base: SignalBaseline | None, frame: SignalFrame) -> dict[str, Any]:
+    """A ratio over all its counts, as the rate test compares it: the median of per-step
+    ratios is 0 wherever most steps have no error at all."""
+    row = frame.row(rule.name)
+    events, trials = float(np.nansum(frame.events[row])), float(np.nansum(frame.trials[row]))
+    return {
+        "baseline": base.events / base.trials if base is not None and base.trials > 0 else None,
+        "candidate": events / trials if trials > 0 else None,
+    }
 
 
 def downsample(times: np.ndarray, values: np.ndarray, points: int) -> tuple[np.ndarray, np.ndarray]:

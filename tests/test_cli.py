@@ -978,6 +978,35 @@ def test_evidence_reads_in_each_signals_unit() -> None:
                                          ["250", "ms", "400", "ms"]]
 
 
+def test_an_error_ratio_reads_as_its_value_over_all_requests_not_its_median_step() -> None:
+    import numpy as np
+
+    from baselines.frame import SignalFrame
+    from baselines.summary import Baseline, summarize
+    from monitor.policy import SignalRule
+    from monitor.render import signals_text
+    from monitor.views import signal_views
+
+    # Rare errors: most steps have none, so every median step is 0%.
+    def frame(start: float, errors: list[float]) -> SignalFrame:
+        trials = np.full(len(errors), 100.0)
+        events = np.array(errors)
+        nan = np.full(len(errors), np.nan)
+        return SignalFrame(("errors", "cpu"), start + 15.0 * np.arange(len(errors)),
+                           np.array([events / trials, np.full(len(errors), 0.4)]),
+                           np.array([events, nan]), np.array([trials, nan]))
+
+    rules = [SignalRule("errors", kind="ratio", numerator="e", denominator="t"),
+             SignalRule("cpu", metric="cpu")]
+    baseline = Baseline(("v1",), summarize(frame(0.0, [0, 0, 1, 0, 0, 0, 1, 0] * 10)))
+    views = signal_views(rules, baseline, frame(7200.0, [0, 3, 0, 0, 0, 0, 0, 1] * 5), started=7200.0)
+    assert views[0]["pooled"] == {"baseline": 0.0025, "candidate": 0.005}
+    assert "pooled" not in views[1]
+    errors, cpu = signals_text(views)[1:]
+    assert errors.split()[-6:] == ["baseline", "all", "0.25%", "candidate", "all", "0.5%"]
+    assert cpu.split()[-6:] == ["baseline", "p50", "0.4", "candidate", "p50", "0.4"]
+
+
 def test_a_verdict_with_odd_fields_is_shown_with_gaps_not_a_traceback() -> None:
     from monitor.render import verdict_text
 

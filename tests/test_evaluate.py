@@ -309,6 +309,16 @@ def test_a_signal_without_any_series_names_what_it_reads() -> None:
     last = _judge(policy, _baseline(policy), missing)[-1]
     assert last.verdict == "inconclusive"
     assert last.reason == "errors: no samples of e_total with r_total; latency: no samples of latency"
+    # Read by PromQL over [$step]: a step shorter than two scrapes answers nothing.
+    by_promql = replace(policy, signals=(
+        replace(ERRORS, numerator="", denominator="",
+                numerator_query="sum(increase(e_total[$step]))",
+                denominator_query="sum(increase(r_total[$step]))"), LATENCY))
+    last = _judge(by_promql, _baseline(by_promql), missing)[-1]
+    assert last.reason.startswith(
+        "errors: no samples of sum(increase(e_total[$step])) with sum(increase(r_total[$step])) "
+        "(a range of [$step] holds two scrapes only if prometheus.step is at least twice the "
+        "scrape interval); latency: no samples of latency")
 
 
 def test_thin_traffic_says_how_much_longer_it_needs() -> None:

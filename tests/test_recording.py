@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -349,3 +350,19 @@ def test_replay_judges_a_promql_recording_on_the_recorded_signals(
     # The silent signal is not critical: it is named as not judged, not a shortfall.
     else:
         assert "silent: no samples" in result.evaluation.reason
+
+
+def test_replay_of_a_promql_recording_names_a_renamed_signal(tmp_path: Path) -> None:
+    frames = {"v1": _queried_frame(5, T0, 300, 0.01), "v2": _queried_frame(6, T0 + 4500, 80, 0.01)}
+    path = tmp_path / "promql.csv"
+    write_recording(path, {version: frame_as_samples(f) for version, f in frames.items()})
+    renamed = replace(PROMQL_POLICY, signals=(
+        replace(PROMQL_POLICY.signals[0], name="latency_p95"), *PROMQL_POLICY.signals[1:]))
+    with pytest.raises(RecordingError) as caught:
+        replay(load_recording(path), release="v2", policy=renamed)
+    assert str(caught.value) == (
+        f"{path}: holds signals latency that the policy does not judge, and nothing of its "
+        "latency_p95, silent: was a signal renamed?")     # silent answered nothing anyway
+    # A policy judging fewer signals than were recorded is no mismatch.
+    fewer = replace(PROMQL_POLICY, signals=PROMQL_POLICY.signals[:2])
+    assert replay(load_recording(path), release="v2", policy=fewer).evaluation.verdict == "pass"

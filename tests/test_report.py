@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from monitor import report as report_module
 from monitor.cli.report import report as report_command
 from monitor.demo import run_demo
-from monitor.figures import Scale, finding_figures, format_value
+from monitor.figures import Scale, finding_figures, format_value, unit_of
 from monitor.report import (
     embed_json,
     plot_spec,
@@ -232,6 +232,18 @@ def test_doctests() -> None:
 ])
 def test_values_read_in_their_unit(unit: str, value: Any, expected: str) -> None:
     assert format_value(unit, value) == expected
+
+
+@pytest.mark.parametrize(("view", "unit"), [
+    ({"signal": "http_request_duration_seconds_p95", "kind": "quantile"}, "seconds"),
+    ({"signal": "http_request_duration_seconds_count", "kind": "rate"}, "rate"),
+    ({"signal": "process_cpu_seconds_total", "kind": "rate"}, "seconds"),
+    ({"signal": "error_ratio", "kind": "ratio"}, "percent"),
+    ({"signal": "rss", "kind": "gauge", "limit": 2.0**30}, "bytes"),
+    ({"signal": "queue_depth", "kind": "gauge"}, "plain"),
+])
+def test_a_signal_s_unit_comes_from_its_kind_and_name(view: dict[str, Any], unit: str) -> None:
+    assert unit_of(view) == unit
 
 
 def test_tick_labels_have_the_digits_to_tell_ticks_apart() -> None:

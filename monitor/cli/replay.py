@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from monitor.cli.common import (
     open_release,
     refuse_database_as_out,
 )
+from monitor.durations import format_duration
 from monitor.errors import ConfigError
 from monitor.policy import MonitorConfig, ServicePolicy
 from monitor.render import verdict_text
@@ -143,6 +145,14 @@ def record(
         written = {version: raw for version, raw in samples.items() if version not in empty}
         rows = write_recording(out, written)
     typer.echo(f"wrote {rows} samples of {', '.join(written)} to {out}")
+    # A recording carries no checking period: replay takes the policy's minor one unless told.
+    period = format_duration(found.period)
+    command = ["monitor", "replay", str(out), "--release", found.version, "--period", period]
+    command += [] if config is None else ["--policy", str(config)]
+    typer.echo(f"replay it on {found.version}'s {period} checking period: {shlex.join(command)}")
+    if found.verdict == "pending":
+        typer.echo(f"note: {found.version} is still being judged: the recording ends where its "
+                   "samples do, and a replay calls the rest of its period unwatched", err=True)
 
 
 def _recorded_versions(store: Store, found: Release) -> Iterator[tuple[Release, float]]:
