@@ -18,7 +18,11 @@ def finite_number(value: Any) -> float | None:
     """A finite int or float as a float; None for anything else (None, NaN, text, a bool)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:   # an integer of 400 digits, from JSON
+        return None
+    return number if math.isfinite(number) else None
 
 
 @dataclass(frozen=True)

@@ -81,9 +81,14 @@ def replay(
     reference = _baseline(policy, recording, base_name, rules) if base_name else None
     result = _run(recording.path, policy, release, base_name, reference, candidate, started,
                   checking, _next_start(recording, release))
-    # What the judge saw by its decision, as the daemon stores it with a verdict.
-    decided = result.evaluation.decided_at or started + checking
-    seen = candidate.between(started, decided + 1e-6)
+    note = _unjudged_note(candidate_raw, policy)
+    if note:
+        evaluation = result.evaluation
+        result = replace(result, evaluation=replace(
+            evaluation, reason="; ".join(filter(None, (evaluation.reason, note)))))
+    # The signals up to the decision (a hotfix's: when it was found at the period's end).
+    decided = result.evaluation.decided_at
+    seen = candidate if decided is None else candidate.between(started, decided + 1e-6)
     return replace(result, signals=tuple(signal_views(policy.signals, reference, seen,
                                                       started=started)))
 
@@ -101,16 +106,25 @@ def _check_source(recording: Recording, raw: RawSeries, policy: ServicePolicy | 
         raise RecordingError(
             f"{recording.path}: holds scraped samples, but the policy reads service "
             f"{policy.name} by PromQL ([prometheus]): replay it with a policy that scrapes")
-    else:
-        recorded = set().union(*(recorded_signals(r) for r in recording.series.values()))
-        judged = {rule.name for rule in policy.signals}
-        unknown, absent = sorted(recorded - judged), sorted(judged - recorded)
-        if unknown and absent:
-            # Every signal of the policy with no samples at all would be read as a query
-            # that answered nothing.
-            raise RecordingError(
-                f"{recording.path}: holds signals {', '.join(unknown)} that the policy does not "
-                f"judge, and nothing of its {', '.join(absent)}: was a signal renamed?")
+    elif raw.keys and not recorded_signals(raw) & {rule.name for rule in policy.signals}:
+        # Every signal of the policy would read as a query that answered nothing.
+        raise RecordingError(
+            f"{recording.path}: holds signals {', '.join(sorted(recorded_signals(raw)))}, none of "
+            "which the policy judges: was it recorded for another service, or renamed?")
+
+
+def _unjudged_note(raw: RawSeries, policy: ServicePolicy) -> str:
+    """For a recording of PromQL signals, the recorded signals the policy does not judge
+    while some of its own have nothing recorded: a renamed signal reads as a query that
+    answered nothing, and this says what the recording holds instead (a signal silent all
+    along reads the same, so it is a note, not a refusal)."""
+    if policy.prometheus is None:
+        return ""
+    judged = {rule.name for rule in policy.signals}
+    unknown = sorted(recorded_signals(raw) - judged)
+    if not unknown or judged <= recorded_signals(raw):
+        return ""
+    return f"the recording also holds {', '.join(unknown)}, which the policy does not judge"
 
 
 def _next_start(recording: Recording, release: str) -> float | None:

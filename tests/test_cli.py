@@ -652,6 +652,24 @@ def test_record_then_replay_reproduces_the_rollback(demo_db: Path, tmp_path: Pat
     assert str(out) in text.stdout and "ROLLBACK" in text.stdout
 
 
+def test_record_prints_a_replay_command_that_runs_as_pasted(demo_db: Path, tmp_path: Path) -> None:
+    import shlex
+
+    out, policy = tmp_path / "an incident.csv", tmp_path / "two services.toml"
+    policy.write_text(POLICY.replace("services.shop", "services.demo")
+                      + POLICY.replace("services.shop", "services.cart"), encoding="utf-8")
+    recorded = monitor("record", "--db", demo_db, "--config", policy, "--release", "v2.3",
+                       "--out", out)
+    assert recorded.exit_code == 0, recorded.output
+    hint = recorded.stdout.splitlines()[1]
+    assert hint.startswith("replay it on v2.3's 30m checking period: monitor replay ")
+    command = shlex.split(hint.split(": ", 1)[1])
+    assert command[-6:] == ["--period", "30m", "--policy", str(policy), "--service", "demo"]
+    replayed = monitor(*command[1:], "--json")
+    assert replayed.exit_code in (0, 3, 4, 6), replayed.output
+    assert json.loads(replayed.stdout)["release"] == "v2.3"
+
+
 def test_replay_of_a_healthy_recorded_release_passes(healthy_csv: Path) -> None:
     replayed = monitor("replay", healthy_csv, "--release", "v2.2", "--json")
     assert replayed.exit_code == 0, replayed.output

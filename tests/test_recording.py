@@ -358,11 +358,17 @@ def test_replay_of_a_promql_recording_names_a_renamed_signal(tmp_path: Path) -> 
     write_recording(path, {version: frame_as_samples(f) for version, f in frames.items()})
     renamed = replace(PROMQL_POLICY, signals=(
         replace(PROMQL_POLICY.signals[0], name="latency_p95"), *PROMQL_POLICY.signals[1:]))
-    with pytest.raises(RecordingError) as caught:
-        replay(load_recording(path), release="v2", policy=renamed)
-    assert str(caught.value) == (
-        f"{path}: holds signals latency that the policy does not judge, and nothing of its "
-        "latency_p95, silent: was a signal renamed?")     # silent answered nothing anyway
-    # A policy judging fewer signals than were recorded is no mismatch.
-    fewer = replace(PROMQL_POLICY, signals=PROMQL_POLICY.signals[:2])
+    result = replay(load_recording(path), release="v2", policy=renamed)
+    assert result.evaluation.reason.endswith(
+        "latency_p95: no samples of q1; silent: no samples of q3; the recording also holds "
+        "latency, which the policy does not judge"), result.evaluation.reason
+    # A policy judging fewer signals than were recorded is no mismatch: it passes.
+    fewer = replace(PROMQL_POLICY, signals=PROMQL_POLICY.signals[1:])
     assert replay(load_recording(path), release="v2", policy=fewer).evaluation.verdict == "pass"
+    # Nothing in common: another service's recording, most likely.
+    other = replace(PROMQL_POLICY, signals=(SignalRule("saturation", query="q9"),))
+    with pytest.raises(RecordingError) as caught:
+        replay(load_recording(path), release="v2", policy=other)
+    assert str(caught.value) == (
+        f"{path}: holds signals errors, latency, queue \"depth\" p99, none of which the "
+        "policy judges: was it recorded for another service, or renamed?")

@@ -234,6 +234,10 @@ def test_values_read_in_their_unit(unit: str, value: Any, expected: str) -> None
     assert format_value(unit, value) == expected
 
 
+def test_a_number_too_large_for_a_float_reads_as_a_gap() -> None:
+    assert format_value("plain", 10**400) == "-"    # JSON from an API can hold one
+
+
 @pytest.mark.parametrize(("view", "unit"), [
     ({"signal": "http_request_duration_seconds_p95", "kind": "quantile"}, "seconds"),
     ({"signal": "http_request_duration_seconds_count", "kind": "rate"}, "rate"),

@@ -23,8 +23,9 @@ from monitor.cli.common import (
     open_release,
     refuse_database_as_out,
 )
-from monitor.durations import format_duration
+from monitor.durations import format_duration, parse_duration
 from monitor.errors import ConfigError
+from monitor.findings import PENDING
 from monitor.policy import MonitorConfig, ServicePolicy
 from monitor.render import verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE
@@ -147,10 +148,13 @@ def record(
     typer.echo(f"wrote {rows} samples of {', '.join(written)} to {out}")
     # A recording carries no checking period: replay takes the policy's minor one unless told.
     period = format_duration(found.period)
+    if parse_duration(period) != found.period:
+        period = f"{found.period:g}s"   # 90.5 s, or 1h30m15s: the exact period, not a rounding
     command = ["monitor", "replay", str(out), "--release", found.version, "--period", period]
-    command += [] if config is None else ["--policy", str(config)]
+    if policy is not None:
+        command += ["--policy", str(config), "--service", found.service]
     typer.echo(f"replay it on {found.version}'s {period} checking period: {shlex.join(command)}")
-    if found.verdict == "pending":
+    if found.verdict == PENDING:
         typer.echo(f"note: {found.version} is still being judged: the recording ends where its "
                    "samples do, and a replay calls the rest of its period unwatched", err=True)
 
