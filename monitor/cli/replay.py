@@ -149,7 +149,7 @@ def record(
     # A recording carries no checking period: replay takes the policy's minor one unless told.
     period = format_duration(found.period)
     if parse_duration(period) != found.period:
-        period = f"{found.period:g}s"   # 90.5 s, or 1h30m15s: the exact period, not a rounding
+        period = f"{found.period:g}s"   # the exact period: format_duration reads 1h30m15s as 1h30m
     command = ["monitor", "replay", str(out), "--release", found.version, "--period", period]
     if policy is not None:
         command += ["--policy", str(config), "--service", found.service]
