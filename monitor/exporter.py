@@ -238,7 +238,10 @@ def _signal_families(documents: list[Document]) -> Iterator[Metric]:
             quantiles = signal.get("baseline") or {}
             for key, quantile in _QUANTILES:
                 baseline[(*labels, quantile)] = quantiles.get(key)
-            candidate[labels] = signal.get("candidate")
+            # An error ratio's value over all its requests, as the text view shows it.
+            pooled = signal.get("pooled")
+            candidate[labels] = (pooled.get("candidate") if isinstance(pooled, Mapping)
+                                 else signal.get("candidate"))
     summary = Metric(PREFIX + "signal_baseline", "Quantiles of a signal in the baseline release.",
                      "summary")
     for labels, value in baseline.items():
@@ -247,7 +250,8 @@ def _signal_families(documents: list[Document]) -> Iterator[Metric]:
             names = (*_RELEASE, "signal", "quantile")
             summary.add_sample(summary.name, dict(zip(names, labels, strict=True)), number)
     yield summary
-    yield _fill(_gauge("signal_candidate", "Value of a signal in the candidate release.",
+    yield _fill(_gauge("signal_candidate", "Value of a signal in the candidate release: its "
+                       "median, an error ratio's over all its requests.",
                        (*_RELEASE, "signal")), candidate)
 
 

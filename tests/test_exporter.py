@@ -55,7 +55,7 @@ ROLLBACK_DOC = document(
         {"signal": "latency_p95", "baseline": {"p05": 0.08, "p50": 0.11, "p95": 0.14},
          "candidate": 0.18},
         {"signal": "error_ratio", "baseline": {"p05": 0.0, "p50": 0.001, "p95": float("nan")},
-         "candidate": None},
+         "candidate": 0.0, "pooled": {"baseline": 0.0012, "candidate": 0.004}},
     ],
 )
 PASS_DOC = document("checkout", "v2.2", "pass", baseline_release=None, state="done",
@@ -187,7 +187,9 @@ def test_signal_quantiles_and_candidate(samples: Samples) -> None:
     errors = select(samples, "release_monitor_signal_baseline", signal="error_ratio")
     assert {dict(k)["quantile"]: v for k, v in errors.items()} == {"0.05": 0.0, "0.5": 0.001}
     candidate = select(samples, "release_monitor_signal_candidate")
-    assert list(candidate.values()) == [0.18]
+    # The error ratio over all its requests, not its median step (0: most have no error).
+    assert {dict(k)["signal"]: v for k, v in candidate.items()} == {
+        "latency_p95": 0.18, "error_ratio": 0.004}
 
 
 def test_target_health(samples: Samples) -> None:
