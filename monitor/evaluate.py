@@ -68,6 +68,8 @@ CONFIRM_BLOCKS = 3
 # is no time to tell a leak from a warm-up.
 URGENT_BLOCKS = CONFIRM_BLOCKS
 CUSUM_SCALE_WINDOW = 16
+# Why a release with no earlier one to compare with can pass.
+FIRST_RELEASE = "first release: judged on smoke, verification and leaks"
 # A yardstick no smaller than this, so a baseline that is exactly zero divides nothing by zero.
 SCALE_FLOOR = 1e-12
 # A stretch of the release this share of the checking period long (and more than two
@@ -236,7 +238,7 @@ def evaluate(
     if shortfalls:
         reason = "; ".join(shortfalls)
         return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
-    reason = "first release: judged on smoke, verification and leaks" if baseline is None else ""
+    reason = FIRST_RELEASE if baseline is None else ""
     if ended < started + period:
         ran = f"replaced after {format_duration(ended - started)}: judged on that part of the period"
         reason = "; ".join(filter(None, (reason, ran)))

@@ -11,7 +11,7 @@ import numpy as np
 from baselines.frame import SignalFrame
 from baselines.summary import Baseline, summarize
 from monitor.errors import RecordingError
-from monitor.evaluate import Evaluation, JudgeState, evaluate
+from monitor.evaluate import FIRST_RELEASE, Evaluation, JudgeState, evaluate
 from monitor.exposition import split_key
 from monitor.policy import ServicePolicy, SignalRule, default_service
 from monitor.recording import Recording, queried, recorded_frame, recorded_signals
@@ -81,11 +81,12 @@ def replay(
     reference = _baseline(policy, recording, base_name, rules) if base_name else None
     result = _run(recording.path, policy, release, base_name, reference, candidate, started,
                   checking, _next_start(recording, release))
-    note = _unjudged_note(candidate_raw, policy)
-    if note:
-        evaluation = result.evaluation
-        result = replace(result, evaluation=replace(
-            evaluation, reason="; ".join(filter(None, (evaluation.reason, note)))))
+    # A replay runs no smoke test or verification: a first release is judged on leaks.
+    reason = result.evaluation.reason.replace(
+        FIRST_RELEASE, "first release in the recording: judged on leaks alone (a replay runs "
+        "no smoke test or verification)")
+    reason = "; ".join(filter(None, (reason, _unjudged_note(candidate_raw, policy))))
+    result = replace(result, evaluation=replace(result.evaluation, reason=reason))
     # The signals up to the decision (a hotfix's: when it was found at the period's end).
     decided = result.evaluation.decided_at
     seen = candidate if decided is None else candidate.between(started, decided + 1e-6)

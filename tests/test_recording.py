@@ -214,6 +214,15 @@ def test_replay_of_an_unchanged_release_passes(tmp_path: Path, seed: int) -> Non
     assert result.to_dict()["findings"] == []
 
 
+def test_replay_of_a_first_release_says_it_runs_no_smoke_test(tmp_path: Path) -> None:
+    recording = load_recording(synthetic_recording(tmp_path, seed=1, latency_factor=1.0))
+    result = replay(recording, release="v1")
+    assert (result.baseline_release, result.evaluation.verdict) == (None, "pass")
+    assert result.evaluation.reason.startswith(
+        "first release in the recording: judged on leaks alone (a replay runs no smoke test or "
+        "verification)"), result.evaluation.reason
+
+
 def test_replay_of_slower_release_alarms_on_latency(tmp_path: Path) -> None:
     recording = load_recording(synthetic_recording(tmp_path, seed=1, latency_factor=1.5))
     result = replay(recording, release="v2")
