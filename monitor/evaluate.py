@@ -68,7 +68,7 @@ CONFIRM_BLOCKS = 3
 # is no time to tell a leak from a warm-up.
 URGENT_BLOCKS = CONFIRM_BLOCKS
 CUSUM_SCALE_WINDOW = 16
-# Why a release with no earlier one to compare with can pass.
+# Why a release with no earlier one to compare with can pass (`first_reason`).
 FIRST_RELEASE = "first release: judged on smoke, verification and leaks"
 # A yardstick no smaller than this, so a baseline that is exactly zero divides nothing by zero.
 SCALE_FLOOR = 1e-12
@@ -160,6 +160,7 @@ def evaluate(
     state: JudgeState | None = None,
     first_release: bool = False,
     until: float | None = None,
+    first_reason: str = FIRST_RELEASE,
 ) -> Evaluation:
     """Judge a candidate release at `now` and carry the judge's memory forward.
 
@@ -238,7 +239,7 @@ def evaluate(
     if shortfalls:
         reason = "; ".join(shortfalls)
         return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
-    reason = FIRST_RELEASE if baseline is None else ""
+    reason = first_reason if baseline is None else ""
     if ended < started + period:
         ran = f"replaced after {format_duration(ended - started)}: judged on that part of the period"
         reason = "; ".join(filter(None, (reason, ran)))

@@ -3,6 +3,7 @@ finding's figures, the same in the terminal and in the HTML report."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,19 +100,6 @@ def format_value(unit: str, value: Any) -> str:
     return scale_for(unit, number).label(number)
 
 
-def figure(value: Any) -> str:
-    """A number of no known unit, short: 283607447.0 -> '284M'."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, float):
-        magnitude = abs(value)
-        for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-            if magnitude >= size:
-                return f"{value / size:.3g}{unit}"
-        return f"{value:.4g}"
-    return str(value)
-
-
 def percent(value: float | None, signed: bool = True) -> str:
     if value is None:
         return "-"
@@ -139,7 +127,8 @@ def finding_figures(finding: Mapping[str, Any], unit: str) -> tuple[str, str, st
         return (_per_minute(unit, base), _per_minute(unit, cand),
                 _with_interval(effect, lower, upper, lambda v: _per_minute(unit, v, signed=True)),
                 _per_minute(unit, tolerance))
-    return figure(base), figure(cand), _with_interval(effect, lower, upper, figure), figure(tolerance)
+    shown = functools.partial(format_value, unit)
+    return shown(base), shown(cand), _with_interval(effect, lower, upper, shown), shown(tolerance)
 
 
 def _per_minute(unit: str, slope: float | None, signed: bool = False) -> str:

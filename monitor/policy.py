@@ -27,10 +27,10 @@ CHANGE_CLASSES = ("minor", "major")
 VERDICTS_FOR_HOOKS = ("pass", "hotfix", "rollback", "inconclusive")
 AGGREGATIONS = ("sum", "mean", "max")
 
-_MATCHER = r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"'   # a label and its value
+LABEL_MATCHER = r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"'   # a label and its value
 # A name, and label matchers separated by commas (a trailing one allowed), as in PromQL.
 _SELECTOR = re.compile(
-    rf"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{{\s*(?:{_MATCHER}(?:\s*,\s*{_MATCHER})*\s*,?\s*)?\}})?$")
+    rf"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{{\s*(?:{LABEL_MATCHER}(?:\s*,\s*{LABEL_MATCHER})*\s*,?\s*)?\}})?$")
 
 T = TypeVar("T")
 
@@ -524,7 +524,7 @@ def _selector(reader: _Reader, key: str, required: bool) -> str:
         raise reader.fail(key, f"not a metric selector such as name{{label=\"value\"}}: {value!r}")
     # Two values for one label match nothing; the same value twice matches as once.
     matched: dict[str, str] = {}
-    for label, wanted in re.findall(_MATCHER, value):
+    for label, wanted in re.findall(LABEL_MATCHER, value):
         if matched.setdefault(label, wanted) != wanted:
             raise reader.fail(key, f"label {label!r} is matched to two values: {value!r}")
     return str(value)

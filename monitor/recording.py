@@ -47,8 +47,9 @@ _FINER_UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e
 # digits, for minutes on a cell of 100,000.
 _NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?|NaN|[Ii]nf)$")
 _SPECIAL = {"NaN": math.nan, "Inf": math.inf, "inf": math.inf}
-# The series of a signal read by PromQL, and the target column of its rows.
-PROMQL_VALUES, PROMQL_EVENTS, PROMQL_TRIALS = "promql_signal", "promql_events", "promql_trials"
+# The series of a signal read by PromQL (its frame's values, events and trials), and the
+# target column of their rows.
+_PROMQL_SERIES = ("promql_signal", "promql_events", "promql_trials")
 PROMQL_TARGET = "promql"
 
 
@@ -217,8 +218,8 @@ def frame_as_samples(frame: SignalFrame) -> RawSeries:
     signal's values, and a ratio's events and trials, on series named after it."""
     keys, rows = [], []
     for row, name in enumerate(frame.names):
-        for metric, block in ((PROMQL_VALUES, frame.values), (PROMQL_EVENTS, frame.events),
-                              (PROMQL_TRIALS, frame.trials)):
+        for metric, block in zip(_PROMQL_SERIES, (frame.values, frame.events, frame.trials),
+                                 strict=True):
             if np.any(~np.isnan(block[row])):
                 keys.append(format_key(metric, {"name": name}))
                 rows.append(block[row])
@@ -229,7 +230,7 @@ def frame_as_samples(frame: SignalFrame) -> RawSeries:
 def queried(raw: RawSeries) -> bool:
     """Whether samples are signals recorded from PromQL queries (`frame_as_samples`)."""
     return bool(raw.keys) and all(
-        split_key(key)[0] in (PROMQL_VALUES, PROMQL_EVENTS, PROMQL_TRIALS) for key in raw.keys)
+        split_key(key)[0] in _PROMQL_SERIES for key in raw.keys)
 
 
 def recorded_signals(raw: RawSeries) -> set[str]:
@@ -242,11 +243,11 @@ def recorded_frame(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
     recording has nothing of it): what a service read by PromQL was judged on."""
     row_of = {key: index for index, key in enumerate(raw.keys)}
     shape = (len(rules), raw.times.size)
-    blocks = {metric: np.full(shape, np.nan) for metric in (PROMQL_VALUES, PROMQL_EVENTS, PROMQL_TRIALS)}
+    values, events, trials = blocks = [np.full(shape, np.nan) for _ in _PROMQL_SERIES]
     for index, rule in enumerate(rules):
-        for metric, block in blocks.items():
+        for metric, block in zip(_PROMQL_SERIES, blocks, strict=True):
             found = row_of.get(format_key(metric, {"name": rule.name}))
             if found is not None:
                 block[index] = raw.values[found]
-    return SignalFrame(tuple(rule.name for rule in rules), raw.times, measured(blocks[PROMQL_VALUES]),
-                       measured(blocks[PROMQL_EVENTS]), measured(blocks[PROMQL_TRIALS]))
+    return SignalFrame(tuple(rule.name for rule in rules), raw.times, measured(values),
+                       measured(events), measured(trials))

@@ -11,13 +11,17 @@ import numpy as np
 from baselines.frame import SignalFrame
 from baselines.summary import Baseline, summarize
 from monitor.errors import RecordingError
-from monitor.evaluate import FIRST_RELEASE, Evaluation, JudgeState, evaluate
+from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.exposition import split_key
 from monitor.policy import ServicePolicy, SignalRule, default_service
 from monitor.recording import Recording, queried, recorded_frame, recorded_signals
 from monitor.releases import judged_rules
 from monitor.signals import RawSeries, derive
 from monitor.views import signal_views
+
+# A replay runs no smoke test or verification: a first release is judged on leaks alone.
+FIRST_REPLAYED = ("first release in the recording: judged on leaks alone (a replay runs no "
+                  "smoke test or verification)")
 
 
 @dataclass(frozen=True)
@@ -81,12 +85,10 @@ def replay(
     reference = _baseline(policy, recording, base_name, rules) if base_name else None
     result = _run(recording.path, policy, release, base_name, reference, candidate, started,
                   checking, _next_start(recording, release))
-    # A replay runs no smoke test or verification: a first release is judged on leaks.
-    reason = result.evaluation.reason.replace(
-        FIRST_RELEASE, "first release in the recording: judged on leaks alone (a replay runs "
-        "no smoke test or verification)")
-    reason = "; ".join(filter(None, (reason, _unjudged_note(candidate_raw, policy))))
-    result = replace(result, evaluation=replace(result.evaluation, reason=reason))
+    note = _unjudged_note(candidate_raw, policy)
+    if note:
+        reason = "; ".join(filter(None, (result.evaluation.reason, note)))
+        result = replace(result, evaluation=replace(result.evaluation, reason=reason))
     # The signals up to the decision (a hotfix's: when it was found at the period's end).
     decided = result.evaluation.decided_at
     seen = candidate if decided is None else candidate.between(started, decided + 1e-6)
@@ -171,7 +173,8 @@ def _run(path: str, policy: ServicePolicy, release: str, base_name: str | None,
         step += 1
         now = started + step * interval
         result = evaluate(policy, baseline, candidate, started=started, period=period, now=now,
-                          state=state, first_release=base_name is None, until=until)
+                          state=state, first_release=base_name is None, until=until,
+                          first_reason=FIRST_REPLAYED)
         evaluations += 1
         state = result.state
         if result.done:

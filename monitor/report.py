@@ -109,9 +109,9 @@ def _header(doc: Mapping[str, Any]) -> str:
         ("change", doc.get("change_class") or "-"),
         ("checking period", _duration(doc.get("period_seconds"))),
         ("state", doc.get("state") or "-"),
-        ("decided", _after(doc, "decided_at")),
-        ("first alarm", _after(doc, "first_alarm_at")),
-        ("last evaluation", _after(doc, "evaluated_at")),
+        ("decided", after(doc, "decided_at")),
+        ("first alarm", after(doc, "first_alarm_at")),
+        ("last evaluation", after(doc, "evaluated_at")),
     ]
     items = "".join(f"<div><dt>{_esc(k)}</dt><dd>{_esc(v)}</dd></div>" for k, v in facts)
     reason = doc.get("reason")
@@ -130,12 +130,6 @@ def _header(doc: Mapping[str, Any]) -> str:
 def _duration(seconds: Any) -> str:
     number = finite_number(seconds)
     return format_duration(number) if number is not None else "-"
-
-
-def _after(doc: Mapping[str, Any], key: str) -> str:
-    if finite_number(doc.get(key)) is None or finite_number(doc.get("started_at")) is None:
-        return "-"
-    return after(doc, key)
 
 
 def _table(caption: str, css: str, headings: Sequence[str], rows: Sequence[str], empty: str) -> str:

@@ -12,9 +12,9 @@ import numpy as np
 
 from baselines.frame import SignalFrame, measured
 from monitor.exposition import split_key
-from monitor.policy import SignalRule
+from monitor.policy import LABEL_MATCHER, SignalRule
 
-_MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"')
+_MATCHER = re.compile(LABEL_MATCHER)
 
 
 @dataclass(frozen=True)

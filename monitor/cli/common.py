@@ -135,7 +135,11 @@ def open_release(
     read_only: bool = False,
 ) -> tuple[Store, Release]:
     """The store (as `open_store`, with the policy at `config`) and the release named in it."""
-    store = open_store(db, load_config(config), read_only=read_only)
+    return release_in(open_store(db, load_config(config), read_only=read_only), release, service)
+
+
+def release_in(store: Store, release: str, service: str | None) -> tuple[Store, Release]:
+    """The store and the release named in it; the store closed when there is none."""
     try:
         return store, store.find_release(release, service)
     except BaseException:

@@ -20,8 +20,9 @@ from monitor.cli.common import (
     echo_json,
     fail,
     load_config,
-    open_release,
+    open_store,
     refuse_database_as_out,
+    release_in,
 )
 from monitor.durations import format_duration, parse_duration
 from monitor.errors import ConfigError
@@ -121,9 +122,9 @@ def record(
     from monitor.recording import write_recording
 
     with clear_errors():
-        store, found = open_release(db, config, release, service, read_only=True)
-        refuse_database_as_out(out, store)
         settings = load_config(config)
+        store, found = release_in(open_store(db, settings, read_only=True), release, service)
+        refuse_database_as_out(out, store)
         policy = settings.services.get(found.service) if settings is not None else None
         if policy is not None and policy.prometheus is not None:
             samples = _queried_samples(store, found, policy)
