@@ -231,6 +231,7 @@ def _signal_families(documents: list[Document]) -> Iterator[Metric]:
     optional): promtool rejects a `quantile` label on a gauge.
     """
     baseline: dict[Labels, Any] = {}
+    level: dict[Labels, Any] = {}
     candidate: dict[Labels, Any] = {}
     for document in documents:
         for signal in document.get("signals") or ():
@@ -240,8 +241,10 @@ def _signal_families(documents: list[Document]) -> Iterator[Metric]:
                 baseline[(*labels, quantile)] = quantiles.get(key)
             # An error ratio's value over all its requests, as the text view shows it.
             pooled = signal.get("pooled")
-            candidate[labels] = (pooled.get("candidate") if isinstance(pooled, Mapping)
-                                 else signal.get("candidate"))
+            if isinstance(pooled, Mapping):
+                level[labels], candidate[labels] = pooled.get("baseline"), pooled.get("candidate")
+            else:
+                level[labels], candidate[labels] = quantiles.get("p50"), signal.get("candidate")
     summary = Metric(PREFIX + "signal_baseline", "Quantiles of a signal in the baseline release.",
                      "summary")
     for labels, value in baseline.items():
@@ -250,6 +253,9 @@ def _signal_families(documents: list[Document]) -> Iterator[Metric]:
             names = (*_RELEASE, "signal", "quantile")
             summary.add_sample(summary.name, dict(zip(names, labels, strict=True)), number)
     yield summary
+    yield _fill(_gauge("signal_baseline_level", "Value of a signal in the baseline release, "
+                       "to set against signal_candidate: its median, an error ratio's over all "
+                       "its requests.", (*_RELEASE, "signal")), level)
     yield _fill(_gauge("signal_candidate", "Value of a signal in the candidate release: its "
                        "median, an error ratio's over all its requests.",
                        (*_RELEASE, "signal")), candidate)

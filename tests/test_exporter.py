@@ -190,6 +190,10 @@ def test_signal_quantiles_and_candidate(samples: Samples) -> None:
     # The error ratio over all its requests, not its median step (0: most have no error).
     assert {dict(k)["signal"]: v for k, v in candidate.items()} == {
         "latency_p95": 0.18, "error_ratio": 0.004}
+    # The baseline's value to set against it: the median, or the ratio over all requests.
+    level = select(samples, "release_monitor_signal_baseline_level")
+    assert {dict(k)["signal"]: v for k, v in level.items()} == {
+        "latency_p95": 0.11, "error_ratio": 0.0012}
 
 
 def test_target_health(samples: Samples) -> None:

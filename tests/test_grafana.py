@@ -259,7 +259,8 @@ def test_release_overview_has_the_promised_views() -> None:
     assert variables["service"]["query"].startswith("label_values(")
     assert variables["release"]["query"].startswith("label_values(")
     queries = "\n".join(query for _, query in dashboard_queries(board))
-    for metric in ("release_monitor_verdict", "release_monitor_signal_baseline",
+    for metric in ("release_monitor_verdict", "release_monitor_signal_baseline{",
+                   "release_monitor_signal_baseline_level",
                    "release_monitor_signal_candidate", "release_monitor_finding_effect_ratio",
                    "release_monitor_finding_lower_ratio", "release_monitor_finding_upper_ratio",
                    "release_monitor_finding_tolerance_ratio", "release_monitor_finding_baseline_samples",
