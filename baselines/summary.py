@@ -148,7 +148,7 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     taken out, so a candidate is judged against the same hours of healthy history rather
     than against the whole day's swing; its leak slopes and error counts stay raw.
     """
-    offsets, held_out = _profiles(frame.times, frame.values)
+    offsets, crossed = _profiles(frame.times, frame.values, frame.events, frame.trials)
     values = deseasonalize(frame.times, frame.values, offsets)
     count = np.sum(~np.isnan(values), axis=1)
     with _quiet():
@@ -163,18 +163,24 @@ def summarize(frame: SignalFrame, *, leak_signals: Sequence[str] = (),
     profiled = ~np.isnan(offsets).all(axis=1)
     adjusted = np.where(profiled[:, None], deseasonalized_events(
         frame.times, frame.events, frame.trials, offsets), frame.events)
-    seasonal_events = np.where(profiled, np.nansum(adjusted, axis=1), np.nan)
+    seasonal_events = np.where(profiled, np.clip(np.nansum(adjusted, axis=1), 0.0, trials), np.nan)
+    # Dispersion is of counts, each at least zero.
+    adjusted = np.clip(adjusted, 0.0, frame.trials)
     if values.shape[1] > 2:
         phi = count_dispersion(adjusted, frame.trials)
         phi_complement = count_dispersion(frame.trials - adjusted, frame.trials)
     else:
         phi = phi_complement = np.ones(len(count))
-    spreads, steady = drift_aware_spreads(held_out)
+    spreads, steady = drift_aware_spreads(frame.values - crossed)
     # A ratio is tested on counts: its windows are calibrated as their errors over their
-    # requests, the hours' share taken out as from the counts it is tested on.
-    counted = np.flatnonzero(np.any(np.isfinite(frame.trials), axis=1))
+    # requests, the hours' share taken out as from the counts it is tested on (by a profile
+    # fitted on the other days, as for any signal).
+    counted = np.flatnonzero(_counted(frame.trials))
     if counted.size:
-        pooled = drift_aware_spreads(adjusted[counted], trials=frame.trials[counted])
+        held_out = np.where(profiled[counted, None],
+                            frame.events[counted] - frame.trials[counted] * crossed[counted],
+                            frame.events[counted])
+        pooled = drift_aware_spreads(held_out, trials=frame.trials[counted])
         spreads[counted], steady[counted] = pooled.spreads, pooled.steady
     # Raw values: an hourly profile is flat within each hour, so taking it out would leave a
     # step at every hour boundary.
@@ -221,12 +227,37 @@ def _quiet() -> Iterator[None]:
 
 
 def thin(values: np.ndarray, size: int) -> np.ndarray:
-    """At most `size` valid values, evenly spaced in time (deterministic, order kept)."""
+    """At most `size` valid values, one from each of `size` equal stretches of time, at a
+    random place within it (order kept).
+
+    Not at the same place in each: evenly spaced picks fall on the same phase of anything
+    that repeats at a divisor of their spacing (a job every fourth scrape, at a count of
+    4 x 511 + 1, would fill the reservoir with it). The generator is seeded by the count,
+    so a release's reservoir is the same every time it is summarized.
+    """
     valid = values[~np.isnan(values)]
     if valid.size <= size:
         return valid.copy()
-    picks = np.linspace(0, valid.size - 1, size).round().astype(np.int64)
+    edges = np.linspace(0, valid.size, size + 1).round().astype(np.int64)
+    offsets = np.random.default_rng(valid.size).random(size)
+    picks = edges[:-1] + (offsets * (edges[1:] - edges[:-1])).astype(np.int64)
     return valid[picks]
+
+
+def _proportional(parts: Sequence[SignalBaseline], size: int) -> np.ndarray:
+    """The parts' reservoirs as one sample of all their samples: each part gives a share
+    of `size` in proportion to its count (a 40-minute release beside a day-long one gives
+    3%, not half), all of its reservoir where the whole fits."""
+    counts = np.array([p.count for p in parts], dtype=float)
+    total = counts.sum()
+    if total <= size or total <= 0:
+        return np.concatenate([p.reservoir for p in parts])
+    shares = np.floor(counts / total * size).astype(np.int64)
+    # The values left by rounding down go to the largest remainders.
+    left = size - int(shares.sum())
+    shares[np.argsort(-(counts / total * size - shares), kind="stable")[:left]] += 1
+    return np.concatenate([thin(p.reservoir, int(min(k, p.reservoir.size)))
+                           for p, k in zip(parts, shares, strict=True)])
 
 
 def _leak_slopes(frame: SignalFrame, leak_signals: Sequence[str], block: float) -> dict[str, float]:
@@ -255,48 +286,88 @@ def leak_blocks(span: float, block: float) -> int:
     return int(min(48, span // block))
 
 
-def hourly_offsets(times: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """(series, 24): how far each hour of the day sits from the release's median, for the
+def hourly_offsets(times: np.ndarray, values: np.ndarray, events: np.ndarray | None = None,
+                   trials: np.ndarray | None = None) -> np.ndarray:
+    """(series, 24): how far each hour of the day sits from the release's level, for the
     series whose daily pattern repeats; NaN rows for the others.
+
+    The level of a gauge is its median; a ratio's (a row with `trials`) is its errors over
+    its requests, pooled over the release and over each hour: the median of per-interval
+    ratios is 0 or one error's share wherever an interval holds an error or less.
 
     A pattern counts only when the baseline covers a week or more and the hour-of-day
     profiles of its even and odd days agree (correlation at least SEASONAL_AGREEMENT):
     subtracting a profile that does not repeat would only add noise and make healthy
     history look calmer than it is.
     """
-    return _profiles(times, values)[0]
+    return _profiles(times, values, events, trials)[0]
 
 
-def _profiles(times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The hour-of-day offsets (NaN rows where no pattern repeats), and the same values
-    less offsets fitted on the other days only (even days' profile on odd days and back).
+def _profiles(times: np.ndarray, values: np.ndarray, events: np.ndarray | None = None,
+              trials: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The hour-of-day offsets (NaN rows where no pattern repeats), and each sample's
+    offset fitted on the other days only (even days' profile on odd days and back; 0 where
+    no pattern repeats).
 
-    The second is what A/A calibration must see: a candidate's hours are corrected by a
-    profile fitted on other days, with that profile's own error.
+    The second is what A/A calibration must take out: a candidate's hours are corrected by
+    a profile fitted on other days, with that profile's own error.
     """
     rows = values.shape[0]
     out = np.full((rows, 24), np.nan)
+    crossed = np.zeros_like(values)
     # Each sample stands for one step of time: a week of hourly samples covers a week.
     if times.size < 2 or times[-1] - times[0] + float(np.median(np.diff(times))) < SEASONAL_HISTORY:
-        return out, values
+        return out, crossed
     hours = ((times // 3600) % 24).astype(np.int64)
     days = ((times - times[0]) // 86400).astype(np.int64)
-    with _quiet():
-        centre = np.nanmedian(values, axis=1, keepdims=True)
-        whole = _by_hour(values, hours) - centre
-        even = _by_hour(np.where(days % 2 == 0, values, np.nan), hours) - centre
-        odd = _by_hour(np.where(days % 2 == 1, values, np.nan), hours) - centre
+    counted = _counted(trials) if trials is not None else np.zeros(rows, dtype=bool)
+
+    def levels(keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's level over the kept samples, and its level in each hour of the day."""
+        with _quiet():
+            centre = np.nanmedian(np.where(keep, values, np.nan), axis=1)
+            by_hour = _by_hour(np.where(keep, values, np.nan), hours)
+        if counted.any() and events is not None and trials is not None:
+            pooled = _pooled_by_hour(events[counted], trials[counted], hours, keep)
+            centre[counted], by_hour[counted] = pooled
+        return centre, by_hour
+
+    # Every profile is measured from the whole release's level, as the candidate's is.
+    centre, whole = levels(np.ones(times.size, dtype=bool))
+    whole, even, odd = (hourly - centre[:, None] for hourly in
+                        (whole, levels(days % 2 == 0)[1], levels(days % 2 == 1)[1]))
     agree = _row_correlation(even, odd) >= SEASONAL_AGREEMENT
     out[agree] = np.nan_to_num(whole[agree])
-    crossed = np.where(days % 2 == 0, np.nan_to_num(odd)[:, hours], np.nan_to_num(even)[:, hours])
-    held_out = np.where(agree[:, None], values - crossed, values)
-    return out, held_out
+    other_days = np.where(days % 2 == 0, np.nan_to_num(odd)[:, hours], np.nan_to_num(even)[:, hours])
+    crossed[agree] = other_days[agree]
+    return out, crossed
+
+
+def _counted(trials: np.ndarray) -> np.ndarray:
+    """Rows that are ratios: they carry the requests their errors are counted in."""
+    return np.any(np.isfinite(trials), axis=1)
 
 
 def _by_hour(values: np.ndarray, hours: np.ndarray) -> np.ndarray:
     columns = [np.nanmedian(values[:, hours == hour], axis=1) if np.any(hours == hour)
                else np.full(values.shape[0], np.nan) for hour in range(24)]
     return np.vstack(columns).T
+
+
+def _pooled_by_hour(events: np.ndarray, trials: np.ndarray, hours: np.ndarray,
+                    keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ratios' errors over requests over the kept samples, and within each hour of the day
+    (NaN where an hour holds no request)."""
+    known = keep & np.isfinite(events) & np.isfinite(trials)
+    counts, totals = np.where(known, events, 0.0), np.where(known, trials, 0.0)
+    by_hour = np.full((events.shape[0], 24), np.nan)
+    with _quiet():
+        for hour in range(24):
+            at = hours == hour
+            if np.any(at):
+                by_hour[:, hour] = counts[:, at].sum(axis=1) / totals[:, at].sum(axis=1)
+        overall = counts.sum(axis=1) / totals.sum(axis=1)
+    return overall, np.where(np.isfinite(by_hour), by_hour, np.nan)
 
 
 def _row_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -317,16 +388,21 @@ def deseasonalize(times: np.ndarray, values: np.ndarray, offsets: np.ndarray) ->
 def deseasonalized_events(times: np.ndarray, events: np.ndarray, trials: np.ndarray,
                           offsets: np.ndarray) -> np.ndarray:
     """Events less what the hour of day adds: each interval's trials times its hour's
-    offset of the ratio (a ratio's profile is one of events / trials), kept between 0 and
-    the trials. Rows without a profile are left alone.
+    offset of the ratio (a ratio's profile is one of events / trials). Rows without a
+    profile are left alone.
 
-    >>> deseasonalized_events(np.array([0.0, 3600.0]), np.array([[5.0, 30.0]]),
+    Not clipped at zero: the offset is what the hour adds on average, so a busy hour's
+    interval without an error goes below zero, and only the sum over many intervals means
+    anything (clipping each would raise it: by a tenth for a ratio of one error per
+    interval or fewer).
+
+    >>> deseasonalized_events(np.array([0.0, 3600.0]), np.array([[5.0, 10.0]]),
     ...                       np.array([[100.0, 1000.0]]),
     ...                       np.array([[-0.01, 0.02] + [0.0] * 22])).tolist()
-    [[6.0, 10.0]]
+    [[6.0, -10.0]]
     """
     hours = ((times // 3600) % 24).astype(np.int64)
-    return np.clip(events - trials * np.nan_to_num(offsets)[:, hours], 0.0, trials)
+    return events - trials * np.nan_to_num(offsets)[:, hours]
 
 
 def _widest(spreads: Sequence[tuple[float, ...]]) -> tuple[float, ...]:
@@ -361,7 +437,8 @@ def _merged_layout(layouts: Sequence[tuple[float, ...]]) -> tuple[float, ...]:
 
 
 def merge(baselines: Sequence[Baseline]) -> Baseline:
-    """Several healthy releases judged as one: pooled counts and reservoirs."""
+    """Several healthy releases judged as one: pooled counts, and reservoirs drawn from
+    each in proportion to its count."""
     if len(baselines) == 1:
         return baselines[0]
     releases = tuple(r for b in baselines for r in b.releases)
@@ -369,7 +446,7 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
     merged: dict[str, SignalBaseline] = {}
     for name in sorted(names):
         parts = [b.signals[name] for b in baselines if name in b.signals]
-        pooled = np.concatenate([p.reservoir for p in parts])
+        pooled = _proportional(parts, RESERVOIR_SIZE)
         counts = np.array([p.count for p in parts], dtype=float)
         weights = counts / counts.sum() if counts.sum() > 0 else np.full(len(parts), 1 / len(parts))
         merged[name] = replace(
@@ -396,7 +473,7 @@ def merge(baselines: Sequence[Baseline]) -> Baseline:
             steady=False,
             aa_slope_spread=_widest([p.aa_slope_spread for p in parts]),
             span=float(sum(p.span for p in parts)),
-            reservoir=thin(pooled, RESERVOIR_SIZE),
+            reservoir=pooled,
             # Several releases have no one moment that the candidate follows on from.
             tail=np.zeros(0), aa_step_spread=(),
             layout=_merged_layout([p.layout for p in parts]),

@@ -646,8 +646,8 @@ def _rate_signals(
                                                                          strict=True)])
     base_events = np.array([p.deseasonalized_events if s else p.events
                             for p, s in zip(parts, seasonal, strict=True)])
-    cand_events = np.nansum(deseasonalized_events(window.times, window.events[rows],
-                                                  window.trials[rows], offsets), axis=1)
+    cand_events = np.clip(np.nansum(deseasonalized_events(
+        window.times, window.events[rows], window.trials[rows], offsets), axis=1), 0.0, cand_trials)
     with np.errstate(divide="ignore", invalid="ignore"):
         fell = cand_events / cand_trials < base_events / base_trials
     down = np.array([r.bad == "decrease" or (r.bad == "both" and bool(f))

@@ -17,6 +17,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
+from baselines.selection import choose_baselines
 from monitor.cli.app import app, main
 from monitor.clock import SimClock
 from monitor.demo import run_demo
@@ -843,6 +844,17 @@ def test_pinned_baseline_is_used_by_the_next_release(demo_copy: Path) -> None:
     started = monitor("release", "start", "--service", "demo", "--version", "v2.7", "--db", demo_copy)
     assert started.exit_code == 0, started.output
     assert baseline_of(demo_copy, "v2.7") == "v2.2"  # the last healthy release again
+
+
+def test_a_pin_never_makes_a_later_release_the_baseline_of_an_earlier_one(demo_copy: Path) -> None:
+    # A release registered before v2.2 but judged only now (a deploy that waited) is
+    # compared with what came before it, not with the pin that came after.
+    assert monitor("baselines", "pin", "v2.2", "--db", demo_copy).exit_code == 0
+    with Store.open(demo_copy) as store:
+        pinned = store.release("demo", "v2.2")
+        assert [r.version for r in choose_baselines(store, "demo", before=pinned.started_at)] == ["v2.1"]
+        later = choose_baselines(store, "demo", before=pinned.started_at + 1)
+        assert [r.version for r in later] == ["v2.2"]
 
 
 def test_unpin_of_an_unknown_service(demo_copy: Path) -> None:
