@@ -367,7 +367,7 @@ def _pooled_by_hour(events: np.ndarray, trials: np.ndarray, hours: np.ndarray,
             if np.any(at):
                 by_hour[:, hour] = counts[:, at].sum(axis=1) / totals[:, at].sum(axis=1)
         overall = counts.sum(axis=1) / totals.sum(axis=1)
-    return overall, np.where(np.isfinite(by_hour), by_hour, np.nan)
+    return overall, by_hour
 
 
 def _row_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
