@@ -112,9 +112,10 @@ class Releases:
         A new release is "minor" unless `change_class` says otherwise. A version registered
         before keeps its start and baseline (a pipeline's retry, or the daemon saw its
         version label first); while it is being judged, a `change_class` given replaces
-        the one it had, with its checking period: the daemon can only guess, the pipeline
-        knows. Once judged, it is AlreadyJudged: a verdict is never taken back, and a new
-        deploy needs a new version.
+        the one it had, with its checking period, when that is no shorter: the daemon can
+        only guess, the pipeline knows, and a retried step that always says `minor` must
+        not end a major change's check early. Once judged, it is AlreadyJudged: a verdict
+        is never taken back, and a new deploy needs a new version.
         """
         policy = self.policy(service)
         when = self.clock.now() if at is None else at
@@ -137,6 +138,12 @@ class Releases:
                 f"({known.verdict}); a new deploy needs a new version (one rolled back to needs no "
                 "registration: the monitor keeps judging the next release against it)")
         if change_class is not None and known.change_class != change_class:
+            if policy.period(change_class) < policy.period(known.change_class):
+                # A retried step that always says `minor` must not end a migration's check.
+                log.warning("%s %s registered again as a %s change: kept as %s, since a "
+                            "checking period under way is never shortened", service, version,
+                            change_class, known.change_class)
+                return known, False
             known = self._reclassify(known, change_class, policy)
             if known.state == DONE:   # judged between the read above and this write
                 raise AlreadyJudged(

@@ -434,6 +434,15 @@ def test_release_start_again_says_so_and_takes_the_change_class_while_judging(tm
     # A retry that does not say the class keeps the one the release has.
     retry = monitor("release", "start", "--service", "shop", "--version", "v1", "--db", db)
     assert retry.stdout.startswith("already registered: shop v1 (major change, checking period 2h00m")
+    # Nor does one that says `minor` (a pipeline's step written for small fixes): a
+    # migration's check is never cut short, and the note says so.
+    minor = monitor("release", "start", "--service", "shop", "--version", "v1", "--change", "minor",
+                    "--db", db)
+    assert minor.exit_code == 0, minor.output
+    assert minor.stdout.startswith("already registered: shop v1 (major change, checking period 2h00m")
+    assert "note: kept as a major change: a checking period under way is never shortened" in minor.stderr
+    with closing(Store.open(db)) as store:
+        assert store.release("shop", "v1").period == 7200.0
 
 
 def test_release_start_of_a_judged_version_is_an_error_that_changes_nothing(demo_copy: Path) -> None:
@@ -857,8 +866,11 @@ def test_a_pin_never_makes_a_later_release_the_baseline_of_an_earlier_one(demo_c
         assert [r.version for r in later] == ["v2.2"]
 
 
-def test_unpin_of_an_unknown_service(demo_copy: Path) -> None:
-    result = monitor("baselines", "unpin", "--service", "nosuch", "--db", demo_copy)
+@pytest.mark.parametrize("command", [("baselines", "unpin"), ("baselines", "list"),
+                                     ("release", "list")])
+def test_an_unknown_service_is_an_error(demo_copy: Path, command: tuple[str, str]) -> None:
+    # Not "nosuch: pinned -" or "no releases yet": a typo must not read as nothing there.
+    result = monitor(*command, "--service", "nosuch", "--db", demo_copy)
     assert result.exit_code == 2, result.output
     assert error_line(result) == "error: no releases of service 'nosuch' (services: demo)"
 

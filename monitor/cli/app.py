@@ -28,6 +28,7 @@ from monitor.cli.common import (
     duration_option,
     echo_json,
     fail,
+    known_service,
     load_config,
     open_release,
     open_store,
@@ -376,6 +377,9 @@ def release_start(
                f"{release.version} ({release.change_class} change, checking period "
                f"{format_duration(release.period)}, baseline {release.baseline or 'none'}"
                f"{'' if new else ', ' + release.state})")
+    if change is not None and release.change_class != change:
+        typer.echo(f"note: kept as a {release.change_class} change: a checking period under "
+                   f"way is never shortened (a new version starts a {change} one)", err=True)
     if unmeasured:
         typer.echo(f"note: no release before {release.version} passed (they are still judged, "
                    "or ended in a hotfix or inconclusive), so nothing measures its health "
@@ -396,6 +400,8 @@ def release_list(
     """Show the release history with verdicts, newest first."""
     with clear_errors():
         store = open_store(db, load_config(config), read_only=True)
+        if service is not None:
+            known_service(store, service)
         docs = [document(store, r) for r in store.releases(service)]
     if as_json:
         # A history, not evidence: each release's signal series is `monitor verdict`'s.

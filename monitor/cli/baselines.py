@@ -13,11 +13,11 @@ from monitor.cli.common import (
     OnlyServiceOption,
     ReleaseServiceOption,
     clear_errors,
+    known_service,
     load_config,
     open_release,
     open_store,
 )
-from monitor.errors import UnknownRelease
 from monitor.figures import format_value, unit_of
 from monitor.render import when
 
@@ -36,7 +36,7 @@ def list_baselines(
     """Every release with whether it can be a baseline, the pinned one, and stored summaries."""
     with clear_errors():
         store = open_store(db, load_config(config), read_only=True)
-        services = [service] if service else store.services()
+        services = [known_service(store, service)] if service else store.services()
         if not services:
             typer.echo("no releases yet")
         for name in services:
@@ -85,11 +85,7 @@ def unpin(service: ServiceOption, db: DbOption = None, config: ConfigOption = No
     """Go back to comparing with the last healthy release(s)."""
     with clear_errors():
         store = open_store(db, load_config(config))
-        services = store.services()
-        if service not in services:
-            known = ", ".join(services) or "none"
-            raise UnknownRelease(f"no releases of service {service!r} (services: {known})")
-        store.unpin(service)
+        store.unpin(known_service(store, service))
     typer.echo(f"{service}: new releases are compared with the last healthy release")
 
 

@@ -147,5 +147,15 @@ def release_in(store: Store, release: str, service: str | None) -> tuple[Store, 
         raise
 
 
+def known_service(store: Store, service: str) -> str:
+    """The service, if the database holds releases of it: a typo must not read as a
+    service with nothing pinned or no releases yet."""
+    services = store.services()
+    if service not in services:
+        known = ", ".join(services) or "none"
+        raise UnknownRelease(f"no releases of service {service!r} (services: {known})")
+    return service
+
+
 def is_terminal() -> bool:
     return sys.stdout.isatty()
