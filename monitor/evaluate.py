@@ -169,7 +169,8 @@ def evaluate(
     checking period is over with nothing found the release passes, or is inconclusive
     if a signal that matters had too little data, or a long stretch of the release had no
     samples at all (up to its end: the period's, or `until`, when the next release
-    replaced it).
+    replaced it). A minor finding with a signal that matters unjudged for want of data is
+    no hotfix but inconclusive: the unjudged signal could hide a rollback.
     """
     state = state or JudgeState()
     end = now + 1e-6
@@ -205,6 +206,13 @@ def evaluate(
     # A minor finding is not urgent: it makes a hotfix only if it still persists when the
     # period is over, so a healthy series' passing excursion is not one.
     if over and persistent and hotfix_at is None:
+        # A hotfix says the release works but for what it names: not while a signal that
+        # matters was never judged for want of data (its shortfall is the verdict's reason).
+        if seen.shortfalls:
+            reason = (f"{'; '.join(seen.shortfalls)}; with that unjudged, no hotfix for the "
+                      f"minor {_reason(persistent)}")
+            new_state = JudgeState(streaks, state.first_alarm_at, None, (), over_at, newest, now)
+            return Evaluation(INCONCLUSIVE, reason, _ranked(seen.findings), new_state, None, now, True)
         hotfix_at, hotfix_evidence = now, tuple(_ranked(persistent))
     first_alarm = state.first_alarm_at if state.first_alarm_at is not None else hotfix_at
     new_state = JudgeState(streaks, first_alarm, hotfix_at, hotfix_evidence, over_at, newest, now)

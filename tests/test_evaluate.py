@@ -108,6 +108,20 @@ def test_a_non_critical_regression_makes_a_hotfix_when_the_period_ends() -> None
     assert history.index(watched[0]) < len(history) // 2
 
 
+def test_a_minor_finding_with_a_critical_signal_unjudged_is_inconclusive_not_a_hotfix() -> None:
+    # Too few requests to judge the error ratio: a hotfix would say the release works but
+    # for its queue, when its errors were never looked at.
+    policy = _policy(QUEUE, replace(ERRORS, min_trials=1e9))
+    final = _judge(policy, _baseline(policy), _frame(T0, 30, seed=4, queue=8.0))[-1]
+    assert final.verdict == "inconclusive" and final.done, final.reason
+    assert final.reason.startswith("errors: "), final.reason
+    assert "needed" in final.reason and "no hotfix for the minor queue: median" in final.reason
+    assert final.first_alarm_at is None and {f.signal for f in final.findings} == {"queue"}
+    # With the errors judged, the same queue is a hotfix.
+    judged = _policy(QUEUE, ERRORS)
+    assert _judge(judged, _baseline(judged), _frame(T0, 30, seed=4, queue=8.0))[-1].verdict == "hotfix"
+
+
 def test_a_finding_gives_a_percentage_only_of_a_median_that_is_its_yardstick() -> None:
     policy = _policy(QUEUE)
     rise = _judge(policy, _baseline(policy), _frame(T0, 30, seed=4, queue=8.0))[-1]
