@@ -499,14 +499,18 @@ class Releases:
         )
         if frame.times.size == 0 and policy.prometheus is None and result.verdict == INCONCLUSIVE:
             result = replace(result, reason=result.reason + self._other_versions(release, now))
-        if baseline is None and result.verdict == INCONCLUSIVE and release.baselines:
-            found_bad = [v for v in release.baselines
-                         if self.store.release(release.service, v).invalidated]
-            if found_bad:
-                # Not "no healthy earlier release": there was one, until it was found bad.
-                result = replace(result, reason=(
-                    f"its baseline {'+'.join(found_bad)} was found bad (invalidated) while it "
-                    "was judged, and nothing else was compared with"))
+        found_bad = [v for v in release.baselines
+                     if self.store.release(release.service, v).invalidated]
+        if found_bad and baseline is None and result.verdict == INCONCLUSIVE:
+            # Not "no healthy earlier release": there was one, until it was found bad.
+            result = replace(result, reason=(
+                f"its baseline {'+'.join(found_bad)} was found bad (invalidated) while it "
+                "was judged, and nothing else was compared with"))
+        elif found_bad and baseline is not None:
+            # Its record still names the baselines it was registered with: say which counted.
+            note = (f"its baseline {'+'.join(found_bad)} was found bad (invalidated) while it "
+                    f"was judged: compared with {baseline.label} alone")
+            result = replace(result, reason="; ".join(filter(None, (result.reason, note))))
         return result, signal_views(policy.signals, baseline, frame, started=release.started_at)
 
     def _other_versions(self, release: Release, now: float) -> str:

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -24,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from monitor import demo_service
 from monitor.api import serve
 from monitor.cli.app import app
 from monitor.clock import SimClock
@@ -1010,6 +1012,29 @@ def test_a_baseline_invalidated_while_a_release_is_judged_is_no_longer_its_yards
     # Said as it happened: there was a healthy release before it, until it was found bad.
     assert judged.reason == ("its baseline v2.1 was found bad (invalidated) while it was "
                              "judged, and nothing else was compared with")
+
+
+def test_a_release_judged_against_two_says_which_one_counted_after_the_other_was_found_bad(
+    service: tuple[SimulatedService, SimClock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    simulated, clock = service
+    monkeypatch.setitem(demo_service.PROFILES, "v2.6", demo_service.PROFILES["v2.2"])
+    policy = replace(demo_policy(simulated.url), baselines=2)
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={policy.name: policy}), store, clock)
+    for version in ("v2.1", "v2.2"):
+        simulated.deploy(version)
+        daemon.run_until(clock.now() + 2 * policy.periods["minor"])
+    simulated.deploy("v2.6")
+    daemon.run_until(clock.now() + 120)
+    assert store.release(policy.name, "v2.6").baselines == ("v2.2", "v2.1")
+    store.invalidate(policy.name, "v2.1")              # found bad while v2.6 is judged
+    daemon.run_until(clock.now() + 2 * policy.periods["minor"])
+    judged = store.release(policy.name, "v2.6")
+    assert judged.verdict == "pass", judged.reason
+    # Its record names both; the verdict says which one it was held to.
+    assert judged.reason == ("its baseline v2.1 was found bad (invalidated) while it was "
+                             "judged: compared with v2.2 alone")
 
 
 class _PythonClientTarget(_Answering):
