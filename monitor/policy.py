@@ -393,6 +393,10 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# More earlier releases than any candidate is sensibly compared with at once.
+MAX_BASELINES = 100
+
+
 def _service(reader: _Reader, name: str) -> ServicePolicy:
     period_reader = reader.child("period", reader.get("period", dict, {}))
     periods = {
@@ -414,8 +418,8 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
     if persistence < 1:
         raise reader.fail("persistence", f"must be at least 1, got {persistence}")
     baselines = reader.get("baselines", int, 1)
-    if baselines < 1:
-        raise reader.fail("baselines", f"must be at least 1, got {baselines}")
+    if not 1 <= baselines <= MAX_BASELINES:
+        raise reader.fail("baselines", f"must be 1 to {MAX_BASELINES}, got {baselines}")
     smoke_attempts = reader.get("smoke_attempts", int, 3)
     if smoke_attempts < 1:
         raise reader.fail("smoke_attempts", f"must be at least 1, got {smoke_attempts}")
@@ -466,6 +470,12 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
         raise reader.fail("evaluation_interval", f"longer than the shortest checking period "
                                                  f"({format_duration(policy.evaluation_interval)} > "
                                                  f"{format_duration(shortest)})")
+    longest = max(policy.periods.values())
+    if policy.persistence * policy.evaluation_interval > longest:
+        raise reader.fail("persistence", f"{policy.persistence} evaluations "
+                                         f"{format_duration(policy.evaluation_interval)} apart "
+                                         f"outlast the longest checking period "
+                                         f"({format_duration(longest)}): no finding could persist")
     if policy.prometheus is not None:
         for rule in policy.signals:
             if not (rule.query or rule.numerator_query):

@@ -270,6 +270,13 @@ MISTAKES = [
                  id="negative-count"),
     pytest.param(with_line("[services.shop]", "persistence = 0"), "services.shop.persistence",
                  "must be at least 1, got 0", id="zero-persistence"),
+    pytest.param(with_line("[services.shop]", "persistence = 99999999999999999999"),
+                 "services.shop.persistence", "99999999999999999999 evaluations 1m apart outlast "
+                 "the longest checking period (2h00m): no finding could persist",
+                 id="persistence-beyond-the-period"),
+    pytest.param(with_line("[services.shop]", "baselines = 99999999999999999999"),
+                 "services.shop.baselines", "must be 1 to 100, got 99999999999999999999",
+                 id="baselines-beyond-any-use"),
     pytest.param(with_line('metric = "http_request_duration_seconds"', "quantile = 1.5"),
                  "services.shop.signals.latency.quantile", "between 0 and 1", id="quantile-above-1"),
     pytest.param(replaced('url = "http://127.0.0.1:8080/metrics"', 'interval = "10s"'),
