@@ -38,7 +38,8 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
         f"{doc['service']} {doc['release']}: {doc['verdict'].upper()}"
         + (f" at {after(doc, 'decided_at')}" if doc.get("decided_at") else ""),
         f"  baseline {doc.get('baseline_release') or '-'}, {doc['change_class']} change, "
-        f"checking period {format_duration(doc['period_seconds'])}, state {doc['state']}",
+        f"checking period {format_duration(doc['period_seconds'])}{_ends(doc)}, "
+        f"state {doc['state']}",
     ]
     if doc.get("reason"):
         lines.append(f"  reason: {doc['reason']}")
@@ -67,6 +68,15 @@ def verdict_text(doc: Mapping[str, Any]) -> str:
                 f"{base:>12} {cand:>12}  {f.get('detail', '')}"
             )
     return "\n".join(lines)
+
+
+def _ends(doc: Mapping[str, Any]) -> str:
+    """When a release still being judged has its checking period over: what a person
+    waiting on it wants to know."""
+    started, period = finite_number(doc.get("started_at")), finite_number(doc.get("period_seconds"))
+    if doc.get("state") == "done" or started is None or period is None:
+        return ""
+    return f" (ends {when(started + period)})"
 
 
 def hook_state(hook: Mapping[str, Any]) -> str:

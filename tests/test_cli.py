@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -576,6 +577,11 @@ def test_verdict_of_an_ambiguous_release_needs_the_service(tmp_path: Path) -> No
     chosen = monitor("verdict", "--release", "v1", "--service", "cart", "--db", db, "--json")
     assert chosen.exit_code == 5, chosen.output  # registered, not decided: pending
     assert json.loads(chosen.stdout)["service"] == "cart"
+    # Still judged: the text says when its checking period is over.
+    started = json.loads(chosen.stdout)["started_at"]
+    text = monitor("verdict", "--release", "v1", "--service", "cart", "--db", db)
+    ends = datetime.fromtimestamp(started + 900, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    assert f"checking period 15m (ends {ends}), state smoke" in text.stdout, text.stdout
 
 
 @pytest.mark.parametrize(
