@@ -623,6 +623,18 @@ def _judge_step(
     return out
 
 
+def _hours_scale(seasonal: np.ndarray, down: np.ndarray, level: np.ndarray,
+                 at_hours: np.ndarray) -> np.ndarray:
+    """How much wider counts stray at the candidate's hours than over the whole baseline,
+    whose windows of every hour its spreads were measured on: counts stray as the root of
+    their rate, so a quiet night's errors by less than the busy day's (1 without a profile;
+    a hit ratio's misses, for one judged on its fall)."""
+    tested, hours = np.where(down, 1.0 - level, level), np.where(down, 1.0 - at_hours, at_hours)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.sqrt(np.maximum(hours, 0.0) / tested)
+    return np.where(seasonal & np.isfinite(scale) & (tested > 0), scale, 1.0)
+
+
 def _worse(change: np.ndarray, direction: str) -> np.ndarray:
     """How much worse a change is, the way the rule counts it (positive = worse)."""
     return {"increase": change, "decrease": -change, "both": np.abs(change)}[direction]
@@ -669,15 +681,6 @@ def _rate_signals(
         np.where(down, base_trials - base_events, base_events), base_trials,
         np.where(down, cand_trials - cand_events, cand_events), cand_trials, dispersion=phi,
     )
-    # Calibrated as the rank test is: how far healthy windows' ratios stray.
-    intervals = np.sum(np.nan_to_num(window.trials[rows]) > 0, axis=1)
-    spreads = _stack_spreads([p.aa_spread for p in parts])
-    sigma = spread_at(spreads, intervals)
-    short = _beyond_calibration(spreads, intervals)
-    excess_rate = np.atleast_1d(result.cand_rate) - np.atleast_1d(result.base_rate)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = np.where(sigma > 0, excess_rate / sigma, np.where(excess_rate > 0, np.inf, 0.0))
-    z = np.where(np.isnan(sigma), np.inf, z)   # uncalibrated: the count test alone decides
     # What the hours of the candidate add to the ratio (0 without a profile): the
     # baseline's rate at those hours is what the candidate's observed rate is shown and
     # measured against.
@@ -686,6 +689,16 @@ def _rate_signals(
         hours_share = np.where(seasonal, (observed - cand_events) / cand_trials, 0.0)
         expected_ratio = base_events / base_trials + hours_share
         observed_ratio = observed / cand_trials
+    # Calibrated as the rank test is: how far healthy windows' ratios stray.
+    intervals = np.sum(np.nan_to_num(window.trials[rows]) > 0, axis=1)
+    spreads = _stack_spreads([p.aa_spread for p in parts])
+    sigma = spread_at(spreads, intervals) * _hours_scale(seasonal, down, base_events / base_trials,
+                                                         expected_ratio)
+    short = _beyond_calibration(spreads, intervals)
+    excess_rate = np.atleast_1d(result.cand_rate) - np.atleast_1d(result.base_rate)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(sigma > 0, excess_rate / sigma, np.where(excess_rate > 0, np.inf, 0.0))
+    z = np.where(np.isnan(sigma), np.inf, z)   # uncalibrated: the count test alone decides
     for row, rule in enumerate(rules):
         ratio_lower = float(np.atleast_1d(result.ratio_lower)[row])
         excess = float(np.atleast_1d(result.excess)[row])

@@ -90,10 +90,12 @@ def test_a_doubled_error_ratio_at_either_hour_is_measured_against_that_hour() ->
     # hotfix more often than not, against a profile of per-minute medians).
     noon = [verdict(12, seed) for seed in range(10)]
     assert noon.count("rollback") >= 9, noon
-    # At night the same doubling (0.3% -> 0.6%) is about 18 errors more, against the
-    # night's rate: a third are seen (a tenth, when each minute's share was clipped at 0).
+    # At night the same doubling (0.3% -> 0.6%) is about 18 errors more, measured against
+    # how far the night's counts stray (the root of its rate), not the busy day's: most are
+    # seen (a third against the whole week's spread, a tenth with each minute's share of
+    # the profile clipped at 0).
     night = [verdict(3, seed) for seed in range(20)]
-    assert night.count("rollback") >= 5, night
+    assert sum(v != "pass" for v in night) >= 12 and night.count("rollback") >= 8, night
     # Healthy releases pass at either hour.
     assert {verdict(hour, seed, factor=1.0) for hour in (3, 12) for seed in range(10)} == {"pass"}
 
