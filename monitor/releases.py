@@ -10,7 +10,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,7 +30,7 @@ from monitor.hooks import HookRunner, claims
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
 from monitor.promql import PromClient, promql_frame
 from monitor.redact import redact_url
-from monitor.signals import RawSeries, derive
+from monitor.signals import RawSeries, baseline_layouts, derive, finer_histograms
 from monitor.snapshot import TargetHealth
 from monitor.stages import CheckResult, run_command, run_probe
 from monitor.store import Release, Store
@@ -487,6 +487,12 @@ class Releases:
         baseline = self.baseline(release, policy)
         frame = self.frame(policy, release.service, release.started_at, now + 1e-6,
                            version=release.version)
+        finer = finer_histograms(policy.signals, baseline_layouts(baseline), frame.layouts) \
+            if policy.prometheus is None else {}
+        if finer:
+            # Buckets added since the baseline: its quantiles taken over the baseline's bounds.
+            frame = self.frame(policy, release.service, release.started_at, now + 1e-6,
+                               version=release.version, within=finer)
         earlier, following = self._neighbours(release)
         # The service's first release, even once a later one has replaced it; or the first
         # after releases that all rolled back or were found bad, which no baseline can
@@ -524,9 +530,10 @@ class Releases:
                 f"not {release.version!r}")
 
     def frame(self, policy: ServicePolicy, service: str, start: float, end: float, *,
-              version: str | None) -> SignalFrame:
+              version: str | None, within: Mapping[str, tuple[float, ...]] | None = None
+              ) -> SignalFrame:
         """A release's signals: by PromQL when the service has a query API, else from the
-        samples this monitor scraped itself."""
+        samples this monitor scraped itself (histograms' quantiles `within` those bounds)."""
         if policy.prometheus is not None:
             return self._promql_frame(policy, service, start, end, version=version)
         keys = self.store.series_keys(service)
@@ -538,7 +545,7 @@ class Releases:
             keys=tuple(keys.get(int(i), "") for i in window.series_ids),
             times=window.times, targets=window.targets, values=window.values,
         )
-        return derive(judged_rules(policy), raw)
+        return derive(judged_rules(policy), raw, within=within)
 
     def _promql_frame(self, policy: ServicePolicy, service: str, start: float, end: float, *,
                       version: str | None) -> SignalFrame:

@@ -16,7 +16,7 @@ from monitor.exposition import split_key
 from monitor.policy import ServicePolicy, SignalRule, default_service
 from monitor.recording import Recording, queried, recorded_frame, recorded_signals
 from monitor.releases import judged_rules
-from monitor.signals import RawSeries, derive
+from monitor.signals import RawSeries, baseline_layouts, derive, finer_histograms
 from monitor.views import signal_views
 
 # A replay runs no smoke test or verification: a first release is judged on leaks alone.
@@ -83,6 +83,10 @@ def replay(
     started = recording.first_sample(release)
     checking = period if period is not None else policy.period("minor")
     reference = _baseline(policy, recording, base_name, rules) if base_name else None
+    finer = finer_histograms(rules, baseline_layouts(reference), candidate.layouts) \
+        if policy.prometheus is None else {}
+    if finer:
+        candidate = derive(rules, candidate_raw, within=finer)
     result = _run(recording.path, policy, release, base_name, reference, candidate, started,
                   checking, _next_start(recording, release))
     note = _unjudged_note(candidate_raw, policy)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from baselines.frame import SignalFrame, measured
+from baselines.summary import Baseline
 from monitor.exposition import split_key
 from monitor.policy import LABEL_MATCHER, SignalRule
 
@@ -50,8 +51,13 @@ class _Index:
         ]
 
 
-def derive(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
-    """Turn raw series into one row per rule on the scrape grid of the raw data."""
+def derive(rules: Sequence[SignalRule], raw: RawSeries, *,
+           within: Mapping[str, tuple[float, ...]] | None = None) -> SignalFrame:
+    """Turn raw series into one row per rule on the scrape grid of the raw data.
+
+    `within` takes a histogram's quantile over those of its bounds only (see
+    `finer_histograms`).
+    """
     names = tuple(rule.name for rule in rules)
     if raw.times.size == 0:
         return SignalFrame.empty(names)
@@ -63,7 +69,8 @@ def derive(rules: Sequence[SignalRule], raw: RawSeries) -> SignalFrame:
     layouts: dict[str, tuple[float, ...]] = {}
     for row, rule in enumerate(rules):
         if rule.kind == "quantile":
-            values[row], layout = _quantile_row(rule, index, raw, per_target, slot, grid.size)
+            values[row], layout = _quantile_row(rule, index, raw, per_target, slot, grid.size,
+                                                (within or {}).get(rule.name))
             layouts[rule.name] = tuple(float(b) for b in layout)
             continue
         combine = _Combine(grid.size)
@@ -251,7 +258,7 @@ def _bucket_increases(bounds: np.ndarray, by_bound: Mapping[float, list[int]], r
 
 def _quantile_row(rule: SignalRule, index: _Index, raw: RawSeries,
                   per_target: Mapping[str, np.ndarray], slot: np.ndarray,
-                  size: int) -> tuple[np.ndarray, np.ndarray]:
+                  size: int, within: tuple[float, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A histogram's quantile on the grid, and the bounds it was taken over.
 
     Pooled, as `histogram_quantile(q, sum by (le) (increase(...)))`: the targets' bucket
@@ -259,8 +266,10 @@ def _quantile_row(rule: SignalRule, index: _Index, raw: RawSeries,
     served (a mean of the targets' quantiles let ten slow requests on one pod set the whole
     p95), over the bounds every target with data exports (the service's series list holds
     every bucket any release exported). With `aggregate = "max"`, each target's own
-    quantile over its own bounds, and the worst."""
+    quantile over its own bounds, and the worst. Only the bounds `within`, when given."""
     bounds, by_bound = _buckets(rule, index)
+    if within is not None:
+        bounds = bounds[np.isin(bounds, within)]
     nothing = np.full(size, np.nan)
     if bounds.size == 0:
         return nothing, bounds
@@ -296,6 +305,28 @@ def _quantile_row(rule: SignalRule, index: _Index, raw: RawSeries,
     result = bucket_quantile(rule.quantile, layout, pooled)
     result[~seen] = np.nan
     return result, layout
+
+
+def baseline_layouts(baseline: Baseline | None) -> dict[str, tuple[float, ...]]:
+    """Each signal's histogram bounds in a stored baseline (none without one)."""
+    return {} if baseline is None else {name: part.layout for name, part in baseline.signals.items()}
+
+
+def finer_histograms(rules: Sequence[SignalRule], baseline: Mapping[str, tuple[float, ...]],
+                     candidate: Mapping[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
+    """Quantile signals whose candidate exports every bucket bound of the baseline's and
+    more (buckets added), with the baseline's bounds: the candidate's cumulative counts at
+    those bounds are exact, so its quantile taken over them alone is estimated as the
+    baseline's was, and the two compare. Bounds removed cannot be put back: those stay
+    apart (`layouts` by signal name, as SignalBaseline.layout and SignalFrame.layouts)."""
+    out = {}
+    for rule in rules:
+        before, after = baseline.get(rule.name, ()), candidate.get(rule.name, ())
+        if (rule.kind == "quantile" and before and after and before != after
+                and not np.isnan(before).any() and not np.isnan(after).any()
+                and set(before) < set(after)):
+            out[rule.name] = before
+    return out
 
 
 def _exported(bounds: np.ndarray, increases: np.ndarray) -> np.ndarray:

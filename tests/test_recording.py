@@ -242,11 +242,12 @@ def test_replay_of_an_unknown_release_names_the_releases(tmp_path: Path) -> None
         replay(recording, release="v3")
 
 
-def histogram_recording(tmp_path: Path, *, slower: float) -> Path:
+def histogram_recording(tmp_path: Path, *, slower: float, added_bucket: bool = False) -> Path:
     """A histogram that counts on across the release (no restart), as a rolling deploy's
-    long-lived counters do, with each release's process start time in `_created`."""
+    long-lived counters do, with each release's process start time in `_created`; with
+    `added_bucket`, the baseline has no le="0.25" bucket (the candidate added it)."""
     rng = np.random.default_rng(7)
-    bounds = ("0.1", "0.25", "0.5", "+Inf")
+    bounds = ("0.1", "0.2", "0.25", "0.5", "+Inf")
     keys = tuple(f'latency_seconds_bucket{{le="{b}"}}' for b in bounds) + (
         "latency_seconds_count", "latency_seconds_sum", "latency_seconds_created")
     times = T0 + 60.0 * np.arange(150)
@@ -257,7 +258,9 @@ def histogram_recording(tmp_path: Path, *, slower: float) -> Path:
     totals = np.vstack([per_bucket, per_bucket[-1:], [[float(np.sum(o)) for o in observed]]])
     created = np.where(np.arange(150) >= 120, T0 + 7200.0, T0 - 3600.0)[None, :]
     values = np.vstack([np.cumsum(totals, axis=1), created])
-    path = tmp_path / f"histogram-{slower}.csv"
+    if added_bucket:
+        values[2, :120] = np.nan
+    path = tmp_path / f"histogram-{slower}-{added_bucket}.csv"
     write_recording(path, {
         "v1": RawSeries(keys, times[:120], ("t",) * 120, values[:, :120]),
         "v2": RawSeries(keys, times[120:], ("t",) * 30, values[:, 120:]),
@@ -274,6 +277,19 @@ def test_replay_without_a_policy_judges_a_histogram_by_its_p95_not_its_totals(
     assert {f.signal for f in slower.evaluation.findings} >= {"latency_seconds_p95"}
     judged = {f.signal for f in slower.evaluation.findings}
     assert not judged & {"latency_seconds_sum", "latency_seconds_created"}
+
+
+def test_a_histogram_that_added_buckets_is_judged_over_its_baseline_s_bounds(
+        tmp_path: Path) -> None:
+    # Not "buckets changed: not comparable" (inconclusive until pinned): the candidate's
+    # counts at the old bounds are exact, so its p95 over them compares.
+    same = replay(load_recording(histogram_recording(tmp_path, slower=1.0, added_bucket=True)),
+                  release="v2")
+    assert same.evaluation.verdict == "pass", same.to_dict()
+    slower = replay(load_recording(histogram_recording(tmp_path, slower=1.6, added_bucket=True)),
+                    release="v2")
+    assert slower.evaluation.verdict == "rollback", slower.to_dict()
+    assert "latency_seconds_p95" in {f.signal for f in slower.evaluation.findings}
 
 
 def test_replay_without_a_policy_leaves_out_the_runtimes_bookkeeping(tmp_path: Path) -> None:

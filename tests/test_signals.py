@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from monitor.policy import SignalRule
-from monitor.signals import RawSeries, bucket_quantile, derive
+from monitor.signals import RawSeries, bucket_quantile, derive, finer_histograms
 
 
 def _raw(keys: list[str], rows: list[list[float]], times: list[float], target: str = "t") -> RawSeries:
@@ -187,6 +187,26 @@ def test_a_bucket_another_release_exported_does_not_empty_the_quantile() -> None
                          "b": [[0, 80], [0, 90], [0, 100], [0, 100]]})
     pooled = derive([SignalRule("p95", kind="quantile", metric="lat", quantile=0.95)], mixed)
     assert pooled.values[0, 1] == pytest.approx(0.1 + 0.4 * 30 / 40)
+
+
+def test_a_quantile_within_coarser_bounds_is_taken_as_over_those_alone() -> None:
+    # A release that added le="0.25": over the old bounds (0.1, 0.5, +Inf) its p95 is
+    # estimated as the baseline's was, 0.1 + 0.4 x 15 / 20, not 0.25 + 0.25 x 5 / 10.
+    keys = [f'lat_bucket{{le="{b}"}}' for b in ("0.1", "0.25", "0.5", "+Inf")]
+    raw = _pods(keys, {"a": [[0, 80], [0, 90], [0, 100], [0, 100]]})
+    for aggregate in ("sum", "max"):
+        rule = SignalRule("p95", kind="quantile", metric="lat", quantile=0.95, aggregate=aggregate)
+        finest = derive([rule], raw)
+        assert finest.values[0, 1] == pytest.approx(0.25 + 0.25 * 5 / 10)
+        old = {"p95": (0.1, 0.5, np.inf)}
+        assert finer_histograms([rule], old, finest.layouts) == old
+        coarse = derive([rule], raw, within=old)
+        assert coarse.values[0, 1] == pytest.approx(0.1 + 0.4 * 15 / 20)
+        assert coarse.layouts == old
+        # Bounds the candidate dropped, the same bounds, or a merge of two layouts (NaN):
+        # nothing to take within.
+        for before in ((0.1, 0.2, 0.5, np.inf), (0.1, 0.25, 0.5, np.inf), (np.nan,)):
+            assert finer_histograms([rule], {"p95": before}, finest.layouts) == {}
 
 
 def test_a_rate_across_targets_is_added_up_or_averaged_as_asked() -> None:
