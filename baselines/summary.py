@@ -75,6 +75,9 @@ class SignalBaseline:
         summary = {name: getattr(self, name) for name in _SCALARS}
         summary["quantiles"] = dict(self.quantiles)
         summary["hourly"] = list(self.hourly) if self.hourly is not None else None
+        # A ratio's profile is of its pooled counts per hour (see `hourly_offsets`); one
+        # stored without this mark is of per-interval medians, and is summarized again.
+        summary["hourly_pooled"] = True
         summary["steady"] = self.steady
         summary["aa_spread"] = [_finite_or_none(v) for v in self.aa_spread]
         summary["aa_slope_spread"] = [_finite_or_none(v) for v in self.aa_slope_spread]

@@ -685,8 +685,10 @@ def _rate_signals(
     # baseline's rate at those hours is what the candidate's observed rate is shown and
     # measured against.
     observed = np.nansum(window.events[rows], axis=1)
+    hours = ((window.times // 3600) % 24).astype(np.int64)
+    added = np.nansum(window.trials[rows] * np.nan_to_num(offsets)[:, hours], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        hours_share = np.where(seasonal, (observed - cand_events) / cand_trials, 0.0)
+        hours_share = np.where(seasonal, added / cand_trials, 0.0)
         expected_ratio = base_events / base_trials + hours_share
         observed_ratio = observed / cand_trials
     # Calibrated as the rank test is: how far healthy windows' ratios stray.

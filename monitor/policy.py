@@ -470,12 +470,14 @@ def _service(reader: _Reader, name: str) -> ServicePolicy:
         raise reader.fail("evaluation_interval", f"longer than the shortest checking period "
                                                  f"({format_duration(policy.evaluation_interval)} > "
                                                  f"{format_duration(shortest)})")
+    # A finding seen at the period's end is watched that many evaluations more: past
+    # the period's own length, a verdict would wait longer than the check it ends.
     longest = max(policy.periods.values())
-    if policy.persistence * policy.evaluation_interval > longest:
+    if (policy.persistence - 1) * policy.evaluation_interval > longest:
         raise reader.fail("persistence", f"{policy.persistence} evaluations "
                                          f"{format_duration(policy.evaluation_interval)} apart "
-                                         f"outlast the longest checking period "
-                                         f"({format_duration(longest)}): no finding could persist")
+                                         "would watch a finding seen at the end longer than the "
+                                         f"longest checking period ({format_duration(longest)})")
     if policy.prometheus is not None:
         for rule in policy.signals:
             if not (rule.query or rule.numerator_query):

@@ -140,9 +140,9 @@ class Releases:
         if change_class is not None and known.change_class != change_class:
             if policy.period(change_class) < policy.period(known.change_class):
                 # A retried step that always says `minor` must not end a migration's check.
-                log.warning("%s %s registered again as a %s change: kept as %s, since a "
-                            "checking period under way is never shortened", service, version,
-                            change_class, known.change_class)
+                log.info("%s %s registered again as a %s change: kept as %s, since a "
+                         "checking period under way is never shortened", service, version,
+                         change_class, known.change_class)
                 return known, False
             known = self._reclassify(known, change_class, policy)
             if known.state == DONE:   # judged between the read above and this write
@@ -586,15 +586,22 @@ class Releases:
             # be, else compared as they are.
             unlaid = {r.name for r in policy.signals if r.kind == "quantile"
                       and r.name in stored and "layout" not in stored[r.name][0]} - stale
-            if not stale and not unlaid:
+            # Ratios whose daily profile was fitted on per-interval medians: again, if they
+            # can be, else judged without it (its offsets were wrong where errors are rare).
+            unpooled = {r.name for r in policy.signals if r.kind == "ratio" and r.name in stored
+                        and stored[r.name][0].get("hourly")
+                        and not stored[r.name][0].get("hourly_pooled")} - stale
+            if not stale and not unlaid and not unpooled:
                 return Baseline((healthy.version,), signals)
             # Summarized under another definition of a signal (a metric name since put
             # right), or before it was in the policy: those again, while samples last (the
             # others keep their summaries, made when every sample was there).
-            fresh = self._summarized(healthy, policy, only=stale | unlaid) \
+            fresh = self._summarized(healthy, policy, only=stale | unlaid | unpooled) \
                 if healthy.id not in self._resummarized else None
             self._resummarized.add(healthy.id)
-            kept = {name: part for name, part in signals.items() if name not in stale}
+            kept = {name: replace(part, hourly=None, deseasonalized_events=float("nan"))
+                    if name in unpooled else part
+                    for name, part in signals.items() if name not in stale}
             return Baseline((healthy.version,), {**kept, **(fresh.signals if fresh else {})})
         return self._summarized(healthy, policy)
 

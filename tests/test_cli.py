@@ -874,11 +874,18 @@ def test_a_pin_never_makes_a_later_release_the_baseline_of_an_earlier_one(demo_c
 
 @pytest.mark.parametrize("command", [("baselines", "unpin"), ("baselines", "list"),
                                      ("release", "list")])
-def test_an_unknown_service_is_an_error(demo_copy: Path, command: tuple[str, str]) -> None:
+def test_an_unknown_service_is_an_error(demo_copy: Path, command: tuple[str, str],
+                                        tmp_path: Path) -> None:
     # Not "nosuch: pinned -" or "no releases yet": a typo must not read as nothing there.
     result = monitor(*command, "--service", "nosuch", "--db", demo_copy)
     assert result.exit_code == 2, result.output
     assert error_line(result) == "error: no releases of service 'nosuch' (services: demo)"
+    # A service the policy names is no typo, releases or not.
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[services.nosuch]\n[[services.nosuch.targets]]\n'
+                      'url = "http://127.0.0.1:9/metrics"\n', encoding="utf-8")
+    named = monitor(*command, "--service", "nosuch", "--db", demo_copy, "--config", policy)
+    assert named.exit_code == 0, named.output
 
 
 def test_pin_of_an_unknown_release(demo_copy: Path) -> None:

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner
 
+from baselines.summary import SignalBaseline
 from monitor import demo_service
 from monitor.api import serve
 from monitor.cli.app import app
@@ -1217,6 +1218,42 @@ def test_a_quantile_stored_before_its_buckets_were_kept_is_summarized_again() ->
     baseline = again.baseline_of(v1, policy)
     assert baseline is not None and baseline.signals["latency"].layout == (0.1, 1.0, np.inf)
     assert "layout" in store.load_baseline(v1.id)["latency"][0]
+
+
+def test_a_ratio_s_daily_profile_stored_from_medians_is_fitted_again_or_left_out() -> None:
+    clock = SimClock(start=1_000_000.0)
+    store = Store.memory()
+    ids = store.series_ids("shop", ["errors_total", "requests_total"])
+    rule = SignalRule("errors", kind="ratio", numerator="errors_total", denominator="requests_total")
+    policy = ServicePolicy(name="shop", signals=(rule,))
+    for version, age in (("v1", 7200), ("v2", 3600)):
+        _passed_release(store, "shop", version, clock.now() - age)
+    for minute in range(60):   # samples of v2 only; v1's were pruned
+        store.write_scrape("shop", "t", "v2", clock.now() - 3600 + 60 * minute, ids,
+                           [float(minute), 100.0 * minute])
+    releases = Releases(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    for version in ("v1", "v2"):
+        made = releases.baseline_of(store.release("shop", version), policy)
+        assert made is not None or version == "v1"
+    # As a build that fitted the profile on per-minute medians stored them.
+    old = SignalBaseline.from_summary({"signal": "errors", "count": 60}, np.zeros(0))
+    for version in ("v1", "v2"):
+        summary = replace(old, hourly=(0.009,) * 24, deseasonalized_events=3.0,
+                          events=7.0, trials=700.0).to_summary()
+        summary.pop("hourly_pooled", None)
+        store.save_baselines(store.release("shop", version).id,
+                             {"errors": ({**summary, "definition": rule.definition()}, np.zeros(0))})
+    again = Releases(MonitorConfig(path="<test>", services={"shop": policy}), store, clock)
+    # v2's samples are there: summarized again, under the mark (less than a week: no profile).
+    v2 = again.baseline_of(store.release("shop", "v2"), policy)
+    assert v2 is not None and v2.signals["errors"].hourly is None
+    assert v2.signals["errors"].events == 59.0        # one error a minute, counted again
+    assert store.load_baseline(store.release("shop", "v2").id)["errors"][0]["hourly_pooled"]
+    # v1's are gone: judged as counted, without the profile it was stored with.
+    v1 = again.baseline_of(store.release("shop", "v1"), policy)
+    assert v1 is not None
+    assert v1.signals["errors"].hourly is None and np.isnan(v1.signals["errors"].deseasonalized_events)
+    assert v1.signals["errors"].events == 7.0
 
 
 def test_a_release_that_added_histogram_buckets_is_judged_over_its_baseline_s_bounds() -> None:

@@ -208,6 +208,17 @@ def test_complete_policy_parses_into_the_expected_dataclasses(tmp_path: Path) ->
     assert config.services["shop"].period("major") == 10800.0
 
 
+def test_persistence_may_watch_past_the_period_as_long_as_the_period_itself() -> None:
+    # 15-minute evaluations of a 30-minute check: a finding seen at its end counts 30
+    # minutes later (a rollback at +45m). One more evaluation would outlast the check.
+    period = '[services.shop.period]\nminor = "30m"\nmajor = "30m"\n'
+    fits = with_line("[services.shop]", 'evaluation_interval = "15m"\npersistence = 3') + period
+    assert parse_policy(fits, "fits.toml").services["shop"].persistence == 3
+    longer = with_line("[services.shop]", 'evaluation_interval = "15m"\npersistence = 4') + period
+    with pytest.raises(ConfigError, match="4 evaluations 15m apart would watch"):
+        parse_policy(longer, "longer.toml")
+
+
 def test_defaults_of_a_minimal_policy() -> None:
     config = parse_policy(MINIMAL, "minimal.toml")
     assert (config.database, config.listen_host, config.listen_port) == (
@@ -271,8 +282,8 @@ MISTAKES = [
     pytest.param(with_line("[services.shop]", "persistence = 0"), "services.shop.persistence",
                  "must be at least 1, got 0", id="zero-persistence"),
     pytest.param(with_line("[services.shop]", "persistence = 99999999999999999999"),
-                 "services.shop.persistence", "99999999999999999999 evaluations 1m apart outlast "
-                 "the longest checking period (2h00m): no finding could persist",
+                 "services.shop.persistence", "99999999999999999999 evaluations 1m apart would "
+                 "watch a finding seen at the end longer than the longest checking period (2h00m)",
                  id="persistence-beyond-the-period"),
     pytest.param(with_line("[services.shop]", "baselines = 99999999999999999999"),
                  "services.shop.baselines", "must be 1 to 100, got 99999999999999999999",

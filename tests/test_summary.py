@@ -92,8 +92,7 @@ def test_a_doubled_error_ratio_at_either_hour_is_measured_against_that_hour() ->
     assert noon.count("rollback") >= 9, noon
     # At night the same doubling (0.3% -> 0.6%) is about 18 errors more, measured against
     # how far the night's counts stray (the root of its rate), not the busy day's: most are
-    # seen (a third against the whole week's spread, a tenth with each minute's share of
-    # the profile clipped at 0).
+    # seen (a third, against the whole week's spread).
     night = [verdict(3, seed) for seed in range(20)]
     assert sum(v != "pass" for v in night) >= 12 and night.count("rollback") >= 8, night
     # Healthy releases pass at either hour.

@@ -351,7 +351,8 @@ def release_start(
             raise fail("--url: set RELEASE_MONITOR_TOKEN to the monitor's API token", EXIT_USAGE)
         with clear_errors():
             register_remote(url, service, version, change, token=token)
-        kind = f"{change} change" if change else "minor change if new"
+        # The monitor decides: a release under way keeps a longer period than `change`'s.
+        kind = f"as a {change} change" if change else "a minor change if new"
         typer.echo(f"sent {service} {version} ({kind}) to {redact_url(url)}")
         return
     with clear_errors():
@@ -399,9 +400,10 @@ def release_list(
 ) -> None:
     """Show the release history with verdicts, newest first."""
     with clear_errors():
-        store = open_store(db, load_config(config), read_only=True)
+        cfg = load_config(config)
+        store = open_store(db, cfg, read_only=True)
         if service is not None:
-            known_service(store, service)
+            known_service(store, service, cfg)
         docs = [document(store, r) for r in store.releases(service)]
     if as_json:
         # A history, not evidence: each release's signal series is `monitor verdict`'s.

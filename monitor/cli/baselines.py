@@ -35,8 +35,9 @@ def list_baselines(
 ) -> None:
     """Every release with whether it can be a baseline, the pinned one, and stored summaries."""
     with clear_errors():
-        store = open_store(db, load_config(config), read_only=True)
-        services = [known_service(store, service)] if service else store.services()
+        cfg = load_config(config)
+        store = open_store(db, cfg, read_only=True)
+        services = [known_service(store, service, cfg)] if service else store.services()
         if not services:
             typer.echo("no releases yet")
         for name in services:
@@ -84,8 +85,9 @@ def pin(
 def unpin(service: ServiceOption, db: DbOption = None, config: ConfigOption = None) -> None:
     """Go back to comparing with the last healthy release(s)."""
     with clear_errors():
-        store = open_store(db, load_config(config))
-        store.unpin(known_service(store, service))
+        cfg = load_config(config)
+        store = open_store(db, cfg)
+        store.unpin(known_service(store, service, cfg))
     typer.echo(f"{service}: new releases are compared with the last healthy release")
 
 

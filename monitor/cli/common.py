@@ -147,11 +147,11 @@ def release_in(store: Store, release: str, service: str | None) -> tuple[Store, 
         raise
 
 
-def known_service(store: Store, service: str) -> str:
-    """The service, if the database holds releases of it: a typo must not read as a
-    service with nothing pinned or no releases yet."""
+def known_service(store: Store, service: str, config: MonitorConfig | None = None) -> str:
+    """The service, if the database holds releases of it or the policy names it: a typo
+    must not read as a service with nothing pinned or no releases yet."""
     services = store.services()
-    if service not in services:
+    if service not in services and (config is None or service not in config.services):
         known = ", ".join(services) or "none"
         raise UnknownRelease(f"no releases of service {service!r} (services: {known})")
     return service
