@@ -20,7 +20,6 @@ from baselines.summary import (
     Baseline,
     SignalBaseline,
     deseasonalize,
-    deseasonalized_events,
     leak_blocks,
 )
 from detectors import compare, cusum, rate_increase, time_to_exhaustion, trend
@@ -662,12 +661,20 @@ def _rate_signals(
     # hour's errors, not the whole week's average.
     seasonal = np.array([p.hourly is not None and not np.isnan(p.deseasonalized_events)
                          for p in parts])
-    offsets = np.array([p.hourly if s else (np.nan,) * 24 for p, s in zip(parts, seasonal,
-                                                                         strict=True)])
     base_events = np.array([p.deseasonalized_events if s else p.events
                             for p, s in zip(parts, seasonal, strict=True)])
-    cand_events = np.clip(np.nansum(deseasonalized_events(
-        window.times, window.events[rows], window.trials[rows], offsets), axis=1), 0.0, cand_trials)
+    observed = np.nansum(window.events[rows], axis=1)
+    # What the hours of the candidate add to its errors (none without a profile): the
+    # baseline's ratio at those hours is what the candidate's is shown and measured against.
+    hours_added = np.zeros(len(rows))
+    profiled = np.flatnonzero(seasonal)
+    if profiled.size:   # most ratios have no profile: their rows are left alone
+        picked = [rows[i] for i in profiled]
+        offsets = np.array([parts[i].hourly for i in profiled], dtype=float)
+        hours = ((window.times // 3600) % 24).astype(np.int64)
+        hours_added[profiled] = np.nansum(window.trials[picked] * offsets[:, hours], axis=1)
+    # The candidate's errors less its hours' share (`deseasonalized_events`, summed).
+    cand_events = np.clip(observed - hours_added, 0.0, cand_trials)
     with np.errstate(divide="ignore", invalid="ignore"):
         fell = cand_events / cand_trials < base_events / base_trials
     down = np.array([r.bad == "decrease" or (r.bad == "both" and bool(f))
@@ -681,15 +688,8 @@ def _rate_signals(
         np.where(down, base_trials - base_events, base_events), base_trials,
         np.where(down, cand_trials - cand_events, cand_events), cand_trials, dispersion=phi,
     )
-    # What the hours of the candidate add to the ratio (0 without a profile): the
-    # baseline's rate at those hours is what the candidate's observed rate is shown and
-    # measured against.
-    observed = np.nansum(window.events[rows], axis=1)
-    hours = ((window.times // 3600) % 24).astype(np.int64)
-    added = np.nansum(window.trials[rows] * np.nan_to_num(offsets)[:, hours], axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        hours_share = np.where(seasonal, added / cand_trials, 0.0)
-        expected_ratio = base_events / base_trials + hours_share
+        expected_ratio = base_events / base_trials + hours_added / cand_trials
         observed_ratio = observed / cand_trials
     # Calibrated as the rank test is: how far healthy windows' ratios stray.
     intervals = np.sum(np.nan_to_num(window.trials[rows]) > 0, axis=1)
