@@ -21,6 +21,8 @@ from baselines.calibration import (
 from baselines.frame import SignalFrame
 from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from detectors import dispersion
+from monitor.evaluate import JudgeState, evaluate
+from monitor.policy import ServicePolicy, SignalRule
 
 
 def test_independent_noise_gives_the_spread_of_a_median() -> None:
@@ -244,6 +246,54 @@ def test_saw_tooth_slopes_are_calibrated_and_a_leak_stands_out() -> None:
     sigma = spread_at(spreads, np.array([120]))[0]
     leak = 20e3                                               # bytes per second
     assert 0 < sigma < leak / 4                               # a 20 kB/s leak is > 4 sigma
+
+
+def test_slopes_of_a_minority_of_climbing_windows_are_in_the_spread() -> None:
+    # Windows of 16 samples, one in three climbing at 3 per second and the others flat: the
+    # root mean square distance from the median slope (0) is 3 / sqrt(3). A median
+    # absolute deviation would be 0, and a healthy climb like those a leak.
+    length, windows = 16, 48
+    times = np.arange(length * windows, dtype=float)
+    climbs = (np.arange(windows) % 3 == 0).repeat(length)
+    within = np.tile(np.arange(length, dtype=float), windows)
+    values = np.where(climbs, 3.0 * within, 0.0)[None, :]
+    spreads = slope_spreads(times, values, block=2.0, lengths=(length,))
+    assert spreads[0, 0] == pytest.approx(3.0 / np.sqrt(3.0))
+
+
+def test_a_healthy_cache_fill_like_the_baseline_s_is_no_leak() -> None:
+    # Memory flat but for a cache that fills 60 MiB over 40 minutes every 3 hours (and is
+    # dropped an hour in), under a garbage collector's saw-tooth: a release that starts
+    # with a fill climbs as a third of the baseline's half hours did.
+    mib, step = 2.0**20, 15.0
+
+    def memory(times: np.ndarray, start: float, seed: int) -> np.ndarray:
+        phase = (times - start) % 10800
+        cache = np.where(phase < 2400, 60 * phase / 2400, np.where(phase < 3600, 60.0, 0.0))
+        saw = 20 * (((times - start) % 180) / 180)
+        noise = np.random.default_rng(seed).normal(0, 0.3, times.size)
+        return (500 + cache + saw + noise) * mib
+
+    released = 1_000_000.0 + 3 * 3600 * 40
+    before = released - 86400 + step * np.arange(int(86400 / step))
+    nothing = np.full((1, before.size), np.nan)
+    part = summarize(SignalFrame(("memory",), before, memory(before, before[0], 0)[None, :],
+                                 nothing, nothing), leak_signals=["memory"], leak_block=300.0)
+    rule = SignalRule("memory", bad="increase", leak=True, limit=1024 * mib)
+    policy = ServicePolicy(name="svc", signals=(rule,), evaluation_interval=60.0, persistence=3,
+                           leak_block=300.0, leak_horizon=86400.0)
+    after = released + step * np.arange(int(1800 / step))
+    candidate = SignalFrame(("memory",), after, memory(after, released, 5)[None, :],
+                            np.full((1, after.size), np.nan), np.full((1, after.size), np.nan))
+    state, now = JudgeState(), released
+    while True:
+        now += 60.0
+        result = evaluate(policy, Baseline(("v1",), part), candidate, started=released,
+                          period=1800.0, now=now, state=state)
+        state = result.state
+        if result.done:
+            break
+    assert result.verdict == "pass", result.reason
 
 
 def test_a_repeating_daily_pattern_is_taken_out_and_noise_is_left_alone() -> None:
