@@ -650,8 +650,9 @@ def _rate_signals(
     now: float, seen: _Observations,
 ) -> None:
     """Ratios judged as counts. A ratio that is worse when lower (a hit or success ratio)
-    is judged as its complement rising (misses out of the same trials), and one worse
-    either way in the direction it moved."""
+    is judged as its complement rising (misses out of the same trials) when that is the
+    smaller count, else as its own count falling; one worse either way in the direction it
+    moved, at twice the one-sided p-value."""
     parts = [known[r.name] for r in rules]
     rows = [window.row(r.name) for r in rules]
     base_trials = np.array([p.trials for p in parts])
@@ -679,14 +680,24 @@ def _rate_signals(
         fell = cand_events / cand_trials < base_events / base_trials
     down = np.array([r.bad == "decrease" or (r.bad == "both" and bool(f))
                      for r, f in zip(rules, fell, strict=True)])
+    # A fall is tested on the smaller count: a hit ratio's misses rising, a low success
+    # share's successes falling (its misses are nearly every request, and a Poisson test
+    # of those assumes fifty times the binomial variance of a 2% share).
+    swapped = down & (base_events <= base_trials - base_events)
+    complement = down & ~swapped
     # Misses are tested with the misses' own dispersion: the complement of a 99.9% hit
     # ratio bursts far more than the hits do (a baseline stored without it: the ratio's).
-    phi = np.array([max(p.dispersion if not d or np.isnan(p.complement_dispersion)
+    phi = np.array([max(p.dispersion if not c or np.isnan(p.complement_dispersion)
                         else p.complement_dispersion, 1.0)
-                    for p, d in zip(parts, down, strict=True)])
+                    for p, c in zip(parts, complement, strict=True)])
+    tested_base = np.where(complement, base_trials - base_events, base_events)
+    tested_cand = np.where(complement, cand_trials - cand_events, cand_events)
+    # Whether the tested count rose; for a swapped one, whether the baseline's rate
+    # stands above the candidate's (the same test, the releases' roles exchanged).
     result = rate_increase(
-        np.where(down, base_trials - base_events, base_events), base_trials,
-        np.where(down, cand_trials - cand_events, cand_events), cand_trials, dispersion=phi,
+        np.where(swapped, tested_cand, tested_base), np.where(swapped, cand_trials, base_trials),
+        np.where(swapped, tested_base, tested_cand), np.where(swapped, base_trials, cand_trials),
+        dispersion=phi,
     )
     with np.errstate(divide="ignore", invalid="ignore"):
         expected_ratio = base_events / base_trials + hours_added / cand_trials
@@ -694,8 +705,8 @@ def _rate_signals(
     # Calibrated as the rank test is: how far healthy windows' ratios stray.
     intervals = np.sum(np.nan_to_num(window.trials[rows]) > 0, axis=1)
     spreads = _stack_spreads([p.aa_spread for p in parts])
-    sigma = spread_at(spreads, intervals) * _hours_scale(seasonal, down, base_events / base_trials,
-                                                         expected_ratio)
+    sigma = spread_at(spreads, intervals) * _hours_scale(seasonal, complement,
+                                                         base_events / base_trials, expected_ratio)
     short = _beyond_calibration(spreads, intervals)
     excess_rate = np.atleast_1d(result.cand_rate) - np.atleast_1d(result.base_rate)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -704,22 +715,32 @@ def _rate_signals(
     for row, rule in enumerate(rules):
         ratio_lower = float(np.atleast_1d(result.ratio_lower)[row])
         excess = float(np.atleast_1d(result.excess)[row])
-        pvalue = float(np.atleast_1d(result.pvalue)[row])
+        # A direction chosen after the fact is a two-sided test, as the rank test's is.
+        pvalue = min(1.0, float(np.atleast_1d(result.pvalue)[row]) * (2 if rule.bad == "both" else 1))
         expected, actual = float(expected_ratio[row]), float(observed_ratio[row])
         # At least how much the tested count's rate rose beyond the baseline's, per trial.
-        tested_base = float(np.atleast_1d(result.base_rate)[row])
-        rose_by = tested_base * (ratio_lower - 1.0)
-        if down[row]:
+        level = float(np.atleast_1d(result.base_rate)[row])
+        rose_by = level * (ratio_lower - 1.0)
+        if swapped[row]:
+            # The baseline's rate of the count over the candidate's is at least
+            # `ratio_lower`: the count fell by at least 1 - 1 / ratio_lower of its level.
+            baseline_rate = float(np.atleast_1d(result.cand_rate)[row])
+            fell_by = baseline_rate * (1.0 - 1.0 / ratio_lower) if ratio_lower > 0 else 0.0
+            excess = float(cand_trials[row] * baseline_rate - cand_events[row])
+            bound = fell_by / expected if expected > 0 else float("nan")
+            effect = actual / expected - 1.0 if expected > 0 else float("nan")
+            lower, upper = float("nan"), -bound
+        elif down[row]:
             # The rise of the complement as a fall of the ratio itself, relative to its
             # level (from a level of 1, no misses at all, the fall is at least the misses'
             # rate itself).
-            if tested_base == 0:
+            if level == 0:
                 rose_by = float(np.atleast_1d(result.cand_rate_lower)[row])
             bound = rose_by / expected if expected > 0 else float("nan")
             effect = actual / expected - 1.0 if expected > 0 else float("nan")
             lower, upper = float("nan"), -bound
         else:
-            seasonal_level = seasonal[row] and expected > 0 and tested_base > 0
+            seasonal_level = seasonal[row] and expected > 0 and level > 0
             bound = rose_by / expected if seasonal_level else ratio_lower - 1.0
             with np.errstate(divide="ignore", invalid="ignore"):
                 effect = float(np.float64(actual) / expected - 1.0)

@@ -519,6 +519,28 @@ def test_a_ratio_at_one_cannot_hide_a_fall() -> None:
     assert _hit_ratio(HITS, 1.0, 1.0).verdict == "pass"
 
 
+def test_a_low_success_ratio_is_judged_by_its_own_count_falling() -> None:
+    # A 2% conversion share: its misses are nearly every request, and tested as Poisson
+    # counts they looked fifty times as noisy as they are (a fall to zero passed).
+    for candidate in (0.005, 0.0):
+        fell = _hit_ratio(HITS, 0.02, candidate)
+        assert fell.verdict == "rollback", fell.reason
+        (finding,) = fell.findings
+        assert finding.baseline == pytest.approx(0.02, abs=0.003)
+        assert finding.effect < finding.upper < -HITS.tolerance
+        # "N fewer than expected": the candidate's requests at the baseline's share, less
+        # what it had.
+        fewer = float(finding.detail.split(" fewer")[0].rsplit(", ", 1)[1])
+        assert fewer == pytest.approx(finding.n_candidate * (finding.baseline - finding.candidate),
+                                      rel=0.05)
+    assert _hit_ratio(HITS, 0.02, 0.012).verdict == "hotfix"   # a fall inside the tolerance
+    healthy = _policy(replace(HITS, name="errors"))
+    base = Baseline(("v1",), summarize(_frame(T0 - 7200, 120, seed=1, error_ratio=0.02)))
+    verdicts = {_judge(healthy, base, _frame(T0, 30, seed=seed, error_ratio=0.02))[-1].verdict
+                for seed in range(20, 40)}
+    assert verdicts == {"pass"}
+
+
 def _bursty_hits(rng: np.random.Generator, start: float, count: int) -> SignalFrame:
     """A minute-by-minute hit ratio of about 99% whose misses come in bursts: 5% of
     minutes miss 90%."""
