@@ -37,6 +37,9 @@ from monitor.verdicts import document
 log = logging.getLogger("release_monitor")
 
 PRUNE_EVERY = 3600.0
+# The first prune comes this soon after a start: a daemon restarted more often than once
+# an hour (a crash loop, a sidecar redeployed with its service) must still prune.
+PRUNE_FIRST = 300.0
 # How many times its targets' max_series a service's stored series may grow to with the
 # metrics its policy reads (releases that rename series, new label values over a week).
 SERIES_HISTORY = 10
@@ -131,7 +134,7 @@ class Daemon:
         self._reads_failing_since: float | None = None
         self._errors_seen = 0   # store_errors_total at the last health check
         self._store_failed_reading = False   # the failure now is of reads, not writes
-        self.next_prune = self.started_at + PRUNE_EVERY
+        self.next_prune = self.started_at + PRUNE_FIRST
         self._pruned_before = float("-inf")   # what the last prune removed: before this
         workers = min(_MAX_SCRAPE_WORKERS, len(self.targets))
         self._pool = ThreadPoolExecutor(workers, "scrape") if self.live and workers else None
@@ -484,7 +487,9 @@ class Daemon:
         cutoff = now - self.config.retention
         try:
             self.releases.keep_baselines(cutoff, since=self._pruned_before)
-            self.store.prune(cutoff)
+            # Series are forgotten only by a process that has watched a whole prune period:
+            # the first marks only what a few minutes scraped (a slow target's series not).
+            self.store.prune(cutoff, forget=self._pruned_before > float("-inf"))
             self._pruned_before = cutoff
         except StoreError as exc:
             self._store_failed(exc)

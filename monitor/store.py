@@ -697,9 +697,9 @@ class Store:
             ).fetchall()
         return sorted(str(row[0]) for row in rows)
 
-    def prune(self, before: float) -> int:
-        """Delete the scrapes taken before `before`, and the series last scraped more than
-        SERIES_GRACE before it; returns how many scrapes went.
+    def prune(self, before: float, *, forget: bool = True) -> int:
+        """Delete the scrapes taken before `before`, and (with `forget`) the series last
+        scraped more than SERIES_GRACE before it; returns how many scrapes went.
 
         Deletes in small transactions so readers and the daemon's writes interleave.
         """
@@ -714,7 +714,8 @@ class Store:
             removed += deleted
             if deleted < _PRUNE_CHUNK:
                 break
-        self._forget_series(before - SERIES_GRACE)
+        if forget:
+            self._forget_series(before - SERIES_GRACE)
         return removed
 
     def _forget_series(self, before: float) -> None:

@@ -971,6 +971,28 @@ def test_the_prune_asks_no_query_api_for_a_service_read_by_promql(tmp_path: Path
     daemon.close()
 
 
+def test_a_daemon_restarted_more_often_than_it_prunes_still_prunes(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    # A sidecar restarted every 50 minutes, with 30 minutes of retention: its first prune
+    # came an hour after each start, so it never pruned and the samples grew for ever.
+    simulated, clock = service
+    config = MonitorConfig(path="<test>", retention=1800.0,
+                           services={"demo": demo_policy(simulated.url)})
+    store = Store.memory()
+    counts = []
+    for _ in range(4):
+        daemon = Daemon(config, store, clock)
+        daemon.run_until(clock.now() + 3000)
+        daemon.close()
+        counts.append(store.sample_count())
+    # Pruned 5 minutes after each start: the retention's 30 minutes, then the 45 minutes
+    # to the next restart, and no more however many restarts there are.
+    per_second = counts[0] / 3000
+    assert max(counts[1:]) < per_second * (1800 + 2700 + 60), counts
+    assert counts[-1] <= counts[1] * 1.01, counts
+
+
 def test_a_step_that_fails_unforeseen_is_logged_and_the_loop_goes_on(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
