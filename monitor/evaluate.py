@@ -178,14 +178,15 @@ def evaluate(
     inside = bool(np.all((candidate.times >= started) & (candidate.times < end)))
     window = candidate if inside else candidate.between(started, end)
     over = now >= started + period
-    seen = observe(policy, baseline, window, now=now, started=started, final=over)
+    cut_short = until is not None and until < started + period
+    seen = observe(policy, baseline, window, now=now, started=started, final=over,
+                   replaced=cut_short)
     # The newest time with a value (a PromQL grid runs to `now`, data or not).
     sampled = window.times[np.any(np.isfinite(window.values), axis=0)] if window.times.size \
         else window.times
     newest = float(sampled.max()) if sampled.size else state.seen_until
     # New samples, or the period over for a release that ran all of it (a recording ends
     # with its period, and the end's final look needs its evaluations to persist).
-    cut_short = until is not None and until < started + period
     fresh = ((newest is not None and (state.seen_until is None or newest > state.seen_until))
              or (over and not cut_short))
     streaks = {f.key: state.streaks.get(f.key, 0) + 1 if fresh else max(state.streaks.get(f.key, 0), 1)
@@ -245,6 +246,8 @@ def evaluate(
     shortfalls = seen.shortfalls + ([stopped] if stopped else [])
     if shortfalls:
         reason = "; ".join(shortfalls)
+        if cut_short and seen.shortfalls:
+            reason = f"replaced after {format_duration(ended - started)}, too soon: {reason}"
         return Evaluation(INCONCLUSIVE, reason, tuple(evidence), new_state, None, now, True)
     reason = first_reason if baseline is None else ""
     if ended < started + period:
@@ -265,10 +268,11 @@ def _reason(findings: Sequence[Finding]) -> str:
 
 def observe(
     policy: ServicePolicy, baseline: Baseline | None, window: SignalFrame, *, now: float,
-    started: float, final: bool = False,
+    started: float, final: bool = False, replaced: bool = False,
 ) -> _Observations:
     """Every finding in the window, and every signal that matters but lacks data; `final`
-    once the checking period is over (the whole window's last look, see Z_FINAL)."""
+    once the checking period is over (the whole window's last look, see Z_FINAL), and
+    `replaced` once the next release took over (no more data will come)."""
     seen = _Observations()
     rules = [r for r in policy.signals if r.name in window.rows]
     # An entry without a sample (a signal the baseline release never reported) is no
@@ -290,7 +294,7 @@ def observe(
         _rate_signals(counted, known, window, now, seen)
     if leaking:
         _leak_signals(policy, leaking, known, window, now, seen, final=final)
-    _data_checks(rules, window, now=now, started=started, seen=seen)
+    _data_checks(rules, window, now=now, started=started, seen=seen, replaced=replaced)
     if baseline is not None:
         for rule in rules:
             if rule.name in known:
@@ -877,9 +881,10 @@ def _limit(rule: SignalRule, window: SignalFrame) -> float | None:
 
 def _data_checks(
     rules: Sequence[SignalRule], window: SignalFrame, *, now: float, started: float,
-    seen: _Observations,
+    seen: _Observations, replaced: bool = False,
 ) -> None:
-    """Signals that matter but have too little data, with how much longer it would take."""
+    """Signals that matter but have too little data, with how much longer it would take
+    (not of a release replaced: no more will come)."""
     elapsed = max(now - started, 1.0)
     rows = np.array([window.row(rule.name) for rule in rules], dtype=np.int64)
     ratio = np.array([rule.kind == "ratio" for rule in rules], dtype=bool)
@@ -902,13 +907,14 @@ def _data_checks(
         if rule.kind == "ratio":
             trials = float(np.nansum(window.trials[row]))
             if trials < rule.min_trials:
-                more = _more_time(rule.min_trials - trials, trials / elapsed)
+                more = "" if replaced else _more_time(rule.min_trials - trials, trials / elapsed)
                 seen.shortfalls.append(
                     f"{rule.name}: {trials:.0f} requests seen, {rule.min_trials:.0f} needed{more}")
             continue
         count = int(np.sum(~np.isnan(window.values[row])))
         if count < rule.min_samples:
-            more = _more_time(rule.min_samples - count, count / elapsed, "pace of samples")
+            more = "" if replaced else _more_time(rule.min_samples - count, count / elapsed,
+                                                  "pace of samples")
             noun = "sample" if count == 1 else "samples"
             seen.shortfalls.append(f"{rule.name}: {count} {noun}, {rule.min_samples} needed{more}")
 

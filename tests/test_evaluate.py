@@ -295,6 +295,18 @@ def test_samples_stopping_with_the_release_are_no_shortfall() -> None:
     assert _final(_policy(rule), coarse, period=900.0).verdict == "pass"
 
 
+def test_a_release_replaced_too_soon_to_judge_says_so_without_a_wait() -> None:
+    # 16 seconds of a critical signal that needs 10 samples, then the next release: no
+    # more samples will come, so no "about 2m more at the current pace".
+    rule = replace(LATENCY, min_samples=10)
+    short = _frame(T0, 16 / 60 + 1e-9, seed=3)
+    final = _final(_policy(rule), short, until=T0 + 16)
+    assert final.verdict == "inconclusive"
+    assert final.reason == "replaced after 16s, too soon: latency: 1 sample, 10 needed", final.reason
+    # Still running: how long it would take.
+    assert "more at the current pace of samples" in _final(_policy(rule), short).reason
+
+
 def test_a_long_gap_or_no_samples_leave_even_minor_signals_unjudged() -> None:
     policy = _policy(QUEUE)   # nothing critical: too few samples alone would pass
     gap = _frame(T0, 30, seed=3)
