@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -603,6 +604,16 @@ def test_a_release_replaced_early_is_judged_on_the_time_it_ran(
     assert replaced.reason == ("first release: judged on smoke, verification and leaks; "
                                "replaced after 10m15s: judged on that part of the period")
     store.close()
+    # Recorded, it holds the first samples of the release that replaced it, so its replay
+    # (with the command `record` prints) is judged on the same part: not "never watched".
+    recording = tmp_path / "v2.2.csv"
+    recorded = CliRunner().invoke(app, ["record", "--release", "v2.2", "--out", str(recording),
+                                        "--db", str(tmp_path / "m.db")])
+    assert recorded.exit_code == 0, recorded.output
+    assert "of v2.2, v2.1 to" in recorded.stdout
+    command = shlex.split(recorded.stdout.splitlines()[-1].split(": ", 1)[1])
+    replayed = CliRunner().invoke(app, [*command[1:], "--json"])
+    assert json.loads(replayed.stdout)["verdict"] == "pass", replayed.output
 
 
 def _until_first_sighting(daemon: Daemon, store: Store, clock: SimClock, version: str) -> None:

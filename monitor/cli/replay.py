@@ -26,7 +26,7 @@ from monitor.cli.common import (
 )
 from monitor.durations import format_duration, parse_duration
 from monitor.errors import ConfigError
-from monitor.findings import PENDING
+from monitor.findings import PENDING, ROLLBACK
 from monitor.policy import MonitorConfig, ServicePolicy
 from monitor.render import verdict_text
 from monitor.verdicts import EXIT_CODES, EXIT_USAGE
@@ -173,12 +173,21 @@ def _recorded_versions(store: Store, found: Release) -> Iterator[tuple[Release, 
 
 
 def _scraped_samples(store: Store, found: Release) -> dict[str, RawSeries]:
-    """Every stored sample of each release."""
+    """Every stored sample of each release, and those of a release that replaced it
+    within its checking period, up to the period's end: a replay sees the replacement
+    when the next release's samples begin, as the daemon judged it on the part it ran."""
     from monitor.signals import RawSeries
 
     keys = store.series_keys(found.service)
+    end_of_period = found.started_at + found.period
+    replacements = [r for r in store.releases(found.service)
+                    if found.started_at < r.started_at < end_of_period and r.verdict != ROLLBACK]
+    stretches = list(_recorded_versions(store, found))
+    if replacements:
+        replacement = min(replacements, key=lambda r: r.started_at)
+        stretches.append((replacement, end_of_period))
     samples = {}
-    for this, end in _recorded_versions(store, found):
+    for this, end in stretches:
         window = store.read_window(found.service, this.started_at, end, version=this.version)
         samples[this.version] = RawSeries(tuple(keys[int(i)] for i in window.series_ids),
                                           window.times, window.targets, window.values)
