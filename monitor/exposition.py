@@ -182,7 +182,10 @@ def split_key(key: str) -> tuple[str, dict[str, str]]:
     name, inner = match.groups()
     if inner is None:
         return name, {}
-    labels = {label: _unescape(value) for label, value in _CANONICAL_PAIRS.findall(inner)}
+    pairs = _CANONICAL_PAIRS.findall(inner)
+    labels = {label: _unescape(value) for label, value in pairs}
+    if len(labels) != len(pairs):   # as Prometheus refuses them (a hand-edited recording)
+        raise ValueError(f"{_duplicate_label(pairs)} in {key[:80]!r}")
     return name, labels
 
 

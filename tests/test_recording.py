@@ -104,6 +104,8 @@ def test_releases_are_ordered_by_their_first_sample(tmp_path: Path) -> None:
                      "not between 1970 and 2100", id="iso-before-1970"),
         pytest.param(HEADER, f"{T0},v1,up,1\n{T0 + 60},,up,2\n", 3, "empty release", id="empty-release"),
         pytest.param(HEADER, f"{T0},v1,up{{code=500}},1\n", 2, "not a series key", id="unquoted-label"),
+        pytest.param(HEADER, f'{T0},v1,"up{{code=""5"",code=""5""}}",1\n', 2,
+                     "label 'code' appears twice", id="label-twice"),
         pytest.param(HEADER, f"{T0},v1,up,1\n{T0},v1,up,2\n", 3,
                      f"a second value of 'up' at {T0} (the first is on line 2)", id="same-sample-twice"),
         pytest.param(HEADER.replace("value", "value,target"), f"{T0},v1,up,1,a\n{T0},v1,up,1\n", 3,
