@@ -110,15 +110,18 @@ def _in_range(seconds: float, text: str) -> float:
 def load_recording(path: str | Path) -> Recording:
     """Read a recording; any bad line is one RecordingError naming the file and line."""
     name = str(path)
+    reader = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = list(_rows(name, csv.reader(handle)))
+            reader = csv.reader(handle)
+            rows = list(_rows(name, reader))
     except OSError as exc:
         raise RecordingError(f"{name}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise RecordingError(f"{name}: not UTF-8 text") from None
     except csv.Error as exc:
-        raise RecordingError(f"{name}: not CSV: {exc}") from None
+        where = f"line {reader.line_num}: " if reader is not None else ""
+        raise RecordingError(f"{name}: {where}not CSV: {exc}") from None
     if not rows:
         raise RecordingError(f"{name}: no samples")
     return _assemble(name, rows)

@@ -106,6 +106,8 @@ def test_releases_are_ordered_by_their_first_sample(tmp_path: Path) -> None:
         pytest.param(HEADER, f"{T0},v1,up{{code=500}},1\n", 2, "not a series key", id="unquoted-label"),
         pytest.param(HEADER, f'{T0},v1,"up{{code=""5"",code=""5""}}",1\n', 2,
                      "label 'code' appears twice", id="label-twice"),
+        pytest.param(HEADER, f"{T0},v1,up,1\n{T0 + 60},v1,up,{'1' * 200_000}\n", 3,
+                     "not CSV: field larger than field limit", id="oversized-field"),
         pytest.param(HEADER, f"{T0},v1,up,1\n{T0},v1,up,2\n", 3,
                      f"a second value of 'up' at {T0} (the first is on line 2)", id="same-sample-twice"),
         pytest.param(HEADER.replace("value", "value,target"), f"{T0},v1,up,1,a\n{T0},v1,up,1\n", 3,
