@@ -265,9 +265,10 @@ def _target_families(targets: Iterable[TargetHealth]) -> Iterator[Any]:
     """Scrape health of every target the monitor reads."""
     by_target = {(t.service, t.target): t for t in targets}
     labels = ("service", "target")
+    # Not before its first scrape: just after a start, 0 would read as a target down.
     yield _fill(_gauge("target_up", "1 when the last scrape of the target (or query of a "
-                       "query API) succeeded.", labels),
-                {k: 1.0 if t.up else 0.0 for k, t in by_target.items()})
+                       "query API) succeeded; absent until the first.", labels),
+                {k: 1.0 if t.up else 0.0 for k, t in by_target.items() if t.scrapes_total})
     yield _fill(_gauge("scrape_duration_seconds", "Duration of the last scrape.", labels),
                 {k: t.duration for k, t in by_target.items()})
     yield _fill(_counter("scrapes_total", "Scrapes attempted.", labels),

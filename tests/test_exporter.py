@@ -66,6 +66,8 @@ TARGETS = (
                  120, 3, 812),
     TargetHealth("checkout", "http://10.0.0.2:9100/metrics", False, 1_700_003_011.0, 2.5,
                  118, 17, 0, last_error="timeout"),
+    # Not scraped yet (the daemon has just started).
+    TargetHealth("search", "http://10.0.0.3:9100/metrics", False, 0.0, 0.0, 0, 0, 0),
 )
 
 
@@ -205,6 +207,10 @@ def test_target_health(samples: Samples) -> None:
     assert value(samples, "release_monitor_scrapes_total", **good) == 120
     assert value(samples, "release_monitor_scrape_errors_total", **bad) == 17
     assert value(samples, "release_monitor_scrape_samples", **good) == 812
+    # Down only once a scrape failed: before the first, no series (an alert would fire).
+    assert select(samples, "release_monitor_target_up", service="search") == {}
+    assert value(samples, "release_monitor_scrapes_total", service="search",
+                 target="http://10.0.0.3:9100/metrics") == 0
 
 
 def test_evaluation_and_self_metrics(samples: Samples) -> None:
