@@ -252,6 +252,10 @@ def slope_spreads(times: np.ndarray, values: np.ndarray, block: float,
             continue
         cut = windows * length
         span = float(times[length - 1] - times[0]) if length > 1 else 0.0
+        if span < 2 * block:
+            # Shorter than two garbage-collection cycles, a window's lower envelope follows
+            # the saw-tooth's phase, not a trend: its slopes measure nothing a leak is.
+            continue
         blocks = max(4, min(48, int(span // block))) if span > 0 else 4
         window_times = np.tile(times[:cut].reshape(windows, length), (rows, 1))
         window_values = values[:, :cut].reshape(rows * windows, length)

@@ -174,8 +174,9 @@ def _recorded_versions(store: Store, found: Release) -> Iterator[tuple[Release, 
 
 def _scraped_samples(store: Store, found: Release) -> dict[str, RawSeries]:
     """Every stored sample of each release, and those of a release that replaced it
-    within its checking period, up to the period's end: a replay sees the replacement
-    when the next release's samples begin, as the daemon judged it on the part it ran."""
+    within its checking period and before its verdict, up to the period's end: a replay
+    sees the replacement when the next release's samples begin, as the daemon judged it
+    on the part it ran."""
     from monitor.signals import RawSeries
 
     keys = store.series_keys(found.service)
@@ -183,8 +184,10 @@ def _scraped_samples(store: Store, found: Release) -> dict[str, RawSeries]:
     replacements = [r for r in store.releases(found.service)
                     if found.started_at < r.started_at < end_of_period and r.verdict != ROLLBACK]
     stretches = list(_recorded_versions(store, found))
-    if replacements:
-        replacement = min(replacements, key=lambda r: r.started_at)
+    replacement = min(replacements, key=lambda r: r.started_at) if replacements else None
+    # Only one that came before the verdict: a release rolled back earlier was judged whole.
+    if replacement is not None and (found.decided_at is None
+                                    or found.decided_at >= replacement.started_at):
         stretches.append((replacement, end_of_period))
     samples = {}
     for this, end in stretches:
