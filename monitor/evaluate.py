@@ -626,13 +626,14 @@ def _judge_step(
     return out
 
 
-def _hours_scale(seasonal: np.ndarray, down: np.ndarray, level: np.ndarray,
+def _hours_scale(seasonal: np.ndarray, complement: np.ndarray, level: np.ndarray,
                  at_hours: np.ndarray) -> np.ndarray:
     """How much wider counts stray at the candidate's hours than over the whole baseline,
     whose windows of every hour its spreads were measured on: counts stray as the root of
     their rate, so a quiet night's errors by less than the busy day's (1 without a profile;
-    a hit ratio's misses, for one judged on its fall)."""
-    tested, hours = np.where(down, 1.0 - level, level), np.where(down, 1.0 - at_hours, at_hours)
+    of the misses, for a hit ratio tested on its `complement`)."""
+    tested = np.where(complement, 1.0 - level, level)
+    hours = np.where(complement, 1.0 - at_hours, at_hours)
     with np.errstate(divide="ignore", invalid="ignore"):
         scale = np.sqrt(np.maximum(hours, 0.0) / tested)
     return np.where(seasonal & np.isfinite(scale) & (tested > 0), scale, 1.0)
