@@ -1199,6 +1199,15 @@ def test_check_config_notes_leak_blocks_too_long_to_see_a_leak_go_on_within_the_
         "would run out within 24m"]
 
 
+def test_check_config_notes_a_baseline_window_longer_than_retention(tmp_path: Path) -> None:
+    shop = ('[[services.shop.targets]]\nurl = "http://127.0.0.1:8080/metrics"\n'
+            '[services.shop.signals.latency]\nmetric = "latency_seconds"\n')
+    assert _check_config_notes(tmp_path, '[monitor]\nretention = "2d"\n' + shop) == []
+    assert _check_config_notes(tmp_path, '[monitor]\nretention = "3h"\n' + shop) == [
+        "shop: note: baseline_window: 24h00m is longer than monitor.retention (3h00m): a baseline "
+        "is summarized from the samples retention keeps, not that long"]
+
+
 @pytest.mark.parametrize("command", ["record", "report"])
 @pytest.mark.parametrize("companion", ["", "-wal", "-shm", ".lock"])
 def test_out_refuses_the_database_it_reads(demo_db: Path, command: str, companion: str) -> None:

@@ -185,6 +185,11 @@ def check_config(
         elif policy.signals and not policy.targets and policy.prometheus is None:
             typer.echo(f"{name}: note: signals but no targets and no [prometheus]: nothing "
                        "feeds them, so its releases end inconclusive")
+        if policy.prometheus is None and cfg.retention < policy.baseline_window:
+            # Summarized before they are pruned: a baseline holds at most what is kept.
+            typer.echo(f"{name}: note: baseline_window: {format_duration(policy.baseline_window)} "
+                       f"is longer than monitor.retention ({format_duration(cfg.retention)}): a "
+                       "baseline is summarized from the samples retention keeps, not that long")
         for note in (query_notes(policy) + unit_notes(policy) + sampling_notes(policy)
                      + secret_notes(policy)):
             typer.echo(f"{name}: note: {note}")
