@@ -30,7 +30,7 @@ from monitor.hooks import HookRunner, claims
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
 from monitor.promql import PromClient, promql_frame
 from monitor.redact import redact_url
-from monitor.signals import RawSeries, baseline_layouts, derive, finer_histograms
+from monitor.signals import RawSeries, baseline_layouts, derive
 from monitor.snapshot import TargetHealth
 from monitor.stages import CheckResult, run_command, run_probe
 from monitor.store import Release, Store
@@ -485,14 +485,9 @@ class Releases:
         a compact view of each signal for sparklines, reports and dashboards."""
         policy = self.policy(release.service)
         baseline = self.baseline(release, policy)
+        # Histograms that added buckets since the baseline: read over the baseline's bounds.
         frame = self.frame(policy, release.service, release.started_at, now + 1e-6,
-                           version=release.version)
-        finer = finer_histograms(policy.signals, baseline_layouts(baseline), frame.layouts) \
-            if policy.prometheus is None else {}
-        if finer:
-            # Buckets added since the baseline: its quantiles taken over the baseline's bounds.
-            frame = self.frame(policy, release.service, release.started_at, now + 1e-6,
-                               version=release.version, within=finer)
+                           version=release.version, within=baseline_layouts(baseline))
         earlier, following = self._neighbours(release)
         # The service's first release, even once a later one has replaced it; or the first
         # after releases that all rolled back or were found bad, which no baseline can
@@ -533,7 +528,8 @@ class Releases:
               version: str | None, within: Mapping[str, tuple[float, ...]] | None = None
               ) -> SignalFrame:
         """A release's signals: by PromQL when the service has a query API, else from the
-        samples this monitor scraped itself (histograms' quantiles `within` those bounds)."""
+        samples this monitor scraped itself (histograms read `within` a baseline's bounds,
+        as `derive` does)."""
         if policy.prometheus is not None:
             return self._promql_frame(policy, service, start, end, version=version)
         keys = self.store.series_keys(service)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,7 +17,7 @@ from monitor.exposition import split_key
 from monitor.policy import ServicePolicy, SignalRule, default_service
 from monitor.recording import Recording, queried, recorded_frame, recorded_signals
 from monitor.releases import judged_rules
-from monitor.signals import RawSeries, baseline_layouts, derive, finer_histograms
+from monitor.signals import RawSeries, baseline_layouts, derive
 from monitor.views import signal_views
 
 # A replay runs no smoke test or verification: a first release is judged on leaks alone.
@@ -79,14 +80,10 @@ def replay(
     interval = max(policy.evaluation_interval, step)
     policy = replace(policy, evaluation_interval=interval)
     rules = judged_rules(policy)
-    candidate = _frame(policy, rules, candidate_raw)
+    reference = _baseline(policy, recording, base_name, rules) if base_name else None
+    candidate = _frame(policy, rules, candidate_raw, within=baseline_layouts(reference))
     started = recording.first_sample(release)
     checking = period if period is not None else policy.period("minor")
-    reference = _baseline(policy, recording, base_name, rules) if base_name else None
-    finer = finer_histograms(rules, baseline_layouts(reference), candidate.layouts) \
-        if policy.prometheus is None else {}
-    if finer:
-        candidate = derive(rules, candidate_raw, within=finer)
     result = _run(recording.path, policy, release, base_name, reference, candidate, started,
                   checking, _next_start(recording, release))
     note = _unjudged_note(candidate_raw, policy)
@@ -147,10 +144,13 @@ def _previous(recording: Recording, release: str) -> str | None:
     return order[index - 1] if index > 0 else None
 
 
-def _frame(policy: ServicePolicy, rules: list[SignalRule], raw: RawSeries) -> SignalFrame:
+def _frame(policy: ServicePolicy, rules: list[SignalRule], raw: RawSeries, *,
+           within: Mapping[str, tuple[float, ...]] | None = None) -> SignalFrame:
     """The signals as the daemon read them: by PromQL (recorded as they were answered) or
-    derived from the scraped samples."""
-    return recorded_frame(rules, raw) if policy.prometheus is not None else derive(rules, raw)
+    derived from the scraped samples (histograms `within` a baseline's bounds)."""
+    if policy.prometheus is not None:
+        return recorded_frame(rules, raw)
+    return derive(rules, raw, within=within)
 
 
 def _baseline(policy: ServicePolicy, recording: Recording, name: str,

@@ -55,8 +55,11 @@ def derive(rules: Sequence[SignalRule], raw: RawSeries, *,
            within: Mapping[str, tuple[float, ...]] | None = None) -> SignalFrame:
     """Turn raw series into one row per rule on the scrape grid of the raw data.
 
-    `within` takes a histogram's quantile over those of its bounds only (see
-    `finer_histograms`).
+    `within` holds each histogram's bounds in the baseline (`baseline_layouts`): a
+    candidate that exports all of them and more (buckets added since) has its quantile
+    taken over those alone. Its cumulative counts at those bounds are exact, so the
+    quantile is estimated as the baseline's was, and the two compare. Bounds dropped
+    cannot be put back: such a quantile stays in its own buckets, and apart.
     """
     names = tuple(rule.name for rule in rules)
     if raw.times.size == 0:
@@ -266,16 +269,16 @@ def _quantile_row(rule: SignalRule, index: _Index, raw: RawSeries,
     served (a mean of the targets' quantiles let ten slow requests on one pod set the whole
     p95), over the bounds every target with data exports (the service's series list holds
     every bucket any release exported). With `aggregate = "max"`, each target's own
-    quantile over its own bounds, and the worst. Only the bounds `within`, when given."""
+    quantile over its own bounds, and the worst. A target that exports the bounds `within`
+    and more is read over those alone (see `derive`)."""
     bounds, by_bound = _buckets(rule, index)
-    if within is not None:
-        bounds = bounds[np.isin(bounds, within)]
     nothing = np.full(size, np.nan)
     if bounds.size == 0:
         return nothing, bounds
     increases = {target: _bucket_increases(bounds, by_bound, raw, cols)
                  for target, cols in per_target.items()}
-    exported = {target: _exported(bounds, part) for target, part in increases.items()}
+    exported = {target: _coarsened(_exported(bounds, part), bounds, within)
+                for target, part in increases.items()}
     answering = [own for own in exported.values() if own.any()]
     if not answering:
         return nothing, np.array([])
@@ -312,21 +315,13 @@ def baseline_layouts(baseline: Baseline | None) -> dict[str, tuple[float, ...]]:
     return {} if baseline is None else {name: part.layout for name, part in baseline.signals.items()}
 
 
-def finer_histograms(rules: Sequence[SignalRule], baseline: Mapping[str, tuple[float, ...]],
-                     candidate: Mapping[str, tuple[float, ...]]) -> dict[str, tuple[float, ...]]:
-    """Quantile signals whose candidate exports every bucket bound of the baseline's and
-    more (buckets added), with the baseline's bounds: the candidate's cumulative counts at
-    those bounds are exact, so its quantile taken over them alone is estimated as the
-    baseline's was, and the two compare. Bounds removed cannot be put back: those stay
-    apart (`layouts` by signal name, as SignalBaseline.layout and SignalFrame.layouts)."""
-    out = {}
-    for rule in rules:
-        before, after = baseline.get(rule.name, ()), candidate.get(rule.name, ())
-        if (rule.kind == "quantile" and before and after and before != after
-                and not np.isnan(before).any() and not np.isnan(after).any()
-                and set(before) < set(after)):
-            out[rule.name] = before
-    return out
+def _coarsened(own: np.ndarray, bounds: np.ndarray,
+               within: tuple[float, ...] | None) -> np.ndarray:
+    """A target's exported bounds narrowed to `within` when it exports every one of them
+    and more; as they are otherwise (the same bounds, some dropped, or none given)."""
+    if not within or not set(within) < set(bounds[own].tolist()):
+        return own
+    return own & np.isin(bounds, within)
 
 
 def _exported(bounds: np.ndarray, increases: np.ndarray) -> np.ndarray:

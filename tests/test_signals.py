@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from monitor.policy import SignalRule
-from monitor.signals import RawSeries, bucket_quantile, derive, finer_histograms
+from monitor.signals import RawSeries, bucket_quantile, derive
 
 
 def _raw(keys: list[str], rows: list[list[float]], times: list[float], target: str = "t") -> RawSeries:
@@ -199,14 +199,15 @@ def test_a_quantile_within_coarser_bounds_is_taken_as_over_those_alone() -> None
         finest = derive([rule], raw)
         assert finest.values[0, 1] == pytest.approx(0.25 + 0.25 * 5 / 10)
         old = {"p95": (0.1, 0.5, np.inf)}
-        assert finer_histograms([rule], old, finest.layouts) == old
         coarse = derive([rule], raw, within=old)
         assert coarse.values[0, 1] == pytest.approx(0.1 + 0.4 * 15 / 20)
         assert coarse.layouts == old
         # Bounds the candidate dropped, the same bounds, or a merge of two layouts (NaN):
         # nothing to take within.
         for before in ((0.1, 0.2, 0.5, np.inf), (0.1, 0.25, 0.5, np.inf), (np.nan,)):
-            assert finer_histograms([rule], {"p95": before}, finest.layouts) == {}
+            kept = derive([rule], raw, within={"p95": before})
+            assert kept.layouts == finest.layouts
+            np.testing.assert_array_equal(kept.values, finest.values)
 
 
 def test_a_rate_across_targets_is_added_up_or_averaged_as_asked() -> None:
