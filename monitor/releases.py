@@ -484,7 +484,7 @@ class Releases:
         """Run the evaluation core on what the store holds for this release; also return
         a compact view of each signal for sparklines, reports and dashboards."""
         policy = self.policy(release.service)
-        baseline = self.baseline(release, policy)
+        baseline, found_bad = self.baseline(release, policy)
         # Histograms that added buckets since the baseline: read over the baseline's bounds.
         frame = self.frame(policy, release.service, release.started_at, now + 1e-6,
                            version=release.version, within=baseline_layouts(baseline))
@@ -500,8 +500,6 @@ class Releases:
         )
         if frame.times.size == 0 and policy.prometheus is None and result.verdict == INCONCLUSIVE:
             result = replace(result, reason=result.reason + self._other_versions(release, now))
-        found_bad = [v for v in release.baselines
-                     if self.store.release(release.service, v).invalidated]
         if found_bad and baseline is None and result.verdict == INCONCLUSIVE:
             # Not "no healthy earlier release": there was one, until it was found bad.
             result = replace(result, reason=(
@@ -558,19 +556,20 @@ class Releases:
         return promql_frame(client, judged_rules(policy), start=start, end=end, step=source.step,
                             variables={"service": service, "version": version or ""})
 
-    def baseline(self, release: Release, policy: ServicePolicy) -> Baseline | None:
-        """The stored baseline of the release's chosen baseline release(s), built on demand."""
-        if not release.baseline:
-            return None
-        parts = []
+    def baseline(self, release: Release,
+                 policy: ServicePolicy) -> tuple[Baseline | None, list[str]]:
+        """The stored baseline of the release's chosen baseline release(s), built on demand,
+        and those of them found bad (invalidated) since they were chosen, left out."""
+        parts, found_bad = [], []
         for version in release.baselines:
             chosen = self.store.release(release.service, version)
             if chosen.invalidated:
-                continue   # found bad since it was chosen: no yardstick for anything now
+                found_bad.append(version)   # no yardstick for anything now
+                continue
             part = self.baseline_of(chosen, policy)
             if part is not None:
                 parts.append(part)
-        return merge(parts) if parts else None
+        return (merge(parts) if parts else None), found_bad
 
     def baseline_of(self, healthy: Release, policy: ServicePolicy) -> Baseline | None:
         stored = self.store.load_baseline(healthy.id)

@@ -169,7 +169,7 @@ def test_a_version_with_a_plus_in_it_is_the_next_release_s_baseline() -> None:
     second, _ = releases.register("demo", "1.5.0+build.8")
     assert second.baselines == ("1.4.0+build.7",) and second.baseline == "1.4.0+build.7"
     # No samples were stored: no baseline can be built, and looking for one raises nothing.
-    assert releases.baseline(second, policy) is None
+    assert releases.baseline(second, policy) == (None, [])
 
 
 def test_a_registration_racing_the_daemon_still_sets_its_change_class(
