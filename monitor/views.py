@@ -56,7 +56,7 @@ def _pooled(rule: SignalRule, base: SignalBaseline | None, frame: SignalFrame) -
     row = frame.row(rule.name)
     events, trials = float(np.nansum(frame.events[row])), float(np.nansum(frame.trials[row]))
     return {
-        "baseline": base.events / base.trials if base is not None and base.trials > 0 else None,
+        "baseline": base.rate if base is not None and base.trials > 0 else None,
         "candidate": events / trials if trials > 0 else None,
     }
 

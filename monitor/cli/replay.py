@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -160,12 +160,12 @@ def record(
                    "samples do, and a replay calls the rest of its period unwatched", err=True)
 
 
-def _recorded_versions(store: Store, found: Release) -> Iterator[tuple[Release, float]]:
-    """The release's baselines, then the release, each with when the release after it
-    began (infinity for none): its first stretch of running, the one a baseline is
-    summarized over when the release after it is judged. The order a recording holds
-    them in."""
-    releases = store.releases(found.service)
+def _recorded_versions(found: Release,
+                       releases: Sequence[Release]) -> Iterator[tuple[Release, float]]:
+    """The release's baselines, then the release (of its service's `releases`), each with
+    when the release after it began (infinity for none): its first stretch of running,
+    the one a baseline is summarized over when the release after it is judged. The order
+    a recording holds them in."""
     for version in reversed([found.version, *found.baselines]):
         this = next(r for r in releases if r.version == version)
         later = [r.started_at for r in releases if r.started_at > this.started_at]
@@ -180,10 +180,11 @@ def _scraped_samples(store: Store, found: Release) -> dict[str, RawSeries]:
     from monitor.signals import RawSeries
 
     keys = store.series_keys(found.service)
+    releases = store.releases(found.service)
     end_of_period = found.started_at + found.period
-    replacements = [r for r in store.releases(found.service)
+    replacements = [r for r in releases
                     if found.started_at < r.started_at < end_of_period and r.verdict != ROLLBACK]
-    stretches = list(_recorded_versions(store, found))
+    stretches = list(_recorded_versions(found, releases))
     replacement = min(replacements, key=lambda r: r.started_at) if replacements else None
     # Only one that came before the verdict: a release rolled back earlier was judged whole.
     if replacement is not None and (found.decided_at is None
@@ -210,7 +211,7 @@ def _queried_samples(store: Store, found: Release, policy: ServicePolicy) -> dic
     now = time.time()
     samples = {}
     with PromClient(source) as client:
-        for this, end in _recorded_versions(store, found):
+        for this, end in _recorded_versions(found, store.releases(found.service)):
             end = min(end, now)
             start = this.started_at
             if this.version == found.version:
