@@ -202,10 +202,22 @@ def evaluate(
         reason = _reason([f for f in seen.findings if f.severity == MAJOR])
         return Evaluation(ROLLBACK, reason, evidence, new_state, first_alarm, now, True)
     over_at = state.over_at if state.over_at is not None else (now if over else None)
+    # Counted from the first evaluation past the end, so judging held up past the end (a
+    # disk outage, a daemon down) still gets its evaluations.
+    grace_end = (over_at or now) + (policy.persistence - 1) * policy.evaluation_interval
     hotfix_at, hotfix_evidence = state.hotfix_at, state.hotfix_evidence
     # A minor finding is not urgent: it makes a hotfix only if it still persists when the
     # period is over, so a healthy series' passing excursion is not one.
     if over and persistent and hotfix_at is None:
+        rising = [f for f in seen.findings if f.severity == MAJOR]
+        if rising and now < grace_end:
+            # A major finding seen at the end could still persist: a hotfix now would
+            # settle for less than the rollback it may become.
+            reason = ("watching past the period while a major finding could persist: "
+                      + _reason(rising))
+            new_state = JudgeState(streaks, state.first_alarm_at, None, (), over_at, newest, now)
+            return Evaluation(PENDING, reason, _ranked(seen.findings), new_state, None, None,
+                              False)
         # A hotfix says the release works but for what it names: not while a signal that
         # matters was never judged for want of data (its shortfall is the verdict's reason).
         if seen.shortfalls:
@@ -224,9 +236,6 @@ def evaluate(
         reason = ("minor, a hotfix if it persists to the period's end: " + _reason(persistent)
                   if persistent else "")
         return Evaluation(PENDING, reason, tuple(evidence), new_state, None, None, False)
-    # Counted from the first evaluation past the end, so judging held up past the end (a
-    # disk outage, a daemon down) still gets its evaluations.
-    grace_end = (over_at or now) + (policy.persistence - 1) * policy.evaluation_interval
     if seen.findings and now < grace_end:
         # Findings seen at the end have not had the evaluations they need to persist (or
         # judging was held up, by a disk outage say): watch a little longer, never pass them.

@@ -108,6 +108,25 @@ def test_a_non_critical_regression_makes_a_hotfix_when_the_period_ends() -> None
     assert history.index(watched[0]) < len(history) // 2
 
 
+def test_a_major_finding_first_seen_at_the_end_is_watched_not_settled_as_a_hotfix() -> None:
+    # The queue is a minor finding all period; latency jumps in its last minutes. A hotfix
+    # at the end would settle for less than the rollback the latency becomes.
+    policy = _policy(LATENCY, QUEUE)
+    frame = _frame(T0, 40, seed=4, queue=8.0)
+    values = frame.values.copy()
+    values[0, frame.times >= T0 + 1650] *= 1.6
+    frame = SignalFrame(frame.rows, frame.times, values, frame.events, frame.trials)
+    history = _judge(policy, _baseline(policy), frame)
+    at_end = history[29]   # evaluations every 60 s: the 30th is the period's end
+    assert at_end.verdict == "pending" and not at_end.done
+    assert at_end.reason.startswith("watching past the period while a major finding could persist: "
+                                    "latency"), at_end.reason
+    assert [(f.signal, f.severity) for f in at_end.findings] == [("latency", "major"), ("queue", "minor")]
+    assert not any(f.signal == "latency" for h in history[:29] for f in h.findings)
+    final = history[-1]
+    assert final.verdict == "rollback" and final.decided_at == T0 + 1920, final.reason
+
+
 def test_a_minor_finding_with_a_critical_signal_unjudged_is_inconclusive_not_a_hotfix() -> None:
     # Too few requests to judge the error ratio: a hotfix would say the release works but
     # for its queue, when its errors were never looked at.
