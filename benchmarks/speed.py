@@ -15,7 +15,10 @@ run in the same process on the same data, so the ratios can be quoted:
    1,000 series x 1,440 points, beside a plain one-row-per-sample `executemany` table;
 3. scraping: a loopback HTTP target to committed samples (`monitor.fetch.scrape`,
    `Store.series_ids`, `Store.write_scrape`) against prometheus_client's parser alone;
-4. memory: VmRSS of a daemon process (its own subprocess) scraping 10,000 series on a
+4. recordings: `monitor.recording.load_recording` of a day of 100 series from two targets,
+   two releases, beside one `csv.reader` pass over the same file (the floor of any CSV
+   reader in Python), and its peak traced memory against the file's size;
+5. memory: VmRSS of a daemon process (its own subprocess) scraping 10,000 series on a
    simulated clock, and its growth over a simulated week of 1,000 series scraped every
    60 s, with releases evaluated and old samples pruned; and the database's size against
    what the retention implies.
@@ -29,6 +32,7 @@ time is given beside its wall time.
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import json
 import os
@@ -38,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +56,8 @@ from baselines.frame import SignalFrame
 from baselines.summary import Baseline, summarize
 from monitor.evaluate import evaluate
 from monitor.policy import ServicePolicy, SignalRule
+from monitor.recording import load_recording, write_recording
+from monitor.signals import RawSeries
 from monitor.store import Store
 
 SEED = 20260101
@@ -63,6 +70,8 @@ TARGETS = {
     "store_write_samples_per_s": (">=", 1_000_000.0),
     "store_read_1k_x_1440_seconds": ("<=", 0.050),
     "scrape_vs_parser_ratio": (">=", 0.8),
+    "recording_read_vs_csv_pass": ("<=", 5.0),
+    "recording_peak_vs_file": ("<=", 1.5),
     "rss_10k_series_mb": ("<=", 300.0),
     "rss_growth_week_pct": ("<", 10.0),
 }
@@ -401,6 +410,47 @@ def scrape_figures(runs: int) -> dict[str, Any]:
     }
 
 
+# ---------------------------------------------------------------- recordings
+
+
+def write_bench_recording(path: Path, *, series: int = 100, scrapes: int = 2880) -> int:
+    """Two releases of `scrapes` 30-second scrapes of two targets, `series` series each."""
+    rng = np.random.default_rng(SEED)
+    keys = tuple(f'app_metric_{i % 10}{{handler="/api/v1/items/{i}",code="200"}}'
+                 for i in range(series))
+    samples = {}
+    for index, release in enumerate(("v1", "v2")):
+        moments = START + index * scrapes * 30.0 + 30.0 * np.arange(scrapes // 2).repeat(2)
+        targets = ("10.0.0.1:8080", "10.0.0.2:8080") * (scrapes // 2)
+        samples[release] = RawSeries(keys, moments, targets,
+                                     np.round(rng.normal(100.0, 5.0, (series, moments.size)), 3))
+    return write_recording(path, samples)
+
+
+def recording_figures(runs: int, quick: bool) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "recording.csv"
+        rows = write_bench_recording(path, scrapes=288 if quick else 2880)
+        size = path.stat().st_size
+
+        def csv_pass() -> None:
+            with open(path, newline="", encoding="utf-8") as handle:
+                for _ in csv.reader(handle):
+                    pass
+
+        read, floor = timed_together([lambda: load_recording(path), csv_pass], runs)
+        tracemalloc.start()
+        try:
+            load_recording(path)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    return {"recording_rows": rows, "recording_mb": size / 1e6,
+            "recording_read_seconds": read.wall, "recording_csv_pass_seconds": floor.wall,
+            "recording_read_vs_csv_pass": read.wall / floor.wall,
+            "recording_peak_mb": peak / 1e6, "recording_peak_vs_file": peak / size}
+
+
 # ---------------------------------------------------------------- memory
 
 
@@ -566,6 +616,12 @@ def report(figures: dict[str, Any]) -> str:
             f"{f['scrape_end_to_end_samples_per_s']:,.0f} samples/s; prometheus_client's parser "
             f"alone: {f['parser_alone_samples_per_s']:,.0f} samples/s; "
             f"ratio {f['scrape_vs_parser_ratio']:.2f}")
+    if "recording_read_vs_csv_pass" in f:
+        lines.append(
+            f"recording read ({f['recording_rows']:,} rows, {f['recording_mb']:.0f} MB): "
+            f"{f['recording_read_seconds']:.2f} s = {f['recording_read_vs_csv_pass']:.1f}x one "
+            f"csv.reader pass ({f['recording_csv_pass_seconds']:.2f} s); peak memory "
+            f"{f['recording_peak_mb']:.0f} MB = {f['recording_peak_vs_file']:.2f}x the file")
     if "rss_10k_series_mb" in f:
         lines += [
             f"daemon RSS, 10,000 series, {f['rss_10k_simulated_hours']:.0f} simulated hours: "
@@ -592,13 +648,15 @@ def run(*, runs: int, quick: bool, parts: Sequence[str]) -> dict[str, Any]:
         figures.update(store_figures(runs))
     if "scrape" in parts:
         figures.update(scrape_figures(runs))
+    if "recording" in parts:
+        figures.update(recording_figures(runs, quick))
     if "memory" in parts:
         figures.update(memory_figures(quick))
     figures["met"] = met(figures)
     return figures
 
 
-PARTS = ("judge", "store", "scrape", "memory")
+PARTS = ("judge", "store", "scrape", "recording", "memory")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

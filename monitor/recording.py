@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import math
 import re
+from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -114,7 +115,7 @@ def load_recording(path: str | Path) -> Recording:
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
             reader = csv.reader(handle)
-            rows = list(_rows(name, reader))
+            rows = _read(name, reader)
     except OSError as exc:
         raise RecordingError(f"{name}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
@@ -122,17 +123,43 @@ def load_recording(path: str | Path) -> Recording:
     except csv.Error as exc:
         where = f"line {reader.line_num}: " if reader is not None else ""
         raise RecordingError(f"{name}: {where}not CSV: {exc}") from None
-    if not rows:
+    if not rows.line:
         raise RecordingError(f"{name}: no samples")
     return _assemble(name, rows)
 
 
-_Row = tuple[float, str, str, float, str]
+# Times already parsed, by their text: the rows of one scrape share it. Bounded, for a
+# file whose every row has a time of its own.
+_STAMPS_KEPT = 65_536
 
 
-def _rows(name: str, reader: Iterable[list[str]]) -> Iterable[_Row]:
+class _Rows:
+    """A recording's rows as columns: numbers in arrays, each name once (a list of row
+    tuples would hold several times the file's size)."""
+
+    def __init__(self) -> None:
+        self.times, self.values = array("d"), array("d")
+        # Ids in 32 bits: a recording with more names than that would not fit in memory.
+        self.release, self.signal, self.target = array("i"), array("i"), array("i")
+        self.line = array("q")
+        self.releases: dict[str, int] = {}
+        self.signals: dict[str, int] = {}
+        self.targets: dict[str, int] = {}
+
+    def add(self, at: float, release: str, signal: str, value: float, target: str,
+            line: int) -> None:
+        self.times.append(at)
+        self.values.append(value)
+        self.release.append(self.releases.setdefault(release, len(self.releases)))
+        self.signal.append(self.signals[signal])
+        self.target.append(self.targets.setdefault(target, len(self.targets)))
+        self.line.append(line)
+
+
+def _read(name: str, reader: Iterable[list[str]]) -> _Rows:
+    rows = _Rows()
     width = len(HEADER)
-    seen: dict[tuple[float, str, str, str], int] = {}
+    stamps: dict[str, float] = {}
     for number, row in enumerate(reader, start=1):
         if number == 1:
             header = tuple(cell.strip().lower() for cell in row)
@@ -147,22 +174,27 @@ def _rows(name: str, reader: Iterable[list[str]]) -> Iterable[_Row]:
             raise RecordingError(f"{name}: line {number}: expected {width} fields, got {len(row)}")
         stamp, release, signal, value = row[:4]
         target = row[4].strip() if width == len(HEADER) else name
+        signal = signal.strip()
         try:
-            at = parse_timestamp(stamp)
+            at = stamps.get(stamp)
+            if at is None:
+                at = parse_timestamp(stamp)
+                if len(stamps) >= _STAMPS_KEPT:
+                    stamps.clear()
+                stamps[stamp] = at
             number_value = parse_number(value)
-            split_key(signal.strip())
+            if signal not in rows.signals:
+                split_key(signal)
+                rows.signals[signal] = len(rows.signals)
         except ValueError as exc:
             raise RecordingError(f"{name}: line {number}: {exc}") from None
         except Exception:
             raise RecordingError(f"{name}: line {number}: bad signal {_brief(signal)}") from None
-        if not release.strip():
+        release = release.strip()
+        if not release:
             raise RecordingError(f"{name}: line {number}: empty release")
-        sample = (at, release.strip(), signal.strip(), target)
-        if sample in seen:
-            raise RecordingError(f"{name}: line {number}: a second value of {_brief(signal.strip())} "
-                                 f"at {stamp.strip()} (the first is on line {seen[sample]})")
-        seen[sample] = number
-        yield at, release.strip(), signal.strip(), number_value, target
+        rows.add(at, release, signal, number_value, target, number)
+    return rows
 
 
 def _brief(text: str) -> str:
@@ -170,30 +202,79 @@ def _brief(text: str) -> str:
     return repr(printable(text, limit=60))
 
 
-def _assemble(name: str, rows: list[_Row]) -> Recording:
-    keys = sorted({signal for _, _, signal, _, _ in rows})
-    key_row = {key: index for index, key in enumerate(keys)}
-    by_release: dict[str, list[tuple[float, str, float, str]]] = {}
-    for at, release, signal, value, target in rows:
-        by_release.setdefault(release, []).append((at, signal, value, target))
-    series = {}
-    for release, samples in by_release.items():
+def _ranks(names: dict[str, int]) -> tuple[list[str], np.ndarray]:
+    """The names in sorted order, and each id's place in it."""
+    ordered = sorted(names)
+    place = np.empty(len(names), dtype=np.int64)
+    place[[names[n] for n in ordered]] = np.arange(len(ordered))
+    return ordered, place
+
+
+def _assemble(name: str, rows: _Rows) -> Recording:
+    keys, key_row = _ranks(rows.signals)
+    targets, target_rank = _ranks(rows.targets)
+    release_names = list(rows.releases)
+    times = np.frombuffer(rows.times, dtype=np.float64)
+    release = np.frombuffer(rows.release, dtype=np.int32)
+    by_release = np.argsort(release, kind="stable")
+    bounds = np.searchsorted(release[by_release], np.arange(len(release_names) + 1))
+    series: dict[str, RawSeries] = {}
+    repeats: list[tuple[int, int]] = []   # (a line repeating a sample, its first line)
+    for index, label in enumerate(release_names):
+        picked = by_release[bounds[index]:bounds[index + 1]]
+        at = times[picked]
+        target = target_rank[np.frombuffer(rows.target, dtype=np.int32)[picked]]
         # One column per scrape: a moment and the target scraped then.
-        scrapes = sorted({(at, target) for at, _, _, target in samples})
-        cells = len(keys) * len(scrapes)
-        if cells > MAX_CELLS and cells > SPARSENESS * len(samples):
+        order = np.lexsort((target, at))
+        new = np.ones(order.size, dtype=bool)
+        new[1:] = (np.diff(at[order]) != 0) | (np.diff(target[order]) != 0)
+        column = np.empty(order.size, dtype=np.int64)
+        column[order] = np.cumsum(new) - 1
+        scrapes = int(new.sum())
+        cells = len(keys) * scrapes
+        if cells > MAX_CELLS and cells > SPARSENESS * picked.size:
             raise RecordingError(
-                f"{name}: release {_brief(release)} has {len(samples)} samples of "
-                f"{len(keys)} series over {len(scrapes)} scrapes, too sparse to replay "
+                f"{name}: release {_brief(label)} has {picked.size} samples of "
+                f"{len(keys)} series over {scrapes} scrapes, too sparse to replay "
                 f"({cells:,} values to hold): does every row have a series, time or target of its own?")
-        column = {scrape: index for index, scrape in enumerate(scrapes)}
-        values = np.full((len(keys), len(scrapes)), np.nan)
-        for at, signal, value, target in samples:
-            values[key_row[signal], column[at, target]] = value
-        series[release] = RawSeries(tuple(keys), np.array([at for at, _ in scrapes]),
-                                    tuple(target for _, target in scrapes), values)
-    order = tuple(sorted(series, key=lambda r: series[r].times[0]))
-    return Recording(name, order, series)
+        cell = key_row[np.frombuffer(rows.signal, dtype=np.int32)[picked]] * scrapes + column
+        repeat = _first_repeat(cell, np.frombuffer(rows.line, dtype=np.int64)[picked])
+        if repeat is not None:
+            repeats.append(repeat)
+            continue
+        values = np.full((len(keys), scrapes), np.nan)
+        values.reshape(-1)[cell] = np.frombuffer(rows.values, dtype=np.float64)[picked]
+        series[label] = RawSeries(tuple(keys), at[order][new],
+                                  tuple(targets[t] for t in target[order][new]), values)
+    if repeats:
+        line, first = min(repeats)
+        raise RecordingError(f"{name}: line {line}: a second value of {_sample_of(name, line)} "
+                             f"(the first is on line {first})")
+    order_of = tuple(sorted(series, key=lambda r: series[r].times[0]))
+    return Recording(name, order_of, series)
+
+
+def _first_repeat(cell: np.ndarray, line: np.ndarray) -> tuple[int, int] | None:
+    """The first line (in the file's order) that gives a cell a second value, and the
+    line of that cell's first value; None when every cell has one."""
+    order = np.argsort(cell, kind="stable")   # equal cells stay in the file's order
+    ordered = cell[order]
+    again = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
+    if again.size == 0:
+        return None
+    at = again[np.argmin(line[order][again])]
+    start = np.searchsorted(ordered, ordered[at])
+    return int(line[order][at]), int(line[order][start])
+
+
+def _sample_of(name: str, line: int) -> str:
+    """A repeated sample in words, as its line has it: its series and time."""
+    with open(name, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.reader(handle)
+        for number, row in enumerate(reader, start=1):
+            if number == line:
+                return f"{_brief(row[2].strip())} at {row[0].strip()}"
+    return "a sample"
 
 
 def write_recording(path: str | Path, samples: dict[str, RawSeries]) -> int:

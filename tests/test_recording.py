@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -125,6 +126,38 @@ def test_bad_lines_are_refused_with_file_and_line(
     message = recording_error(path)
     assert message.startswith(f"{path}: line {line}: "), message
     assert what in message, message
+
+
+def test_the_first_line_to_repeat_a_sample_is_named_with_its_own_time(tmp_path: Path) -> None:
+    # v2's repeat (line 5) comes after v1's (line 4); the same instant in ISO 8601 repeats it too.
+    path = write_csv(tmp_path, (
+        f"{T0},v2,up,1\n{T0},v1,up,1\n{T0 + 60},v1,up,1\n"
+        "2026-01-01T00:00:00Z,v1, up ,2\n"
+        f"{T0},v2,up,3\n{T0},v1,up,4\n"
+    ))
+    assert recording_error(path) == (
+        f"{path}: line 5: a second value of 'up' at 2026-01-01T00:00:00Z (the first is on line 3)")
+
+
+def test_a_large_recording_of_two_targets_reads_back_every_value(tmp_path: Path) -> None:
+    from benchmarks.speed import write_bench_recording
+
+    path = tmp_path / "bench.csv"
+    rows = write_bench_recording(path, series=7, scrapes=40)
+    recording = load_recording(path)
+    assert recording.releases == ("v1", "v2") and rows == 2 * 7 * 40
+    with path.open(newline="", encoding="utf-8") as handle:
+        written = list(csv.reader(handle))[1:]
+    for release, raw in recording.series.items():
+        assert len(raw.keys) == 7 and raw.values.shape == (7, 40)
+        assert not np.isnan(raw.values).any()
+        assert raw.targets[:2] == ("10.0.0.1:8080", "10.0.0.2:8080")
+        assert np.all(np.diff(raw.times) >= 0)
+        cell = {(float(t), k, target): float(v) for t, r, k, v, target in written if r == release}
+        got = {(float(t), k, target): float(raw.values[row, column])
+               for column, (t, target) in enumerate(zip(raw.times, raw.targets, strict=True))
+               for row, k in enumerate(raw.keys)}
+        assert got == cell
 
 
 def test_the_target_column_keeps_scrapes_of_the_same_moment_apart(tmp_path: Path) -> None:
