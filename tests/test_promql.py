@@ -674,26 +674,32 @@ def test_record_writes_what_the_queries_answer_and_replay_reads_it_back(
         f'denominator_query = \'sum(increase(http_requests_total{{job="$service"}}[5s]))\'\n',
         encoding="utf-8")
     db, out = tmp_path / "m.db", tmp_path / "rec.csv"
-    baseline_at, release_at = float(live.grid[0]), float(live.grid[3])
+    baseline_at, release_at, replaced_at = (float(live.grid[i]) for i in (0, 2, 4))
     with Store.open(db) as store:
         store.start_release(SERVICE, "v2.2", at=baseline_at, change_class="minor", period=600.0,
                             baselines=())
         store.start_release(SERVICE, VERSION, at=release_at, change_class="minor", period=600.0,
                             baselines=("v2.2",))
+        # Replaced within its period, before any verdict: recorded too, as the daemon saw it.
+        store.start_release(SERVICE, "v2.4", at=replaced_at, change_class="minor", period=600.0,
+                            baselines=(VERSION,))
     cli = CliRunner(env={"RELEASE_MONITOR_DB": None, "RELEASE_MONITOR_CONFIG": None})
     # Prometheus had every scrape before this in when the recording was made.
     settled = time.time() - 1.0
     recorded = cli.invoke(app, ["record", "--config", str(policy_path), "--db", str(db),
                                 "--release", VERSION, "--out", str(out)])
     assert recorded.exit_code == 0, recorded.output
-    assert f"samples of v2.2, {VERSION} to {out}" in recorded.stdout
+    assert f"samples of v2.2, {VERSION}, v2.4 to {out}" in recorded.stdout
     recording = load_recording(out)
+    assert recording.releases == ("v2.2", VERSION, "v2.4")
     rules = list(load_policy(policy_path).services[SERVICE].signals)
     # What the queries answer over the same times, asked again: the same numbers.
-    for version, start in (("v2.2", baseline_at), (VERSION, release_at)):
+    # (v2.4 began a few scrapes before the recording: it may have only one point settled.)
+    for version, start, least in (("v2.2", baseline_at, 2), (VERSION, release_at, 2),
+                                  ("v2.4", replaced_at, 1)):
         back = recorded_frame(rules, recording.series[version])
         kept = back.times <= settled
-        assert back.times[0] == start and kept.sum() >= 2
+        assert back.times[0] == start and kept.sum() >= least
         asked = promql_frame(live.client, rules, start=start, end=float(back.times[kept][-1]),
                              step=1.0, variables={"service": SERVICE, "version": version})
         np.testing.assert_array_equal(back.times[kept], asked.times)
@@ -703,7 +709,9 @@ def test_record_writes_what_the_queries_answer_and_replay_reads_it_back(
     replayed = cli.invoke(app, ["replay", str(out), "--policy", str(policy_path),
                                 "--release", VERSION, "--json"])
     assert replayed.exit_code in (0, 5, 6), replayed.output
-    assert json.loads(replayed.stdout)["baseline_release"] == "v2.2"
+    document = json.loads(replayed.stdout)
+    assert document["baseline_release"] == "v2.2"
+    assert document["reason"].startswith("replaced after 2s"), document["reason"]
 
 
 def test_record_from_a_query_api_that_does_not_answer_names_it_and_writes_nothing(

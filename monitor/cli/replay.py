@@ -172,24 +172,30 @@ def _recorded_versions(found: Release,
         yield this, min(later) if later else float("inf")
 
 
+def _replacement(found: Release, releases: Sequence[Release]) -> Release | None:
+    """The release that replaced `found` within its checking period and before its
+    verdict: a replay sees it where its samples begin, as the daemon judged `found` on
+    the part it ran (a release rolled back before it came was judged whole)."""
+    end_of_period = found.started_at + found.period
+    later = [r for r in releases
+             if found.started_at < r.started_at < end_of_period and r.verdict != ROLLBACK]
+    first = min(later, key=lambda r: r.started_at) if later else None
+    if first is None or (found.decided_at is not None and found.decided_at < first.started_at):
+        return None
+    return first
+
+
 def _scraped_samples(store: Store, found: Release) -> dict[str, RawSeries]:
-    """Every stored sample of each release, and those of a release that replaced it
-    within its checking period and before its verdict, up to the period's end: a replay
-    sees the replacement when the next release's samples begin, as the daemon judged it
-    on the part it ran."""
+    """Every stored sample of each release, and those of its replacement (`_replacement`)
+    up to the end of its period."""
     from monitor.signals import RawSeries
 
     keys = store.series_keys(found.service)
     releases = store.releases(found.service)
-    end_of_period = found.started_at + found.period
-    replacements = [r for r in releases
-                    if found.started_at < r.started_at < end_of_period and r.verdict != ROLLBACK]
     stretches = list(_recorded_versions(found, releases))
-    replacement = min(replacements, key=lambda r: r.started_at) if replacements else None
-    # Only one that came before the verdict: a release rolled back earlier was judged whole.
-    if replacement is not None and (found.decided_at is None
-                                    or found.decided_at >= replacement.started_at):
-        stretches.append((replacement, end_of_period))
+    replacement = _replacement(found, releases)
+    if replacement is not None:
+        stretches.append((replacement, found.started_at + found.period))
     samples = {}
     for this, end in stretches:
         window = store.read_window(found.service, this.started_at, end, version=this.version)
@@ -201,7 +207,8 @@ def _scraped_samples(store: Store, found: Release) -> dict[str, RawSeries]:
 def _queried_samples(store: Store, found: Release, policy: ServicePolicy) -> dict[str, RawSeries]:
     """Each release's signals as its PromQL queries answer them now, over what the daemon
     reads: a baseline's last `baseline_window` before the next release, the release's
-    checking period and the evaluations a finding may need past it."""
+    checking period and the evaluations a finding may need past it, and its replacement
+    (`_replacement`) up to the end of that period."""
     from monitor.promql import PromClient, promql_frame
     from monitor.recording import frame_as_samples
     from monitor.releases import judged_rules
@@ -209,14 +216,19 @@ def _queried_samples(store: Store, found: Release, policy: ServicePolicy) -> dic
     source = policy.prometheus
     assert source is not None
     now = time.time()
+    releases = store.releases(found.service)
+    stretches = list(_recorded_versions(found, releases))
+    replacement = _replacement(found, releases)
+    if replacement is not None and replacement.started_at < now:
+        stretches.append((replacement, found.started_at + found.period))
     samples = {}
     with PromClient(source) as client:
-        for this, end in _recorded_versions(found, store.releases(found.service)):
+        for this, end in stretches:
             end = min(end, now)
             start = this.started_at
             if this.version == found.version:
                 end = min(end, start + this.period + policy.persistence * policy.evaluation_interval)
-            else:
+            elif this is not replacement:
                 start = max(start, end - policy.baseline_window)
             frame = promql_frame(client, judged_rules(policy), start=start, end=end,
                                  step=source.step,
