@@ -668,6 +668,28 @@ def test_record_then_replay_reproduces_the_rollback(demo_db: Path, tmp_path: Pat
     assert str(out) in text.stdout and "ROLLBACK" in text.stdout
 
 
+@pytest.mark.parametrize("version", ["v2.2", "v2.3", "v2.4"])
+def test_replay_under_the_daemon_s_policy_reaches_its_verdict_at_the_same_moment(
+        demo_db: Path, tmp_path: Path, version: str) -> None:
+    # A pass, a rollback three evaluations in, a hotfix at the period's end: the replay
+    # of each recording must say what the daemon said, when it said it.
+    from monitor.demo import demo_policy
+    from monitor.recording import load_recording
+    from monitor.replay import replay
+
+    live = json.loads(monitor("verdict", "--db", demo_db, "--release", version, "--json").stdout)
+    out = tmp_path / f"{version}.csv"
+    assert monitor("record", "--db", demo_db, "--release", version, "--out", out).exit_code == 0
+    replayed = replay(load_recording(out), release=version, policy=demo_policy("http://127.0.0.1:1"),
+                      period=live["period_seconds"])
+    judged = replayed.evaluation
+    assert (judged.verdict, judged.reason) == (live["verdict"], live["reason"])
+    assert (judged.decided_at, judged.first_alarm_at) == (live["decided_at"], live["first_alarm_at"])
+    assert replayed.baseline_release == live["baseline_release"]
+    assert ({(f.signal, f.detector, f.severity) for f in judged.findings}
+            == {(f["signal"], f["detector"], f["severity"]) for f in live["findings"]})
+
+
 def test_record_prints_a_replay_command_that_runs_as_pasted(demo_db: Path, tmp_path: Path) -> None:
     import shlex
 
