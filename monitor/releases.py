@@ -207,9 +207,10 @@ class Releases:
                   f"{self._other_versions(release, now)}")
         decided = self.store.add_verdict(
             release.id, at=now, verdict=INCONCLUSIVE, reason=reason, findings=[],
-            first_alarm_at=None, decided_at=now, state=DONE, judge_state=release.judge_state)
-        log.warning("%s %s: INCONCLUSIVE: %s", release.service, release.version, reason)
-        return decided
+            first_alarm_at=None, decided_at=now, state=DONE, judge_state=release.judge_state,
+            claims=self._claims(release, INCONCLUSIVE))
+        # A person decides what to do with a deploy that never happened: its hooks hear of it.
+        return self._announce(release, decided)
 
     def _outside_policy(self, release: Release) -> Release:
         """A release of a service the policy does not name (a typo given to `release start`

@@ -37,7 +37,7 @@ from monitor.demo_service import SimulatedService
 from monitor.durations import format_duration
 from monitor.errors import AlreadyJudged, UnknownRelease
 from monitor.evaluate import JudgeState
-from monitor.policy import MonitorConfig, Probe, ServicePolicy, SignalRule, Target
+from monitor.policy import Hook, MonitorConfig, Probe, ServicePolicy, SignalRule, Target
 from monitor.releases import Releases
 from monitor.snapshot import Registration, Snapshot, SnapshotBox
 from monitor.store import Release, Store
@@ -1448,6 +1448,26 @@ def test_once_its_deploy_is_seen_a_release_no_longer_says_it_waits(
     release = store.release("demo", "v2.4")
     assert release.state == "watching" and not release.reason.startswith("waiting"), release
     assert all(check.ok for check in store.checks(release.id))
+    daemon.close()
+    store.close()
+
+
+def test_a_version_never_deployed_fires_the_hooks_of_an_inconclusive_verdict(
+    service: tuple[SimulatedService, SimClock]
+) -> None:
+    simulated, clock = service
+    ask = Hook(name="ask a person", on=("inconclusive",), command=("notify", "--release"),
+               dry_run=True)
+    policy = replace(demo_policy(simulated.url), hooks=(ask,))
+    store = Store.memory()
+    daemon = Daemon(MonitorConfig(path="<test>", services={"demo": policy}), store, clock)
+    daemon.run_until(clock.now() + 60)
+    daemon.releases.start("demo", "v2.5")
+    daemon.run_until(clock.now() + policy.periods["minor"] + 120)
+    release = store.release("demo", "v2.5")
+    assert release.verdict == "inconclusive" and release.reason.startswith("never deployed")
+    assert [(a.verdict, a.hook) for a in store.actions(release.id)] == [
+        ("inconclusive", "ask a person")]
     daemon.close()
     store.close()
 
