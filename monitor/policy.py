@@ -271,6 +271,10 @@ class _Reader:
         program = value[0]
         if "/" in program and not os.path.isabs(program) and not self.path.startswith("<"):
             program = os.path.abspath(os.path.join(os.path.dirname(self.path), program))
+        if len(value) == 1 and len(value[0].split()) > 1 and not os.path.exists(program):
+            # Never run through a shell: "kubectl rollout undo" is one program's name.
+            raise self.fail(key, f"{_brief(value[0])} is a whole command line in one string: "
+                                 f"give each argument its own, {json.dumps(value[0].split())}")
         return (program, *value[1:])
 
     def tables(self, key: str) -> list[tuple[str, Mapping[str, Any]]]:

@@ -22,6 +22,9 @@ def unread(rules: Iterable[SignalRule], names: set[str]) -> list[str]:
     >>> rule = SignalRule("latency", metric="http_request_duration_seconds")
     >>> unread([rule], {"http_request_duration_seconds_bucket"})[0].split(": ", 1)[1]
     'no series of http_request_duration_seconds (it is a histogram: kind = "quantile")'
+    >>> rule = SignalRule("p95", kind="quantile", metric="latency_seconds_bucket")
+    >>> unread([rule], {"latency_seconds_bucket"})[0].split(": ", 1)[1]
+    'no series of latency_seconds_bucket_bucket (a quantile names the histogram: metric = "latency_seconds")'
     """
     lines = []
     for rule in rules:
@@ -52,6 +55,10 @@ def _read(rule: SignalRule) -> list[tuple[str, str]]:
 def _hint(rule: SignalRule, role: str, name: str, names: set[str]) -> str:
     if rule.kind != "quantile" and f"{name}_bucket" in names:
         return ' (it is a histogram: kind = "quantile")'
+    named = name.removesuffix("_bucket")
+    if rule.kind == "quantile" and named.endswith("_bucket") and named in names:
+        # The policy named the bucket series itself: the histogram is one suffix shorter.
+        return f' (a quantile names the histogram: metric = "{named.removesuffix("_bucket")}")'
     close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
     if close:
         return f" (did you mean {close[0]}?)"

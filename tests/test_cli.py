@@ -225,8 +225,9 @@ def test_a_command_whose_program_cannot_be_found_is_refused(tmp_path: Path, tabl
     path = tmp_path / "policy.toml"
     path.write_text(POLICY + "\n" + table, encoding="utf-8")
     # A program given by a relative path is looked for beside the policy file.
-    program, where = (("no-such-program-7f3a", "on PATH") if "verify" in key
-                      else (str(tmp_path / "no-such-script-7f3a"), "found from the policy file"))
+    program, where = (("no-such-program-7f3a", "not found on PATH") if "verify" in key
+                      else (str(tmp_path / "no-such-script-7f3a"),
+                            "no such file, relative to the policy file's folder"))
     for args in (("check-config", path), ("run", "--config", path)):
         result = monitor(*args)
         assert result.exit_code == 2, result.output
@@ -310,12 +311,16 @@ def test_check_config_notes_values_most_likely_in_the_wrong_unit(tmp_path: Path)
                                 'interval = "2s"\ntimeout = 1000\n'
                                 '[services.shop.signals.latency]\nmetric = "latency_seconds"\n'
                                 'tolerance = 25\nignore_below = 0.05\n'
+                                '[services.shop.signals.p95]\nkind = "quantile"\n'
+                                'metric = "latency_seconds_bucket"\n'
                                 '[services.shop.signals.memory]\nmetric = "rss_bytes"\n'
                                 'leak = true\nlimit = 512\n')
     assert notes == [
         'shop: note: targets[0].timeout: 16m40s is longer than its interval (2s): a hanging '
         'target misses scrapes before a failure is said (durations take a unit: "2s")',
         "shop: note: signals.latency.tolerance: 25 is +2500%; it is a fraction (0.25 is 25%)",
+        "shop: note: signals.p95.metric: a quantile names the histogram, whose _bucket series it "
+        "reads: 'latency_seconds', unless the histogram's own name ends in _bucket",
         "shop: note: signals.memory.limit: 512 is in the signal's unit, bytes for memory "
         "(1 GiB is 1073741824)",
     ]

@@ -1204,6 +1204,8 @@ def test_metrics_the_policy_reads_that_no_target_has_are_warned_of_at_the_first_
     policy = python_app.policy(version_metric="app_build_info", signals=(
         SignalRule("requests", kind="rate", metric="app_request_total"),        # a typo
         SignalRule("latency", metric="app_latency_seconds"),                    # a histogram
+        SignalRule("p95", kind="quantile", quantile=0.95,
+                   metric="app_latency_seconds_bucket"),                       # its buckets
         SignalRule("errors", kind="ratio", numerator='app_errors_total{kind="db"}',
                    denominator="app_requests_total"),                          # all there
         SignalRule("memory", leak=True, metric="process_resident_memory_bytes",
@@ -1221,6 +1223,8 @@ def test_metrics_the_policy_reads_that_no_target_has_are_warned_of_at_the_first_
         "in the scrapes of its targets",
         'shop: signals.latency: no series of app_latency_seconds (it is a histogram: kind = '
         '"quantile") in the scrapes of its targets',
+        'shop: signals.p95: no series of app_latency_seconds_bucket_bucket (a quantile names the '
+        'histogram: metric = "app_latency_seconds") in the scrapes of its targets',
         "shop: signals.memory: no series of process_resident_memory_bytes in the scrapes of its "
         "targets",
         "shop: signals.memory.limit_metric: no series of app_memory_limit_bytes in the scrapes "

@@ -358,6 +358,11 @@ MISTAKES = [
                  "services.shop.verify[0].argv", "expected a list", id="verify-argv-as-string"),
     pytest.param(MINIMAL + '[[services.shop.verify]]\nname = "tests"\nargv = []\n',
                  "services.shop.verify[0].argv", "non-empty list of strings", id="verify-argv-empty"),
+    pytest.param(MINIMAL + '[[services.shop.hooks]]\nname = "undo"\n'
+                 'command = ["kubectl rollout undo deployment/shop"]\ndry_run = true\n',
+                 "services.shop.hooks[1].command", "'kubectl rollout undo deployment/shop' is a "
+                 'whole command line in one string: give each argument its own, '
+                 '["kubectl", "rollout", "undo", "deployment/shop"]', id="command-line-in-one-string"),
     pytest.param(MINIMAL + '[monitor]\nlisten = "9847"\n', "monitor.listen", "expected HOST:PORT",
                  id="listen-without-host"),
     pytest.param(MINIMAL + '[services."shop front"]\n', "services.shop front",

@@ -296,6 +296,11 @@ def unit_notes(policy: ServicePolicy) -> list[str]:
             if value >= _PERCENT_LIKE:
                 notes.append(f"signals.{rule.name}.{key}: {value:g} is +{value * 100:g}%; "
                              "it is a fraction (0.25 is 25%)")
+        if rule.kind == "quantile" and rule.metric.partition("{")[0].endswith("_bucket"):
+            histogram = rule.metric.partition("{")[0].removesuffix("_bucket")
+            notes.append(f"signals.{rule.name}.metric: a quantile names the histogram, whose "
+                         f"_bucket series it reads: {histogram!r}, unless the histogram's own "
+                         "name ends in _bucket")
         if rule.limit is not None and rule.limit < _BYTES_LIKE:
             notes.append(f"signals.{rule.name}.limit: {rule.limit:g} is in the signal's unit, "
                          "bytes for memory (1 GiB is 1073741824)")
@@ -312,7 +317,8 @@ def check_programs(cfg: MonitorConfig) -> None:
                      if h.command and not h.dry_run]
         for key, argv in commands:
             if shutil.which(argv[0], path=path) is None:
-                where = "found from the policy file" if "/" in argv[0] else "on PATH"
+                where = "no such file, relative to the policy file's folder" \
+                    if "/" in argv[0] else "not found on PATH"
                 raise ConfigError(f"{cfg.path}: services.{name}.{key}: {argv[0]!r} is not an "
                                   f"executable program ({where})")
 
