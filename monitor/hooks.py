@@ -161,7 +161,17 @@ class HookRunner:
         if hook.dry_run:
             outcome, attempts = Outcome(True, "dry run: not sent"), 0
         else:
-            outcome, attempts = self._with_retries(hook, body)
+            def retrying(tried: int, failed: Outcome, wait: float) -> None:
+                # Said and stored as it happens: a receiver that is down should not look
+                # like a delivery under way for the whole budget.
+                log.warning("hook %s for %s %s %s: attempt %d failed, again in %gs: %s",
+                            hook.name, release.service, release.version, release.verdict,
+                            earlier + tried, wait, failed.detail)
+                self.store.finish_action(release.id, verdict=release.verdict, hook=hook.name,
+                                         state="claimed", attempts=earlier + tried,
+                                         outcome=f"retrying: {failed.detail}", at=self.clock.now())
+
+            outcome, attempts = self._with_retries(hook, body, retrying)
         attempts += earlier
         if outcome is None:
             log.warning("hook %s for %s %s %s: left for the next start (shutting down after "
@@ -185,8 +195,11 @@ class HookRunner:
         )
         return outcome
 
-    def _with_retries(self, hook: Hook, body: dict[str, Any]) -> tuple[Outcome | None, int]:
-        """Retry with exponential backoff until it succeeds or the time budget is spent.
+    def _with_retries(self, hook: Hook, body: dict[str, Any],
+                      retrying: Callable[[int, Outcome, float], None]
+                      ) -> tuple[Outcome | None, int]:
+        """Retry with exponential backoff until it succeeds or the time budget is spent,
+        telling `retrying` (attempts so far, the last outcome, the wait) before each wait.
 
         None when shutdown came first: no attempt is begun once it has, and a wait for the
         next attempt ends at once (the attempt under way runs to its own time limit).
@@ -199,6 +212,7 @@ class HookRunner:
             outcome = self.send(hook, body)
             if outcome.ok or self.clock.now() + backoff > deadline:
                 return outcome, attempts
+            retrying(attempts, outcome, backoff)
             if not self.clock.sleep_until(self.clock.now() + backoff, self.stopping):
                 break
             backoff = min(backoff * 2, MAX_BACKOFF)

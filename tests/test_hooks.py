@@ -55,22 +55,32 @@ def test_hooks_not_listening_for_the_verdict_stay_quiet() -> None:
     assert sent == []
 
 
-def test_retries_back_off_within_the_budget_on_the_simulated_clock() -> None:
-    store, clock, times = Store.memory(), SimClock(), []
+def test_retries_back_off_within_the_budget_on_the_simulated_clock(
+        caplog: pytest.LogCaptureFixture) -> None:
+    store, clock, times, seen = Store.memory(), SimClock(), [], []
 
     def failing(hook: Hook, body: dict[str, Any]) -> Outcome:
         times.append(clock.now())
+        # What `monitor verdict` shows of the delivery while it is under way.
+        seen.append([(a.state, a.attempts, a.outcome) for a in store.actions(1)])
         return Outcome(False, "status 503")
 
     runner = HookRunner(store, clock, send=failing)
     start = clock.now()
-    runner.on_verdict(_release(store), (Hook(name="w", on=("rollback",), url="http://127.0.0.1:9/x",
-                                             budget=30.0),))
+    with caplog.at_level(logging.WARNING, logger="release_monitor.hooks"):
+        runner.on_verdict(_release(store), (Hook(name="w", on=("rollback",),
+                                                 url="http://127.0.0.1:9/x", budget=30.0),))
     gaps = [round(b - a) for a, b in zip(times, times[1:], strict=False)]
     assert gaps == [1, 2, 4, 8]          # the next wait (16 s) would pass the 30 s budget
     assert times[-1] - start <= 30.0
     [action] = store.actions(1)
     assert action.state == "failed" and action.attempts == 5
+    # Each failed attempt is stored and said as it happens, not only once the budget is spent.
+    assert seen == [[("claimed", 0, "")]] + [[("claimed", n, "retrying: status 503")]
+                                             for n in range(1, 5)]
+    retries = [r.getMessage() for r in caplog.records if "failed, again in" in r.getMessage()]
+    assert retries[0] == "hook w for shop v2.3 rollback: attempt 1 failed, again in 1s: status 503"
+    assert len(retries) == 4
 
 
 def test_shutdown_stops_the_retries_and_leaves_the_delivery_for_the_next_start(
