@@ -516,11 +516,11 @@ def _answer_register(context: _Context, request: _Request) -> Reply:
     registration = parse_registration(request.body, snapshot.services,
                                       received_at=context.clock.now())
     known = snapshot.verdict(registration.service, registration.version)
-    if known is not None and known.get("state") == "done":
-        # Judged among the releases the snapshot holds (the latest few per service); an
-        # older one is refused when the daemon takes the registration up, in its log.
+    judged = (known.get("verdict") if known is not None and known.get("state") == "done"
+              else snapshot.older.get(registration.service, {}).get(registration.version))
+    if judged:
         return _error(409, f"{registration.service} {registration.version} was judged already "
-                           f"({known.get('verdict')}); a new deploy needs a new version")
+                           f"({judged}); a new deploy needs a new version")
     if not context.box.register(registration):
         why = ("the monitor is stopping; retry once it is back" if context.box.closed
                else "too many registrations are waiting; retry shortly")

@@ -123,7 +123,7 @@ class Daemon:
         ]
         self.evaluation_seconds = 0.0
         # The recent releases the older ones were last read for, and those older ones.
-        self._older_for: tuple[frozenset[tuple[str, str]], Mapping[str, frozenset[str]]] = (
+        self._older_for: tuple[frozenset[tuple[str, str]], Mapping[str, Mapping[str, str]]] = (
             frozenset(), {})
         self.evaluations_total = 0
         self.last_evaluation: float | None = None
@@ -536,11 +536,12 @@ class Daemon:
         counts.update(self.releases.hooks.failures())
         return counts
 
-    def _older(self, recent: frozenset[tuple[str, str]]) -> Mapping[str, frozenset[str]]:
-        """Each service's releases older than the recent ones: read again only when the
-        recent ones change (a new release), not at every step."""
+    def _older(self, recent: frozenset[tuple[str, str]]) -> Mapping[str, Mapping[str, str]]:
+        """Each service's releases older than the recent ones, with their verdicts once
+        judged: read again only when the recent ones change (a new release), not at every
+        step."""
         if self._older_for[0] != recent:
-            older = {service: frozenset(self.store.versions(service, skip=RECENT_RELEASES))
+            older = {service: self.store.versions(service, skip=RECENT_RELEASES)
                      for service in {service for service, _ in recent}}
             self._older_for = (recent, older)
         return self._older_for[1]

@@ -46,8 +46,9 @@ class Snapshot:
     started_at: float = 0.0
     services: tuple[str, ...] = ()  # configured services: the ones a deploy may be registered for
     hook_failures: Mapping[tuple[str, ...], int] = field(default_factory=dict)  # (service, hook)
-    # Per service, its releases older than the RECENT_RELEASES in `verdicts`: named, not served.
-    older: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Per service, its releases older than the RECENT_RELEASES in `verdicts`: named, not
+    # served; each with its verdict once judged ("" while it is being judged).
+    older: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def verdict(self, service: str, release: str) -> Mapping[str, Any] | None:
         return self.verdicts.get((service, release))

@@ -867,14 +867,15 @@ class Store:
         with self._reading() as conn:
             return [_release(row) for row in conn.execute(sql, params).fetchall()]
 
-    def versions(self, service: str, *, skip: int = 0) -> list[str]:
-        """The versions of a service's releases, newest first, without the `skip` newest."""
+    def versions(self, service: str, *, skip: int = 0) -> dict[str, str]:
+        """The versions of a service's releases, newest first, without the `skip` newest,
+        each with its verdict once judged ("" while it is being judged)."""
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT version FROM releases WHERE service = ? "
+                "SELECT version, state, verdict FROM releases WHERE service = ? "
                 "ORDER BY started_at DESC, id DESC LIMIT -1 OFFSET ?", (service, int(skip)),
             ).fetchall()
-        return [row[0] for row in rows]
+        return {version: verdict if state == "done" else "" for version, state, verdict in rows}
 
     def active_releases(self) -> list[Release]:
         """Releases still being checked (state other than "done"), newest first."""

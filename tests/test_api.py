@@ -46,8 +46,8 @@ def make_box() -> SnapshotBox:
     verdicts = {(d["service"], d["release"]): d for d in DOCS}
     return SnapshotBox(Snapshot(verdicts=verdicts, last_evaluation=4_500.0, evaluations_total=9,
                                 services=("checkout", "search", "billing"),
-                                older={"checkout": frozenset({"v2.1"}),
-                                       "billing": frozenset({"v8"})}))
+                                older={"checkout": {"v2.1": "pass", "v2.0": ""},
+                                       "billing": {"v8": "rollback"}}))
 
 
 @pytest.fixture(scope="module")
@@ -308,9 +308,15 @@ def test_registration_of_a_judged_release_is_refused(token_server: MonitorServer
     assert answer == {"error": "checkout v2.3 was judged already (rollback); a new deploy "
                                "needs a new version"}
     assert box.take_registrations() == []
-    # Not judged yet (unknown here): accepted.
+    # Older than the releases served, and judged: refused alike (a pipeline's step must not
+    # go green on a registration the daemon will refuse).
+    assert register(token_server, {"service": "checkout", "version": "v2.1"}) == (
+        409, {"error": "checkout v2.1 was judged already (pass); a new deploy needs a new version"})
+    assert box.take_registrations() == []
+    # Not judged yet (unknown here, or older and still being judged): accepted.
     assert register(token_server, {"service": "checkout", "version": "v2.4"})[0] == 202
-    assert [r.version for r in box.take_registrations()] == ["v2.4"]
+    assert register(token_server, {"service": "checkout", "version": "v2.0"})[0] == 202
+    assert [r.version for r in box.take_registrations()] == ["v2.4", "v2.0"]
 
 
 def test_registration_longest_names_are_accepted(token_server: MonitorServer,

@@ -146,7 +146,7 @@ def test_a_release_still_unknown_after_the_grace_is_bad_input_naming_no_password
 
 def test_a_release_older_than_those_served_ends_the_wait_at_once() -> None:
     box = SnapshotBox(Snapshot(verdicts=_box("pass", "done").get().verdicts, services=("shop",),
-                               older={"shop": frozenset({"v1"})}))
+                               older={"shop": {"v1": "pass"}}))
     server = serve(box, version="t")
     clock = SimClock(start=0.0)
     try:

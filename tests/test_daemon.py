@@ -150,10 +150,14 @@ def test_releases_older_than_the_served_ones_are_named_in_the_snapshot() -> None
     for number in range(1, 8):
         daemon.releases.register("demo", f"v{number}")
         clock.advance(60.0)
+    v1 = store.release("demo", "v1")
+    store.add_verdict(v1.id, at=clock.now(), verdict="pass", reason="", findings=[],
+                      first_alarm_at=None, decided_at=clock.now(), state="done", judge_state="{}")
     daemon.publish()
     snapshot = daemon.box.get()
     assert sorted(version for _, version in snapshot.verdicts) == ["v3", "v4", "v5", "v6", "v7"]
-    assert snapshot.older == {"demo": frozenset({"v1", "v2"})}
+    # With their verdicts once judged: registering v1 again is refused over HTTP at once.
+    assert snapshot.older == {"demo": {"v1": "pass", "v2": ""}}
     daemon.close()
 
 
