@@ -5,6 +5,7 @@ Every mistake is reported as one line naming the file, the key and what is wrong
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import os
@@ -292,7 +293,8 @@ class _Reader:
     def done(self) -> None:
         for key in self.table:
             if key not in self.used:
-                raise self.fail(key, "unknown key")
+                close = difflib.get_close_matches(key, sorted(self.used), n=1, cutoff=0.75)
+                raise self.fail(key, "unknown key" + (f" (did you mean {close[0]}?)" if close else ""))
 
 
 def _is_finite(value: int | float) -> bool:

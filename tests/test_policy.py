@@ -248,6 +248,11 @@ MISTAKES = [
                  "services.shop.targets[0].colour", "unknown key", id="unknown-in-target"),
     pytest.param(MINIMAL + '[monitor]\ncolour = "red"\n', "monitor.colour", "unknown key",
                  id="unknown-in-monitor"),
+    pytest.param(with_line("[services.shop]", "persistance = 3"), "services.shop.persistance",
+                 "unknown key (did you mean persistence?)", id="misspelt-in-service"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"', "tolerence = 0.5"),
+                 "services.shop.signals.latency.tolerence", "unknown key (did you mean tolerance?)",
+                 id="misspelt-in-signal"),
     pytest.param(MINIMAL + "[services.shop.period]\nminor = \"5m\"\nmedium = \"1h\"\n",
                  "services.shop.period.medium", "unknown key", id="unknown-in-period"),
     pytest.param(with_line("[services.shop]", 'persistence = "3"'), "services.shop.persistence",
@@ -446,6 +451,11 @@ def test_each_mistake_names_the_file_and_the_key_path(
     message = config_error(path)
     assert message.startswith(f"{path}: {key}: "), message
     assert what in message, message
+
+
+def test_an_unknown_key_like_no_known_one_suggests_nothing(tmp_path: Path) -> None:
+    path = write(tmp_path, with_line("[services.shop]", 'colour = "red"'))
+    assert config_error(path) == f"{path}: services.shop.colour: unknown key"
 
 
 def test_a_url_scheme_in_capitals_is_a_url(tmp_path: Path) -> None:
