@@ -394,6 +394,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
     host = host.strip("[]")
     # ASCII digits only: isdigit() also accepts "²", which int() refuses. An empty host
     # would listen on every interface.
+    if "/" in host:   # a URL's scheme or path: "http://127.0.0.1:9847" is no host
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9847, not a URL: {listen!r}")
     if not sep or not (port.isascii() and port.isdigit()) or not host or int(port) > 65535:
         raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9847, got {listen!r}")
     return host, int(port)
@@ -539,7 +541,11 @@ def _signal_table(reader: _Reader, signal: str, body: Any) -> Mapping[str, Any]:
 def _selector(reader: _Reader, key: str, required: bool) -> str:
     value = reader.require(key, str) if required else reader.get(key, str, "")
     if value and not _SELECTOR.match(value):
-        raise reader.fail(key, f"not a metric selector such as name{{label=\"value\"}}: {value!r}")
+        # A selector here is matched on scraped series: equality only, no PromQL.
+        other = re.search(r"!=|=~|!~", value)
+        why = (f"only label=\"value\" matchers are supported, not {other.group()}" if other
+               else "not a metric selector such as name{label=\"value\"}")
+        raise reader.fail(key, f"{why}: {value!r}")
     # Two values for one label match nothing; the same value twice matches as once.
     matched: dict[str, str] = {}
     for label, wanted in re.findall(LABEL_MATCHER, value):

@@ -368,6 +368,13 @@ MISTAKES = [
                  "services.shop.hooks[1].command", "'kubectl rollout undo deployment/shop' is a "
                  'whole command line in one string: give each argument its own, '
                  '["kubectl", "rollout", "undo", "deployment/shop"]', id="command-line-in-one-string"),
+    pytest.param(MINIMAL + '[monitor]\nlisten = "http://127.0.0.1:9847"\n', "monitor.listen",
+                 "expected HOST:PORT such as 127.0.0.1:9847, not a URL: 'http://127.0.0.1:9847'",
+                 id="listen-as-a-url"),
+    pytest.param(with_line('metric = "http_request_duration_seconds"',
+                           'numerator = \'errors_total{code=~"5.."}\''),
+                 "services.shop.signals.latency.numerator", "only label=\"value\" matchers are "
+                 "supported, not =~: 'errors_total{code=~\"5..\"}'", id="regex-matcher"),
     pytest.param(MINIMAL + '[monitor]\nlisten = "9847"\n', "monitor.listen", "expected HOST:PORT",
                  id="listen-without-host"),
     pytest.param(MINIMAL + '[services."shop front"]\n', "services.shop front",
