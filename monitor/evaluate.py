@@ -206,26 +206,31 @@ def evaluate(
     # disk outage, a daemon down) still gets its evaluations.
     grace_end = (over_at or now) + (policy.persistence - 1) * policy.evaluation_interval
     hotfix_at, hotfix_evidence = state.hotfix_at, state.hotfix_evidence
+    # A hotfix held back past the end (below) keeps the minor findings it would name.
+    held = state.hotfix_evidence if hotfix_at is None else ()
     # A minor finding is not urgent: it makes a hotfix only if it still persists when the
     # period is over, so a healthy series' passing excursion is not one.
-    if over and persistent and hotfix_at is None:
+    if over and (persistent or held) and hotfix_at is None:
+        settled = tuple(_ranked(persistent)) or held
         rising = [f for f in seen.findings if f.severity == MAJOR]
         if rising and now < grace_end:
             # A major finding seen at the end could still persist: a hotfix now would
-            # settle for less than the rollback it may become.
+            # settle for less than the rollback it may become. If it does not persist,
+            # the hotfix stands on what persisted at the end, seen since or not.
             reason = ("watching past the period while a major finding could persist: "
                       + _reason(rising))
-            new_state = JudgeState(streaks, state.first_alarm_at, None, (), over_at, newest, now)
+            new_state = JudgeState(streaks, state.first_alarm_at, None, settled, over_at,
+                                   newest, now)
             return Evaluation(PENDING, reason, _ranked(seen.findings), new_state, None, None,
                               False)
         # A hotfix says the release works but for what it names: not while a signal that
         # matters was never judged for want of data (its shortfall is the verdict's reason).
         if seen.shortfalls:
             reason = (f"{'; '.join(seen.shortfalls)}; with that unjudged, no hotfix for the "
-                      f"minor {_reason(persistent)}")
+                      f"minor {_reason(settled)}")
             new_state = JudgeState(streaks, state.first_alarm_at, None, (), over_at, newest, now)
             return Evaluation(INCONCLUSIVE, reason, _ranked(seen.findings), new_state, None, now, True)
-        hotfix_at, hotfix_evidence = now, tuple(_ranked(persistent))
+        hotfix_at, hotfix_evidence = now, settled
     first_alarm = state.first_alarm_at if state.first_alarm_at is not None else hotfix_at
     new_state = JudgeState(streaks, first_alarm, hotfix_at, hotfix_evidence, over_at, newest, now)
     evidence = _ranked(seen.findings) or hotfix_evidence

@@ -12,6 +12,7 @@ from baselines.calibration import spread_at
 from baselines.frame import SignalFrame
 from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from monitor.evaluate import Evaluation, JudgeState, evaluate
+from monitor.findings import Finding
 from monitor.policy import ServicePolicy, SignalRule
 from monitor.signals import RawSeries, derive
 
@@ -125,6 +126,37 @@ def test_a_major_finding_first_seen_at_the_end_is_watched_not_settled_as_a_hotfi
     assert not any(f.signal == "latency" for h in history[:29] for f in h.findings)
     final = history[-1]
     assert final.verdict == "rollback" and final.decided_at == T0 + 1920, final.reason
+
+
+def test_a_hotfix_held_back_for_a_major_finding_that_never_persists_still_stands(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the detectors see is scripted: the queue's minor finding persists up to the end,
+    # latency flickers major at the end alone, and past the end neither is seen any more.
+    import monitor.evaluate as judge
+
+    def finding(signal: str, severity: str) -> Finding:
+        return Finding(signal, "compare", severity, 1.0, 2.0, 1.0, 0.5, 1.5, 0.25, 10, 10,
+                       f"{signal} worse")
+
+    end = T0 + 1800
+
+    def observe(*args: object, now: float, **kwargs: object) -> judge._Observations:
+        seen = judge._Observations()
+        if end - 180 < now <= end:
+            seen.findings.append(finding("queue", "minor"))
+        if now == end:
+            seen.findings.append(finding("latency", "major"))
+        return seen
+
+    monkeypatch.setattr(judge, "observe", observe)
+    policy = _policy(LATENCY, QUEUE)
+    history = _judge(policy, _baseline(policy), _frame(T0, 40, seed=4))
+    at_end, final = history[29], history[-1]
+    assert at_end.verdict == "pending" and "major finding could persist: latency" in at_end.reason
+    # Past the end the latency is gone: the hotfix that persisted at the end stands.
+    assert (final.verdict, final.reason, final.decided_at) == ("hotfix", "queue: queue worse",
+                                                               end + 60)
+    assert [f.signal for f in final.findings] == ["queue"]
 
 
 def test_a_minor_finding_with_a_critical_signal_unjudged_is_inconclusive_not_a_hotfix() -> None:
