@@ -538,9 +538,11 @@ class Daemon:
 
     def _older(self, recent: frozenset[tuple[str, str]]) -> Mapping[str, Mapping[str, str]]:
         """Each service's releases older than the recent ones, with their verdicts once
-        judged: read again only when the recent ones change (a new release), not at every
-        step."""
-        if self._older_for[0] != recent:
+        judged: read again when the recent ones change (a new release), or while one of
+        the older ones is still being judged, not at every step."""
+        judging = any(not verdict for versions in self._older_for[1].values()
+                      for verdict in versions.values())
+        if self._older_for[0] != recent or judging:
             older = {service: self.store.versions(service, skip=RECENT_RELEASES)
                      for service in {service for service, _ in recent}}
             self._older_for = (recent, older)

@@ -22,7 +22,7 @@ import requests
 
 from monitor.clock import Clock
 from monitor.commands import run_bounded
-from monitor.errors import ScrapeError
+from monitor.errors import ScrapeError, StoreError
 from monitor.fetch import bounded_request
 from monitor.policy import Hook
 from monitor.redact import command_environment, redact_url
@@ -167,9 +167,13 @@ class HookRunner:
                 log.warning("hook %s for %s %s %s: attempt %d failed, again in %gs: %s",
                             hook.name, release.service, release.version, release.verdict,
                             earlier + tried, wait, failed.detail)
-                self.store.finish_action(release.id, verdict=release.verdict, hook=hook.name,
-                                         state="claimed", attempts=earlier + tried,
-                                         outcome=f"retrying: {failed.detail}", at=self.clock.now())
+                try:
+                    self.store.finish_action(
+                        release.id, verdict=release.verdict, hook=hook.name, state="claimed",
+                        attempts=earlier + tried, outcome=f"retrying: {failed.detail}",
+                        at=self.clock.now())
+                except StoreError as exc:   # only the progress shown: the retries go on
+                    log.warning("hook %s: its attempts so far not stored: %s", hook.name, exc)
 
             outcome, attempts = self._with_retries(hook, body, retrying)
         attempts += earlier

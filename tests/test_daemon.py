@@ -158,6 +158,12 @@ def test_releases_older_than_the_served_ones_are_named_in_the_snapshot() -> None
     assert sorted(version for _, version in snapshot.verdicts) == ["v3", "v4", "v5", "v6", "v7"]
     # With their verdicts once judged: registering v1 again is refused over HTTP at once.
     assert snapshot.older == {"demo": {"v1": "pass", "v2": ""}}
+    # An older release judged later is told too, though the recent ones stay the same.
+    v2 = store.release("demo", "v2")
+    store.add_verdict(v2.id, at=clock.now(), verdict="hotfix", reason="", findings=[],
+                      first_alarm_at=None, decided_at=clock.now(), state="done", judge_state="{}")
+    daemon.publish()
+    assert daemon.box.get().older == {"demo": {"v1": "pass", "v2": "hotfix"}}
     daemon.close()
 
 

@@ -16,7 +16,7 @@ import pytest
 from processes import exits_within
 
 from monitor.clock import SimClock
-from monitor.errors import UnknownRelease
+from monitor.errors import StoreError, UnknownRelease
 from monitor.hooks import HookRunner, Outcome, deliver, idempotency_key
 from monitor.policy import Hook
 from monitor.render import verdict_text
@@ -81,6 +81,26 @@ def test_retries_back_off_within_the_budget_on_the_simulated_clock(
     retries = [r.getMessage() for r in caplog.records if "failed, again in" in r.getMessage()]
     assert retries[0] == "hook w for shop v2.3 rollback: attempt 1 failed, again in 1s: status 503"
     assert len(retries) == 4
+
+
+def test_a_store_that_cannot_keep_the_progress_does_not_end_the_retries(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    store, clock, sent = Store.memory(), SimClock(), []
+    release = _release(store)
+    finish = store.finish_action
+
+    def locked_while_retrying(release_id: int, **fields: Any) -> None:
+        if fields["outcome"].startswith("retrying"):
+            raise StoreError("database is locked")
+        finish(release_id, **fields)
+
+    monkeypatch.setattr(store, "finish_action", locked_while_retrying)
+    runner = HookRunner(store, clock, send=lambda h, b: sent.append(b) or Outcome(
+        len(sent) == 2, "ok" if len(sent) == 2 else "status 503"))
+    runner.on_verdict(release, (Hook(name="w", on=("rollback",), url="http://127.0.0.1:9/x"),))
+    assert len(sent) == 2
+    assert [(a.state, a.attempts, a.outcome) for a in store.actions(release.id)] == [
+        ("done", 2, "ok")]
 
 
 def test_shutdown_stops_the_retries_and_leaves_the_delivery_for_the_next_start(
