@@ -272,7 +272,10 @@ class _Reader:
         program = value[0]
         if "/" in program and not os.path.isabs(program) and not self.path.startswith("<"):
             program = os.path.abspath(os.path.join(os.path.dirname(self.path), program))
-        if len(value) == 1 and len(value[0].split()) > 1 and not os.path.exists(program):
+        # A bare name is looked up on PATH, where no program's name has spaces; a path
+        # with spaces may be a real file.
+        if len(value) == 1 and len(value[0].split()) > 1 and (
+                "/" not in value[0] or not os.path.exists(program)):
             # Never run through a shell: "kubectl rollout undo" is one program's name.
             raise self.fail(key, f"{_brief(value[0])} is a whole command line in one string: "
                                  f"give each argument its own, {json.dumps(value[0].split())}")
@@ -293,7 +296,8 @@ class _Reader:
     def done(self) -> None:
         for key in self.table:
             if key not in self.used:
-                close = difflib.get_close_matches(key, sorted(self.used), n=1, cutoff=0.75)
+                known = sorted(self.used - set(self.table))   # not one already given
+                close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
                 raise self.fail(key, "unknown key" + (f" (did you mean {close[0]}?)" if close else ""))
 
 
@@ -390,12 +394,12 @@ def _listen_address(reader: _Reader, listen: str) -> tuple[str, int]:
 
 def parse_listen(listen: str) -> tuple[str, int]:
     """HOST:PORT (or [IPv6]:PORT) -> (host, port); ValueError naming what is wrong."""
+    if "/" in listen:   # a URL's scheme or path: "http://127.0.0.1:9847" is no host
+        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9847, not a URL: {listen!r}")
     host, sep, port = listen.rpartition(":")
     host = host.strip("[]")
     # ASCII digits only: isdigit() also accepts "²", which int() refuses. An empty host
     # would listen on every interface.
-    if "/" in host:   # a URL's scheme or path: "http://127.0.0.1:9847" is no host
-        raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9847, not a URL: {listen!r}")
     if not sep or not (port.isascii() and port.isdigit()) or not host or int(port) > 65535:
         raise ValueError(f"expected HOST:PORT such as 127.0.0.1:9847, got {listen!r}")
     return host, int(port)

@@ -375,6 +375,8 @@ MISTAKES = [
                            'numerator = \'errors_total{code=~"5.."}\''),
                  "services.shop.signals.latency.numerator", "only label=\"value\" matchers are "
                  "supported, not =~: 'errors_total{code=~\"5..\"}'", id="regex-matcher"),
+    pytest.param(MINIMAL + '[monitor]\nlisten = "https://monitor.example"\n', "monitor.listen",
+                 "not a URL: 'https://monitor.example'", id="listen-as-a-url-without-port"),
     pytest.param(MINIMAL + '[monitor]\nlisten = "9847"\n', "monitor.listen", "expected HOST:PORT",
                  id="listen-without-host"),
     pytest.param(MINIMAL + '[services."shop front"]\n', "services.shop front",
@@ -463,6 +465,22 @@ def test_each_mistake_names_the_file_and_the_key_path(
 def test_an_unknown_key_like_no_known_one_suggests_nothing(tmp_path: Path) -> None:
     path = write(tmp_path, with_line("[services.shop]", 'colour = "red"'))
     assert config_error(path) == f"{path}: services.shop.colour: unknown key"
+    # Nor one given already: the misspelling beside it is something else.
+    path = write(tmp_path, with_line("[services.shop]", "persistence = 3\npersistance = 3"))
+    assert config_error(path) == f"{path}: services.shop.persistance: unknown key"
+
+
+def test_a_program_path_with_spaces_is_one_program_where_it_exists(tmp_path: Path) -> None:
+    tools = tmp_path / "My Tools"
+    tools.mkdir()
+    (tools / "undo").write_text("#!/bin/sh\n", encoding="utf-8")
+    hook = '[[services.shop.hooks]]\nname = "undo"\ncommand = ["./My Tools/undo"]\n'
+    policy = load_policy(write(tmp_path, MINIMAL + hook))
+    assert policy.services["shop"].hooks[-1].command == (str(tools / "undo"),)
+    # A bare name is never a program with spaces, whatever the folder holds.
+    (tmp_path / "kubectl rollout undo").write_text("", encoding="utf-8")
+    bare = write(tmp_path, MINIMAL + hook.replace("./My Tools/undo", "kubectl rollout undo"))
+    assert "is a whole command line in one string" in config_error(bare)
 
 
 def test_a_url_scheme_in_capitals_is_a_url(tmp_path: Path) -> None:

@@ -317,8 +317,9 @@ def check_programs(cfg: MonitorConfig) -> None:
                      if h.command and not h.dry_run]
         for key, argv in commands:
             if shutil.which(argv[0], path=path) is None:
-                where = "no such file, relative to the policy file's folder" \
-                    if "/" in argv[0] else "not found on PATH"
+                # A path (a relative one was made absolute from the policy file's folder).
+                where = ("not found on PATH" if "/" not in argv[0] else
+                         "not executable: chmod +x" if os.path.isfile(argv[0]) else "no such file")
                 raise ConfigError(f"{cfg.path}: services.{name}.{key}: {argv[0]!r} is not an "
                                   f"executable program ({where})")
 
