@@ -215,15 +215,18 @@ def _assemble(name: str, rows: _Rows) -> Recording:
     targets, target_rank = _ranks(rows.targets)
     release_names = list(rows.releases)
     times = np.frombuffer(rows.times, dtype=np.float64)
+    values = np.frombuffer(rows.values, dtype=np.float64)
+    lines = np.frombuffer(rows.line, dtype=np.int64)
+    signal_ids = np.frombuffer(rows.signal, dtype=np.int32)
+    target_ids = np.frombuffer(rows.target, dtype=np.int32)
     release = np.frombuffer(rows.release, dtype=np.int32)
     by_release = np.argsort(release, kind="stable")
     bounds = np.searchsorted(release[by_release], np.arange(len(release_names) + 1))
     series: dict[str, RawSeries] = {}
-    repeats: list[tuple[int, int]] = []   # (a line repeating a sample, its first line)
+    repeats: list[tuple[int, int, int]] = []   # (a line repeating a sample, its first, row)
     for index, label in enumerate(release_names):
         picked = by_release[bounds[index]:bounds[index + 1]]
-        at = times[picked]
-        target = target_rank[np.frombuffer(rows.target, dtype=np.int32)[picked]]
+        at, target = times[picked], target_rank[target_ids[picked]]
         # One column per scrape: a moment and the target scraped then.
         order = np.lexsort((target, at))
         new = np.ones(order.size, dtype=bool)
@@ -237,26 +240,28 @@ def _assemble(name: str, rows: _Rows) -> Recording:
                 f"{name}: release {_brief(label)} has {picked.size} samples of "
                 f"{len(keys)} series over {scrapes} scrapes, too sparse to replay "
                 f"({cells:,} values to hold): does every row have a series, time or target of its own?")
-        cell = key_row[np.frombuffer(rows.signal, dtype=np.int32)[picked]] * scrapes + column
-        repeat = _first_repeat(cell, np.frombuffer(rows.line, dtype=np.int64)[picked])
+        cell = key_row[signal_ids[picked]] * scrapes + column
+        repeat = _first_repeat(cell, lines[picked])
         if repeat is not None:
-            repeats.append(repeat)
+            repeats.append((*repeat[:2], int(picked[repeat[2]])))
             continue
-        values = np.full((len(keys), scrapes), np.nan)
-        values.reshape(-1)[cell] = np.frombuffer(rows.values, dtype=np.float64)[picked]
+        held = np.full((len(keys), scrapes), np.nan)
+        held.reshape(-1)[cell] = values[picked]
         series[label] = RawSeries(tuple(keys), at[order][new],
-                                  tuple(targets[t] for t in target[order][new]), values)
+                                  tuple(targets[t] for t in target[order][new]), held)
     if repeats:
-        line, first = min(repeats)
-        raise RecordingError(f"{name}: line {line}: a second value of {_sample_of(name, line)} "
-                             f"(the first is on line {first})")
+        line, first, row = min(repeats)
+        raise RecordingError(
+            f"{name}: line {line}: a second value of {_brief(keys[key_row[signal_ids[row]]])} at "
+            f"{float(times[row])!r} (the first is on line {first})")
     order_of = tuple(sorted(series, key=lambda r: series[r].times[0]))
     return Recording(name, order_of, series)
 
 
-def _first_repeat(cell: np.ndarray, line: np.ndarray) -> tuple[int, int] | None:
-    """The first line (in the file's order) that gives a cell a second value, and the
-    line of that cell's first value; None when every cell has one."""
+def _first_repeat(cell: np.ndarray, line: np.ndarray) -> tuple[int, int, int] | None:
+    """The first line (in the file's order) that gives a cell a second value, the line of
+    that cell's first value, and the repeating row's place in `cell`; None when every
+    cell has one value."""
     order = np.argsort(cell, kind="stable")   # equal cells stay in the file's order
     ordered = cell[order]
     again = np.flatnonzero(ordered[1:] == ordered[:-1]) + 1
@@ -264,17 +269,7 @@ def _first_repeat(cell: np.ndarray, line: np.ndarray) -> tuple[int, int] | None:
         return None
     at = again[np.argmin(line[order][again])]
     start = np.searchsorted(ordered, ordered[at])
-    return int(line[order][at]), int(line[order][start])
-
-
-def _sample_of(name: str, line: int) -> str:
-    """A repeated sample in words, as its line has it: its series and time."""
-    with open(name, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
-        for number, row in enumerate(reader, start=1):
-            if number == line:
-                return f"{_brief(row[2].strip())} at {row[0].strip()}"
-    return "a sample"
+    return int(line[order][at]), int(line[order][start]), int(order[at])
 
 
 def write_recording(path: str | Path, samples: dict[str, RawSeries]) -> int:

@@ -128,7 +128,7 @@ def test_bad_lines_are_refused_with_file_and_line(
     assert what in message, message
 
 
-def test_the_first_line_to_repeat_a_sample_is_named_with_its_own_time(tmp_path: Path) -> None:
+def test_the_first_line_to_repeat_a_sample_is_named_whichever_release_it_is_of(tmp_path: Path) -> None:
     # v2's repeat (line 5) comes after v1's (line 4); the same instant in ISO 8601 repeats it too.
     path = write_csv(tmp_path, (
         f"{T0},v2,up,1\n{T0},v1,up,1\n{T0 + 60},v1,up,1\n"
@@ -136,10 +136,10 @@ def test_the_first_line_to_repeat_a_sample_is_named_with_its_own_time(tmp_path: 
         f"{T0},v2,up,3\n{T0},v1,up,4\n"
     ))
     assert recording_error(path) == (
-        f"{path}: line 5: a second value of 'up' at 2026-01-01T00:00:00Z (the first is on line 3)")
+        f"{path}: line 5: a second value of 'up' at {T0} (the first is on line 3)")
 
 
-def test_a_large_recording_of_two_targets_reads_back_every_value(tmp_path: Path) -> None:
+def test_the_benchmark_s_recording_of_two_targets_reads_back_every_value(tmp_path: Path) -> None:
     from benchmarks.speed import write_bench_recording
 
     path = tmp_path / "bench.csv"
