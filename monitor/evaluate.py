@@ -938,14 +938,22 @@ def _data_stopped(policy: ServicePolicy, window: SignalFrame, *, started: float,
                   period: float) -> str | None:
     """The longest stretch of the release (from its start to its end) without a sample of
     any judged signal, when it is too long to call the release watched: a target gone, a
-    recording shorter than the period. One signal without values while the others go on
-    (a latency quantile with no traffic) is not that.
+    query API down, a recording shorter than the period. One signal without values while
+    the others go on (a latency quantile with no traffic) is not that.
     """
     rules = [r for r in policy.signals if r.name in window.rows]
     if not rules:
         return None
     rows = [window.row(r.name) for r in rules]
-    sampled = (np.isfinite(window.values[rows]) | np.isfinite(window.trials[rows])).any(axis=0)
+    values = window.values[rows]
+    if policy.prometheus is not None and values.shape[1] > 1:
+        # A PromQL server answers a gauge with its last sample for minutes (its lookback),
+        # through an outage of its own: a value that only repeats the step before is no
+        # new sight. Counts over [$step] answer nothing there, so they need no such care.
+        repeated = np.zeros(values.shape, dtype=bool)
+        repeated[:, 1:] = values[:, 1:] == values[:, :-1]
+        values = np.where(repeated, np.nan, values)
+    sampled = (np.isfinite(values) | np.isfinite(window.trials[rows])).any(axis=0)
     times = window.times[sampled & (window.times <= ended)]
     if times.size == 0:
         if sampled.any():

@@ -13,7 +13,7 @@ from baselines.frame import SignalFrame
 from baselines.summary import Baseline, SignalBaseline, merge, summarize
 from monitor.evaluate import Evaluation, JudgeState, evaluate
 from monitor.findings import Finding
-from monitor.policy import ServicePolicy, SignalRule
+from monitor.policy import PromSource, ServicePolicy, SignalRule
 from monitor.signals import RawSeries, derive
 
 STEP = 15.0
@@ -318,6 +318,31 @@ def test_data_that_stops_early_leaves_the_release_inconclusive() -> None:
     assert history[-1].reason == "no samples from +11m45s to +30m: that stretch was never watched"
     # Data until three quarters of the period is enough to judge the rest by.
     assert _judge(policy, _baseline(policy), _frame(T0, 23, seed=3))[-1].verdict == "pass"
+
+
+def test_a_query_api_down_is_a_gap_though_it_repeats_a_gauge_through_it() -> None:
+    # Prometheus down from +10m to +25m: rates and quantiles answer nothing there, while
+    # its lookback repeats the memory gauge's last value through the outage.
+    frame = _frame(T0, 30, seed=3)
+    values, events, trials = frame.values.copy(), frame.events.copy(), frame.trials.copy()
+    down = (frame.times >= T0 + 600) & (frame.times < T0 + 1500)
+    for block in (values, events, trials):
+        block[:3, down] = np.nan                                  # latency, queue, errors
+    values[3, down] = values[3, np.flatnonzero(down)[0] - 1]      # memory's last value
+    gapped = SignalFrame(frame.names, frame.times, values, events, trials)
+    queried = replace(_policy(LATENCY, ERRORS, MEMORY),
+                      prometheus=PromSource(url="http://127.0.0.1:9"))
+    final = _judge(queried, _baseline(queried), gapped)[-1]
+    assert (final.verdict, final.reason) == (
+        "inconclusive", "no samples from +9m45s to +25m: that stretch was never watched")
+    # Scraped, a gauge that holds still is still read at every scrape: watched.
+    scraped = _policy(LATENCY, ERRORS, MEMORY)
+    assert _judge(scraped, _baseline(scraped), gapped)[-1].verdict == "pass"
+    # A quiet stretch is no gap either: the requests counted (none) watch the errors.
+    quiet = trials.copy()
+    quiet[2, down] = 0.0
+    watched = SignalFrame(frame.names, frame.times, values, events, quiet)
+    assert _judge(queried, _baseline(queried), watched)[-1].verdict == "pass"
 
 
 def _final(policy: ServicePolicy, candidate: SignalFrame, *, until: float | None = None,
