@@ -33,6 +33,7 @@ from monitor.policy import PromSource, SignalRule
 from monitor.redact import printable, redact_url
 
 API_PATH = "/api/v1/query_range"
+NAMES_PATH = "/api/v1/label/__name__/values"
 MAX_POINTS_PER_REQUEST = 11_000  # Prometheus refuses more points per series in one request
 MAX_REQUESTS_PER_QUERY = 16  # beyond this many requests the step is enlarged instead
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -177,6 +178,15 @@ class PromClient:
         parts = [self._query_chunk(expr, first, last, plan.step_ms, auth) for first, last in plan.chunks()]
         return _stitch(parts, plan)
 
+    def metric_names(self) -> set[str]:
+        """Every metric name the server holds (`/api/v1/label/__name__/values`)."""
+        url = self._url.removesuffix(API_PATH) + NAMES_PATH
+        auth = self._auth()
+        data = self._with_retries(lambda: self._send(self._url_params, auth, url=url))
+        if not isinstance(data, list) or not all(isinstance(name, str) for name in data):
+            raise ScrapeError(f"{self.where}: the metric names are not a list of strings")
+        return set(data)
+
     def close(self) -> None:
         if self._owns_session:
             self._session.close()
@@ -216,11 +226,12 @@ class PromClient:
                 self._sleep(_backoff(attempt, exc.retry_after))
         raise AssertionError("unreachable")
 
-    def _send(self, params: list[tuple[str, str]], auth: AuthBase | None) -> Any:
+    def _send(self, params: list[tuple[str, str]], auth: AuthBase | None, *,
+              url: str | None = None) -> Any:
         """One request: its answer's `data`, or a ScrapeError (TransientScrapeError when worth retrying)."""
         form = len(urlencode(params)) > POST_ABOVE_BYTES
         request = requests.Request(
-            "POST" if form else "GET", self._url,
+            "POST" if form else "GET", url or self._url,
             params=None if form else params, data=params if form else None,
             headers=self._headers(), auth=auth,
         )

@@ -30,6 +30,7 @@ from monitor.hooks import HookRunner, claims
 from monitor.policy import MonitorConfig, ServicePolicy, SignalRule
 from monitor.promql import PromClient, promql_frame
 from monitor.redact import redact_url
+from monitor.scrape_check import unqueried
 from monitor.signals import RawSeries, baseline_layouts, derive
 from monitor.snapshot import TargetHealth
 from monitor.stages import CheckResult, run_command, run_probe
@@ -88,6 +89,7 @@ class Releases:
         # Per service, why the version its targets run cannot be told ("" when it can).
         self.unversioned: dict[str, str] = {}
         self.prom_clients: dict[tuple[str, int], PromClient] = {}
+        self._queries_checked: set[str] = set()   # services whose metric names were checked
         # Per service read by PromQL, how its query API answered (once it was asked).
         self.query_apis: dict[str, TargetHealth] = {}
         # Evaluations under way in the pool: the release as it was asked about, and when.
@@ -554,8 +556,24 @@ class Releases:
             client = self.prom_clients[key] = PromClient(source, clock=self.clock,
                                                          stopping=self.hooks.stopping,
                                                          interrupter=self.interrupter)
-        return promql_frame(client, judged_rules(policy), start=start, end=end, step=source.step,
-                            variables={"service": service, "version": version or ""})
+        frame = promql_frame(client, judged_rules(policy), start=start, end=end,
+                             step=source.step,
+                             variables={"service": service, "version": version or ""})
+        if service not in self._queries_checked:
+            self._check_queries(client, policy, service)
+        return frame
+
+    def _check_queries(self, client: PromClient, policy: ServicePolicy, service: str) -> None:
+        """Warn, once per service, of each metric a query selects that the server holds no
+        series of: a misspelt errors counter under `or vector(0)` reads as no errors at all."""
+        try:
+            names = client.metric_names()
+        except ScrapeError as exc:   # an older or stricter server: the queries still work
+            log.info("%s: metric names not checked: %s", service, exc)
+        else:
+            for line in unqueried(judged_rules(policy), names):
+                log.warning("%s: %s at %s", service, line, client.where)
+        self._queries_checked.add(service)
 
     def baseline(self, release: Release,
                  policy: ServicePolicy) -> tuple[Baseline | None, list[str]]:

@@ -1,9 +1,11 @@
-"""Whether a service's first scrape has what its policy reads: a misspelt metric is said
-when the daemon starts, not when a checking period ends with "no samples"."""
+"""Whether a service's first scrape (or its query API) has what its policy reads: a
+misspelt metric is said when the daemon starts, not when a checking period ends with "no
+samples", or never, where a query's `or vector(0)` reads the typo as no errors."""
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 from monitor.policy import SignalRule
@@ -65,3 +67,40 @@ def _hint(rule: SignalRule, role: str, name: str, names: set[str]) -> str:
     # A labelled error counter may have no series before its first error.
     return " yet (fine if it appears with the first error; else check the name)" \
         if role == "numerator" else ""
+
+
+# A metric name as a PromQL selector starts: a name before its labels or its range.
+_SELECTED = re.compile(r"(?<![\w:$])([A-Za-z_:][\w:]*)\s*[{\[]")
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_QUERY_KEYS = ("query", "numerator_query", "denominator_query")
+
+
+def queried_metrics(expr: str) -> list[str]:
+    """The metric names a PromQL expression selects by name, in order, once each.
+
+    >>> queried_metrics('sum(increase(errors_total{job="$service", le=~"a{b"}[$step])) or vector(0)')
+    ['errors_total']
+    """
+    names = _SELECTED.findall(_QUOTED.sub('""', expr))
+    return list(dict.fromkeys(name for name in names if name not in ("by", "without", "on",
+                                                                      "ignoring")))
+
+
+def unqueried(rules: Iterable[SignalRule], names: set[str]) -> list[str]:
+    """One line per metric a rule's queries select that the query API holds no series of,
+    with a name close to it that it holds.
+
+    >>> rule = SignalRule("errors", kind="ratio", numerator_query="sum(rate(app_error_total{}[1m]))",
+    ...                   denominator_query="sum(rate(app_requests_total{}[1m]))")
+    >>> unqueried([rule], {"app_errors_total", "app_requests_total"})
+    ['signals.errors.numerator_query: no series of app_error_total (did you mean app_errors_total?)']
+    """
+    lines = []
+    for rule in rules:
+        for key in _QUERY_KEYS:
+            for name in queried_metrics(getattr(rule, key)):
+                if name not in names:
+                    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
+                    hint = f" (did you mean {close[0]}?)" if close else ""
+                    lines.append(f"{_key(rule)}.{key}: no series of {name}{hint}")
+    return lines

@@ -40,6 +40,7 @@ from monitor.promql import (
 )
 from monitor.recording import load_recording, recorded_frame
 from monitor.releases import Releases
+from monitor.scrape_check import queried_metrics
 from monitor.store import Store
 
 prometheus_factory = prometheus_server.prometheus_factory
@@ -857,7 +858,9 @@ def test_a_slow_query_api_holds_a_pool_thread_not_the_loop(fake: FakeProm, tmp_p
         assert releases.query_apis["checkout"].scrapes_total == 1
         assert releases.last_evaluation[judged.id] == 1_000_060.0
         assert store.latest_verdict(judged.id) is not None
-    assert len(fake.state.seen) == 1
+    # One query (and one look at the server's metric names, once per service).
+    assert [seen.path for seen in fake.state.seen] == ["/slow/api/v1/query_range",
+                                                       "/slow/api/v1/label/__name__/values"]
 
 
 def test_a_failing_query_api_is_said_at_once_not_when_the_period_ends(
@@ -899,7 +902,8 @@ def test_an_evaluation_of_a_release_reclassified_meanwhile_is_not_taken_up(
         fake.state.release.set()
     # Judged on the major period, not passed on the minor one: asked again at once.
     assert (again.change_class, again.state, again.verdict) == ("major", "watching", "pending")
-    assert releases.last_evaluation[again.id] == 1_000_600.0 and len(fake.state.seen) == 2
+    queries = [seen for seen in fake.state.seen if seen.path.endswith("/query_range")]
+    assert releases.last_evaluation[again.id] == 1_000_600.0 and len(queries) == 2
 
 
 def test_a_finished_evaluation_wakes_the_loop_and_the_next_due_starts_with_its_take_up(
@@ -919,3 +923,40 @@ def test_a_finished_evaluation_wakes_the_loop_and_the_next_due_starts_with_its_t
         assert store.latest_verdict(release.id).at == 1_000_060.0     # taken up
         assert releases.last_evaluation[release.id] == 1_000_120.0   # and the next asked
         assert release.id in releases._evaluations
+
+
+def test_a_query_selecting_a_metric_the_server_never_held_is_warned_of_once(
+        live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    # `or vector(0)` reads a misspelt errors counter as no errors at all: only the server's
+    # own list of metric names can tell.
+    assert {"http_requests_total", "http_request_errors_total"} <= live.client.metric_names()
+    policy = ServicePolicy(
+        name=SERVICE, prometheus=PromSource(url=live.url, timeout=10.0, retries=0),
+        signals=(SignalRule(
+            "errors", kind="ratio", bad="increase",
+            numerator_query='sum(increase(http_request_error_total{job="$service"}[5s])) or vector(0)',
+            denominator_query='sum(increase(http_requests_total{job="$service"}[5s]))'),),
+        evaluation_interval=60.0)
+    releases = Releases(MonitorConfig(path="<test>", services={SERVICE: policy}), Store.memory(),
+                        SimClock(start=float(live.grid[-1])))
+    with caplog.at_level(logging.WARNING, logger="release_monitor"):
+        for _ in range(2):
+            releases.frame(policy, SERVICE, float(live.grid[0]), float(live.grid[-1]),
+                           version=VERSION)
+    warned = [r.getMessage() for r in caplog.records if "no series of" in r.getMessage()]
+    assert warned == [
+        f"{SERVICE}: signals.errors.numerator_query: no series of http_request_error_total (did "
+        f"you mean http_request_errors_total?) at Prometheus {live.url}"]
+
+
+@pytest.mark.parametrize(("expr", "names"), [
+    ('sum(increase(errors_total{job="$service"}[$step])) or vector(0)', ["errors_total"]),
+    ("histogram_quantile(0.95, sum by (le) (rate(lat_bucket{v=\"$version\"}[5m])))",
+     ["lat_bucket"]),
+    ('rate(up[1m]) / on(job) group_left count without (le) (x:recorded{a="b{c}["})',
+     ["up", "x:recorded"]),
+    ('max(mem{a="1"}) + max(mem{a="2"})', ["mem"]),
+    ('{__name__="by_label_alone"} or vector(1)', []),
+])
+def test_the_metrics_a_query_selects_by_name(expr: str, names: list[str]) -> None:
+    assert queried_metrics(expr) == names
