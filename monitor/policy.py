@@ -281,6 +281,14 @@ class _Reader:
                                  f"give each argument its own, {json.dumps(value[0].split())}")
         return (program, *value[1:])
 
+    def path_beside(self, key: str) -> str:
+        """A file's path; a relative one is relative to the policy file, as its other
+        paths are, wherever the daemon runs."""
+        value = str(self.get(key, str, ""))
+        if value and not os.path.isabs(value) and not self.path.startswith("<"):
+            value = os.path.abspath(os.path.join(os.path.dirname(self.path), value))
+        return value
+
     def tables(self, key: str) -> list[tuple[str, Mapping[str, Any]]]:
         """An array of tables, each with its own key path for errors."""
         value = self.get(key, list, [])
@@ -522,16 +530,18 @@ def _prometheus(parent: _Reader) -> PromSource | None:
         url=_url(reader, "url"),
         tenant=reader.get("tenant", str, ""),
         bearer_token_env=reader.get("bearer_token_env", str, ""),
-        bearer_token_file=reader.get("bearer_token_file", str, ""),
+        bearer_token_file=reader.path_beside("bearer_token_file"),
         basic_user=reader.get("basic_user", str, ""),
         basic_password_env=reader.get("basic_password_env", str, ""),
-        basic_password_file=reader.get("basic_password_file", str, ""),
+        basic_password_file=reader.path_beside("basic_password_file"),
         timeout=reader.duration("timeout", 30.0),
         step=reader.duration("step", 15.0),
         retries=retries,
     )
     if source.bearer_token_env and source.bearer_token_file:
         raise reader.fail("bearer_token_file", "use bearer_token_env or bearer_token_file, not both")
+    if (source.bearer_token_env or source.bearer_token_file) and source.basic_user:
+        raise reader.fail("basic_user", "a server takes a bearer token or basic auth, not both")
     reader.done()
     return source
 

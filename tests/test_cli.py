@@ -294,6 +294,8 @@ def test_check_config_notes_queries_that_read_the_same_series_or_count_twice(
     assert notes == [
         "p: note: signals.lat: no query uses $version, so every release is judged on the same "
         "series",
+        "p: note: signals.lat: $verison is no placeholder ($service, $version, $step): it is "
+        "sent as written",
         "p: note: signals.errors: a count over a fixed window counts an event in every step it "
         "covers; use increase(...[$step]), with a step of at least two scrape intervals",
         "p: note: signals.errors: numerator_query answers nothing while there are no errors (a "

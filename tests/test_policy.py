@@ -462,6 +462,19 @@ def test_each_mistake_names_the_file_and_the_key_path(
     assert what in message, message
 
 
+def test_a_token_file_is_found_beside_the_policy_and_goes_with_no_basic_auth(
+        tmp_path: Path) -> None:
+    source = ('[services.shop.prometheus]\nurl = "http://127.0.0.1:9090"\n'
+              'bearer_token_file = "secrets/token"\n')
+    policy = load_policy(write(tmp_path, "[services.shop]\n" + source))
+    prometheus = policy.services["shop"].prometheus
+    assert prometheus is not None
+    assert prometheus.bearer_token_file == str(tmp_path / "secrets" / "token")
+    both = write(tmp_path, "[services.shop]\n" + source + 'basic_user = "u"\n')
+    assert config_error(both) == (f"{both}: services.shop.prometheus.basic_user: a server "
+                                  "takes a bearer token or basic auth, not both")
+
+
 def test_an_unknown_key_like_no_known_one_suggests_nothing(tmp_path: Path) -> None:
     path = write(tmp_path, with_line("[services.shop]", 'colour = "red"'))
     assert config_error(path) == f"{path}: services.shop.colour: unknown key"

@@ -258,6 +258,11 @@ def query_notes(policy: ServicePolicy) -> list[str]:
             notes.append(f"signals.{rule.name}: a count over a fixed window counts an event in "
                          "every step it covers; use increase(...[$step]), with a step of at "
                          "least two scrape intervals")
+        for query in queries:
+            # `$verison` is sent as written, and the server's parse error cannot say why.
+            for name in sorted(set(re.findall(r"\$(\w+)", query)) - {"service", "version", "step"}):
+                notes.append(f"signals.{rule.name}: ${name} is no placeholder ($service, "
+                             "$version, $step): it is sent as written")
         if rule.numerator_query and not re.search(r"\bor\b", rule.numerator_query):
             notes.append(f"signals.{rule.name}: numerator_query answers nothing while there are "
                          "no errors (a sum over no series), and a baseline without an answer is "
