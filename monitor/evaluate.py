@@ -945,15 +945,18 @@ def _data_stopped(policy: ServicePolicy, window: SignalFrame, *, started: float,
     if not rules:
         return None
     rows = [window.row(r.name) for r in rules]
-    values = window.values[rows]
+    values, counted = window.values[rows], np.isfinite(window.trials[rows])
+    sampled = (np.isfinite(values) | counted).any(axis=0)
     if policy.prometheus is not None and values.shape[1] > 1:
-        # A PromQL server answers a gauge with its last sample for minutes (its lookback),
-        # through an outage of its own: a value that only repeats the step before is no
-        # new sight. Counts over [$step] answer nothing there, so they need no such care.
+        # A PromQL server that was down itself answers a gauge with its last sample for up
+        # to its lookback (5 minutes) while the rates beside it answer nothing: where a
+        # signal is missing, a value that only repeats the step before is no new sight.
+        # Signals all there and flat (a queue at 0) are watched.
         repeated = np.zeros(values.shape, dtype=bool)
         repeated[:, 1:] = values[:, 1:] == values[:, :-1]
-        values = np.where(repeated, np.nan, values)
-    sampled = (np.isfinite(values) | np.isfinite(window.trials[rows])).any(axis=0)
+        fresh = ((np.isfinite(values) & ~repeated) | counted).any(axis=0)
+        complete = (np.isfinite(values) | counted).all(axis=0)
+        sampled &= fresh | complete
     times = window.times[sampled & (window.times <= ended)]
     if times.size == 0:
         if sampled.any():

@@ -542,6 +542,12 @@ def _prometheus(parent: _Reader) -> PromSource | None:
         raise reader.fail("bearer_token_file", "use bearer_token_env or bearer_token_file, not both")
     if (source.bearer_token_env or source.bearer_token_file) and source.basic_user:
         raise reader.fail("basic_user", "a server takes a bearer token or basic auth, not both")
+    if source.basic_password_env and source.basic_password_file:
+        raise reader.fail("basic_password_file",
+                          "use basic_password_env or basic_password_file, not both")
+    if (source.basic_password_env or source.basic_password_file) and not source.basic_user:
+        key = "basic_password_env" if source.basic_password_env else "basic_password_file"
+        raise reader.fail(key, "a password without basic_user is never sent: set basic_user")
     reader.done()
     return source
 

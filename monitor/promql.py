@@ -178,11 +178,15 @@ class PromClient:
         parts = [self._query_chunk(expr, first, last, plan.step_ms, auth) for first, last in plan.chunks()]
         return _stitch(parts, plan)
 
-    def metric_names(self) -> set[str]:
-        """Every metric name the server holds (`/api/v1/label/__name__/values`)."""
+    def metric_names(self, start: float, end: float) -> set[str]:
+        """Every metric name the server holds samples of between `start` and `end`
+        (`/api/v1/label/__name__/values`; bounded, since Mimir reads its whole retention
+        without them, and never a partial answer, which Thanos gives by default)."""
         url = self._url.removesuffix(API_PATH) + NAMES_PATH
+        params = [*self._url_params, ("start", _seconds(round(start * 1000))),
+                  ("end", _seconds(round(end * 1000))), ("partial_response", "false")]
         auth = self._auth()
-        data = self._with_retries(lambda: self._send(self._url_params, auth, url=url))
+        data = self._with_retries(lambda: self._send(params, auth, url=url))
         if not isinstance(data, list) or not all(isinstance(name, str) for name in data):
             raise ScrapeError(f"{self.where}: the metric names are not a list of strings")
         return set(data)

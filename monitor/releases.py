@@ -10,6 +10,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, replace
@@ -43,6 +44,11 @@ SMOKE, VERIFICATION, WATCHING, DONE = "smoke", "verification", "watching", "done
 _Evaluated = tuple[Evaluation | None, list[dict[str, Any]], str, float]
 
 log = logging.getLogger("release_monitor")
+
+# How far back the metric names a PromQL service's queries select are looked for, and how
+# often a server that fails to list them is asked.
+NAMES_LOOKBACK = 7 * 86400.0
+NAMES_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,11 @@ class Releases:
         # Per service, why the version its targets run cannot be told ("" when it can).
         self.unversioned: dict[str, str] = {}
         self.prom_clients: dict[tuple[str, int], PromClient] = {}
-        self._queries_checked: set[str] = set()   # services whose metric names were checked
+        # Services whose queries' metric names were checked (or are being), and the
+        # failed tries of the others: a server that cannot list them is asked no more.
+        self._queries_checked: set[str] = set()
+        self._names_failures: Counter[str] = Counter()
+        self._names_lock = threading.Lock()
         # Per service read by PromQL, how its query API answered (once it was asked).
         self.query_apis: dict[str, TargetHealth] = {}
         # Evaluations under way in the pool: the release as it was asked about, and when.
@@ -559,21 +569,34 @@ class Releases:
         frame = promql_frame(client, judged_rules(policy), start=start, end=end,
                              step=source.step,
                              variables={"service": service, "version": version or ""})
-        if service not in self._queries_checked:
-            self._check_queries(client, policy, service)
+        if self._names_due(service):
+            self._check_queries(client, policy, service, end)
         return frame
 
-    def _check_queries(self, client: PromClient, policy: ServicePolicy, service: str) -> None:
-        """Warn, once per service, of each metric a query selects that the server holds no
-        series of: a misspelt errors counter under `or vector(0)` reads as no errors at all."""
+    def _names_due(self, service: str) -> bool:
+        """Whether this thread is to check the service's queries' metric names now (two
+        releases of a service may be judged at once: one checks)."""
+        with self._names_lock:
+            due = service not in self._queries_checked
+            self._queries_checked.add(service)
+        return due
+
+    def _check_queries(self, client: PromClient, policy: ServicePolicy, service: str,
+                       now: float) -> None:
+        """Warn, once per service, of each metric a query selects that the server held no
+        series of over the last NAMES_LOOKBACK: a misspelt errors counter under
+        `or vector(0)` reads as no errors at all."""
         try:
-            names = client.metric_names()
-        except ScrapeError as exc:   # an older or stricter server: the queries still work
+            names = client.metric_names(now - NAMES_LOOKBACK, now)
+        except ScrapeError as exc:   # the queries still work: asked again next time, twice
+            with self._names_lock:
+                self._names_failures[service] += 1
+                if self._names_failures[service] < NAMES_TRIES:
+                    self._queries_checked.discard(service)
             log.info("%s: metric names not checked: %s", service, exc)
-        else:
-            for line in unqueried(judged_rules(policy), names):
-                log.warning("%s: %s at %s", service, line, client.where)
-        self._queries_checked.add(service)
+            return
+        for line in unqueried(judged_rules(policy), names):
+            log.warning("%s: %s at %s", service, line, client.where)
 
     def baseline(self, release: Release,
                  policy: ServicePolicy) -> tuple[Baseline | None, list[str]]:

@@ -69,21 +69,31 @@ def _hint(rule: SignalRule, role: str, name: str, names: set[str]) -> str:
         if role == "numerator" else ""
 
 
-# A metric name as a PromQL selector starts: a name before its labels or its range.
-_SELECTED = re.compile(r"(?<![\w:$])([A-Za-z_:][\w:]*)\s*[{\[]")
+# What a PromQL expression holds besides metric names: strings, label matchers, ranges,
+# the label lists of by/without/on/ignoring/group_*, and its keywords.
 _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`')
+_MATCHERS = re.compile(r"\{[^}]*\}|\[[^\]]*\]")
+_LABEL_LISTS = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_COMMENT = re.compile(r"#[^\n]*")
+# A whole name (not a function's: no "(" after it), not a $placeholder, a number or a unit.
+_NAME = re.compile(r"(?<![\w:$.])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()")
+_KEYWORDS = frozenset({"and", "or", "unless", "bool", "offset", "inf", "nan", "start", "end",
+                       "by", "without", "on", "ignoring", "group_left", "group_right"})
 _QUERY_KEYS = ("query", "numerator_query", "denominator_query")
 
 
 def queried_metrics(expr: str) -> list[str]:
-    """The metric names a PromQL expression selects by name, in order, once each.
+    """The metric names a PromQL expression selects, in order, once each.
 
-    >>> queried_metrics('sum(increase(errors_total{job="$service", le=~"a{b"}[$step])) or vector(0)')
-    ['errors_total']
+    >>> queried_metrics('sum by (le) (rate(lat_bucket{le=~"a{b"}[$step])) or vector(0)')
+    ['lat_bucket']
+    >>> queried_metrics("max(process_resident_memory_bytes) > bool 1e9 unless on(job) up")
+    ['process_resident_memory_bytes', 'up']
     """
-    names = _SELECTED.findall(_QUOTED.sub('""', expr))
-    return list(dict.fromkeys(name for name in names if name not in ("by", "without", "on",
-                                                                      "ignoring")))
+    text = _COMMENT.sub(" ", _QUOTED.sub('""', expr))
+    text = _LABEL_LISTS.sub(" ", _MATCHERS.sub(" ", text))
+    names = (name for name in _NAME.findall(text) if name.lower() not in _KEYWORDS)
+    return list(dict.fromkeys(names))
 
 
 def unqueried(rules: Iterable[SignalRule], names: set[str]) -> list[str]:

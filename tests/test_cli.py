@@ -287,7 +287,8 @@ def test_check_config_notes_queries_that_read_the_same_series_or_count_twice(
     tmp_path: Path,
 ) -> None:
     notes = _check_config_notes(tmp_path, '[services.p.prometheus]\nurl = "http://127.0.0.1:9090"\n'
-                                '[services.p.signals.lat]\nquery = \'up{version="$verison"}\'\n'
+                                '[services.p.signals.lat]\nquery = \'label_replace(up{version='
+                                '"$verison"}, "a", "$1", "b", "(.*)")\'\n'
                                 '[services.p.signals.errors]\nkind = "ratio"\n'
                                 'numerator_query = \'sum(increase(e{version="$version"}[1m]))\'\n'
                                 'denominator_query = \'sum(increase(r{version="$version"}[$step]))\'\n')

@@ -343,6 +343,13 @@ def test_a_query_api_down_is_a_gap_though_it_repeats_a_gauge_through_it() -> Non
     quiet[2, down] = 0.0
     watched = SignalFrame(frame.names, frame.times, values, events, quiet)
     assert _judge(queried, _baseline(queried), watched)[-1].verdict == "pass"
+    # Nor are signals that are all there and all flat (a queue at 0, every request in one
+    # latency bucket): a repeat is no sight only beside a signal gone missing.
+    flat = frame.values.copy()
+    flat[:, down] = flat[:, [np.flatnonzero(down)[0] - 1]]
+    still = SignalFrame(frame.names, frame.times, flat, frame.events, frame.trials)
+    gauges = replace(_policy(LATENCY, QUEUE, MEMORY), prometheus=queried.prometheus)
+    assert not _judge(gauges, _baseline(gauges), still)[-1].reason.startswith("no samples")
 
 
 def _final(policy: ServicePolicy, candidate: SignalFrame, *, until: float | None = None,

@@ -473,6 +473,10 @@ def test_a_token_file_is_found_beside_the_policy_and_goes_with_no_basic_auth(
     both = write(tmp_path, "[services.shop]\n" + source + 'basic_user = "u"\n')
     assert config_error(both) == (f"{both}: services.shop.prometheus.basic_user: a server "
                                   "takes a bearer token or basic auth, not both")
+    alone = write(tmp_path, "[services.shop]\n" + source.replace("bearer_token_file",
+                                                                   "basic_password_file"))
+    assert config_error(alone) == (f"{alone}: services.shop.prometheus.basic_password_file: a "
+                                   "password without basic_user is never sent: set basic_user")
 
 
 def test_an_unknown_key_like_no_known_one_suggests_nothing(tmp_path: Path) -> None:

@@ -929,7 +929,8 @@ def test_a_query_selecting_a_metric_the_server_never_held_is_warned_of_once(
         live: Live, caplog: pytest.LogCaptureFixture) -> None:
     # `or vector(0)` reads a misspelt errors counter as no errors at all: only the server's
     # own list of metric names can tell.
-    assert {"http_requests_total", "http_request_errors_total"} <= live.client.metric_names()
+    assert {"http_requests_total", "http_request_errors_total"} <= live.client.metric_names(
+        float(live.grid[0]), float(live.grid[-1]))
     policy = ServicePolicy(
         name=SERVICE, prometheus=PromSource(url=live.url, timeout=10.0, retries=0),
         signals=(SignalRule(
@@ -957,6 +958,27 @@ def test_a_query_selecting_a_metric_the_server_never_held_is_warned_of_once(
      ["up", "x:recorded"]),
     ('max(mem{a="1"}) + max(mem{a="2"})', ["mem"]),
     ('{__name__="by_label_alone"} or vector(1)', []),
+    ("sum(app_errors_total) or vector(0)", ["app_errors_total"]),
+    ("max(mem) > bool 1e9 unless on(job) up offset 5m", ["mem", "up"]),
+    ('label_replace(up, "dst", "$1", "src", "(.*)") and ignoring(le) x # y{z}', ["up", "x"]),
 ])
 def test_the_metrics_a_query_selects_by_name(expr: str, names: list[str]) -> None:
     assert queried_metrics(expr) == names
+
+
+def test_a_server_that_cannot_list_its_metric_names_is_asked_three_times_at_most() -> None:
+    class NoNames:
+        where, asked = "Prometheus http://127.0.0.1:9", 0
+
+        def metric_names(self, start: float, end: float) -> set[str]:
+            self.asked += 1
+            raise ScrapeError("HTTP 404 Not Found")
+
+    releases = _promql_releases("http://127.0.0.1:9", SimClock(start=1_000_000.0), None,
+                                Store.memory())
+    policy, client = releases.config.services["checkout"], NoNames()
+    for _ in range(5):
+        if releases._names_due("checkout"):
+            releases._check_queries(client, policy, "checkout", 1_000_000.0)  # type: ignore[arg-type]
+    assert client.asked == 3
+    assert not releases._names_due("checkout")

@@ -260,7 +260,9 @@ def query_notes(policy: ServicePolicy) -> list[str]:
                          "least two scrape intervals")
         for query in queries:
             # `$verison` is sent as written, and the server's parse error cannot say why.
-            for name in sorted(set(re.findall(r"\$(\w+)", query)) - {"service", "version", "step"}):
+            # ($1 in label_replace's replacement is PromQL's own.)
+            placeholders = set(re.findall(r"\$([A-Za-z_]\w*)", query))
+            for name in sorted(placeholders - {"service", "version", "step"}):
                 notes.append(f"signals.{rule.name}: ${name} is no placeholder ($service, "
                              "$version, $step): it is sent as written")
         if rule.numerator_query and not re.search(r"\bor\b", rule.numerator_query):
