@@ -98,7 +98,7 @@ def queried_metrics(expr: str) -> list[str]:
 
 def unqueried(rules: Iterable[SignalRule], names: set[str]) -> list[str]:
     """One line per metric a rule's queries select that the query API holds no series of,
-    with a name close to it that it holds.
+    with a name close to it that it holds (or, for errors, that they may come).
 
     >>> rule = SignalRule("errors", kind="ratio", numerator_query="sum(rate(app_error_total{}[1m]))",
     ...                   denominator_query="sum(rate(app_requests_total{}[1m]))")
@@ -112,5 +112,8 @@ def unqueried(rules: Iterable[SignalRule], names: set[str]) -> list[str]:
                 if name not in names:
                     close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
                     hint = f" (did you mean {close[0]}?)" if close else ""
+                    if not close and key == "numerator_query":
+                        # Some clients export an errors counter only from its first error.
+                        hint = " yet (fine if it appears with the first error; else check the name)"
                     lines.append(f"{_key(rule)}.{key}: no series of {name}{hint}")
     return lines

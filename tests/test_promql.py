@@ -40,7 +40,7 @@ from monitor.promql import (
 )
 from monitor.recording import load_recording, recorded_frame
 from monitor.releases import Releases
-from monitor.scrape_check import queried_metrics
+from monitor.scrape_check import queried_metrics, unqueried
 from monitor.store import Store
 
 prometheus_factory = prometheus_server.prometheus_factory
@@ -982,3 +982,15 @@ def test_a_server_that_cannot_list_its_metric_names_is_asked_three_times_at_most
             releases._check_queries(client, policy, "checkout", 1_000_000.0)  # type: ignore[arg-type]
     assert client.asked == 3
     assert not releases._names_due("checkout")
+
+
+def test_an_errors_counter_not_yet_exported_is_told_apart_from_a_typo() -> None:
+    rule = SignalRule("errors", kind="ratio",
+                      numerator_query="sum(increase(db_failures_total[$step])) or vector(0)",
+                      denominator_query="sum(increase(app_requests_totl[$step]))")
+    assert unqueried([rule], {"app_requests_total", "process_cpu_seconds_total"}) == [
+        "signals.errors.numerator_query: no series of db_failures_total yet (fine if it "
+        "appears with the first error; else check the name)",
+        "signals.errors.denominator_query: no series of app_requests_totl (did you mean "
+        "app_requests_total?)",
+    ]
