@@ -915,8 +915,9 @@ def _data_checks(
             # have data does not hold the verdict up, but a pass says it was not judged.
             missing = f"{rule.name}: no samples of {_sources(rule)}"
             if "[$step]" in rule.query + rule.numerator_query + rule.denominator_query:
-                missing += (" (a range of [$step] holds two scrapes only if prometheus.step is "
-                            "at least twice the scrape interval)")
+                missing += (" (the query answered nothing: a metric or label it selects that "
+                            "the server has not, for this version, or a prometheus.step under "
+                            "two scrape intervals, so that [$step] holds one scrape)")
             (seen.shortfalls if needed[index] else seen.unjudged).append(missing)
             continue
         if rule.kind == "ratio":

@@ -426,8 +426,9 @@ def test_a_signal_without_any_series_names_what_it_reads() -> None:
     last = _judge(by_promql, _baseline(by_promql), missing)[-1]
     assert last.reason.startswith(
         "errors: no samples of sum(increase(e_total[$step])) with sum(increase(r_total[$step])) "
-        "(a range of [$step] holds two scrapes only if prometheus.step is at least twice the "
-        "scrape interval); latency: no samples of latency")
+        "(the query answered nothing: a metric or label it selects that the server has not, "
+        "for this version, or a prometheus.step under two scrape intervals, so that [$step] "
+        "holds one scrape); latency: no samples of latency")
 
 
 def test_thin_traffic_says_how_much_longer_it_needs() -> None:
