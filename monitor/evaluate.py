@@ -947,7 +947,8 @@ def _data_stopped(policy: ServicePolicy, window: SignalFrame, *, started: float,
         return None
     rows = [window.row(r.name) for r in rules]
     values, counted = window.values[rows], np.isfinite(window.trials[rows])
-    sampled = (np.isfinite(values) | counted).any(axis=0)
+    present = np.isfinite(values) | counted
+    sampled = present.any(axis=0)
     if policy.prometheus is not None and values.shape[1] > 1:
         # A PromQL server that was down itself answers a gauge with its last sample for up
         # to its lookback (5 minutes) while the rates beside it answer nothing: where a
@@ -956,8 +957,7 @@ def _data_stopped(policy: ServicePolicy, window: SignalFrame, *, started: float,
         repeated = np.zeros(values.shape, dtype=bool)
         repeated[:, 1:] = values[:, 1:] == values[:, :-1]
         fresh = ((np.isfinite(values) & ~repeated) | counted).any(axis=0)
-        complete = (np.isfinite(values) | counted).all(axis=0)
-        sampled &= fresh | complete
+        sampled &= fresh | present.all(axis=0)
     times = window.times[sampled & (window.times <= ended)]
     if times.size == 0:
         if sampled.any():

@@ -269,9 +269,7 @@ class _Reader:
             return ()
         if not value or not all(isinstance(part, str) for part in value):
             raise self.fail(key, "must be a non-empty list of strings (an argument list)")
-        program = value[0]
-        if "/" in program and not os.path.isabs(program) and not self.path.startswith("<"):
-            program = os.path.abspath(os.path.join(os.path.dirname(self.path), program))
+        program = self._beside(value[0]) if "/" in value[0] else value[0]
         # A bare name is looked up on PATH, where no program's name has spaces; a path
         # with spaces may be a real file.
         if len(value) == 1 and len(value[0].split()) > 1 and (
@@ -282,12 +280,16 @@ class _Reader:
         return (program, *value[1:])
 
     def path_beside(self, key: str) -> str:
-        """A file's path; a relative one is relative to the policy file, as its other
-        paths are, wherever the daemon runs."""
+        """A file's path, relative ones found beside the policy file ("" when not given)."""
         value = str(self.get(key, str, ""))
-        if value and not os.path.isabs(value) and not self.path.startswith("<"):
-            value = os.path.abspath(os.path.join(os.path.dirname(self.path), value))
-        return value
+        return self._beside(value) if value else value
+
+    def _beside(self, path: str) -> str:
+        """A relative path as relative to the policy file, as its other paths are,
+        wherever the daemon runs (a policy made in code has no file to be beside)."""
+        if os.path.isabs(path) or self.path.startswith("<"):
+            return path
+        return os.path.abspath(os.path.join(os.path.dirname(self.path), path))
 
     def tables(self, key: str) -> list[tuple[str, Mapping[str, Any]]]:
         """An array of tables, each with its own key path for errors."""

@@ -61,12 +61,16 @@ def _hint(rule: SignalRule, role: str, name: str, names: set[str]) -> str:
     if rule.kind == "quantile" and named.endswith("_bucket") and named in names:
         # The policy named the bucket series itself: the histogram is one suffix shorter.
         return f' (a quantile names the histogram: metric = "{named.removesuffix("_bucket")}")'
+    return _spelling(name, names, errors=role == "numerator")
+
+
+def _spelling(name: str, names: set[str], *, errors: bool) -> str:
+    """A name close to `name` that is there; or, for an errors counter, that it may come."""
     close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
     if close:
         return f" (did you mean {close[0]}?)"
     # A labelled error counter may have no series before its first error.
-    return " yet (fine if it appears with the first error; else check the name)" \
-        if role == "numerator" else ""
+    return " yet (fine if it appears with the first error; else check the name)" if errors else ""
 
 
 # What a PromQL expression holds besides metric names: strings, label matchers, ranges,
@@ -110,10 +114,6 @@ def unqueried(rules: Iterable[SignalRule], names: set[str]) -> list[str]:
         for key in _QUERY_KEYS:
             for name in queried_metrics(getattr(rule, key)):
                 if name not in names:
-                    close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.8)
-                    hint = f" (did you mean {close[0]}?)" if close else ""
-                    if not close and key == "numerator_query":
-                        # Some clients export an errors counter only from its first error.
-                        hint = " yet (fine if it appears with the first error; else check the name)"
+                    hint = _spelling(name, names, errors=key == "numerator_query")
                     lines.append(f"{_key(rule)}.{key}: no series of {name}{hint}")
     return lines

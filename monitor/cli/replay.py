@@ -185,19 +185,24 @@ def _replacement(found: Release, releases: Sequence[Release]) -> Release | None:
     return first
 
 
-def _scraped_samples(store: Store, found: Release) -> dict[str, RawSeries]:
-    """Every stored sample of each release, and those of its replacement (`_replacement`)
-    up to the end of its period."""
-    from monitor.signals import RawSeries
-
-    keys = store.series_keys(found.service)
+def _stretches(store: Store, found: Release) -> list[tuple[Release, float]]:
+    """What a recording of `found` holds: its baselines and itself (`_recorded_versions`),
+    then its replacement (`_replacement`) up to the end of its period."""
     releases = store.releases(found.service)
     stretches = list(_recorded_versions(found, releases))
     replacement = _replacement(found, releases)
     if replacement is not None:
         stretches.append((replacement, found.started_at + found.period))
+    return stretches
+
+
+def _scraped_samples(store: Store, found: Release) -> dict[str, RawSeries]:
+    """Every stored sample of each stretch (`_stretches`)."""
+    from monitor.signals import RawSeries
+
+    keys = store.series_keys(found.service)
     samples = {}
-    for this, end in stretches:
+    for this, end in _stretches(store, found):
         window = store.read_window(found.service, this.started_at, end, version=this.version)
         samples[this.version] = RawSeries(tuple(keys[int(i)] for i in window.series_ids),
                                           window.times, window.targets, window.values)
@@ -205,10 +210,10 @@ def _scraped_samples(store: Store, found: Release) -> dict[str, RawSeries]:
 
 
 def _queried_samples(store: Store, found: Release, policy: ServicePolicy) -> dict[str, RawSeries]:
-    """Each release's signals as its PromQL queries answer them now, over what the daemon
-    reads: a baseline's last `baseline_window` before the next release, the release's
-    checking period and the evaluations a finding may need past it, and its replacement
-    (`_replacement`) up to the end of that period."""
+    """Each stretch's signals (`_stretches`) as its PromQL queries answer them now, over
+    what the daemon reads: a baseline's last `baseline_window` before the next release,
+    the release's checking period and the evaluations a finding may need past it, and its
+    replacement up to the end of that period."""
     from monitor.promql import PromClient, promql_frame
     from monitor.recording import frame_as_samples
     from monitor.releases import judged_rules
@@ -216,19 +221,16 @@ def _queried_samples(store: Store, found: Release, policy: ServicePolicy) -> dic
     source = policy.prometheus
     assert source is not None
     now = time.time()
-    releases = store.releases(found.service)
-    stretches = list(_recorded_versions(found, releases))
-    replacement = _replacement(found, releases)
-    if replacement is not None and replacement.started_at < now:
-        stretches.append((replacement, found.started_at + found.period))
     samples = {}
     with PromClient(source) as client:
-        for this, end in stretches:
+        for this, end in _stretches(store, found):
             end = min(end, now)
             start = this.started_at
+            if this.started_at > found.started_at and end <= start:
+                continue   # a replacement registered to start later: nothing to ask yet
             if this.version == found.version:
                 end = min(end, start + this.period + policy.persistence * policy.evaluation_interval)
-            elif this is not replacement:
+            elif this.started_at < found.started_at:   # a baseline
                 start = max(start, end - policy.baseline_window)
             frame = promql_frame(client, judged_rules(policy), start=start, end=end,
                                  step=source.step,
